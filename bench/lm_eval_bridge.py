@@ -1,0 +1,72 @@
+"""Evaluate an in-memory model with lm-eval on a task YAML the suite writes at run time.
+
+The YAML goes into the run directory (with the absolute path of the data file it reads), so the
+evaluation is reproducible from the run directory alone.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+
+def unwrap(model):
+    """The transformers model that lm-eval can drive: PEFT wrappers hand out the underlying
+    model with the adapter layers still injected."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot: int, max_gen_toks: int,
+        seed: int) -> dict:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    out_dir = Path(out_dir)
+    tasks_dir = out_dir / "lm_eval_tasks"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    name = task_yaml["task"]
+    (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(task_yaml, sort_keys=False))
+
+    hf_model = unwrap(model)
+    was_training = hf_model.training
+    hf_model.eval()
+    device = next(hf_model.parameters()).device
+    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size, device=str(device))
+    logging.getLogger("lm-eval").setLevel(logging.WARNING)
+    try:
+        res = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[name],
+            num_fewshot=num_fewshot,
+            limit=eval_cfg.limit,
+            # our YAMLs are self-contained: skipping the ~10 s index of lm-eval's own tasks
+            task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
+            log_samples=eval_cfg.log_samples,
+            gen_kwargs={"max_gen_toks": max_gen_toks},
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    finally:
+        hf_model.train(was_training)
+    scores = {k: v for k, v in res["results"][name].items() if k != "alias" and isinstance(v, (int, float))}
+    samples = res.get("samples", {}).get(name, [])
+    if eval_cfg.log_samples and samples:
+        with open(out_dir / "samples.jsonl", "w") as f:
+            for s in samples:
+                f.write(json.dumps({
+                    "doc_id": s.get("doc_id"),
+                    "target": s.get("target"),
+                    "response": s.get("resps", [[None]])[0][0] if s.get("resps") else None,
+                    "filtered": s.get("filtered_resps"),
+                    **{k: s[k] for k in s if k.startswith("exact_match")},
+                }, default=str) + "\n")
+    n = res.get("n-samples", {}).get(name, {}).get("effective", len(samples))
+    return {"scores": scores, "n": int(n), "lm_eval_version": res.get("lm_eval_version")}

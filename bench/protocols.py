@@ -1,0 +1,159 @@
+"""The two contracts the runner knows: Method and Task.
+
+A method or task is a dataclass built by Hydra from `conf/<group>/<name>.yaml` (`_target_`).
+Its fields are its hyperparameters; their types are checked on construction, so a wrong value
+fails before any model is loaded. The runner calls only what is defined here and never names a
+concrete method or task.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from bench.config import ConfigError
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple):
+        (inner, *_) = typing.get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def check_field_types(obj: Any, group: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    problems = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if not _type_ok(value, hints[f.name]):
+            problems.append(f"{group}.{f.name}={value!r}: expected {hints[f.name]}, got {type(value).__name__}")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(kw_only=True)
+class Method:
+    """A fine-tuning method. Lifecycle, in the order the runner calls it:
+
+    apply -> param_groups -> on_train_begin -> per micro-step: extra_loss, after_backward ->
+    per optimizer step: after_step -> report / export.
+    """
+
+    name: str
+    lr: float
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "method")
+
+    # -- building -----------------------------------------------------------------------------
+    def apply(self, model):
+        """Inject adapters / unfreeze what this method trains; return the model to train."""
+        raise NotImplementedError
+
+    def param_groups(self, model, weight_decay: float) -> list[dict]:
+        """Optimizer parameter groups. Default: every trainable tensor at `self.lr`; biases and
+        norms (1-d tensors) get no weight decay."""
+        decay, no_decay = [], []
+        for _, p in model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay, "lr": self.lr}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, "lr": self.lr})
+        return groups
+
+    def expected_trainable_params(self, model) -> Optional[int]:
+        """Closed-form count of trainable parameters for `model` as it was before `apply`
+        (None where no closed form applies)."""
+        return None
+
+    # -- training hooks -----------------------------------------------------------------------
+    def on_train_begin(self, model, total_steps: int) -> None:
+        """Called once, after the optimizer exists; e.g. to derive a budget schedule."""
+
+    def extra_loss(self, model, step: int):
+        """Loss terms added to the task loss (e.g. a regulariser); None for none."""
+        return None
+
+    def after_backward(self, model, step: int) -> None:
+        """After gradients are computed, before clipping and the optimizer step."""
+
+    def after_step(self, model, step: int, optimizer) -> bool:
+        """After an optimizer step. Return True if the set or shapes of trainable parameters
+        changed, so the runner rebuilds the optimizer from `param_groups`."""
+        return False
+
+    # -- results ------------------------------------------------------------------------------
+    def report(self, model) -> dict:
+        """JSON-able facts about the method's state at the end (rank pattern, budget, ...)."""
+        return {}
+
+    def export(self, model, out_dir: Path) -> dict:
+        """Write the trained weights in a format plain PEFT or transformers loads.
+        Return {"format": ..., "path": ...}."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class Task:
+    """A fine-tuning + evaluation task."""
+
+    name: str
+    model_kinds: ClassVar[tuple[str, ...]] = ("causal_lm",)
+    needs_code_execution: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "task")
+
+    def check(self, cfg) -> None:
+        """Reject model/task/eval combinations that cannot work, before any expensive step."""
+        if cfg.model.kind not in self.model_kinds:
+            raise ConfigError(
+                f"task '{self.name}' needs a model of kind {' or '.join(self.model_kinds)}; "
+                f"model '{cfg.model.name}' is of kind '{cfg.model.kind}'"
+            )
+
+    def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:
+        """Tokenised training examples ({input_ids, labels} lists) and their provenance
+        (source, split, size, sha256)."""
+        raise NotImplementedError
+
+    def collate(self, examples: list[dict], tokenizer) -> dict:
+        """Right-pad a batch; padding never counts in the loss."""
+        import torch
+
+        width = max(len(e["input_ids"]) for e in examples)
+        pad = tokenizer.pad_token_id
+        ids, labels, mask = [], [], []
+        for e in examples:
+            n = len(e["input_ids"])
+            ids.append(e["input_ids"] + [pad] * (width - n))
+            labels.append(e["labels"] + [-100] * (width - n))
+            mask.append([1] * n + [0] * (width - n))
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+    def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:
+        """Evaluate; write per-example outputs under `out_dir`; return {"primary": <metric name>,
+        <metric name>: value, ..., "n": count, "data": provenance of the test data}."""
+        raise NotImplementedError

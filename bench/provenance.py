@@ -1,0 +1,74 @@
+"""Where a result came from: code version, packages, device, interpreter."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "lm_eval", "wandb", "hydra-core",
+            "omegaconf", "numpy", "tokenizers", "safetensors", "gguf", "pandas")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state() -> dict:
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def packages() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info(device_type: str) -> dict:
+    import torch
+
+    info = {"type": device_type, "cpu": cpu_name(), "torch_threads": torch.get_num_threads()}
+    if device_type == "cuda":
+        info.update(name=torch.cuda.get_device_name(), count=torch.cuda.device_count(),
+                    cuda=torch.version.cuda, capability=".".join(map(str, torch.cuda.get_device_capability())))
+    else:
+        info["name"] = info["cpu"]
+    return info
+
+
+def collect(device_type: str) -> dict:
+    import torch
+
+    return {
+        **git_state(),
+        "packages": packages(),
+        "device": device_info(device_type),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "determinism": {"cudnn_deterministic": torch.backends.cudnn.deterministic,
+                        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
+    }

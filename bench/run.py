@@ -1,0 +1,229 @@
+"""python -m bench.run [group=option ...] [key=value ...]   (--help lists the groups)
+
+One run: compose -> check -> seed -> model -> (base eval) -> method -> data -> loop -> eval ->
+export -> result.json. Every outcome, failures included, ends in a result.json.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bench import results
+from bench.config import ConfigError, register_configs, resolved, run_hash, validate
+
+register_configs()
+log = logging.getLogger("bench.run")
+
+
+class Cancelled(Exception):
+    """SIGTERM (e.g. a cluster pre-empting the job)."""
+
+
+def _raise_cancelled(signum, frame):
+    raise Cancelled(f"received signal {signal.Signals(signum).name}")
+
+
+def prepare(cfg: DictConfig):
+    """Everything that can be checked without loading a model. Raises ConfigError."""
+    validate(cfg)
+    method = instantiate(cfg.method, _convert_="all")
+    task = instantiate(cfg.task, _convert_="all")
+    task.check(cfg)
+    config = resolved(cfg)
+    return method, task, config, run_hash(config)
+
+
+def _seed(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _status_of(err: BaseException) -> str:
+    import torch
+
+    from bench.train import Diverged
+
+    if isinstance(err, Diverged):
+        return "diverged"
+    if isinstance(err, torch.OutOfMemoryError):
+        return "oom"
+    if isinstance(err, (KeyboardInterrupt, Cancelled)):
+        return "cancelled"
+    return "failed"
+
+
+def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
+    import torch
+    from accelerate import Accelerator
+
+    from bench import metrics as M
+    from bench import models, provenance, train
+    from bench.tracking import NoTracker, make_tracker
+
+    run_dir = results.run_dir_for(config, config_hash)
+    previous = results.set_aside_previous(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if previous:
+        log.info("an earlier attempt did not succeed; its result is kept at %s", previous)
+    log.info("run directory: %s", run_dir)
+
+    started_at, t0 = results.now_iso(), time.perf_counter()
+    metrics: dict = {}
+    method_report: dict = {}
+    artifacts: dict = {"config": "config.yaml", "metrics_log": "metrics.jsonl", "log": "run.log"}
+    prov: dict = {"git_commit": None, "git_dirty": None, "packages": {}, "python": sys.version.split()[0],
+                  "device": {"type": "unknown", "name": "unknown"}, "data": {},
+                  "model": {"name": cfg.model.name, "source": cfg.model.source, "init": cfg.model.init}}
+    metrics_log = results.MetricsLog(run_dir / "metrics.jsonl")
+    tracker = NoTracker()
+    status, error, stage, caught = "success", None, "setup", None
+    old_sigterm = signal.signal(signal.SIGTERM, _raise_cancelled)
+    try:
+        _seed(cfg.seed)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision)
+        device_type = accelerator.device.type
+        if cfg.train.device == "cuda" and device_type != "cuda":
+            raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+        prov.update(provenance.collect(device_type))
+        tracker = make_tracker(cfg.logger, run_dir, config, config_hash[:10],
+                               name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}")
+        artifacts["wandb"] = tracker.run_info
+
+        stage = "model"
+        build_on = str(accelerator.device) if cfg.model.init == "random" else "cpu"
+        model, tokenizer, prov["model"] = models.load(cfg.model, device=build_on)
+        model.to(accelerator.device)
+
+        stage = "data"
+        examples, prov["data"]["train"] = task.train_examples(tokenizer, cfg.train.max_length)
+
+        if cfg.eval.enabled and cfg.eval.base:
+            stage = "eval_base"
+            t = time.perf_counter()
+            metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base", seed=cfg.seed)
+            metrics["eval_base_time_s"] = time.perf_counter() - t
+            prov["data"]["test"] = metrics["eval_base"].pop("data")
+
+        stage = "method"
+        # lm-eval reseeds the global RNGs; adapter initialisation must not depend on whether the
+        # base model was evaluated first.
+        _seed(cfg.seed)
+        if cfg.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        metrics["expected_trainable_params"] = method.expected_trainable_params(model)
+        model = method.apply(model)
+        model.to(accelerator.device)
+        trainable, total = M.count_params(model)
+        metrics.update(trainable_params=trainable, total_params=total,
+                       trainable_fraction=trainable / total if total else 0.0)
+        log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
+
+        stage = "train"
+        M.reset_peak_memory(device_type)
+        out = train.train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log)
+        model = accelerator.unwrap_model(out.pop("model"))
+        metrics.update(out)
+        metrics["peak_memory"] = M.peak_memory(device_type)
+        method_report = method.report(model)
+
+        if cfg.eval.enabled:
+            stage = "eval"
+            t = time.perf_counter()
+            metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
+            metrics["eval_time_s"] = time.perf_counter() - t
+            prov["data"]["test"] = metrics["eval"].pop("data")
+
+        if cfg.run.save_model:
+            stage = "export"
+            artifacts["export"] = method.export(model, run_dir / "adapter")
+            artifacts["export"]["path"] = "adapter"
+            metrics["adapter_bytes"] = M.dir_bytes(run_dir / "adapter")
+    except BaseException as err:  # every outcome becomes a result; Ctrl-C is re-raised below
+        caught = err
+        status = _status_of(err)
+        error = {"type": type(err).__name__, "message": str(err), "stage": stage,
+                 "traceback": traceback.format_exc()}
+        log.error("run %s at stage '%s': %s: %s", status, stage, type(err).__name__, err)
+    finally:
+        signal.signal(signal.SIGTERM, old_sigterm)
+
+    metrics["total_time_s"] = time.perf_counter() - t0
+    result = {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": config_hash[:10],
+        "config_hash": config_hash,
+        "status": status,
+        "error": error,
+        "config": config,
+        "metrics": metrics,
+        "history": metrics_log.rows,
+        "method_report": method_report,
+        "artifacts": artifacts,
+        "provenance": prov,
+        "started_at": started_at,
+        "finished_at": results.now_iso(),
+    }
+    path = results.write_result(run_dir, result)
+    tracker.summary({"status": status, **{k: v for k, v in metrics.items()}})
+    tracker.finish(failed=status != "success")
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    print(summary_line(result, path))
+    if isinstance(caught, KeyboardInterrupt):
+        raise caught  # stop a sweep on Ctrl-C, after the result is safe
+    return status
+
+
+def summary_line(result: dict, path: Path) -> str:
+    m = result["metrics"]
+    line = f"{result['status']}: {path}"
+    if result["status"] != "success":
+        return f"{line}\n  error: {result['error']['type']}: {result['error']['message']}"
+    parts = [f"train {m['train_time_s']:.1f}s", f"{m['tokens_per_s']:.0f} tok/s",
+             f"trainable {m['trainable_params']:,}"]
+    for key in ("eval_base", "eval"):
+        if key in m:
+            parts.append(f"{'base' if key == 'eval_base' else 'tuned'} {m[key]['primary']}="
+                         f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']})")
+    return f"{line}\n  " + ", ".join(parts)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    single = HydraConfig.get().mode == RunMode.RUN
+    try:
+        method, task, config, config_hash = prepare(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if single:
+            sys.exit(2)
+        return  # a sweep goes on with its next job
+    run_dir = results.run_dir_for(config, config_hash)
+    if results.is_finished(run_dir) and not cfg.run.force:
+        print(f"skipped: {run_dir / 'result.json'} already holds a successful result (run.force=true reruns it)")
+        return
+    status = execute(cfg, method, task, config, config_hash)
+    if single and status != "success":
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
