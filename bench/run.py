@@ -36,11 +36,22 @@ def _raise_cancelled(signum, frame):
 def prepare(cfg: DictConfig):
     """Everything that can be checked without loading a model. Raises ConfigError."""
     validate(cfg)
-    method = instantiate(cfg.method, _convert_="all")
-    task = instantiate(cfg.task, _convert_="all")
+    method, task = build(cfg.method), build(cfg.task)
     task.check(cfg)
     config = resolved(cfg)
     return method, task, config, run_hash(config)
+
+
+def build(node):
+    """Instantiate a method or task; its own ConfigError surfaces unwrapped."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
 
 
 def _seed(seed: int) -> None:
@@ -225,5 +236,15 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    from bench.cli_check import unknown_key_message
+
+    message = unknown_key_message(sys.argv[1:])
+    if message:
+        print(message, file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -36,7 +36,7 @@ HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 TRAIN_SOURCES = ("hub", "asdiv")
 TEST_SOURCES = ("package", "hub")
 FILTERS = ("strict-match", "flexible-extract")
-_LEADING_NUMBER = re.compile(r"^\s*(-?[\d,]*\.?\d+)")
+_LEADING_NUMBER = re.compile(r"^\s*(-?[\d,]*\.?\d+)(?=\s|$)")  # "9 apples", not "1/3" or "3:2"
 
 
 def prompt(question: str) -> str:

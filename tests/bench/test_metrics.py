@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from bench.metrics import StepClock, count_params, dir_bytes, percentile
+from tests.helpers.tiny import tiny_llama
+
+
+def test_percentile_interpolates():
+    assert percentile([1, 2, 3, 4, 5], 0.5) == 3
+    assert percentile([1, 2, 3, 4, 5], 0.9) == pytest.approx(4.6)
+    assert percentile([], 0.5) is None
+
+
+def test_step_clock_leaves_out_warmup():
+    clock = StepClock("cpu")
+    clock.times = [10.0, 9.0, 1.0, 2.0, 3.0]
+    s = clock.summary(warmup=2)
+    assert s["step_time_p50_s"] == 2.0 and s["step_time_p90_s"] == pytest.approx(2.8)
+    assert s["step_time_warmup_steps_excluded"] == 2
+
+
+def test_count_params_and_dir_bytes(tmp_path):
+    model = tiny_llama()
+    for n, p in model.named_parameters():
+        p.requires_grad_(n.endswith("q_proj.weight"))
+    trainable, total = count_params(model)
+    assert trainable == 2 * 32 * 32 and total == sum(p.numel() for p in model.parameters())
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"y" * 5)
+    assert dir_bytes(tmp_path) == 15

@@ -1,0 +1,86 @@
+"""Run hash, atomic writes, schema checks and the keeping of earlier attempts."""
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from bench import results
+from bench.config import resolved, run_hash
+from tests.conftest import compose
+
+
+def test_hash_ignores_logger_and_run_but_not_hyperparameters():
+    base = run_hash(resolved(compose()))
+    assert run_hash(resolved(compose("logger=none"))) == base
+    assert run_hash(resolved(compose("run.root=elsewhere"))) == base
+    assert run_hash(resolved(compose("method.r=8"))) != base
+    assert run_hash(resolved(compose("seed=1"))) != base
+
+
+def test_run_dir_is_named_by_model_task_method_and_hash():
+    cfg = resolved(compose("model=tiny-llama", "method=full"))
+    h = run_hash(cfg)
+    assert results.run_dir_for(cfg, h).as_posix() == f"runs/tiny-llama__gsm8k__full/{h[:10]}"
+
+
+def minimal_result(status="success") -> dict:
+    cfg = resolved(compose("model=tiny-llama"))
+    h = run_hash(cfg)
+    metrics = {"total_time_s": 1.0}
+    if status == "success":
+        metrics.update(train_time_s=0.5, tokens_per_s=10.0, peak_memory={"kind": "cpu_rss", "rss_bytes": 1},
+                       trainable_params=1, total_params=2, optimizer_steps=1, step_time_p50_s=0.1)
+    return {"schema_version": 1, "run_id": h[:10], "config_hash": h, "status": status,
+            "error": None if status == "success" else {"type": "X", "message": "m"},
+            "config": cfg, "metrics": metrics, "history": [], "method_report": {}, "artifacts": {},
+            "provenance": {"git_commit": None, "git_dirty": None, "packages": {}, "python": "3",
+                           "device": {"type": "cpu", "name": "cpu"}, "data": {},
+                           "model": {"name": "m", "source": "hub", "init": "random"}},
+            "started_at": "t", "finished_at": "t"}
+
+
+def test_schema_accepts_good_and_rejects_broken_results(tmp_path):
+    good = minimal_result()
+    results.validate_result(good)
+    results.validate_result(minimal_result("failed"))
+    for breakage in (
+        lambda r: r.update(status="finished"),
+        lambda r: r.update(error={"type": "X", "message": "boom"}),  # success with an error
+        lambda r: r["metrics"].pop("trainable_params"),
+        lambda r: r.update(extra_field=1),
+        lambda r: r["provenance"].pop("git_commit"),
+    ):
+        bad = copy.deepcopy(good)
+        breakage(bad)
+        with pytest.raises(jsonschema.ValidationError):
+            results.validate_result(bad)
+    with pytest.raises(jsonschema.ValidationError):  # a failed run must carry its error
+        results.validate_result({**minimal_result("failed"), "error": None})
+
+
+def test_write_is_atomic_and_leaves_no_temporaries(tmp_path):
+    results.write_result(tmp_path, minimal_result())
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "success"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    broken = minimal_result()
+    broken["status"] = "bogus"
+    with pytest.raises(jsonschema.ValidationError):
+        results.write_result(tmp_path, broken)
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "success"  # old file intact
+
+
+def test_truncated_result_is_not_finished(tmp_path):
+    (tmp_path / "result.json").write_text('{"status": "succ')
+    assert results.read_result(tmp_path) is None
+    assert not results.is_finished(tmp_path)
+
+
+def test_failed_attempt_is_kept_before_a_new_one(tmp_path):
+    results.write_result(tmp_path, minimal_result("failed"))
+    assert not results.is_finished(tmp_path)
+    kept = results.set_aside_previous(tmp_path)
+    assert kept.parent.name == "attempts" and json.loads(kept.read_text())["status"] == "failed"
+    assert not (tmp_path / "result.json").exists()

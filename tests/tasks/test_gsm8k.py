@@ -1,0 +1,84 @@
+"""GSM8K data: honest sources, prompt consistency between training and evaluation."""
+from __future__ import annotations
+
+import json
+import re
+
+import jinja2
+import pytest
+
+from bench.config import ConfigError
+from bench.models import TOKENIZERS, package_file
+from tasks import gsm8k
+from tasks.gsm8k import GSM8K
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return TOKENIZERS["gpt2-offline"]()[0]
+
+
+def test_asdiv_rows_are_well_formed_and_not_gsm8k():
+    rows, info = gsm8k.asdiv_rows()
+    assert info["name"] == "asdiv" and "not GSM8K" in info["note"]
+    assert len(rows) + info["rows_skipped_no_number"] == 2305
+    for r in rows:
+        number = r["answer"].rsplit("#### ", 1)[1]
+        assert re.fullmatch(r"-?\d*\.?\d+", number), r
+        assert r["answer"].split()[0].replace(",", "") == number
+    test_path, _ = package_file(*gsm8k.PACKAGE_TEST)
+    test_questions = {json.loads(line)["question"].strip() for line in test_path.read_text().splitlines()}
+    assert not test_questions & {r["question"] for r in rows}
+
+
+def test_train_examples_mask_the_prompt_and_end_with_eos(tok):
+    task = GSM8K(name="gsm8k", train_source="asdiv", train_limit=16)
+    examples, info = task.train_examples(tok, max_length=256)
+    assert len(examples) == 16 and info["rows"] == 16 and len(info["rows_sha256"]) == 64
+    for e in examples:
+        assert len(e["input_ids"]) == len(e["labels"]) <= 256
+        n_prompt = next(i for i, label in enumerate(e["labels"]) if label != -100)
+        assert tok.decode(e["input_ids"][:n_prompt]).startswith("Question: ")
+        assert tok.decode(e["input_ids"][:n_prompt]).endswith("\nAnswer:")
+        assert e["labels"][n_prompt:] == e["input_ids"][n_prompt:]
+        assert e["input_ids"][-1] == tok.eos_token_id
+        assert "####" in tok.decode(e["labels"][n_prompt:])
+
+
+def test_too_long_examples_are_dropped_and_counted(tok):
+    task = GSM8K(name="gsm8k", train_source="asdiv", train_limit=50)
+    _, info = task.train_examples(tok, max_length=40)
+    assert info["dropped_too_long"] > 0 and info["examples"] + info["dropped_too_long"] == 50
+
+
+def test_collate_pads_right_and_never_trains_on_padding(tok):
+    tok.pad_token = tok.eos_token
+    task = GSM8K(name="gsm8k", train_source="asdiv", train_limit=4)
+    examples, _ = task.train_examples(tok, max_length=256)
+    batch = task.collate(examples, tok)
+    lengths = [len(e["input_ids"]) for e in examples]
+    assert batch["input_ids"].shape == (4, max(lengths))
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_eval_prompt_is_the_training_prompt():
+    task = GSM8K(name="gsm8k")
+    dataset, _ = task.test_data()
+    spec = task.lm_eval_yaml(dataset)
+    rendered = jinja2.Template(spec["doc_to_text"]).render(question="How many?")
+    assert rendered == gsm8k.prompt("How many?")
+
+
+def test_package_test_split_is_checksum_verified(monkeypatch):
+    dataset, info = GSM8K(name="gsm8k").test_data()
+    assert info["file_sha256"] == gsm8k.GSM8K_TEST_SHA256 and info["rows"] == 1319
+    assert dataset["dataset_kwargs"]["data_files"]["test"].endswith("gsm8k/test.jsonl")
+    monkeypatch.setattr(gsm8k, "GSM8K_TEST_SHA256", "0" * 64)
+    with pytest.raises(RuntimeError, match="not the GSM8K test split"):
+        GSM8K(name="gsm8k").test_data()
+
+
+def test_hub_train_split_offline_says_what_to_use_instead():
+    with pytest.raises(ConfigError, match="task.train_source=asdiv"):
+        GSM8K(name="gsm8k", train_source="hub").train_rows()

@@ -1,0 +1,100 @@
+"""Every config in conf/ composes, validates and instantiates."""
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from bench.config import validate
+from bench.protocols import Method, Task
+from tests.conftest import CONF, compose, run_cli
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+GROUPS = ("model", "method", "task", "train", "eval", "logger", "experiment")
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_option_composes_and_validates(group, option):
+    cfg = compose(f"{group}={option}")
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no dangling interpolation
+
+
+@pytest.mark.parametrize("name", options("method"))
+def test_method_config_instantiates_its_class(name):
+    cfg = compose(f"method={name}")
+    method = instantiate(cfg.method, _convert_="all")
+    assert isinstance(method, Method)
+    assert method.name == name, "a method's `name` must equal its config file name"
+
+
+@pytest.mark.parametrize("name", options("task"))
+def test_task_config_instantiates_its_class(name):
+    cfg = compose(f"task={name}")
+    task = instantiate(cfg.task, _convert_="all")
+    assert isinstance(task, Task)
+    assert task.name == name
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_name_matches_file(name):
+    assert compose(f"model={name}").model.name == name
+
+
+@pytest.mark.parametrize("pair", options("model_task"))
+def test_model_task_specialisation_applies(pair):
+    model, task = pair.split("_", 1)
+    assert model in options("model") and task in options("task"), f"model_task/{pair}.yaml names no real pair"
+    specialised = compose(f"model={model}", f"task={task}")
+    raw = OmegaConf.load(CONF / "model_task" / f"{pair}.yaml")
+    for section, values in raw.items():
+        for key, value in values.items():
+            assert specialised[section][key] == value, f"{pair}: {section}.{key} not applied"
+
+
+def test_big_models_compose_gpu_defaults():
+    cfg = compose("method=lora", "model=llama2-7b", "task=gsm8k")
+    assert cfg.model.hub_id == "meta-llama/Llama-2-7b-hf"
+    assert cfg.model.dtype == "bfloat16"
+    assert cfg.train.device == "cuda" and cfg.train.mixed_precision == "bf16"
+    assert cfg.train.gradient_checkpointing is True
+    assert cfg.model.arch.hidden_size == 4096 and cfg.model.arch.num_hidden_layers == 32
+
+
+def test_method_targets_follow_the_model():
+    assert list(compose("model=minilm").method.target_modules) == ["query", "value"]
+    assert list(compose("model=tiny-llama", "method.target_modules=[q_proj,k_proj]").method.target_modules) == \
+        ["q_proj", "k_proj"]
+
+
+def test_quickstart_is_offline_and_names_its_data():
+    cfg = compose("experiment=quickstart")
+    assert cfg.model.name == "smollm2-135m" and cfg.model.source == "gguf_package"
+    assert cfg.task.train_source == "asdiv" and cfg.task.test_source == "package"
+    assert cfg.train.device == "cpu"
+
+
+def test_cli_help_lists_groups_and_options():
+    out = run_cli("--help", timeout=60)
+    assert out.returncode == 0, out.stderr
+    for group in GROUPS:
+        assert f"{group}:" in out.stdout
+    for name in options("method") + options("model"):
+        assert name in out.stdout
+
+
+def test_cli_cfg_job_prints_composed_config():
+    out = run_cli("--cfg", "job", "method=lora", "model=llama2-7b", "task=gsm8k", timeout=60)
+    assert out.returncode == 0, out.stderr
+    printed = OmegaConf.create(out.stdout)
+    assert printed.model.hub_id == "meta-llama/Llama-2-7b-hf"
+    assert printed.train.mixed_precision == "bf16"
