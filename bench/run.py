@@ -77,6 +77,7 @@ def _status_of(err: BaseException) -> str:
 def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from bench import metrics as M
     from bench import models, provenance, train
@@ -108,6 +109,8 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         _seed(cfg.seed)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        # accelerate keeps one global state per process; a sweep runs many jobs in one process
+        AcceleratorState._reset_state(reset_partial_state=True)
         accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision)
         device_type = accelerator.device.type
         if cfg.train.device == "cuda" and device_type != "cuda":
@@ -219,6 +222,8 @@ def summary_line(result: dict, path: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
+                        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
     single = HydraConfig.get().mode == RunMode.RUN
     try:
         method, task, config, config_hash = prepare(cfg)

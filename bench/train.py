@@ -68,61 +68,64 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
     bar = tqdm(total=tcfg.max_steps, desc="train", unit="step", disable=not accelerator.is_main_process,
                dynamic_ncols=True)
     started = time.perf_counter()
-    for step in range(1, tcfg.max_steps + 1):
-        clock.start()
-        step_loss = torch.zeros((), device=accelerator.device)
-        step_extra = None
-        step_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-        step_loss_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-        for micro in range(tcfg.grad_accum):
-            batch = next(batches)
-            last = micro == tcfg.grad_accum - 1
-            # prepare() already wraps forward in autocast when mixed precision is on
-            with accelerator.no_sync(model) if not last else nullcontext():
-                out = model(**batch)
-                loss = out.loss
-                extra = method.extra_loss(model, step)
-                total = loss if extra is None else loss + extra
-                accelerator.backward(total / tcfg.grad_accum)
-            step_loss += loss.detach().float() / tcfg.grad_accum
-            if extra is not None:
-                step_extra = (step_extra or 0.0) + extra.detach().float() / tcfg.grad_accum
-            step_tokens += batch["attention_mask"].sum()
-            step_loss_tokens += (batch["labels"][:, 1:] != -100).sum()
-        method.after_backward(model, step)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]  # the rate this step uses
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if method.after_step(model, step, optimizer):
-            optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
-            scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)
-        dt = clock.stop()
+    try:
+        for step in range(1, tcfg.max_steps + 1):
+            clock.start()
+            step_loss = torch.zeros((), device=accelerator.device)
+            step_extra = None
+            step_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
+            step_loss_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
+            for micro in range(tcfg.grad_accum):
+                batch = next(batches)
+                last = micro == tcfg.grad_accum - 1
+                # prepare() already wraps forward in autocast when mixed precision is on
+                with accelerator.no_sync(model) if not last else nullcontext():
+                    out = model(**batch)
+                    loss = out.loss
+                    extra = method.extra_loss(model, step)
+                    total = loss if extra is None else loss + extra
+                    accelerator.backward(total / tcfg.grad_accum)
+                step_loss += loss.detach().float() / tcfg.grad_accum
+                if extra is not None:
+                    step_extra = (step_extra or 0.0) + extra.detach().float() / tcfg.grad_accum
+                step_tokens += batch["attention_mask"].sum()
+                step_loss_tokens += (batch["labels"][:, 1:] != -100).sum()
+            method.after_backward(model, step)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if method.after_step(model, step, optimizer):
+                optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
+                scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)
+            dt = clock.stop()
 
-        loss_value = step_loss.item()
-        train_tokens += int(step_tokens.item())
-        loss_tokens += int(step_loss_tokens.item())
-        if not math.isfinite(loss_value):
-            raise Diverged(f"loss is {loss_value} at optimizer step {step}")
-        if step % tcfg.log_every == 0 or step == tcfg.max_steps:
-            row = {
-                "step": step,
-                "loss": loss_value,
-                "extra_loss": None if step_extra is None else float(step_extra),
-                "lr": lr,
-                "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                "step_time_s": dt,
-                "tokens": int(step_tokens.item()),
-            }
-            metrics_log.append(row)
-            tracker.log(row, step=step)
-        elapsed = time.perf_counter() - started
-        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{train_tokens / elapsed:.0f}",
-                        mem=f"{current_memory(device_type):.1f}G", refresh=False)
-        bar.update(1)
+            loss_value = step_loss.item()
+            train_tokens += int(step_tokens.item())
+            loss_tokens += int(step_loss_tokens.item())
+            total_value = loss_value if step_extra is None else loss_value + float(step_extra)
+            if not math.isfinite(total_value):
+                raise Diverged(f"loss is {total_value} at optimizer step {step} (task loss {loss_value})")
+            if step % tcfg.log_every == 0 or step == tcfg.max_steps:
+                row = {
+                    "step": step,
+                    "loss": loss_value,
+                    "extra_loss": None if step_extra is None else float(step_extra),
+                    "lr": lr,
+                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "step_time_s": dt,
+                    "tokens": int(step_tokens.item()),
+                }
+                metrics_log.append(row)
+                tracker.log(row, step=step)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{train_tokens / elapsed:.0f}",
+                            mem=f"{current_memory(device_type):.1f}G", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
     train_time = time.perf_counter() - started
-    bar.close()
     return {
         "model": model,
         "train_time_s": train_time,

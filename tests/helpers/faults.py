@@ -1,0 +1,30 @@
+"""Methods that fail on purpose, for fault-injection tests (selected with method._target_=...)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from methods.lora import LoRA
+
+
+@dataclass(kw_only=True)
+class NaNLoss(LoRA):
+    """Adds a NaN loss term from optimizer step 2 on."""
+
+    def extra_loss(self, model, step: int):
+        import torch
+
+        return torch.tensor(float("nan")) if step >= 2 else None
+
+
+@dataclass(kw_only=True)
+class RaisingHook(LoRA):
+    def after_step(self, model, step: int, optimizer) -> bool:
+        raise RuntimeError(f"hook failed at step {step}")
+
+
+@dataclass(kw_only=True)
+class OutOfMemory(LoRA):
+    def after_backward(self, model, step: int) -> None:
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
