@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from functools import partial
 
@@ -35,8 +36,10 @@ def build_scheduler(optimizer, tcfg, total_steps: int, done_steps: int = 0):
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[tcfg.scheduler]
     warmup = math.ceil(tcfg.warmup_ratio * total_steps)
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    for _ in range(done_steps):  # a rebuilt optimizer continues the schedule where it was
-        scheduler.step()
+    with warnings.catch_warnings():  # fast-forwarding before any optimizer.step() is intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(done_steps):  # a rebuilt optimizer continues the schedule where it was
+            scheduler.step()
     return scheduler
 
 

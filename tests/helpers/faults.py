@@ -28,3 +28,12 @@ class OutOfMemory(LoRA):
         import torch
 
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+@dataclass(kw_only=True)
+class RebuildOnce(LoRA):
+    """Claims its parameters changed after step 2, so the runner rebuilds the optimizer."""
+
+    def after_step(self, model, step: int, optimizer) -> bool:
+        self.optimizers_seen = getattr(self, "optimizers_seen", []) + [id(optimizer)]
+        return step == 2
