@@ -54,3 +54,10 @@ def test_same_seed_same_losses(tmp_path):
     _, _, c = run_tiny(tmp_path / "c", "train.max_steps=3", "seed=7")
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
     assert [h["loss"] for h in a["history"]] != [h["loss"] for h in c["history"]]
+
+
+def test_logger_disabled_writes_no_wandb_files(tmp_path):
+    status, _, result = run_tiny(tmp_path, "logger=wandb", "logger.mode=disabled", "train.max_steps=1")
+    assert status == "success"
+    assert result["artifacts"]["wandb"] == {"backend": "wandb", "mode": "disabled"}
+    assert not list(tmp_path.rglob("wandb"))
