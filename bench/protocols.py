@@ -58,9 +58,22 @@ class Method:
 
     name: str
     lr: float
+    sparsity: Optional[float] = None  # rank sparsity 1 - r_target / r_init, for methods that prune ranks
+
+    # What the method test matrix may assume (tests/methods/test_matrix.py).
+    supports_sparsity: ClassVar[bool] = False
+    zero_init: ClassVar[bool] = True  # the untrained adapter leaves the model's outputs unchanged
+    supports_merge: ClassVar[bool] = False  # merge_and_unload() gives the same outputs
 
     def __post_init__(self) -> None:
         check_field_types(self, "method")
+        if self.sparsity is not None:
+            if not self.supports_sparsity:
+                raise ConfigError(
+                    f"method '{self.name}' has no rank-sparsity knob (method.sparsity={self.sparsity}); "
+                    f"leave method.sparsity=null, or use a rank-pruning method")
+            if not 0 <= self.sparsity < 1:
+                raise ConfigError(f"method.sparsity={self.sparsity} must be in [0, 1)")
 
     # -- building -----------------------------------------------------------------------------
     def apply(self, model):

@@ -74,6 +74,9 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
     try:
         for step in range(1, tcfg.max_steps + 1):
             clock.start()
+            # Gradients are cleared here, not after the step, so that after_step can still read
+            # them (AdaLoRA scores importance from them between optimizer.step and zero_grad).
+            optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=accelerator.device)
             step_extra = None
             step_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
@@ -98,7 +101,6 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             if method.after_step(model, step, optimizer):
                 optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
                 scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)

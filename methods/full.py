@@ -9,6 +9,8 @@ from bench.protocols import Method
 
 @dataclass(kw_only=True)
 class FullFineTuning(Method):
+    supports_merge = False
+
     def apply(self, model):
         for p in model.parameters():
             p.requires_grad_(True)

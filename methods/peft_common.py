@@ -1,7 +1,13 @@
 """Shared pieces of the methods that wrap HF PEFT."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+from bench.config import ConfigError
+from bench.protocols import Method
 
 
 def task_type(model) -> str:
@@ -27,7 +33,57 @@ def target_linears(model, targets: list[str]) -> dict:
     return found
 
 
-def export_adapter(model, out_dir: Path) -> dict:
-    """adapter_config.json + adapter_model.safetensors, loadable with PeftModel.from_pretrained."""
-    model.save_pretrained(str(out_dir))
-    return {"format": "peft", "path": str(out_dir), "load_with": "peft.PeftModel.from_pretrained(base_model, path)"}
+def shapes(model, targets: list[str]) -> list[tuple[int, int]]:
+    """(d_in, d_out) of every adapted matrix."""
+    return [(m.in_features, m.out_features) for m in target_linears(model, targets).values()]
+
+
+def lora_params(model, targets: list[str], r: int) -> int:
+    return sum(r * (d_in + d_out) for d_in, d_out in shapes(model, targets))
+
+
+@dataclass(kw_only=True)
+class PeftMethod(Method):
+    """A method that is one PEFT config: inject with get_peft_model, export with save_pretrained."""
+
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.target_modules:
+            raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj])")
+
+    def peft_config(self, model):
+        raise NotImplementedError
+
+    def apply(self, model):
+        from peft import get_peft_model
+
+        self._adapted = len(target_linears(model, self.target_modules))  # errors if none match
+        return get_peft_model(model, self.peft_config(model))
+
+    def export(self, model, out_dir: Path) -> dict:
+        """adapter_config.json + adapter_model.safetensors, for PeftModel.from_pretrained."""
+        model.save_pretrained(str(out_dir))
+        return {"format": "peft", "path": str(out_dir), "load_with": "peft.PeftModel.from_pretrained(base_model, path)"}
+
+
+def matched_report(model, targets: list[str], match_lora_rank: Optional[int], realised: int) -> dict:
+    """What a parameter-matched method was matched to, and what it realised."""
+    if match_lora_rank is None:
+        return {}
+    return {"matched_to_lora_rank": match_lora_rank,
+            "lora_params_at_that_rank": lora_params(model, targets, match_lora_rank),
+            "realised_params": realised}
+
+
+def best_divisor(candidates: list[int], cost, target: int) -> int:
+    """The candidate whose cost is closest to target (ties: the larger candidate)."""
+    return min(candidates, key=lambda c: (abs(cost(c) - target), -c))
+
+
+def common_divisors(numbers: list[int]) -> list[int]:
+    g = 0
+    for n in numbers:
+        g = math.gcd(g, n)
+    return [d for d in range(1, g + 1) if g % d == 0]

@@ -1,0 +1,109 @@
+"""AdaLoRA (Zhang et al., ICLR 2023) through PEFT: an SVD-shaped adapter P diag(E) Q whose rank
+budget shrinks from init_r to target_r per matrix (summed over all matrices) on a cubic schedule,
+masking the triplets with the lowest smoothed importance |w * grad|.
+
+Trainable parameters per adapted matrix: init_r * (d_in + d_out + 1) (masked triplets stay
+allocated). Sparsity: 1 - target_r / init_r; with `sparsity` set, init_r = round(target_r / (1 - sparsity)).
+The schedule is derived from the run's length: tinit = tinit_ratio * steps of full budget,
+tfinal = tfinal_ratio * steps at the final budget. PEFT's `update_and_allocate` runs after every
+optimizer step, before the gradients are cleared (the runner's `after_step`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from bench.config import ConfigError
+from methods import peft_common
+
+
+@dataclass(kw_only=True)
+class AdaLoRA(peft_common.PeftMethod):
+    target_r: int = 8
+    init_r: Optional[int] = None  # null: from sparsity, or 1.5 * target_r (the paper's b0 ~ 1.5 bT)
+    alpha: float = 32.0
+    dropout: float = 0.0
+    tinit_ratio: float = 0.1
+    tfinal_ratio: float = 0.2
+    delta_t: int = 1
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+
+    supports_sparsity = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.target_r < 1:
+            raise ConfigError(f"method.target_r={self.target_r} must be >= 1")
+        derived = round(self.target_r / (1 - (self.sparsity if self.sparsity is not None else 1 / 3)))
+        if self.init_r is None:
+            self.init_r = derived
+        elif self.sparsity is not None and self.init_r != derived:
+            raise ConfigError(f"method.init_r={self.init_r} contradicts method.sparsity={self.sparsity} "
+                              f"(target_r={self.target_r} gives init_r={derived}); set only one of them")
+        if self.init_r < self.target_r:
+            raise ConfigError(f"method.target_r={self.target_r} is larger than method.init_r={self.init_r}; "
+                              f"AdaLoRA only prunes")
+        for key in ("tinit_ratio", "tfinal_ratio"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"method.{key}={getattr(self, key)} must be in [0, 1)")
+        if self.tinit_ratio + self.tfinal_ratio >= 1:
+            raise ConfigError(f"method.tinit_ratio + method.tfinal_ratio = {self.tinit_ratio + self.tfinal_ratio} "
+                              f"leaves no steps for pruning; keep the sum below 1")
+        for key in ("beta1", "beta2"):
+            if not 0 < getattr(self, key) < 1:
+                raise ConfigError(f"method.{key}={getattr(self, key)} must be in (0, 1)")
+        if self.delta_t < 1:
+            raise ConfigError(f"method.delta_t={self.delta_t} must be >= 1")
+        self.history: list[dict] = []
+
+    def peft_config(self, model, total_steps: int = 1):
+        from peft import AdaLoraConfig
+
+        return AdaLoraConfig(init_r=self.init_r, target_r=self.target_r, lora_alpha=self.alpha,
+                             lora_dropout=self.dropout, target_modules=list(self.target_modules),
+                             tinit=0, tfinal=0, deltaT=self.delta_t, beta1=self.beta1, beta2=self.beta2,
+                             orth_reg_weight=self.orth_reg_weight, total_step=total_steps,
+                             task_type=peft_common.task_type(model))
+
+    def apply(self, model):
+        peft_model = super().apply(model)
+        self._matrices = self._adapted
+        return peft_model
+
+    def schedule(self, total_steps: int) -> tuple[int, int]:
+        tinit = int(self.tinit_ratio * total_steps)
+        tfinal = int(self.tfinal_ratio * total_steps)
+        return tinit, tfinal
+
+    def on_train_begin(self, model, total_steps: int) -> None:
+        config = model.peft_config["default"]
+        config.tinit, config.tfinal = self.schedule(total_steps)
+        config.total_step = total_steps  # the rank allocator reads this same config object
+
+    def after_step(self, model, step: int, optimizer) -> bool:
+        allocator = model.base_model.rankallocator
+        model.base_model.update_and_allocate(step)
+        budget, _ = allocator.budget_schedule(step)
+        self.history.append({"step": step, "budget": int(budget), "rank": self.total_rank(model)})
+        return False  # ranks are masked in place; the parameter set does not change
+
+    @staticmethod
+    def rank_pattern(model) -> dict:
+        """Active rank (non-zero E entries) of every adapted matrix."""
+        return {name.replace(".lora_E.default", "").replace("base_model.model.", ""): int((p != 0).sum())
+                for name, p in model.named_parameters() if "lora_E.default" in name}
+
+    def total_rank(self, model) -> int:
+        return sum(self.rank_pattern(model).values())
+
+    def expected_trainable_params(self, model) -> int:
+        return sum(self.init_r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
+
+    def report(self, model) -> dict:
+        pattern = self.rank_pattern(model)
+        return {"init_r": self.init_r, "target_r": self.target_r,
+                "sparsity": 1 - self.target_r / self.init_r,
+                "budget_initial": self.init_r * self._matrices, "budget_target": self.target_r * self._matrices,
+                "total_rank_final": sum(pattern.values()), "rank_pattern": pattern, "rank_history": self.history}

@@ -1,0 +1,51 @@
+"""PiSSA (Meng et al., 2024) through PEFT: LoRA whose A, B start from the top-r singular triplets
+of W0, with the residual W0 - s B A frozen in its place.
+
+Trainable parameters: as LoRA. The outputs at step 0 equal the base model's (up to rounding),
+but the frozen base weights are the residual, so the export converts the trained adapter back to
+a plain LoRA (of rank 2r) that applies to the original base model.
+`svd_niter`: iterations of PEFT's fast randomised SVD; null runs the full SVD.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from bench.config import ConfigError
+from methods.lora import LoRA
+
+
+@dataclass(kw_only=True)
+class PiSSA(LoRA):
+    svd_niter: Optional[int] = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.svd_niter is not None and self.svd_niter < 1:
+            raise ConfigError(f"method.svd_niter={self.svd_niter} must be >= 1 or null (full SVD)")
+
+    def lora_kwargs(self, model) -> dict:
+        init = "pissa" if self.svd_niter is None else f"pissa_niter_{self.svd_niter}"
+        return {**super().lora_kwargs(model), "init_lora_weights": init}
+
+    def apply(self, model):
+        peft_model = super().apply(model)
+        # The initial adapter is what the export needs to turn PiSSA into a LoRA on the original W0.
+        self._initial = Path(tempfile.mkdtemp(prefix="pissa-init-"))
+        config = peft_model.peft_config["default"]
+        config.init_lora_weights = True  # reloading the saved initial adapter must not run the SVD again
+        peft_model.save_pretrained(str(self._initial))
+        config.init_lora_weights = self.lora_kwargs(model)["init_lora_weights"]
+        return peft_model
+
+    def export(self, model, out_dir: Path) -> dict:
+        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=str(self._initial))
+        shutil.rmtree(self._initial, ignore_errors=True)
+        return {"format": "peft", "path": str(out_dir), "rank": 2 * self.r,
+                "load_with": "peft.PeftModel.from_pretrained(original_base_model, path)  # a plain LoRA"}
+
+    def report(self, model) -> dict:
+        return {**super().report(model), "init": self.lora_kwargs(model)["init_lora_weights"]}

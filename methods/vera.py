@@ -1,0 +1,61 @@
+"""VeRA (Kopiczko et al., 2024) through PEFT: y = W0 x + Lambda_b B Lambda_d A x with A, B frozen
+random projections shared by all layers (from `projection_prng_key`) and only the scaling
+vectors trained (lambda_b starts at zero, so step-0 outputs are the base model's).
+
+Trainable parameters per adapted matrix: r + d_out.
+With `match_lora_rank`, r is chosen so the total matches LoRA's count at that rank; VeRA is far
+smaller per rank, so this needs a very large r (and large frozen projections).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from bench.config import ConfigError
+from methods import peft_common
+
+
+@dataclass(kw_only=True)
+class VeRA(peft_common.PeftMethod):
+    r: int = 256
+    d_initial: float = 0.1
+    dropout: float = 0.0
+    projection_prng_key: int = 0
+    match_lora_rank: Optional[int] = None
+
+    supports_merge = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.r < 1:
+            raise ConfigError(f"method.r={self.r} must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"method.dropout={self.dropout} must be in [0, 1)")
+
+    def _resolve(self, model) -> None:
+        if self.match_lora_rank is None:
+            return
+        dims = peft_common.shapes(model, self.target_modules)
+        budget = peft_common.lora_params(model, self.target_modules, self.match_lora_rank)
+        self.r = max(1, (budget - sum(d_out for _, d_out in dims)) // len(dims))
+
+    def peft_config(self, model):
+        from peft import VeraConfig
+
+        return VeraConfig(r=self.r, target_modules=list(self.target_modules), d_initial=self.d_initial,
+                          vera_dropout=self.dropout, projection_prng_key=self.projection_prng_key,
+                          save_projection=True, task_type=peft_common.task_type(model))
+
+    def apply(self, model):
+        self._resolve(model)
+        self._matched = peft_common.matched_report(model, self.target_modules, self.match_lora_rank,
+                                                   self.expected_trainable_params(model))
+        return super().apply(model)
+
+    def expected_trainable_params(self, model) -> int:
+        self._resolve(model)
+        return sum(self.r + d_out for _, d_out in peft_common.shapes(model, self.target_modules))
+
+    def report(self, model) -> dict:
+        return {"r": self.r, "d_initial": self.d_initial, "projection_prng_key": self.projection_prng_key,
+                "adapted_modules": self._adapted, **self._matched}
