@@ -1,12 +1,10 @@
-"""LoRA through PEFT: parameter count, zero-init identity, learning, export round trip."""
+"""LoRA specifics; the properties every method shares are in test_matrix.py."""
 from __future__ import annotations
 
 import pytest
-import torch
-
 from bench.config import ConfigError
 from methods.lora import LoRA
-from tests.helpers.tiny import fixed_batch, tiny_llama
+from tests.helpers.tiny import tiny_llama
 
 
 def make(**kw) -> LoRA:
@@ -24,53 +22,6 @@ def test_trainable_count_matches_closed_form():
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert trainable == expected
     assert all("lora_" in n for n, p in peft_model.named_parameters() if p.requires_grad)
-
-
-def test_zero_init_adapter_leaves_outputs_unchanged():
-    model = tiny_llama()
-    batch = fixed_batch()
-    with torch.no_grad():
-        before = model(input_ids=batch["input_ids"]).logits
-        after = make().apply(model)(input_ids=batch["input_ids"]).logits
-    torch.testing.assert_close(before, after)
-
-
-def test_a_few_steps_lower_the_loss():
-    model = make().apply(tiny_llama())
-    model.train()
-    batch = fixed_batch()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for _ in range(8):
-        loss = model(**batch).loss
-        losses.append(loss.item())
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    assert losses[-1] < losses[0] - 0.05
-
-
-def test_export_loads_in_plain_peft_and_reproduces_outputs(tmp_path):
-    from peft import PeftModel
-
-    method = make()
-    model = method.apply(tiny_llama(seed=1))
-    with torch.no_grad():  # make the adapter non-trivial
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.1)
-    model.eval()
-    batch = fixed_batch()
-    with torch.no_grad():
-        want = model(input_ids=batch["input_ids"]).logits
-    info = method.export(model, tmp_path / "adapter")
-    assert info["format"] == "peft"
-    loaded = PeftModel.from_pretrained(tiny_llama(seed=1), str(tmp_path / "adapter")).eval()
-    with torch.no_grad():
-        got = loaded(input_ids=batch["input_ids"]).logits
-        merged = loaded.merge_and_unload()(input_ids=batch["input_ids"]).logits
-    torch.testing.assert_close(got, want)
-    torch.testing.assert_close(merged, want, atol=1e-5, rtol=1e-4)
 
 
 def test_report_names_rank_and_modules():
