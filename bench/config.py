@@ -82,6 +82,9 @@ class RunConfig:
     root: str = "runs"
     force: bool = False  # rerun even if a successful result exists
     save_model: bool = True  # export the trained adapter (or full weights) into the run dir
+    resume: bool = True  # continue from the newest checkpoint of an unfinished run
+    checkpoint_every: Optional[int] = 200  # optimizer steps; null: only on a graceful stop
+    keep_checkpoints: int = 2
 
 
 @dataclass
@@ -129,6 +132,8 @@ RANGES: dict[str, tuple] = {
     "eval.num_fewshot": (0, None, True),
     "eval.max_gen_toks": (1, None, True),
     "method.lr": (0.0, 1.0, False),
+    "run.checkpoint_every": (1, None, True),
+    "run.keep_checkpoints": (1, None, True),
 }
 
 

@@ -88,6 +88,30 @@ def _hub_error(mcfg, err: Exception) -> ConfigError:
     )
 
 
+def _hub_cached(repo_id: str, revision: str | None, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
+
+
+def check_available(mcfg) -> None:
+    """Cheap checks, before anything is loaded, that the model's weights and tokenizer can be had:
+    the packages are installed, and with the hub disabled, hub files are in the local cache."""
+    if mcfg.tokenizer and mcfg.tokenizer not in TOKENIZERS:
+        raise ConfigError(f"model.tokenizer={mcfg.tokenizer!r} is unknown; choose null (the model's own) or one "
+                          f"of: {', '.join(TOKENIZERS)}")
+    if mcfg.init == "pretrained" and mcfg.source in ("gguf_package", "package_dir"):
+        package_file(mcfg.package, mcfg.package_path)
+    needs_hub = (mcfg.init == "pretrained" and mcfg.source == "hub") or (mcfg.init == "random" and not mcfg.tokenizer)
+    if needs_hub and os.environ.get("HF_HUB_OFFLINE") == "1":
+        if not mcfg.hub_id:
+            raise ConfigError(f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
+                              f"(one of: {', '.join(TOKENIZERS)}) or model.hub_id")
+        filename = "config.json" if mcfg.init == "pretrained" else "tokenizer_config.json"
+        if not _hub_cached(mcfg.hub_id, mcfg.revision, filename):
+            raise _hub_error(mcfg, FileNotFoundError(f"{filename} is not in the local hub cache"))
+
+
 # -- sources ------------------------------------------------------------------------------------
 def _converted_gguf(mcfg) -> tuple[Path, dict]:
     """GGUF weights cannot be saved by transformers; convert once to a plain checkpoint."""

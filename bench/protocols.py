@@ -113,6 +113,15 @@ class Method:
         changed, so the runner rebuilds the optimizer from `param_groups`."""
         return False
 
+    def state_dict(self, model) -> dict:
+        """The method's own training state beyond the weights (masks, scores, phase, history),
+        saved in checkpoints."""
+        return {}
+
+    def load_state_dict(self, model, state: dict) -> None:
+        """Restore `state_dict` on a freshly applied model, before the optimizer is rebuilt; a
+        method that changes shapes during training restores them here."""
+
     # -- results ------------------------------------------------------------------------------
     def report(self, model) -> dict:
         """JSON-able facts about the method's state at the end (rank pattern, budget, ...)."""

@@ -99,6 +99,11 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
 
+    def replace(self, rows: list[dict]) -> None:
+        """Start over from `rows` (a resume: steps after the checkpoint are trained again)."""
+        self.rows = list(rows)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
     def append(self, row: dict) -> None:
         self.rows.append(row)
         with open(self.path, "a") as f:

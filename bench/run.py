@@ -5,9 +5,11 @@ export -> result.json. Every outcome, failures included, ends in a result.json.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
-import signal
 import sys
+import json
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -20,23 +22,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import results
 from bench.config import ConfigError, register_configs, resolved, run_hash, validate
+from bench.secrets import RedactingFilter, redact
+from bench.stop import Cancelled, Stop
 
 register_configs()
 log = logging.getLogger("bench.run")
 
 
-class Cancelled(Exception):
-    """SIGTERM (e.g. a cluster pre-empting the job)."""
-
-
-def _raise_cancelled(signum, frame):
-    raise Cancelled(f"received signal {signal.Signals(signum).name}")
-
-
 def prepare(cfg: DictConfig):
     """Everything that can be checked without loading a model. Raises ConfigError."""
+    from bench.models import check_available
+
     validate(cfg)
     method, task = build(cfg.method), build(cfg.task)
+    check_available(cfg.model)
     task.check(cfg)
     config = resolved(cfg)
     return method, task, config, run_hash(config)
@@ -81,18 +80,33 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
     from bench import metrics as M
     from bench import models, provenance, train
+    from bench.checkpoint import CheckpointStore
     from bench.tracking import NoTracker, make_tracker
 
     run_dir = results.run_dir_for(config, config_hash)
-    previous = results.set_aside_previous(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    lock = open(run_dir / ".lock", "w")
+    try:  # two processes never run (and write) the same run directory
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        print(f"busy: another process is running {run_dir}; not starting a second one")
+        return "busy"
+    previous = results.set_aside_previous(run_dir)
+    checkpoints = CheckpointStore(run_dir, keep=cfg.run.keep_checkpoints)
+    resume_from = checkpoints.latest() if cfg.run.resume else None
+    if not cfg.run.resume:
+        shutil.rmtree(checkpoints.root, ignore_errors=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(config)))
     handler = logging.FileHandler(run_dir / "run.log")
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    handler.addFilter(RedactingFilter())
     logging.getLogger().addHandler(handler)
     if previous:
         log.info("an earlier attempt did not succeed; its result is kept at %s", previous)
     log.info("run directory: %s", run_dir)
+    if resume_from:
+        log.info("resuming from %s", resume_from)
 
     started_at, t0 = results.now_iso(), time.perf_counter()
     metrics: dict = {}
@@ -104,7 +118,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
     metrics_log = results.MetricsLog(run_dir / "metrics.jsonl")
     tracker = NoTracker()
     status, error, stage, caught = "success", None, "setup", None
-    old_sigterm = signal.signal(signal.SIGTERM, _raise_cancelled)
+    stop = Stop().install()
     try:
         _seed(cfg.seed)
         if cfg.train.threads:
@@ -116,7 +130,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         if cfg.train.device == "cuda" and device_type != "cuda":
             raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
         prov.update(provenance.collect(device_type))
-        tracker = make_tracker(cfg.logger, run_dir, config, config_hash[:10],
+        tracker = make_tracker(cfg.logger, run_dir, redact(config), config_hash[:10],
                                name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}")
         artifacts["wandb"] = tracker.run_info
 
@@ -130,9 +144,14 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
         if cfg.eval.enabled and cfg.eval.base:
             stage = "eval_base"
-            t = time.perf_counter()
-            metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base", seed=cfg.seed)
-            metrics["eval_base_time_s"] = time.perf_counter() - t
+            saved = run_dir / "eval_base" / "metrics.json"
+            if resume_from and saved.exists():  # the base model has not changed since
+                metrics.update(json.loads(saved.read_text()))
+            else:
+                t = time.perf_counter()
+                metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base", seed=cfg.seed)
+                metrics["eval_base_time_s"] = time.perf_counter() - t
+                results.atomic_write_text(saved, json.dumps({k: metrics[k] for k in ("eval_base", "eval_base_time_s")}))
             prov["data"]["test"] = metrics["eval_base"].pop("data")
 
         stage = "method"
@@ -152,7 +171,8 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
         stage = "train"
         M.reset_peak_memory(device_type)
-        out = train.train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log)
+        out = train.train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
+                          checkpoints, resume_from=resume_from)
         model = accelerator.unwrap_model(out.pop("model"))
         metrics.update(out)
         metrics["peak_memory"] = M.peak_memory(device_type)
@@ -177,7 +197,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
                  "traceback": traceback.format_exc()}
         log.error("run %s at stage '%s': %s: %s", status, stage, type(err).__name__, err)
     finally:
-        signal.signal(signal.SIGTERM, old_sigterm)
+        stop.restore()
 
     metrics["total_time_s"] = time.perf_counter() - t0
     result = {
@@ -195,14 +215,17 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         "started_at": started_at,
         "finished_at": results.now_iso(),
     }
-    path = results.write_result(run_dir, result)
+    path = results.write_result(run_dir, redact(result))
+    if status == "success":
+        shutil.rmtree(checkpoints.root, ignore_errors=True)  # the result and export are what remain
     tracker.summary({"status": status, **{k: v for k, v in metrics.items()}})
     tracker.finish(failed=status != "success")
     logging.getLogger().removeHandler(handler)
     handler.close()
-    print(summary_line(result, path))
-    if isinstance(caught, KeyboardInterrupt):
-        raise caught  # stop a sweep on Ctrl-C, after the result is safe
+    lock.close()
+    print(summary_line(redact(result), path))
+    if isinstance(caught, KeyboardInterrupt) or stop.signal == "SIGINT":
+        raise KeyboardInterrupt  # Ctrl-C stops a whole sweep, after the result is safe
     return status
 
 
@@ -224,6 +247,8 @@ def summary_line(result: dict, path: Path) -> str:
 def main(cfg: DictConfig) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+    for h in logging.getLogger().handlers:
+        h.addFilter(RedactingFilter())
     single = HydraConfig.get().mode == RunMode.RUN
     try:
         method, task, config, config_hash = prepare(cfg)
@@ -237,6 +262,8 @@ def main(cfg: DictConfig) -> None:
         print(f"skipped: {run_dir / 'result.json'} already holds a successful result (run.force=true reruns it)")
         return
     status = execute(cfg, method, task, config, config_hash)
+    if single and status == "busy":
+        sys.exit(3)
     if single and status != "success":
         sys.exit(1)
 

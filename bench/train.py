@@ -1,8 +1,9 @@
 """The training loop: one function, readable top to bottom.
 
-accelerate places the model and batches, runs mixed precision and (under `accelerate launch`)
-data parallelism. Gradient accumulation is explicit: `grad_accum` micro-batches, then one
-optimizer step; every metric counts optimizer steps.
+accelerate places the model and runs mixed precision (and, under `accelerate launch`, data
+parallelism). Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer
+step; every metric counts optimizer steps. The batch order is a pure function of (seed, epoch), so
+a resumed run sees exactly the batches an uninterrupted one would have seen.
 """
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import math
 import time
 import warnings
 from contextlib import nullcontext
-from functools import partial
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from bench.checkpoint import CheckpointStore, LoopState
 from bench.metrics import StepClock, current_memory
 
 
@@ -43,46 +43,57 @@ def build_scheduler(optimizer, tcfg, total_steps: int, done_steps: int = 0):
     return scheduler
 
 
-def _endless(loader):
-    epoch = 0
+def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int = 0):
+    """Endless micro-batches of example indices, from micro-batch number `start` on. Epoch e is a
+    permutation drawn from its own generator (seed, e), so any position is reachable directly."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, index = divmod(start, per_epoch)
     while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+                 if shuffle else torch.arange(n)).tolist()
+        for i in range(index, per_epoch):
+            yield order[i * batch_size:(i + 1) * batch_size]
+        epoch, index = epoch + 1, 0
 
 
-def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log) -> dict:
+def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
+          checkpoints: CheckpointStore, resume_from=None) -> dict:
     tcfg = cfg.train
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(examples, batch_size=tcfg.batch_size, shuffle=tcfg.shuffle, generator=generator,
-                        collate_fn=partial(task.collate, tokenizer=tokenizer), drop_last=False)
-    optimizer = build_optimizer(method, model, tcfg)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps)
     method.on_train_begin(model, tcfg.max_steps)
+    loop = LoopState()
+    if resume_from is not None:
+        loop = CheckpointStore.loop_state(resume_from)
+        CheckpointStore.restore_method(resume_from, model, method)
+    model = accelerator.prepare(model)
+    optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
+    scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps)
+    if resume_from is not None:
+        CheckpointStore.restore_training(resume_from, model, optimizer, scheduler)
+        metrics_log.replace(loop.history)  # rows logged after the checkpoint are redone
 
-    device_type = accelerator.device.type
-    clock = StepClock(device_type)
-    batches = _endless(loader)
-    train_tokens = loss_tokens = 0
-    loss_value = None
+    device = accelerator.device
+    clock = StepClock(device.type)
+    clock.times = list(loop.step_times)
+    batches = batch_indices(len(examples), tcfg.batch_size, cfg.seed, tcfg.shuffle, start=loop.step * tcfg.grad_accum)
     model.train()
-    bar = tqdm(total=tcfg.max_steps, desc="train", unit="step", disable=not accelerator.is_main_process,
-               dynamic_ncols=True)
+    bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step",
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    prior_s = loop.elapsed_s  # training time of earlier attempts
     started = time.perf_counter()
+    stop.deferred = True  # a signal now ends the run at the next step boundary, with a checkpoint
     try:
-        for step in range(1, tcfg.max_steps + 1):
+        for step in range(loop.step + 1, tcfg.max_steps + 1):
             clock.start()
             # Gradients are cleared here, not after the step, so that after_step can still read
             # them (AdaLoRA scores importance from them between optimizer.step and zero_grad).
             optimizer.zero_grad(set_to_none=True)
-            step_loss = torch.zeros((), device=accelerator.device)
+            step_loss = torch.zeros((), device=device)
             step_extra = None
-            step_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
-            step_loss_tokens = torch.zeros((), device=accelerator.device, dtype=torch.long)
+            step_tokens = torch.zeros((), device=device, dtype=torch.long)
+            step_loss_tokens = torch.zeros((), device=device, dtype=torch.long)
             for micro in range(tcfg.grad_accum):
-                batch = next(batches)
+                batch = {k: v.to(device) for k, v in task.collate([examples[i] for i in next(batches)],
+                                                                   tokenizer=tokenizer).items()}
                 last = micro == tcfg.grad_accum - 1
                 # prepare() already wraps forward in autocast when mixed precision is on
                 with accelerator.no_sync(model) if not last else nullcontext():
@@ -107,8 +118,9 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
             dt = clock.stop()
 
             loss_value = step_loss.item()
-            train_tokens += int(step_tokens.item())
-            loss_tokens += int(step_loss_tokens.item())
+            loop.step, loop.last_loss = step, loss_value
+            loop.train_tokens += int(step_tokens.item())
+            loop.loss_tokens += int(step_loss_tokens.item())
             total_value = loss_value if step_extra is None else loss_value + float(step_extra)
             if not math.isfinite(total_value):
                 raise Diverged(f"loss is {total_value} at optimizer step {step} (task loss {loss_value})")
@@ -124,22 +136,28 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
                 }
                 metrics_log.append(row)
                 tracker.log(row, step=step)
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{train_tokens / elapsed:.0f}",
-                            mem=f"{current_memory(device_type):.1f}G", refresh=False)
+            elapsed = prior_s + time.perf_counter() - started
+            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{loop.train_tokens / elapsed:.0f}",
+                            mem=f"{current_memory(device.type):.1f}G", refresh=False)
             bar.update(1)
+            every = cfg.run.checkpoint_every
+            if stop.signal or (every and step % every == 0 and step < tcfg.max_steps):
+                loop.step_times, loop.history, loop.elapsed_s = list(clock.times), list(metrics_log.rows), elapsed
+                checkpoints.save(model, method, optimizer, scheduler, loop)
+                stop.check()
     finally:
+        stop.deferred = False
         bar.close()
-    train_time = time.perf_counter() - started
+    train_time = prior_s + time.perf_counter() - started
     return {
         "model": model,
         "train_time_s": train_time,
         **clock.summary(tcfg.timing_warmup_steps),
-        "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
+        "tokens_per_s": loop.train_tokens / train_time if train_time > 0 else None,
         "tokens_counted": "non-padding input tokens (attention_mask sum) of every micro-batch",
-        "train_tokens": train_tokens,
-        "loss_tokens": loss_tokens,
+        "train_tokens": loop.train_tokens,
+        "loss_tokens": loop.loss_tokens,
         "optimizer_steps": tcfg.max_steps,
-        "final_loss": loss_value,
+        "final_loss": loop.last_loss,
+        "resumed_from_step": None if resume_from is None else CheckpointStore.loop_state(resume_from).step,
     }
-

@@ -17,6 +17,7 @@ answer only. Evaluation: lm-eval `generate_until` (greedy), exact match after th
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -51,6 +52,7 @@ def _rows_sha256(rows: list[dict]) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=4)
 def _hub_split(split: str) -> list[dict]:
     import os
 
@@ -115,6 +117,14 @@ class GSM8K(Task):
                 f"{shots}-shot evaluation draws its examples from the GSM8K train split, which only the hub "
                 f"has; use task.test_source=hub, or eval.num_fewshot=0"
             )
+        import os
+
+        if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+            # with the hub off, a hub split is usable only if cached: find out now, not after loading the model
+            if self.train_source == "hub":
+                self.train_rows()
+            if self.test_source == "hub":
+                _hub_split("test")
 
     # -- data -----------------------------------------------------------------------------
     def train_rows(self) -> tuple[list[dict], dict]:

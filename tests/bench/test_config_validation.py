@@ -63,5 +63,5 @@ def test_fewshot_without_a_train_split_is_rejected():
 
 
 def test_valid_default_config_passes():
-    method, task, config, config_hash = prepare(compose())
+    method, task, config, config_hash = prepare(compose("task.train_source=asdiv"))
     assert len(config_hash) == 64 and config["method"]["name"] == method.name

@@ -106,14 +106,20 @@ def test_bad_value_fails_before_any_work(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-def test_failed_run_is_recorded_as_failed(tmp_path):
-    """A model that cannot be loaded (its hub is unreachable) ends in a failed result, exit code 1."""
-    root = tmp_path / "runs"
-    out = run_cli("model=tinyllama-1.1b", "train.device=cpu", "task.train_source=asdiv", f"run.root={root}",
+def test_unreachable_hub_model_fails_before_any_work(tmp_path):
+    out = run_cli("model=tinyllama-1.1b", "train.device=cpu", "task.train_source=asdiv", f"run.root={tmp_path}",
                   "logger=none", timeout=120)
+    assert out.returncode == 2
+    assert "TinyLlama/TinyLlama-1.1B" in out.stderr and "model.init=random" in out.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_failed_run_is_recorded_as_failed(tmp_path):
+    root = tmp_path / "runs"
+    out = run_cli(*TINY, "method._target_=tests.helpers.faults.RaisingHook", f"run.root={root}", "logger=none",
+                  "eval.base=false", timeout=120)
     assert out.returncode == 1
     result = json.loads(only_result(root).read_text())
     validate_result(result)
-    assert result["status"] == "failed"
-    assert result["error"]["stage"] == "model"
-    assert "model.init=random" in result["error"]["message"]  # says how to proceed offline
+    assert result["status"] == "failed" and result["error"]["stage"] == "train"
+    assert "hook failed at step 1" in result["error"]["message"] and "Traceback" in result["error"]["traceback"]
