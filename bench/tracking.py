@@ -25,15 +25,17 @@ class WandbTracker:
         import wandb
 
         self._wandb = wandb
+        from bench.secrets import redact
+
         self.run = wandb.init(
-            project=logger_cfg.project,
-            entity=logger_cfg.entity,
+            project=redact(logger_cfg.project),
+            entity=redact(logger_cfg.entity),
             mode=logger_cfg.mode,
             dir=str(run_dir),
             name=name,
             group=f"{config['model']['name']}__{config['task']['name']}",
             job_type=config["method"]["name"],
-            tags=list(logger_cfg.tags),
+            tags=redact(list(logger_cfg.tags)),
             config=config,
             reinit="finish_previous",
         )

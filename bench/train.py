@@ -60,9 +60,10 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
           checkpoints: CheckpointStore, resume_from=None) -> dict:
     tcfg = cfg.train
     method.on_train_begin(model, tcfg.max_steps)
-    loop = LoopState()
+    loop, resumed_step = LoopState(), None
     if resume_from is not None:
         loop = CheckpointStore.loop_state(resume_from)
+        resumed_step = loop.step
         CheckpointStore.restore_method(resume_from, model, method)
     model = accelerator.prepare(model)
     optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
@@ -159,5 +160,5 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
         "loss_tokens": loop.loss_tokens,
         "optimizer_steps": tcfg.max_steps,
         "final_loss": loop.last_loss,
-        "resumed_from_step": None if resume_from is None else CheckpointStore.loop_state(resume_from).step,
+        "resumed_from_step": resumed_step,
     }

@@ -1,0 +1,98 @@
+"""Crash and resume: a rerun continues from the newest checkpoint and ends where an uninterrupted
+run ends (CPU, same seed)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY, run_cli
+
+JOB = (*TINY, "logger=none", "eval.base=false", "eval.limit=2", "eval.max_gen_toks=4", "train.max_steps=30",
+       "run.checkpoint_every=5", "run.keep_checkpoints=2", "train.log_every=1")
+
+
+def result_of(root: Path) -> dict:
+    return json.loads(next(p for p in root.rglob("result.json") if "attempts" not in p.parts).read_text())
+
+
+def start(root: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.run", *JOB, f"run.root={root}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("straight")
+    out = run_cli(*JOB, f"run.root={root}")
+    assert out.returncode == 0, out.stderr
+    result = result_of(root)
+    assert result["metrics"]["resumed_from_step"] is None
+    assert not list(root.rglob("checkpoints/step-*"))  # removed once the run succeeded
+    return result
+
+
+def same_training(a: dict, b: dict) -> None:
+    assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], rel=1e-6)
+    assert [h["step"] for h in a["history"]] == list(range(1, 31))
+    for key in ("final_loss", "train_tokens", "loss_tokens", "trainable_params"):
+        assert a["metrics"][key] == pytest.approx(b["metrics"][key], rel=1e-6), key
+    assert a["metrics"]["eval"]["exact_match,strict-match"] == b["metrics"]["eval"]["exact_match,strict-match"]
+
+
+def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
+    proc = start(tmp_path)
+    assert wait_for(lambda: len(list(tmp_path.rglob("checkpoints/step-000010"))) == 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not list(tmp_path.rglob("result.json"))  # killed: nothing claims to be a result
+    kept = sorted(p.name for p in tmp_path.rglob("checkpoints/step-*"))
+    assert len(kept) <= 2 and "step-000010" in kept  # pruned to the newest two
+    out = run_cli(*JOB, f"run.root={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    resumed = result_of(tmp_path)
+    assert resumed["metrics"]["resumed_from_step"] >= 10
+    same_training(resumed, uninterrupted)
+
+
+def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninterrupted):
+    proc = start(tmp_path)
+    assert wait_for(lambda: any(p.stat().st_size for p in tmp_path.rglob("metrics.jsonl")))
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    cancelled = result_of(tmp_path)
+    assert cancelled["status"] == "cancelled"
+    steps_done = cancelled["history"][-1]["step"]
+    assert list(tmp_path.rglob(f"checkpoints/step-{steps_done:06d}"))  # the stop point is saved
+    out = run_cli(*JOB, f"run.root={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    resumed = result_of(tmp_path)
+    assert resumed["status"] == "success" and resumed["metrics"]["resumed_from_step"] == steps_done
+    same_training(resumed, uninterrupted)
+    assert list(tmp_path.rglob("attempts/result-*.json"))  # the cancelled result is kept
+
+
+def test_resume_false_starts_over(tmp_path):
+    proc = start(tmp_path)
+    assert wait_for(lambda: len(list(tmp_path.rglob("checkpoints/step-000005"))) == 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    out = run_cli(*JOB, f"run.root={tmp_path}", "run.resume=false")
+    assert out.returncode == 0, out.stderr
+    assert result_of(tmp_path)["metrics"]["resumed_from_step"] is None
