@@ -89,6 +89,18 @@ class AdaLoRA(peft_common.PeftMethod):
         self.history.append({"step": step, "budget": int(budget), "rank": self.total_rank(model)})
         return False  # ranks are masked in place; the parameter set does not change
 
+    def state_dict(self, model) -> dict:
+        allocator = model.base_model.rankallocator
+        return {"history": list(self.history), "rank_pattern": model.peft_config["default"].rank_pattern,
+                "ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc}
+
+    def load_state_dict(self, model, state: dict) -> None:
+        allocator = model.base_model.rankallocator
+        self.history = list(state["history"])
+        model.peft_config["default"].rank_pattern = state["rank_pattern"]
+        allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (state["ipt"], state["exp_avg_ipt"],
+                                                                       state["exp_avg_unc"])
+
     @staticmethod
     def rank_pattern(model) -> dict:
         """Active rank (non-zero E entries) of every adapted matrix."""

@@ -18,12 +18,15 @@ JOB = (*TINY, "logger=none", "eval.base=false", "eval.limit=2", "eval.max_gen_to
        "run.checkpoint_every=5", "run.keep_checkpoints=2", "train.log_every=1")
 
 
+METHODS = ("lora", "adalora")  # adalora: its importance scores and budget history live in the checkpoint
+
+
 def result_of(root: Path) -> dict:
     return json.loads(next(p for p in root.rglob("result.json") if "attempts" not in p.parts).read_text())
 
 
-def start(root: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.run", *JOB, f"run.root={root}"], cwd=REPO,
+def start(root: Path, method: str = "lora") -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.run", *JOB, f"method={method}", f"run.root={root}"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -37,10 +40,10 @@ def wait_for(predicate, timeout=120):
     return False
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+@pytest.fixture(scope="module", params=METHODS)
+def uninterrupted(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
-    out = run_cli(*JOB, f"run.root={root}")
+    out = run_cli(*JOB, f"method={request.param}", f"run.root={root}")
     assert out.returncode == 0, out.stderr
     result = result_of(root)
     assert result["metrics"]["resumed_from_step"] is None
@@ -54,17 +57,19 @@ def same_training(a: dict, b: dict) -> None:
     for key in ("final_loss", "train_tokens", "loss_tokens", "trainable_params"):
         assert a["metrics"][key] == pytest.approx(b["metrics"][key], rel=1e-6), key
     assert a["metrics"]["eval"]["exact_match,strict-match"] == b["metrics"]["eval"]["exact_match,strict-match"]
+    assert a["method_report"].get("rank_history") == b["method_report"].get("rank_history")
 
 
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
-    proc = start(tmp_path)
+    method = uninterrupted["config"]["method"]["name"]
+    proc = start(tmp_path, method)
     assert wait_for(lambda: len(list(tmp_path.rglob("checkpoints/step-000010"))) == 1)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert not list(tmp_path.rglob("result.json"))  # killed: nothing claims to be a result
     kept = sorted(p.name for p in tmp_path.rglob("checkpoints/step-*"))
     assert len(kept) <= 2 and "step-000010" in kept  # pruned to the newest two
-    out = run_cli(*JOB, f"run.root={tmp_path}")
+    out = run_cli(*JOB, f"method={method}", f"run.root={tmp_path}")
     assert out.returncode == 0, out.stderr
     resumed = result_of(tmp_path)
     assert resumed["metrics"]["resumed_from_step"] >= 10
@@ -72,7 +77,8 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
 
 
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninterrupted):
-    proc = start(tmp_path)
+    method = uninterrupted["config"]["method"]["name"]
+    proc = start(tmp_path, method)
     assert wait_for(lambda: any(p.stat().st_size for p in tmp_path.rglob("metrics.jsonl")))
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
@@ -80,7 +86,7 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninter
     assert cancelled["status"] == "cancelled"
     steps_done = cancelled["history"][-1]["step"]
     assert list(tmp_path.rglob(f"checkpoints/step-{steps_done:06d}"))  # the stop point is saved
-    out = run_cli(*JOB, f"run.root={tmp_path}")
+    out = run_cli(*JOB, f"method={method}", f"run.root={tmp_path}")
     assert out.returncode == 0, out.stderr
     resumed = result_of(tmp_path)
     assert resumed["status"] == "success" and resumed["metrics"]["resumed_from_step"] == steps_done
