@@ -36,11 +36,19 @@ def build_scheduler(optimizer, tcfg, total_steps: int, done_steps: int = 0):
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[tcfg.scheduler]
     warmup = math.ceil(tcfg.warmup_ratio * total_steps)
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    for i, group in enumerate(optimizer.param_groups):  # a method may keep a group's rate fixed (L1RA gates)
+        if group.get("constant_lr"):
+            scheduler.lr_lambdas[i] = _constant
+            group["lr"] = scheduler.base_lrs[i]
     with warnings.catch_warnings():  # fast-forwarding before any optimizer.step() is intended here
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(done_steps):  # a rebuilt optimizer continues the schedule where it was
             scheduler.step()
     return scheduler
+
+
+def _constant(_step: int) -> float:
+    return 1.0
 
 
 def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int = 0):

@@ -1,0 +1,208 @@
+"""L1RA (Singh et al., ICNLSP 2025; arXiv 2509.04884): LoRA with a gate per rank component,
+Delta W = (alpha / r) * B diag(c) A, an L1 penalty that drives unneeded gates to zero, and periodic
+rank updates that remove zero-gated components and hand their rank to the adapters that need it
+most, so the total rank sum_i r_i = (#adapters) * r stays fixed.
+
+Built on PEFT's LoRA layers: the gate multiplies lora_A's output (a forward hook), and a rank
+update resizes lora_A / lora_B in place. The scaling stays alpha / r (the configured r) when ranks
+move, as in the reference code.
+
+The L1 step (`l1_mode: proximal`, the reference's decoupled form): after each AdamW step (gates:
+learning rate `eta_c`, constant, no weight decay) every gate is soft-thresholded and projected,
+    c <- min(1, max(0, c - eta_c * l1_lambda))
+which is the proximal step of l1_lambda * ||c||_1 restricted to [0, 1] (gates are never negative,
+so the soft threshold only shrinks). `l1_mode: penalty` instead adds l1_lambda * mean_i ||c_i||_1
+to the loss (the reference's commented-out form) and only clamps.
+
+Rank update, every `rank_update_ratio` of the run's optimizer steps: in each adapter remove the
+components whose gate is <= `prune_threshold` (never the last one); with `reassign`, give the freed
+ranks one at a time, round-robin, to the adapters ordered by their weakest gate (measured before
+pruning), largest first, leaving out those that just lost ranks (`exclude_pruned`; if that leaves
+none, all adapters take part). A new component starts with c = 1, A ~ N(0, 1) / r and B = 0, so the
+model's output does not change. The optimizer is rebuilt with fresh moments (as the reference does)
+and the schedule continues.
+
+Trainable parameters: sum_i r_i (d_in + d_out + 1). Export: the gates are folded into A and the
+adapter is written as a standard PEFT LoRA with `rank_pattern` (and `alpha_pattern`, keeping the
+alpha / r scaling per module).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from bench.config import ConfigError
+from methods import peft_common
+from methods.lora import LoRA
+
+MODES = ("proximal", "penalty")
+
+
+@dataclass(kw_only=True)
+class L1RA(LoRA):
+    alpha: float = 16.0
+    l1_lambda: float = 1e-3
+    eta_c: float = 2e-2
+    l1_mode: str = "proximal"
+    rank_update_ratio: float = 0.1
+    prune_threshold: float = 1e-10
+    reassign: bool = True
+    exclude_pruned: bool = True
+
+    supports_merge = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.l1_mode not in MODES:
+            raise ConfigError(f"method.l1_mode={self.l1_mode!r} is not valid; choose one of: {', '.join(MODES)}")
+        for key in ("l1_lambda", "eta_c"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"method.{key}={getattr(self, key)} must be >= 0")
+        if not 0 < self.rank_update_ratio <= 1:
+            raise ConfigError(f"method.rank_update_ratio={self.rank_update_ratio} must be in (0, 1]")
+        self.events: list[dict] = []
+        self._interval = None
+
+    # -- building -----------------------------------------------------------------------------
+    def apply(self, model):
+        peft_model = super().apply(model)
+        self.layers = {name.replace("base_model.model.", ""): m for name, m in peft_model.named_modules()
+                       if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+        for layer in self.layers.values():
+            a = layer.lora_A["default"]
+            with torch.no_grad():
+                a.weight.normal_(0.0, 1.0 / self.r)
+            layer.l1ra_gate = nn.Parameter(torch.ones(self.r, device=a.weight.device, dtype=a.weight.dtype))
+            # Delta W = s * B diag(c) A: the clamped gate scales each component after A
+            a.register_forward_hook(lambda mod, inp, out, layer=layer: out * layer.l1ra_gate.clamp(0.0, 1.0))
+        self.budget = self.r * len(self.layers)
+        return peft_model
+
+    def gates(self) -> dict:
+        return {name: layer.l1ra_gate for name, layer in self.layers.items()}
+
+    def ranks(self) -> dict:
+        return {name: int(layer.r["default"]) for name, layer in self.layers.items()}
+
+    def param_groups(self, model, weight_decay: float) -> list[dict]:
+        gate_ids = {id(g) for g in self.gates().values()}
+        others = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]
+        return [{"params": others, "lr": self.lr, "weight_decay": weight_decay},
+                {"params": list(self.gates().values()), "lr": self.eta_c, "weight_decay": 0.0, "constant_lr": True}]
+
+    def expected_trainable_params(self, model) -> int:
+        return sum(self.r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
+
+    # -- training -------------------------------------------------------------------------
+    def on_train_begin(self, model, total_steps: int) -> None:
+        self._interval = max(1, int(self.rank_update_ratio * total_steps))
+        self._total_steps = total_steps
+
+    def extra_loss(self, model, step: int):
+        if self.l1_mode != "penalty" or self.l1_lambda == 0:
+            return None
+        return self.l1_lambda * torch.stack([g.clamp(0, 1).abs().sum() for g in self.gates().values()]).mean()
+
+    def after_step(self, model, step: int, optimizer) -> bool:
+        with torch.no_grad():
+            for gate in self.gates().values():
+                if self.l1_mode == "proximal":
+                    gate.sub_(self.eta_c * self.l1_lambda)
+                gate.clamp_(0.0, 1.0)
+        if self._interval and step % self._interval == 0 and step < self._total_steps:
+            return self.update_ranks(step)
+        return False
+
+    def update_ranks(self, step: int) -> bool:
+        """Prune zero-gated components and, with `reassign`, redistribute their rank.
+        Returns True if any tensor changed shape."""
+        gates = {n: g.detach().clamp(0, 1) for n, g in self.gates().items()}
+        weakest = {n: float(g.min()) for n, g in gates.items()}
+        pruned = {}
+        for name, g in gates.items():
+            drop = (g <= self.prune_threshold).nonzero().flatten().tolist()
+            if len(drop) == len(g):  # never an adapter's last component: keep its strongest
+                drop.remove(int(g.argmax()))
+            if drop:
+                keep = [i for i in range(len(g)) if i not in drop]
+                self._resize(self.layers[name], keep, added=0)
+                pruned[name] = len(drop)
+        spare = sum(pruned.values())
+        given: dict = {}
+        if self.reassign and spare:
+            order = sorted(self.layers, key=lambda n: weakest[n], reverse=True)
+            eligible = [n for n in order if n not in pruned] if self.exclude_pruned else order
+            eligible = eligible or order
+            for k in range(spare):
+                given[eligible[k % len(eligible)]] = given.get(eligible[k % len(eligible)], 0) + 1
+            for name, extra in given.items():
+                layer = self.layers[name]
+                self._resize(layer, list(range(int(layer.r["default"]))), added=extra)
+        ranks = self.ranks()
+        self.events.append({"step": step, "pruned": pruned, "reassigned": given, "budget": sum(ranks.values()),
+                            "ranks": ranks})
+        return bool(pruned or given)
+
+    def _resize(self, layer, keep: list[int], added: int) -> None:
+        """Keep components `keep` (in order) and append `added` fresh ones, in place."""
+        a, b, gate = layer.lora_A["default"], layer.lora_B["default"], layer.l1ra_gate
+        idx = torch.tensor(keep, dtype=torch.long, device=a.weight.device)
+        new_a = a.weight.detach()[idx]
+        new_b = b.weight.detach()[:, idx]
+        new_c = gate.detach()[idx]
+        if added:
+            fresh = torch.randn(added, new_a.shape[1], device=new_a.device, dtype=new_a.dtype) / self.r
+            new_a = torch.cat([new_a, fresh])
+            new_b = torch.cat([new_b, torch.zeros(new_b.shape[0], added, device=new_b.device, dtype=new_b.dtype)], 1)
+            new_c = torch.cat([new_c, torch.ones(added, device=new_c.device, dtype=new_c.dtype)])
+        a.weight = nn.Parameter(new_a.contiguous())
+        a.out_features = new_a.shape[0]
+        b.weight = nn.Parameter(new_b.contiguous())
+        b.in_features = new_b.shape[1]
+        layer.l1ra_gate = nn.Parameter(new_c.contiguous())
+        layer.r["default"] = new_a.shape[0]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self, model) -> dict:
+        return {"ranks": self.ranks(), "events": list(self.events)}
+
+    def load_state_dict(self, model, state: dict) -> None:
+        for name, rank in state["ranks"].items():
+            layer = self.layers[name]
+            current = int(layer.r["default"])
+            if rank != current:  # shapes only; the weights come from the checkpoint next
+                self._resize(layer, list(range(min(rank, current))), added=max(0, rank - current))
+        self.events = list(state["events"])
+
+    # -- results --------------------------------------------------------------------------
+    def report(self, model) -> dict:
+        ranks = self.ranks()
+        by_type: dict = {}
+        for name, rank in ranks.items():
+            kind = name.rsplit(".", 1)[-1]
+            by_type[kind] = by_type.get(kind, 0) + rank
+        total = sum(ranks.values())
+        return {"r": self.r, "alpha": self.alpha, "l1_lambda": self.l1_lambda, "eta_c": self.eta_c,
+                "l1_mode": self.l1_mode, "reassign": self.reassign, "budget_initial": self.budget,
+                "budget_final": total, "rank_pattern": ranks,
+                "rank_by_module_type": {k: {"rank": v, "share": v / total} for k, v in
+                                        sorted(by_type.items(), key=lambda kv: -kv[1])},
+                "gates_zero": sum(int((g.detach() <= self.prune_threshold).sum()) for g in self.gates().values()),
+                "events": self.events}
+
+    def export(self, model, out_dir: Path) -> dict:
+        ranks = self.ranks()
+        with torch.no_grad():
+            for layer in self.layers.values():  # fold the gates: B diag(c) A = B (diag(c) A)
+                layer.lora_A["default"].weight.mul_(layer.l1ra_gate.clamp(0, 1)[:, None])
+                layer.l1ra_gate.fill_(1.0)
+        config = model.peft_config["default"]
+        # PEFT matches pattern keys as regexes against the end of a module's name
+        config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
+        # PEFT scales each module by alpha_i / r_i; L1RA keeps alpha / r for all of them
+        config.alpha_pattern = {re.escape(n): self.alpha * r / self.r for n, r in ranks.items()}
+        return peft_common.PeftMethod.export(self, model, out_dir)
