@@ -76,6 +76,10 @@ class Method:
                 raise ConfigError(f"method.sparsity={self.sparsity} must be in [0, 1)")
 
     # -- building -----------------------------------------------------------------------------
+    def check(self, cfg) -> None:
+        """Reject settings that cannot work with the rest of the config (e.g. a schedule that does
+        not fit in train.max_steps), before any model is loaded."""
+
     def apply(self, model):
         """Inject adapters / unfreeze what this method trains; return the model to train."""
         raise NotImplementedError

@@ -36,6 +36,7 @@ def prepare(cfg: DictConfig):
     validate(cfg)
     method, task = build(cfg.method), build(cfg.task)
     check_available(cfg.model)
+    method.check(cfg)
     task.check(cfg)
     config = resolved(cfg)
     return method, task, config, run_hash(config)

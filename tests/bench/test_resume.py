@@ -21,7 +21,9 @@ JOB = (*TINY, "logger=none", "eval.base=false", "eval.limit=2", "eval.max_gen_to
 # adalora: importance scores and budget history live in the checkpoint; l1ra: ranks move (tensor
 # shapes change) before the kill, so the resume must rebuild the shapes first
 METHODS = {"lora": (), "adalora": (),
-           "l1ra": ("method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3", "method.rank_update_ratio=0.1")}
+           "l1ra": ("method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3", "method.rank_update_ratio=0.1"),
+           # prunedlora: pruned and compacted (smaller tensors, sliced moments) before the kill
+           "prunedlora": ("method.r_init=12", "method.r_target=8", "method.prune_every=2", "method.prune_k=2")}
 
 
 def job_for(method: str) -> tuple:
