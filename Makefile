@@ -9,7 +9,7 @@ ARGS   ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install run table test test-slow test-all clean
+.PHONY: help install run table perf test test-slow test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ run: $(STAMP)  ## offline default job: LoRA on SmolLM2-135M, ASDiv train, real G
 
 table: $(STAMP)  ## report of every result under runs/ (ARGS="DIR ... --out DIR" to choose)
 	$(PY) -m bench.report $(ARGS)
+
+perf: $(STAMP)  ## step time and memory per method vs LoRA, and harness overhead (ARGS="--model smollm2-135m ...")
+	$(OFFLINE) $(PY) -m bench.perf $(ARGS)
 
 test: $(STAMP)  ## unit and integration tests on tiny models (CPU, offline)
 	$(OFFLINE) $(PY) -m pytest -m "not slow and not gpu" -q $(ARGS)

@@ -45,6 +45,9 @@ class AdaLoRA(peft_common.PeftMethod):
         if self.init_r < self.target_r:
             raise ConfigError(f"method.target_r={self.target_r} is larger than method.init_r={self.init_r}; "
                               f"AdaLoRA only prunes")
+        if self.init_r == self.target_r:  # PEFT's allocator fails with nothing to prune
+            raise ConfigError(f"method.init_r = method.target_r = {self.init_r} leaves AdaLoRA nothing to prune; "
+                              f"use sparsity > 0 (or method=lora for a fixed rank)")
         for key in ("tinit_ratio", "tfinal_ratio"):
             if not 0 <= getattr(self, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(self, key)} must be in [0, 1)")

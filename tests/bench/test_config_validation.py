@@ -35,6 +35,7 @@ BAD_CONFIGS = [
     (("method.sparsity=0.5",), "method 'lora' has no rank-sparsity knob"),
     (("method=adalora", "method.sparsity=1.2"), "method.sparsity=1.2 must be in [0, 1)"),
     (("method=adalora", "method.target_r=16", "method.init_r=8"), "method.target_r=16 is larger than method.init_r=8"),
+    (("method=adalora", "method.sparsity=0"), "leaves AdaLoRA nothing to prune"),
     (("method=c3a", "method.block_size=null", "method.match_lora_rank=null"), "set one of them"),
     (("task.train_source=gsm8k-test",), "task.train_source='gsm8k-test' is not valid; choose one of: hub, asdiv"),
     (("task.primary_filter=loose",), "task.primary_filter='loose' is not valid"),

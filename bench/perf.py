@@ -1,0 +1,244 @@
+"""python -m bench.perf [--model M] [--methods a,b] [--steps N] ...   (make perf)
+
+Times training steps of each method on one model shape with synthetic batches (fixed length, no
+padding), each configuration in its own process so peak memory is its own, and reports step time
+(median, p90, after warm-up), tokens/s, peak memory and the ratio to LoRA at the same rank, with
+gradient checkpointing off and on. The step timed is the suite's own training loop
+(bench.train.train); the harness overhead is that loop's median step against a bare hand-written
+PEFT + torch loop doing the same work (`--bare`).
+
+Methods that change size during training (PrunedLoRA) are configured so that their change happens
+inside the warm-up: what is timed is the steady state after it (PrunedLoRA: after compaction to
+r_target, compared with LoRA at r_target).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# Per-method overrides that make the comparison fair at LoRA rank r (see the module docstring).
+def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
+    total = warmup + steps
+    if method == "prunedlora":
+        # prune 2r -> r within the warm-up, then compact; time the steady state
+        return [f"method.r_target={r}", f"method.r_init={2 * r}", "method.prune_every=1",
+                f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}"]
+    if method in ("lora", "lora_plus", "dora", "pissa", "l1ra"):
+        return [f"method.r={r}"]
+    if method == "adalora":
+        return [f"method.target_r={r}"]  # init_r 1.5 r, masked (not removed) down to r
+    if method == "c3a":
+        return [f"method.match_lora_rank={r}"]
+    return []
+
+
+class _SyntheticTask:
+    """The minimum of the Task protocol the loop needs."""
+
+    def collate(self, examples, tokenizer=None):
+        import torch
+
+        ids = torch.tensor([e["input_ids"] for e in examples])
+        return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+
+
+def _compose(model: str, method: str, extra: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from bench.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"model={model}", f"method={method}", "logger=none",
+                                                         "run.checkpoint_every=null", *extra])
+
+
+def measure(args) -> dict:
+    """One configuration, in this process."""
+    import torch
+    from accelerate import Accelerator
+
+    from bench import metrics as M
+    from bench import models
+    from bench.checkpoint import CheckpointStore
+    from bench.run import build
+    from bench.stop import Stop
+    from bench.tracking import NoTracker
+    from bench.train import train
+
+    extra = [f"train.max_steps={args.warmup + args.steps}", f"train.batch_size={args.batch}",
+             f"train.gradient_checkpointing={args.checkpointing}", f"train.timing_warmup_steps={args.warmup}",
+             f"train.device={args.device}", f"train.mixed_precision={args.precision}",
+             "train.log_every=1000000", *method_overrides(args.method, args.rank, args.warmup, args.steps),
+             *args.override]
+    cfg = _compose(args.model, args.method, extra)
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=cfg.train.mixed_precision)
+    device = accelerator.device
+    model, tokenizer, _ = models.load(cfg.model, device=str(device) if cfg.model.init == "random" else "cpu")
+    model.to(device)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    method = build(cfg.method)
+    model = method.apply(model).to(device)
+    trainable, total = M.count_params(model)
+    g = torch.Generator().manual_seed(1)
+    vocab = model.config.vocab_size if hasattr(model, "config") else 1000
+    n = args.batch * (args.warmup + args.steps)
+    examples = [{"input_ids": torch.randint(0, vocab, (args.seq,), generator=g).tolist()} for _ in range(n)]
+    for e in examples:
+        e["labels"] = e["input_ids"]
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    M.reset_peak_memory(device.type)
+    if args.bare:
+        times = _bare_loop(model, method, examples, cfg, device)
+        step = {"step_time_p50_s": statistics.median(times[args.warmup:])}
+    else:
+        out = train(model, method, _SyntheticTask(), examples, tokenizer, cfg, accelerator, NoTracker(),
+                    _NullLog(), Stop(),
+                    CheckpointStore(Path("/nonexistent"), keep=1))
+        step = {k: out[k] for k in ("step_time_p50_s", "step_time_p90_s")}
+    mem = M.peak_memory(device.type)
+    if mem["kind"] == "cpu_rss":
+        mem["train_delta_bytes"] = max(0, mem["rss_bytes"] - rss_before)
+    tokens = args.batch * args.seq
+    return {"model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
+            "rank": args.rank, "batch": args.batch, "seq": args.seq, **step,
+            "tokens_per_s": tokens / step["step_time_p50_s"], "peak_memory": mem,
+            "trainable_params": trainable, "total_params": total, "device": device.type}
+
+
+class _NullLog:
+    rows: list = []
+
+    def append(self, row):
+        pass
+
+    def replace(self, rows):
+        pass
+
+
+def _bare_loop(model, method, examples, cfg, device) -> list[float]:
+    """The same work without the suite: forward, backward, clip, AdamW step."""
+    import torch
+
+    task = _SyntheticTask()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    times = []
+    bs = cfg.train.batch_size
+    for i in range(cfg.train.max_steps):
+        batch = {k: v.to(device) for k, v in task.collate(examples[i * bs:(i + 1) * bs]).items()}
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss.item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _run_one(argv: list[str]) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.perf", "--one", *argv], cwd=REPO, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        return {"error": (out.stderr or out.stdout)[-800:], "argv": argv}
+    return json.loads(lines[-1])
+
+
+def _mem(row: dict) -> float:
+    m = row["peak_memory"]
+    return float(m.get("allocated_bytes") or m.get("train_delta_bytes") or 0)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| method | checkpointing | step p50 (s) | step p90 (s) | tokens/s | peak mem (MB) | step vs LoRA | mem vs LoRA | trainable |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    base = {r["checkpointing"]: r for r in rows if r.get("method") == "lora" and not r.get("bare")}
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} |||||||")
+            continue
+        if r["bare"]:
+            continue
+        ref = base.get(r["checkpointing"])
+        ratio_t = r["step_time_p50_s"] / ref["step_time_p50_s"] if ref else float("nan")
+        ratio_m = _mem(r) / _mem(ref) if ref and _mem(ref) else float("nan")
+        lines.append(f"| {r['method']} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
+                     f"{r.get('step_time_p90_s') or float('nan'):.4f} | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
+                     f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} |")
+    bare = [r for r in rows if r.get("bare")]
+    for b in bare:
+        ref = base.get(b["checkpointing"])
+        if ref:
+            lines.append("")
+            lines.append(f"Harness overhead (LoRA, checkpointing={b['checkpointing']}): suite step p50 "
+                         f"{ref['step_time_p50_s']:.4f} s / bare PEFT+torch loop {b['step_time_p50_s']:.4f} s = "
+                         f"**{ref['step_time_p50_s'] / b['step_time_p50_s']:.3f}×**")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny-llama")
+    p.add_argument("--methods", default="lora,prunedlora,l1ra,adalora,dora,full")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--checkpointing", default="both", choices=["both", "true", "false"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="no")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--method", default="lora", help=argparse.SUPPRESS)
+    p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("override", nargs="*", help="extra config overrides, e.g. model.init=random")
+    args = p.parse_args(argv)
+    if args.one:
+        args.checkpointing = args.checkpointing == "true"
+        print(json.dumps(measure(args)))
+        return 0
+    common = ["--model", args.model, "--rank", str(args.rank), "--steps", str(args.steps), "--warmup",
+              str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--device", args.device,
+              "--precision", args.precision, *(["--threads", str(args.threads)] if args.threads else [])]
+    ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
+    rows = []
+    for ckpt in ckpts:
+        for method in args.methods.split(","):
+            rows.append(_run_one([*common, "--method", method, "--checkpointing", ckpt, *args.override]))
+            print(json.dumps(rows[-1]), flush=True)
+        rows.append(_run_one([*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override]))
+    text = (f"{args.model}, rank {args.rank}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps after "
+            f"{args.warmup} warm-up\n\n" + table(rows))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

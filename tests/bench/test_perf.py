@@ -1,0 +1,28 @@
+"""bench.perf's arithmetic and the fairness of its per-method settings (no timing assertions)."""
+from __future__ import annotations
+
+from bench import perf
+from tests.methods.test_matrix import method_from_config
+
+
+def test_prunedlora_is_compacted_before_the_timed_steps():
+    warmup, steps = 5, 20
+    method = method_from_config("prunedlora", *perf.method_overrides("prunedlora", 8, warmup, steps))
+    total = warmup + steps
+    assert method.r_init == 16 and method.r_target == 8
+    assert max(method.events(total)) < warmup
+    assert method.target_rank(warmup - 1, total) == 8
+
+
+def row(method, t, mem, ckpt=False, bare=False):
+    return {"method": method, "checkpointing": ckpt, "bare": bare, "step_time_p50_s": t, "step_time_p90_s": t,
+            "tokens_per_s": 512 / t, "peak_memory": {"kind": "cuda", "allocated_bytes": mem}, "trainable_params": 10}
+
+
+def test_table_ratios_are_against_lora_with_the_same_checkpointing():
+    text = perf.table([row("lora", 0.5, 1000), row("cla", 0.4, 800), row("lora", 1.0, 500, ckpt=True),
+                       row("cla", 0.9, 450, ckpt=True), row("lora", 0.4, 0, bare=True)])
+    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 0.800 | 0.800 |" in lines[("cla", "False")]
+    assert "| 0.900 | 0.900 |" in lines[("cla", "True")]
+    assert "suite step p50 0.5000 s / bare PEFT+torch loop 0.4000 s = **1.250×**" in text
