@@ -14,6 +14,10 @@ from typing import Any, ClassVar, Optional
 
 from bench.config import ConfigError
 
+# What Method.after_step may return besides False/None (nothing changed):
+REBUILD_OPTIMIZER = "rebuild_optimizer"  # trainable tensors changed; build a new optimizer (True means this too)
+PARAMETERS_REPLACED = "parameters_replaced"  # tensors changed, and the method moved the optimizer state itself
+
 
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
@@ -64,6 +68,7 @@ class Method:
     supports_sparsity: ClassVar[bool] = False
     zero_init: ClassVar[bool] = True  # the untrained adapter leaves the model's outputs unchanged
     supports_merge: ClassVar[bool] = False  # merge_and_unload() gives the same outputs
+    supports_fsdp: ClassVar[bool] = False  # runs under FSDP (flattened, sharded parameters)
 
     def __post_init__(self) -> None:
         check_field_types(self, "method")
@@ -112,9 +117,13 @@ class Method:
     def after_backward(self, model, step: int) -> None:
         """After gradients are computed, before clipping and the optimizer step."""
 
-    def after_step(self, model, step: int, optimizer) -> bool:
-        """After an optimizer step. Return True if the set or shapes of trainable parameters
-        changed, so the runner rebuilds the optimizer from `param_groups`."""
+    def after_step(self, model, step: int, optimizer):
+        """After an optimizer step, before the gradients are cleared. Return False if nothing
+        changed; REBUILD_OPTIMIZER (or True) if the set or shapes of trainable parameters changed and
+        the optimizer must be rebuilt from `param_groups`; PARAMETERS_REPLACED if they changed but
+        the method already moved the optimizer's state onto the new tensors. Either change also
+        re-wraps the model for data parallelism. Decisions must depend only on state that is the
+        same on every process (weights, all-reduced gradients)."""
         return False
 
     def state_dict(self, model) -> dict:

@@ -94,17 +94,21 @@ def write_result(run_dir: Path, result: dict) -> Path:
 class MetricsLog:
     """Per-step metrics, one JSON object per line, flushed as they come."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, write: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.write = write  # False on non-main processes: rows are kept in memory only
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
 
     def replace(self, rows: list[dict]) -> None:
         """Start over from `rows` (a resume: steps after the checkpoint are trained again)."""
         self.rows = list(rows)
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        if self.write:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.write:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")

@@ -6,10 +6,11 @@ export -> result.json. Every outcome, failures included, ends in a result.json.
 from __future__ import annotations
 
 import fcntl
-import logging
-import sys
 import json
+import logging
+import os
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -39,7 +40,9 @@ def prepare(cfg: DictConfig):
     method.check(cfg)
     task.check(cfg)
     config = resolved(cfg)
-    return method, task, config, run_hash(config)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+    # N processes train on N times the per-device batch: a different run from a single process
+    return method, task, config, run_hash(config if world == 1 else {**config, "_world_size": world})
 
 
 def build(node):
@@ -79,35 +82,44 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from bench import distributed, models, provenance, train
     from bench import metrics as M
-    from bench import models, provenance, train
     from bench.checkpoint import CheckpointStore
     from bench.tracking import NoTracker, make_tracker
 
+    # accelerate keeps one global state per process; a sweep runs many jobs in one process
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision)
+    main = accelerator.is_main_process  # only the main process writes anything
     run_dir = results.run_dir_for(config, config_hash)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".lock", "w")
-    try:  # two processes never run (and write) the same run directory
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        print(f"busy: another process is running {run_dir}; not starting a second one")
-        return "busy"
-    previous = results.set_aside_previous(run_dir)
+    lock = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".lock", "w")
+        try:  # two jobs never run (and write) the same run directory
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            print(f"busy: another process is running {run_dir}; not starting a second one")
+            return "busy"
+    previous = results.set_aside_previous(run_dir) if main else None
     checkpoints = CheckpointStore(run_dir, keep=cfg.run.keep_checkpoints)
-    resume_from = checkpoints.latest() if cfg.run.resume else None
-    if not cfg.run.resume:
+    if main and not cfg.run.resume:
         shutil.rmtree(checkpoints.root, ignore_errors=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(config)))
-    handler = logging.FileHandler(run_dir / "run.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    handler.addFilter(RedactingFilter())
-    logging.getLogger().addHandler(handler)
-    if previous:
-        log.info("an earlier attempt did not succeed; its result is kept at %s", previous)
-    log.info("run directory: %s", run_dir)
-    if resume_from:
-        log.info("resuming from %s", resume_from)
+    accelerator.wait_for_everyone()
+    resume_from = checkpoints.latest() if cfg.run.resume else None
+    handler = None
+    if main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(config)))
+        handler = logging.FileHandler(run_dir / "run.log")
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        handler.addFilter(RedactingFilter())
+        logging.getLogger().addHandler(handler)
+        if previous:
+            log.info("an earlier attempt did not succeed; its result is kept at %s", previous)
+        log.info("run directory: %s", run_dir)
+        if resume_from:
+            log.info("resuming from %s", resume_from)
 
     started_at, t0 = results.now_iso(), time.perf_counter()
     metrics: dict = {}
@@ -116,7 +128,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
     prov: dict = {"git_commit": None, "git_dirty": None, "packages": {}, "python": sys.version.split()[0],
                   "device": {"type": "unknown", "name": "unknown"}, "data": {},
                   "model": {"name": cfg.model.name, "source": cfg.model.source, "init": cfg.model.init}}
-    metrics_log = results.MetricsLog(run_dir / "metrics.jsonl")
+    metrics_log = results.MetricsLog(run_dir / "metrics.jsonl", write=main)
     tracker = NoTracker()
     status, error, stage, caught = "success", None, "setup", None
     stop = Stop().install()
@@ -124,15 +136,15 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         _seed(cfg.seed)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        # accelerate keeps one global state per process; a sweep runs many jobs in one process
-        AcceleratorState._reset_state(reset_partial_state=True)
-        accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision)
         device_type = accelerator.device.type
         if cfg.train.device == "cuda" and device_type != "cuda":
             raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+        distributed.check(accelerator, method)
         prov.update(provenance.collect(device_type))
-        tracker = make_tracker(cfg.logger, run_dir, redact(config), config_hash[:10],
-                               name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}")
+        metrics["distributed"] = distributed.layout(accelerator, cfg.train)
+        if main:
+            tracker = make_tracker(cfg.logger, run_dir, redact(config), config_hash[:10],
+                                   name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}")
         artifacts["wandb"] = tracker.run_info
 
         stage = "model"
@@ -145,15 +157,19 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
         if cfg.eval.enabled and cfg.eval.base:
             stage = "eval_base"
-            saved = run_dir / "eval_base" / "metrics.json"
-            if resume_from and saved.exists():  # the base model has not changed since
-                metrics.update(json.loads(saved.read_text()))
-            else:
-                t = time.perf_counter()
-                metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base", seed=cfg.seed)
-                metrics["eval_base_time_s"] = time.perf_counter() - t
-                results.atomic_write_text(saved, json.dumps({k: metrics[k] for k in ("eval_base", "eval_base_time_s")}))
-            prov["data"]["test"] = metrics["eval_base"].pop("data")
+            if main:  # evaluation runs once, on the main process; the others wait
+                saved = run_dir / "eval_base" / "metrics.json"
+                if resume_from and saved.exists():  # the base model has not changed since
+                    metrics.update(json.loads(saved.read_text()))
+                else:
+                    t = time.perf_counter()
+                    metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base",
+                                                         seed=cfg.seed)
+                    metrics["eval_base_time_s"] = time.perf_counter() - t
+                    results.atomic_write_text(saved, json.dumps({k: metrics[k] for k in
+                                                                 ("eval_base", "eval_base_time_s")}))
+                prov["data"]["test"] = metrics["eval_base"].pop("data")
+            accelerator.wait_for_everyone()
 
         stage = "method"
         # lm-eval reseeds the global RNGs; adapter initialisation must not depend on whether the
@@ -174,19 +190,22 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         M.reset_peak_memory(device_type)
         out = train.train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
                           checkpoints, resume_from=resume_from)
-        model = accelerator.unwrap_model(out.pop("model"))
+        model = out.pop("model")
         metrics.update(out)
-        metrics["peak_memory"] = M.peak_memory(device_type)
+        metrics["peak_memory"] = distributed.peak_memory(accelerator, M.peak_memory(device_type))
+        metrics["distributed"].update(distributed.replica_check(accelerator, model))
         method_report = method.report(model)
 
         if cfg.eval.enabled:
             stage = "eval"
-            t = time.perf_counter()
-            metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
-            metrics["eval_time_s"] = time.perf_counter() - t
-            prov["data"]["test"] = metrics["eval"].pop("data")
+            if main:
+                t = time.perf_counter()
+                metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
+                metrics["eval_time_s"] = time.perf_counter() - t
+                prov["data"]["test"] = metrics["eval"].pop("data")
+            accelerator.wait_for_everyone()
 
-        if cfg.run.save_model:
+        if cfg.run.save_model and main:
             stage = "export"
             artifacts["export"] = method.export(model, run_dir / "adapter")
             artifacts["export"]["path"] = "adapter"
@@ -201,30 +220,31 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         stop.restore()
 
     metrics["total_time_s"] = time.perf_counter() - t0
-    result = {
-        "schema_version": results.SCHEMA_VERSION,
-        "run_id": config_hash[:10],
-        "config_hash": config_hash,
-        "status": status,
-        "error": error,
-        "config": config,
-        "metrics": metrics,
-        "history": metrics_log.rows,
-        "method_report": method_report,
-        "artifacts": artifacts,
-        "provenance": prov,
-        "started_at": started_at,
-        "finished_at": results.now_iso(),
-    }
-    path = results.write_result(run_dir, redact(result))
-    if status == "success":
-        shutil.rmtree(checkpoints.root, ignore_errors=True)  # the result and export are what remain
-    tracker.summary({"status": status, **{k: v for k, v in metrics.items()}})
-    tracker.finish(failed=status != "success")
-    logging.getLogger().removeHandler(handler)
-    handler.close()
-    lock.close()
-    print(summary_line(redact(result), path))
+    if main:
+        result = {
+            "schema_version": results.SCHEMA_VERSION,
+            "run_id": config_hash[:10],
+            "config_hash": config_hash,
+            "status": status,
+            "error": error,
+            "config": config,
+            "metrics": metrics,
+            "history": metrics_log.rows,
+            "method_report": method_report,
+            "artifacts": artifacts,
+            "provenance": prov,
+            "started_at": started_at,
+            "finished_at": results.now_iso(),
+        }
+        path = results.write_result(run_dir, redact(result))
+        if status == "success":
+            shutil.rmtree(checkpoints.root, ignore_errors=True)  # the result and export are what remain
+        tracker.summary({"status": status, **{k: v for k, v in metrics.items()}})
+        tracker.finish(failed=status != "success")
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        lock.close()
+        print(summary_line(redact(result), path))
     if isinstance(caught, KeyboardInterrupt) or stop.signal == "SIGINT":
         raise KeyboardInterrupt  # Ctrl-C stops a whole sweep, after the result is safe
     return status

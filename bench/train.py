@@ -1,7 +1,8 @@
 """The training loop: one function, readable top to bottom.
 
-accelerate places the model and runs mixed precision (and, under `accelerate launch`, data
-parallelism). Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer
+accelerate places the model and runs mixed precision and, under `accelerate launch` or
+`torchrun`, data parallelism: every process draws the same global micro-batch and trains on its
+slice, DDP averages the gradients, and the logged loss and token counts are reduced over processes. Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer
 step; every metric counts optimizer steps. The batch order is a pure function of (seed, epoch), so
 a resumed run sees exactly the batches an uninterrupted one would have seen.
 """
@@ -17,6 +18,8 @@ from tqdm.auto import tqdm
 
 from bench.checkpoint import CheckpointStore, LoopState
 from bench.metrics import StepClock, current_memory
+from bench.protocols import PARAMETERS_REPLACED
+from bench.stop import Cancelled
 
 
 class Diverged(RuntimeError):
@@ -64,29 +67,42 @@ def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int 
         epoch, index = epoch + 1, 0
 
 
-def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
+def _agree(accelerator, flag: bool) -> bool:
+    """True on every process if it is True on any (so that all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device), "sum").item())
+
+
+def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
           checkpoints: CheckpointStore, resume_from=None) -> dict:
+    """`raw_model` is what the method hooks see; `model` (the same, or its data-parallel wrapper)
+    is what runs forward and backward."""
     tcfg = cfg.train
-    method.on_train_begin(model, tcfg.max_steps)
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    method.on_train_begin(raw_model, tcfg.max_steps)
     loop, resumed_step = LoopState(), None
     if resume_from is not None:
         loop = CheckpointStore.loop_state(resume_from)
         resumed_step = loop.step
-        CheckpointStore.restore_method(resume_from, model, method)
-    model = accelerator.prepare(model)
-    optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
+        CheckpointStore.restore_method(resume_from, raw_model, method)
+    model = accelerator.prepare_model(raw_model)
+    optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
     scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps)
     if resume_from is not None:
-        CheckpointStore.restore_training(resume_from, model, optimizer, scheduler)
+        CheckpointStore.restore_training(resume_from, raw_model, optimizer, scheduler)
         metrics_log.replace(loop.history)  # rows logged after the checkpoint are redone
 
     device = accelerator.device
     clock = StepClock(device.type)
     clock.times = list(loop.step_times)
-    batches = batch_indices(len(examples), tcfg.batch_size, cfg.seed, tcfg.shuffle, start=loop.step * tcfg.grad_accum)
+    # Every process draws the same global micro-batch (batch_size x processes) and trains on its slice.
+    batches = batch_indices(len(examples), tcfg.batch_size * world, cfg.seed, tcfg.shuffle,
+                            start=loop.step * tcfg.grad_accum)
     model.train()
-    bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step",
-               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step", disable=not main,
+               dynamic_ncols=True)
     prior_s = loop.elapsed_s  # training time of earlier attempts
     started = time.perf_counter()
     stop.deferred = True  # a signal now ends the run at the next step boundary, with a checkpoint
@@ -101,14 +117,15 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
             step_tokens = torch.zeros((), device=device, dtype=torch.long)
             step_loss_tokens = torch.zeros((), device=device, dtype=torch.long)
             for micro in range(tcfg.grad_accum):
-                batch = {k: v.to(device) for k, v in task.collate([examples[i] for i in next(batches)],
+                mine = next(batches)[rank * tcfg.batch_size:(rank + 1) * tcfg.batch_size]
+                batch = {k: v.to(device) for k, v in task.collate([examples[i] for i in mine],
                                                                    tokenizer=tokenizer).items()}
                 last = micro == tcfg.grad_accum - 1
                 # prepare() already wraps forward in autocast when mixed precision is on
                 with accelerator.no_sync(model) if not last else nullcontext():
                     out = model(**batch)
                     loss = out.loss
-                    extra = method.extra_loss(model, step)
+                    extra = method.extra_loss(raw_model, step)
                     total = loss if extra is None else loss + extra
                     accelerator.backward(total / tcfg.grad_accum)
                 step_loss += loss.detach().float() / tcfg.grad_accum
@@ -116,14 +133,21 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
                     step_extra = (step_extra or 0.0) + extra.detach().float() / tcfg.grad_accum
                 step_tokens += batch["attention_mask"].sum()
                 step_loss_tokens += (batch["labels"][:, 1:] != -100).sum()
-            method.after_backward(model, step)
+            method.after_backward(raw_model, step)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             optimizer.step()
             scheduler.step()
-            if method.after_step(model, step, optimizer):
-                optimizer = accelerator.prepare_optimizer(build_optimizer(method, model, tcfg))
-                scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)
+            change = method.after_step(raw_model, step, optimizer)
+            if change:  # the set or shapes of trainable tensors changed
+                model = accelerator.prepare_model(raw_model)  # a data-parallel wrapper must see the new ones
+                if change != PARAMETERS_REPLACED:  # the method did not carry the optimizer state itself
+                    optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
+                    scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)
+            if world > 1:  # logged numbers are global: loss averaged, tokens summed over processes
+                step_loss = accelerator.reduce(step_loss, "mean")
+                step_tokens = accelerator.reduce(step_tokens, "sum")
+                step_loss_tokens = accelerator.reduce(step_loss_tokens, "sum")
             dt = clock.stop()
 
             loss_value = step_loss.item()
@@ -144,22 +168,27 @@ def train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, m
                     "tokens": int(step_tokens.item()),
                 }
                 metrics_log.append(row)
-                tracker.log(row, step=step)
+                if main:
+                    tracker.log(row, step=step)
             elapsed = prior_s + time.perf_counter() - started
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{loop.train_tokens / elapsed:.0f}",
                             mem=f"{current_memory(device.type):.1f}G", refresh=False)
             bar.update(1)
             every = cfg.run.checkpoint_every
-            if stop.signal or (every and step % every == 0 and step < tcfg.max_steps):
+            stopping = _agree(accelerator, bool(stop.signal))
+            if stopping or (every and step % every == 0 and step < tcfg.max_steps):
                 loop.step_times, loop.history, loop.elapsed_s = list(clock.times), list(metrics_log.rows), elapsed
-                checkpoints.save(model, method, optimizer, scheduler, loop)
-                stop.check()
+                if main:
+                    checkpoints.save(raw_model, method, optimizer, scheduler, loop)
+                accelerator.wait_for_everyone()
+                if stopping:
+                    raise Cancelled(f"received signal {stop.signal or 'on another process'}")
     finally:
         stop.deferred = False
         bar.close()
     train_time = prior_s + time.perf_counter() - started
     return {
-        "model": model,
+        "model": raw_model,
         "train_time_s": train_time,
         **clock.summary(tcfg.timing_warmup_steps),
         "tokens_per_s": loop.train_tokens / train_time if train_time > 0 else None,

@@ -9,6 +9,7 @@ from bench.protocols import Method
 
 @dataclass(kw_only=True)
 class FullFineTuning(Method):
+    supports_fsdp = True
     supports_merge = False
 
     def apply(self, model):

@@ -15,6 +15,7 @@ from bench.protocols import Method
 
 @dataclass(kw_only=True)
 class HeadOnly(Method):
+    supports_fsdp = True
     head_modules: list[str] = field(default_factory=lambda: ["classifier", "score", "lm_head"])
 
     def __post_init__(self) -> None:

@@ -44,6 +44,7 @@ MODES = ("proximal", "penalty")
 
 @dataclass(kw_only=True)
 class L1RA(LoRA):
+    supports_fsdp = False  # replaces and reshapes parameters during training
     alpha: float = 16.0
     l1_lambda: float = 1e-3
     eta_c: float = 2e-2

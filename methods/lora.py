@@ -13,6 +13,7 @@ from methods import peft_common
 
 @dataclass(kw_only=True)
 class LoRA(peft_common.PeftMethod):
+    supports_fsdp = True
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05

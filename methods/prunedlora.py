@@ -44,6 +44,7 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
+from bench.protocols import PARAMETERS_REPLACED
 from methods import peft_common
 from methods.lora import LoRA
 
@@ -90,6 +91,7 @@ def remove_component(w: torch.Tensor, g: torch.Tensor, hinv: torch.Tensor, j: in
 
 @dataclass(kw_only=True)
 class PrunedLoRA(LoRA):
+    supports_fsdp = False  # replaces and reshapes parameters during training
     r_target: int = 8
     r_init: Optional[int] = None  # null: r_target / (1 - sparsity)
     criterion: str = "obs_gradient"
@@ -212,6 +214,8 @@ class PrunedLoRA(LoRA):
     def after_step(self, model, step: int, optimizer) -> bool:
         if step in self._events:
             goal = self.target_rank(step, self._total)
+            if self.criterion == "wanda":
+                self._all_reduce_activations()
             due = {n: self.ranks()[n] - goal for n in self.layers if n not in self.compacted and self.ranks()[n] > goal}
             for name, count in due.items():
                 self._prune(name, self.layers[name], count, optimizer)
@@ -219,11 +223,25 @@ class PrunedLoRA(LoRA):
                 self.history.append({"step": step, "target": goal, "ranks": self.ranks()})
             self._act.clear()
         self._enforce(optimizer)
+        replaced = False
         if self.compact:
             for name, layer in self.layers.items():
                 if name not in self.compacted and self.ranks()[name] <= self.r_target:
                     self._compact(name, layer, optimizer)
-        return False  # the optimizer keeps its parameters (compaction slices them in place)
+                    replaced = True
+        # compaction hands the optimizer the sliced tensors with their moments: no restart
+        return PARAMETERS_REPLACED if replaced else False
+
+    def _all_reduce_activations(self) -> None:
+        """wanda's statistics are per process; the pruning decision must be the same everywhere."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for name in sorted(self._act):
+                sq, n = self._act[name]
+                total = torch.cat([sq.reshape(-1), torch.tensor([float(n)], device=sq.device)])
+                dist.all_reduce(total)
+                self._act[name] = (total[:-1], int(total[-1]))
 
     def _scores(self, name, a, b, g_a, g_b) -> torch.Tensor:
         if self.criterion == "obs_gradient":
