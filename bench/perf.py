@@ -166,26 +166,40 @@ def _run_one(argv: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
+def median_run(found: list[dict]) -> dict:
+    """The run with the median step time, with the spread of all runs attached."""
+    ok = [r for r in found if "error" not in r]
+    if not ok:
+        return found[0]
+    ok.sort(key=lambda r: r["step_time_p50_s"])
+    chosen = dict(ok[len(ok) // 2])
+    chosen["runs"] = [r["step_time_p50_s"] for r in ok]
+    return chosen
+
+
 def _mem(row: dict) -> float:
     m = row["peak_memory"]
     return float(m.get("allocated_bytes") or m.get("train_delta_bytes") or 0)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| method | checkpointing | step p50 (s) | step p90 (s) | tokens/s | peak mem (MB) | step vs LoRA | mem vs LoRA | trainable |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
+             "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["checkpointing"]: r for r in rows if r.get("method") == "lora" and not r.get("bare")}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} |||||||")
+            lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||")
             continue
         if r["bare"]:
             continue
         ref = base.get(r["checkpointing"])
         ratio_t = r["step_time_p50_s"] / ref["step_time_p50_s"] if ref else float("nan")
         ratio_m = _mem(r) / _mem(ref) if ref and _mem(ref) else float("nan")
+        spread = r.get("runs") or [r["step_time_p50_s"]]
         lines.append(f"| {r['method']} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
-                     f"{r.get('step_time_p90_s') or float('nan'):.4f} | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
+                     f"{r.get('step_time_p90_s') or float('nan'):.4f} | {min(spread):.4f}–{max(spread):.4f} "
+                     f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
                      f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} |")
     bare = [r for r in rows if r.get("bare")]
     for b in bare:
@@ -211,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="no")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run every configuration this many times, interleaved; report the median run")
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="lora", help=argparse.SUPPRESS)
@@ -225,14 +241,17 @@ def main(argv: list[str] | None = None) -> int:
               str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--device", args.device,
               "--precision", args.precision, *(["--threads", str(args.threads)] if args.threads else [])]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
-    rows = []
-    for ckpt in ckpts:
-        for method in args.methods.split(","):
-            rows.append(_run_one([*common, "--method", method, "--checkpointing", ckpt, *args.override]))
-            print(json.dumps(rows[-1]), flush=True)
-        rows.append(_run_one([*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override]))
+    configs = [[*common, "--method", m, "--checkpointing", ckpt, *args.override]
+               for ckpt in ckpts for m in args.methods.split(",")]
+    configs += [[*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts]
+    runs: dict = {i: [] for i in range(len(configs))}
+    for _ in range(args.repeat):  # interleaved, so slow drifts of the machine hit every configuration alike
+        for i, argv in enumerate(configs):
+            runs[i].append(_run_one(argv))
+            print(json.dumps(runs[i][-1]), flush=True)
+    rows = [median_run(found) for found in runs.values()]
     text = (f"{args.model}, rank {args.rank}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps after "
-            f"{args.warmup} warm-up\n\n" + table(rows))
+            f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row\n\n" + table(rows))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,11 @@ def test_table_ratios_are_against_lora_with_the_same_checkpointing():
     text = perf.table([row("lora", 0.5, 1000), row("cla", 0.4, 800), row("lora", 1.0, 500, ckpt=True),
                        row("cla", 0.9, 450, ckpt=True), row("lora", 0.4, 0, bare=True)])
     lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
-    assert "| 0.800 | 0.800 |" in lines[("cla", "False")]
+    assert "| 0.800 | 0.800 |" in lines[("cla", "False")] and "(n=1)" in lines[("cla", "False")]
     assert "| 0.900 | 0.900 |" in lines[("cla", "True")]
     assert "suite step p50 0.5000 s / bare PEFT+torch loop 0.4000 s = **1.250×**" in text
+
+
+def test_median_run_is_reported_with_the_spread():
+    chosen = perf.median_run([row("lora", 0.5, 1), row("lora", 0.7, 1), row("lora", 0.6, 1), {"error": "x"}])
+    assert chosen["step_time_p50_s"] == 0.6 and chosen["runs"] == [0.5, 0.6, 0.7]
