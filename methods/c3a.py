@@ -35,7 +35,7 @@ class C3A(peft_common.PeftMethod):
             raise ConfigError("method.block_size and method.match_lora_rank are both null; set one of them")
         self.zero_init = self.init_weights is True
 
-    def _resolve(self, model) -> int:
+    def block(self, model) -> int:
         dims = peft_common.shapes(model, self.target_modules)
         divisors = peft_common.common_divisors([d for pair in dims for d in pair])
         if self.block_size is not None:
@@ -52,15 +52,14 @@ class C3A(peft_common.PeftMethod):
         return C3AConfig(block_size=self._b, target_modules=list(self.target_modules), init_weights=self.init_weights,
                          task_type=peft_common.task_type(model))
 
-    def apply(self, model):
-        self._b = self._resolve(model)
-        self._matched = peft_common.matched_report(model, self.target_modules,
-                                                   None if self.block_size else self.match_lora_rank,
-                                                   self.expected_trainable_params(model))
-        return super().apply(model)
+    def resolve(self, model) -> None:
+        self._b = self.block(model)
+
+    def matched_rank(self):
+        return None if self.block_size else self.match_lora_rank
 
     def expected_trainable_params(self, model) -> int:
-        b = self._resolve(model)
+        b = self.block(model)
         return sum(d_in * d_out // b for d_in, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:

@@ -17,7 +17,7 @@ from methods.lora import LoRA
 class DoRA(LoRA):
     match_lora_rank: Optional[int] = None
 
-    def _resolve(self, model) -> None:
+    def resolve(self, model) -> None:
         if self.match_lora_rank is None:
             return
         dims = peft_common.shapes(model, self.target_modules)
@@ -28,14 +28,8 @@ class DoRA(LoRA):
     def lora_kwargs(self, model) -> dict:
         return {**super().lora_kwargs(model), "use_dora": True}
 
-    def apply(self, model):
-        self._resolve(model)
-        self._matched = peft_common.matched_report(model, self.target_modules, self.match_lora_rank,
-                                                   self.expected_trainable_params(model))
-        return super().apply(model)
-
     def expected_trainable_params(self, model) -> int:
-        self._resolve(model)
+        self.resolve(model)
         return sum(self.r * (d_in + d_out) + d_out for d_in, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:

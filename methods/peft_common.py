@@ -56,10 +56,21 @@ class PeftMethod(Method):
     def peft_config(self, model):
         raise NotImplementedError
 
+    def resolve(self, model) -> None:
+        """Size the method for this model's shapes (e.g. from `match_lora_rank`); runs before
+        counting and before applying."""
+
+    def matched_rank(self) -> Optional[int]:
+        """The LoRA rank this method was sized to match, if any."""
+        return getattr(self, "match_lora_rank", None)
+
     def apply(self, model):
         from peft import get_peft_model
 
         self._adapted = len(target_linears(model, self.target_modules))  # errors if none match
+        self.resolve(model)
+        self._matched = matched_report(model, self.target_modules, self.matched_rank(),
+                                       self.expected_trainable_params(model))
         return get_peft_model(model, self.peft_config(model))
 
     def export(self, model, out_dir: Path) -> dict:

@@ -32,7 +32,7 @@ class VeRA(peft_common.PeftMethod):
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"method.dropout={self.dropout} must be in [0, 1)")
 
-    def _resolve(self, model) -> None:
+    def resolve(self, model) -> None:
         if self.match_lora_rank is None:
             return
         dims = peft_common.shapes(model, self.target_modules)
@@ -46,14 +46,8 @@ class VeRA(peft_common.PeftMethod):
                           vera_dropout=self.dropout, projection_prng_key=self.projection_prng_key,
                           save_projection=True, task_type=peft_common.task_type(model))
 
-    def apply(self, model):
-        self._resolve(model)
-        self._matched = peft_common.matched_report(model, self.target_modules, self.match_lora_rank,
-                                                   self.expected_trainable_params(model))
-        return super().apply(model)
-
     def expected_trainable_params(self, model) -> int:
-        self._resolve(model)
+        self.resolve(model)
         return sum(self.r + d_out for _, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:

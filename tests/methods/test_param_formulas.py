@@ -41,4 +41,4 @@ def test_c3a_matching_picks_the_papers_block_size_for_a_square_matrix():
         model = LlamaForCausalLM(cfg)
     method = method_from_config("c3a", "method.target_modules=[q_proj]", "method.match_lora_rank=16")
     method.expected_trainable_params(model)
-    assert method._resolve(model) == 128  # b = d / (2 r) for 4096 x 4096 at r = 16 (methods-spec §18)
+    assert method.block(model) == 128  # b = d / (2 r) for 4096 x 4096 at r = 16 (methods-spec §18)
