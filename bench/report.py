@@ -63,7 +63,10 @@ def row(result: dict) -> dict:
     return {
         "run_id": result["run_id"], "status": result["status"],
         "model": cfg["model"]["name"], "task": cfg["task"]["name"], "method": cfg["method"]["name"],
-        "sparsity": cfg["method"].get("sparsity"), "seed": cfg["seed"],
+        # the configured sparsity, else the one the method reports (e.g. from r_init and r_target)
+        "sparsity": (cfg["method"].get("sparsity") if cfg["method"].get("sparsity") is not None
+                     else result["method_report"].get("sparsity")),
+        "seed": cfg["seed"],
         "variant": run_hash({k: v for k, v in cfg.items() if k != "seed"})[:8],
         "metric": primary, "score": ev.get(primary), "score_base": base.get(primary),
         "trainable_params": m.get("trainable_params"), "train_time_s": m.get("train_time_s"),
@@ -93,7 +96,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "success"].copy()
     if ok.empty:
         return pd.DataFrame()
-    ok["sparsity"] = ok["sparsity"].fillna("–")
+    ok["sparsity"] = ok["sparsity"].astype(object).where(ok["sparsity"].notna(), "–")
     grouped = ok.groupby(GROUP + ["metric"], dropna=False)
     return grouped.agg(
         score=("score", _mean_std),

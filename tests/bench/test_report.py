@@ -67,3 +67,12 @@ def test_mixed_devices_are_flagged(tmp_path):
     results.write_result(other, r)
     report.write([tmp_path], tmp_path / "out")
     assert "mix 2 devices" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_sparsity_comes_from_the_method_report_when_not_configured(tmp_path):
+    d = write_run(tmp_path, 1, 0.5, method="prunedlora")
+    r = json.loads((d / "result.json").read_text())
+    r["method_report"] = {"sparsity": 0.75}
+    results.write_result(d, r)
+    frame = report.runs_frame(report.load([tmp_path])[0])
+    assert frame.iloc[0]["sparsity"] == 0.75
