@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
 from bench.config import ConfigError
 from methods import peft_common
 
@@ -111,7 +113,9 @@ class AdaLoRA(peft_common.PeftMethod):
                 for name, p in model.named_parameters() if "lora_E.default" in name}
 
     def total_rank(self, model) -> int:
-        return sum(self.rank_pattern(model).values())
+        # one device sync per step, however many adapters
+        gates = [p for name, p in model.named_parameters() if "lora_E.default" in name]
+        return int(torch.stack([(p != 0).sum() for p in gates]).sum())
 
     def expected_trainable_params(self, model) -> int:
         return sum(self.init_r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))

@@ -189,6 +189,7 @@ class PrunedLoRA(LoRA):
                        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
         device = next(peft_model.parameters()).device
         self.masks = {n: torch.ones(self.r_init, dtype=torch.bool, device=device) for n in self.layers}
+        self._rank = {n: self.r_init for n in self.layers}
         self.compacted: set = set()
         self._act: dict = {}
         if self.criterion == "wanda":
@@ -208,7 +209,8 @@ class PrunedLoRA(LoRA):
         self._events = set(self.events(total_steps))
 
     def ranks(self) -> dict:
-        return {n: int(m.sum()) for n, m in self.masks.items()}
+        # kept as Python ints beside the masks: reading a mask's sum would sync the GPU every step
+        return dict(self._rank)
 
     # -- pruning ----------------------------------------------------------------------------
     def after_step(self, model, step: int, optimizer) -> bool:
@@ -216,7 +218,7 @@ class PrunedLoRA(LoRA):
             goal = self.target_rank(step, self._total)
             if self.criterion == "wanda":
                 self._all_reduce_activations()
-            due = {n: self.ranks()[n] - goal for n in self.layers if n not in self.compacted and self.ranks()[n] > goal}
+            due = {n: r - goal for n, r in self._rank.items() if n not in self.compacted and r > goal}
             for name, count in due.items():
                 self._prune(name, self.layers[name], count, optimizer)
             if due:
@@ -226,7 +228,7 @@ class PrunedLoRA(LoRA):
         replaced = False
         if self.compact:
             for name, layer in self.layers.items():
-                if name not in self.compacted and self.ranks()[name] <= self.r_target:
+                if name not in self.compacted and self._rank[name] <= self.r_target:
                     self._compact(name, layer, optimizer)
                     replaced = True
         # compaction hands the optimizer the sliced tensors with their moments: no restart
@@ -277,6 +279,7 @@ class PrunedLoRA(LoRA):
                 a_param[active] = a.to(a_param.dtype)
                 b_param[:, active] = b.to(b_param.dtype)
                 self.masks[name][active[j]] = False
+                self._rank[name] -= 1
                 a_param.grad[active[j]] = 0.0
                 b_param.grad[:, active[j]] = 0.0
         self._enforce(optimizer, only=name)
@@ -286,8 +289,8 @@ class PrunedLoRA(LoRA):
         state = getattr(optimizer, "state", {})
         with torch.no_grad():
             for name, layer in self.layers.items():
-                if (only and name != only) or name in self.compacted:
-                    continue
+                if (only and name != only) or name in self.compacted or self._rank[name] == self.r_init:
+                    continue  # nothing pruned there (or already sliced away)
                 keep = self.masks[name]
                 for param, dim in ((layer.lora_A["default"].weight, 0), (layer.lora_B["default"].weight, 1)):
                     shape = [-1, 1] if dim == 0 else [1, -1]
@@ -327,6 +330,7 @@ class PrunedLoRA(LoRA):
             self._compact(name, self.layers[name], optimizer=None)
         for name, mask in state["masks"].items():
             self.masks[name] = mask.to(self.masks[name].device)
+            self._rank[name] = int(mask.sum())
         self.history = list(state["history"])
 
     def report(self, model) -> dict:
