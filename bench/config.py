@@ -172,7 +172,7 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"model '{m.name}' with model.source={m.source} needs model.package")
     elif m.init == "random" and not m.arch:
         problems.append(f"model.init=random needs the architecture in model.arch (model '{m.name}' has none)")
-    if cfg.train.mixed_precision != "no" and cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
+    if cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

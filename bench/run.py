@@ -143,7 +143,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         prov.update(provenance.collect(device_type))
         metrics["distributed"] = distributed.layout(accelerator, cfg.train)
         if main:
-            tracker = make_tracker(cfg.logger, run_dir, redact(config), config_hash[:10],
+            tracker = make_tracker(cfg.logger, run_dir, redact(config),
                                    name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}")
         artifacts["wandb"] = tracker.run_info
 

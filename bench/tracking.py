@@ -20,7 +20,7 @@ class NoTracker:
 
 
 class WandbTracker:
-    def __init__(self, logger_cfg, run_dir: Path, config: dict, run_id: str, name: str):
+    def __init__(self, logger_cfg, run_dir: Path, config: dict, name: str):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
@@ -67,9 +67,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def make_tracker(logger_cfg, run_dir: Path, config: dict, run_id: str, name: str):
+def make_tracker(logger_cfg, run_dir: Path, config: dict, name: str):
     if logger_cfg.backend == "none" or logger_cfg.mode == "disabled":
         tracker = NoTracker()
         tracker.run_info = {"backend": logger_cfg.backend, "mode": "disabled"}
         return tracker
-    return WandbTracker(logger_cfg, run_dir, config, run_id, name)
+    return WandbTracker(logger_cfg, run_dir, config, name)
