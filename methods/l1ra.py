@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from bench.config import ConfigError
 from methods import peft_common
@@ -71,8 +71,7 @@ class L1RA(LoRA):
     # -- building -----------------------------------------------------------------------------
     def apply(self, model):
         peft_model = super().apply(model)
-        self.layers = {name.replace("base_model.model.", ""): m for name, m in peft_model.named_modules()
-                       if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+        self.layers = peft_common.lora_layers(peft_model)
         for layer in self.layers.values():
             a = layer.lora_A["default"]
             with torch.no_grad():

@@ -11,6 +11,15 @@ from bench.config import ConfigError
 from methods import peft_common
 
 
+def check_rank_alpha_dropout(r: int, alpha: float, dropout: float) -> None:
+    if r < 1:
+        raise ConfigError(f"method.r={r} must be >= 1")
+    if alpha <= 0:
+        raise ConfigError(f"method.alpha={alpha} must be > 0")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"method.dropout={dropout} must be in [0, 1)")
+
+
 @dataclass(kw_only=True)
 class LoRA(peft_common.PeftMethod):
     supports_fsdp = True
@@ -23,12 +32,7 @@ class LoRA(peft_common.PeftMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.r < 1:
-            raise ConfigError(f"method.r={self.r} must be >= 1")
-        if self.alpha <= 0:
-            raise ConfigError(f"method.alpha={self.alpha} must be > 0")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"method.dropout={self.dropout} must be in [0, 1)")
+        check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
 
     def lora_kwargs(self, model) -> dict:
         return dict(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_modules),

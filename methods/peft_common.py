@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from bench.config import ConfigError
 from bench.protocols import Method
@@ -23,7 +22,7 @@ def task_type(model) -> str:
 def target_linears(model, targets: list[str]) -> dict:
     """name -> nn.Linear for every linear layer whose last name component is in `targets`
     (PEFT's matching rule for a list of names)."""
-    import torch.nn as nn
+    from torch import nn
 
     found = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets}
     if not found:
@@ -60,7 +59,7 @@ class PeftMethod(Method):
         """Size the method for this model's shapes (e.g. from `match_lora_rank`); runs before
         counting and before applying."""
 
-    def matched_rank(self) -> Optional[int]:
+    def matched_rank(self) -> int | None:
         """The LoRA rank this method was sized to match, if any."""
         return getattr(self, "match_lora_rank", None)
 
@@ -79,7 +78,7 @@ class PeftMethod(Method):
         return {"format": "peft", "path": str(out_dir), "load_with": "peft.PeftModel.from_pretrained(base_model, path)"}
 
 
-def matched_report(model, targets: list[str], match_lora_rank: Optional[int], realised: int) -> dict:
+def matched_report(model, targets: list[str], match_lora_rank: int | None, realised: int) -> dict:
     """What a parameter-matched method was matched to, and what it realised."""
     if match_lora_rank is None:
         return {}
@@ -98,3 +97,9 @@ def common_divisors(numbers: list[int]) -> list[int]:
     for n in numbers:
         g = math.gcd(g, n)
     return [d for d in range(1, g + 1) if g % d == 0]
+
+
+def lora_layers(peft_model) -> dict:
+    """name in the base model -> PEFT LoRA layer, for every layer holding the default adapter."""
+    return {name.replace("base_model.model.", "", 1): m for name, m in peft_model.named_modules()
+            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}

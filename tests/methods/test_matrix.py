@@ -114,7 +114,7 @@ def test_sparsity_is_used_or_refused(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_runs_end_to_end_through_the_runner(name, tmp_path):
     cfg = compose(*TINY, f"method={name}", f"run.root={tmp_path}", "logger=none", "eval.base=false",
-                  "eval.limit=2", "eval.max_gen_toks=4", "train.max_steps=3")
+                  "eval.limit=2", "eval.max_gen_toks=4", "train.max_steps=4")  # 4: the chain methods merge
     method, task, config, config_hash = prepare(cfg)
     assert execute(cfg, method, task, config, config_hash) == "success"
     result = json.loads(next(tmp_path.rglob("result.json")).read_text())

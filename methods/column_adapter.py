@@ -1,0 +1,166 @@
+"""Shared machinery of the cLA family ("Beyond LoRA", arXiv 2606.13767) and PaCA: an update
+s * B A whose A is a fixed 0/1 column selector, so Delta W is non-zero only in r input columns.
+
+A subclass says which columns each adapted matrix uses (`columns`), and a chain subclass what
+happens at a phase boundary. The layers are `methods.gathered_columns.ColumnAdapterLinear`: they
+gather the r columns instead of multiplying by a dense selector.
+
+Trainable parameters per adapted matrix (d_out x d_in): r * d_out. Column sparsity of Delta W:
+1 - r / d_in (reported; not a rank-sparsity knob, so method.sparsity must stay null).
+Export: a standard PEFT LoRA adapter with A = the selector (chains: one stacked term per phase).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from bench.config import ConfigError
+from bench.protocols import REBUILD_OPTIMIZER, Method
+from methods import lora_export, peft_common, phases
+from methods.gathered_columns import ColumnAdapterLinear, replace_linears
+from methods.lora import check_rank_alpha_dropout
+
+
+def layer_generator(seed: int, name: str, salt: int = 0) -> torch.Generator:
+    """A generator per (seed, layer): the same columns on every process and every rerun."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 7 + salt) % (2 ** 63))
+
+
+def windows(d_in: int, r: int) -> list[int]:
+    """Starts of the non-overlapping r-wide windows [0, r), [r, 2r), ... that fit in d_in."""
+    return list(range(0, d_in - r + 1, r))
+
+
+@dataclass(kw_only=True)
+class ColumnMethod(Method):
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+
+    supports_merge = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.target_modules:
+            raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj])")
+        check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
+        self.layers: dict = {}
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.r
+
+    # -- what a subclass decides ----------------------------------------------------------------
+    def columns(self, name: str, d_in: int, phase: int) -> torch.Tensor:
+        """The r input columns module `name` adapts in phase `phase` (0-based)."""
+        raise NotImplementedError
+
+    def initial_factor(self, linear, cols: torch.Tensor) -> torch.Tensor | None:
+        """B's starting value for these columns of `linear`; None: zeros."""
+        return None
+
+    # -- building -------------------------------------------------------------------------------
+    def _check_shapes(self, model) -> None:
+        narrow = sorted({(n.rsplit(".", 1)[-1], d_in) for n, (d_in, _) in self._shapes(model).items()
+                         if d_in < self.r})
+        if narrow:
+            raise ConfigError(f"method.r={self.r} is larger than the input width of {narrow} "
+                              f"(a selector picks r distinct input columns)")
+
+    def _shapes(self, model) -> dict:
+        return {n: (m.in_features, m.out_features)
+                for n, m in peft_common.target_linears(model, self.target_modules).items()}
+
+    def apply(self, model):
+        self._check_shapes(model)
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+        def make(name, linear):
+            cols = self.columns(name, linear.in_features, 0)
+            return ColumnAdapterLinear(linear, cols, self.scale, self.dropout, init=self.initial_factor(linear, cols))
+
+        self.layers = replace_linears(model, self.target_modules, make)
+        self._task_type = peft_common.task_type(model)
+        return model
+
+    def expected_trainable_params(self, model) -> int:
+        return sum(self.r * d_out for d_in, d_out in self._shapes(model).values())
+
+    # -- results --------------------------------------------------------------------------------
+    def terms(self) -> dict:
+        """{module: [(A_j, B_j), ...]} with Delta W = s * sum_j B_j A_j (A_j selectors)."""
+        return {name: [(lora_export.selector(layer.cols, layer.in_features), layer.factor())]
+                for name, layer in self.layers.items()}
+
+    def column_report(self) -> dict:
+        touched = {name: len(set().union(*(a.nonzero()[:, 1].tolist() for a, _ in pairs)))
+                   for name, pairs in self.terms().items()}
+        width = {name: layer.in_features for name, layer in self.layers.items()}
+        return {"nonzero_columns_total": sum(touched.values()), "input_columns_total": sum(width.values()),
+                "column_sparsity": 1 - sum(touched.values()) / sum(width.values())}
+
+    def report(self, model) -> dict:
+        first = next(iter(self.layers.items()), None)
+        return {"r": self.r, "alpha": self.alpha, "scaling": self.scale, "adapted_modules": len(self.layers),
+                **self.column_report(),
+                "example_columns": {first[0]: first[1].cols.tolist()} if first else {}}
+
+    def export(self, model, out_dir: Path) -> dict:
+        return lora_export.write_lora_adapter(out_dir, self.terms(), self.scale, self.target_modules, self._task_type)
+
+
+@dataclass(kw_only=True)
+class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
+    """A column adapter whose window moves at phase boundaries. With `merge_at_boundary` the
+    phase's update goes into W0, B restarts at zero and the optimizer is rebuilt (fresh moments);
+    without, only the window moves and the same B is applied to the new columns."""
+
+    merge_at_boundary: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.history: list[dict] = []  # per merged phase: {module: (cols, B)} on the CPU
+        self.boundary_change = REBUILD_OPTIMIZER if self.merge_at_boundary else False
+
+    def advance(self) -> None:
+        """End the current phase: merge (if this variant merges) and move every window."""
+        with torch.no_grad():
+            if self.merge_at_boundary:
+                self.history.append({name: (layer.cols.cpu().clone(), layer.factor().detach().cpu().clone())
+                                     for name, layer in self.layers.items()})
+                for layer in self.layers.values():
+                    layer.merge_and_reset()
+            self.phase += 1
+            for name, layer in self.layers.items():
+                layer.cols.copy_(self.columns(name, layer.in_features, self.phase))
+
+    # -- checkpoints: the merged phases live in the frozen W0, which checkpoints do not hold -----
+    def state_dict(self, model) -> dict:
+        return {"phase": self.phase, "history": self.history,
+                "cols": {name: layer.cols.cpu().clone() for name, layer in self.layers.items()}}
+
+    def load_state_dict(self, model, state: dict) -> None:
+        with torch.no_grad():
+            for merged in state["history"]:  # replay the merges on the fresh W0, in order
+                for name, (cols, factor) in merged.items():
+                    layer = self.layers[name]
+                    layer.weight.index_add_(1, cols.to(layer.weight.device),
+                                            (layer.scale * factor.to(layer.weight.device)).to(layer.weight.dtype))
+            for name, cols in state["cols"].items():
+                self.layers[name].cols.copy_(cols)
+        self.phase, self.history = state["phase"], list(state["history"])
+
+    def terms(self) -> dict:
+        current = super().terms()
+        return {name: [(lora_export.selector(m[name][0], layer.in_features), m[name][1]) for m in self.history]
+                + current[name] for name, layer in self.layers.items()}
+
+    def report(self, model) -> dict:
+        return {**super().report(model), **self.phase_report(), "merges": len(self.history),
+                "merge_at_boundary": self.merge_at_boundary}

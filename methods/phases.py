@@ -1,0 +1,72 @@
+"""Phase schedules for the chain methods (CoLA, RAC, c3LA and variants).
+
+A run of T optimizer steps is cut into k phases; phase j ends after step round(j T / k), and the
+method acts at the k - 1 inner boundaries (the last phase ends with the run). Alternatively a fixed
+phase length: a boundary every `phase_steps` steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from bench.config import ConfigError
+
+
+def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:
+    if (phases is None) == (phase_steps is None):
+        raise ConfigError(f"set exactly one of method.phases (number of chain phases) and method.phase_steps "
+                          f"(steps per phase); got phases={phases}, phase_steps={phase_steps} "
+                          f"(set the other to null)")
+    if phases is not None and phases < 1:
+        raise ConfigError(f"method.phases={phases} must be >= 1")
+    if phase_steps is not None and phase_steps < 1:
+        raise ConfigError(f"method.phase_steps={phase_steps} must be >= 1")
+
+
+def check_fits(phases: int | None, phase_steps: int | None, total_steps: int) -> None:
+    if phases is not None and phases > total_steps:
+        raise ConfigError(f"method.phases={phases} does not fit in train.max_steps={total_steps}: every phase "
+                          f"needs at least one step")
+
+
+def boundaries(phases: int | None, phase_steps: int | None, total_steps: int) -> list[int]:
+    """The optimizer steps after which a new phase starts (sorted, each < total_steps)."""
+    if phase_steps is not None:
+        return list(range(phase_steps, total_steps, phase_steps))
+    return sorted({round(j * total_steps / phases) for j in range(1, phases)} - {0, total_steps})
+
+
+@dataclass(kw_only=True)
+class PhasedTraining:
+    """Mixin for a Method trained in phases: at each boundary it calls `self.advance()` and tells
+    the runner `boundary_change` (e.g. REBUILD_OPTIMIZER for fresh moments)."""
+
+    phases: int | None = 4
+    phase_steps: int | None = None
+
+    boundary_change: ClassVar[object] = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_phase_settings(self.phases, self.phase_steps)
+        self.phase = 0
+        self._boundaries: list[int] = []
+
+    def check(self, cfg) -> None:
+        check_fits(self.phases, self.phase_steps, cfg.train.max_steps)
+
+    def on_train_begin(self, model, total_steps: int) -> None:
+        self._boundaries = boundaries(self.phases, self.phase_steps, total_steps)
+
+    def after_step(self, model, step: int, optimizer):
+        if step not in self._boundaries:
+            return False
+        self.advance()
+        return self.boundary_change
+
+    def advance(self) -> None:
+        raise NotImplementedError
+
+    def phase_report(self) -> dict:
+        return {"phases": self.phases, "phase_steps": self.phase_steps, "boundaries": self._boundaries,
+                "phases_completed": self.phase + 1}
