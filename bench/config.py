@@ -19,6 +19,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
 # so that e.g. switching W&B off does not rerun a finished job.
 HASH_EXCLUDE = ("run", "logger")
+# Nested keys left out for the same reason: permissions, not settings.
+HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 
 
 @dataclass
@@ -55,6 +57,9 @@ class TrainConfig:
     log_every: int = 1
     timing_warmup_steps: int = 2  # steps left out of the step-time percentiles
     shuffle: bool = True
+    group_by_length: bool = False  # batches of similar length (less padding); order still seeded
+    optimizer_impl: str = "auto"  # auto (fused on CUDA, foreach otherwise) | fused | foreach | for_loop
+    compile: bool = False  # torch.compile the model (inductor), through accelerate
 
 
 @dataclass
@@ -66,6 +71,9 @@ class EvalConfig:
     num_fewshot: Optional[int] = None  # null: the task's default
     max_gen_toks: Optional[int] = None  # null: the task's default
     log_samples: bool = True
+    # consent to execute model-generated code (tasks that score by running it, e.g. humaneval);
+    # a permission, not a setting: left out of the run hash
+    allow_code_execution: bool = False
 
 
 @dataclass
@@ -75,6 +83,7 @@ class LoggerConfig:
     project: str = "peft-bench"
     entity: Optional[str] = None
     tags: List[str] = field(default_factory=list)
+    group: Optional[str] = None  # null: one group per sweep (-m), else <model>__<task> (bench/tracking.py)
 
 
 @dataclass
@@ -112,6 +121,7 @@ CHOICES: dict[str, tuple] = {
     "train.scheduler": ("cosine", "linear", "constant"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.optimizer_impl": ("auto", "fused", "foreach", "for_loop"),
     "logger.backend": ("wandb", "none"),
     "logger.mode": ("online", "offline", "disabled"),
 }
@@ -185,5 +195,8 @@ def resolved(cfg: DictConfig) -> dict:
 def run_hash(cfg_dict: dict) -> str:
     """Stable hash of everything that changes what a run computes."""
     payload = {k: v for k, v in cfg_dict.items() if k not in HASH_EXCLUDE}
+    for section, key in HASH_EXCLUDE_KEYS:
+        if isinstance(payload.get(section), dict):
+            payload[section] = {k: v for k, v in payload[section].items() if k != key}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

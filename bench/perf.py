@@ -33,7 +33,8 @@ def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
         # prune 2r -> r within the warm-up, then compact; time the steady state
         return [f"method.r_target={r}", f"method.r_init={2 * r}", "method.prune_every=1",
                 f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}"]
-    if method in ("lora", "lora_plus", "dora", "pissa", "l1ra"):
+    if method in ("lora", "lora_plus", "dora", "pissa", "l1ra", "asym_lora", "asym_lora_b", "cola", "rac", "cla",
+                  "cla_random", "c3la", "c3la_shift", "c3la_random", "paca"):
         return [f"method.r={r}"]
     if method == "adalora":
         return [f"method.target_r={r}"]  # init_r 1.5 r, masked (not removed) down to r
@@ -68,6 +69,7 @@ def measure(args) -> dict:
     import torch
     from accelerate import Accelerator
 
+    from bench import flops
     from bench import metrics as M
     from bench import models
     from bench.checkpoint import CheckpointStore
@@ -85,7 +87,8 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=cfg.train.mixed_precision)
+    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=cfg.train.mixed_precision,
+                              dynamo_backend="inductor" if cfg.train.compile else "no")
     device = accelerator.device
     model, tokenizer, _ = models.load(cfg.model, device=str(device) if cfg.model.init == "random" else "cpu")
     model.to(device)
@@ -95,6 +98,7 @@ def measure(args) -> dict:
     method = build(cfg.method)
     model = method.apply(model).to(device)
     trainable, total = M.count_params(model)
+    step_flops = flops.training_flops(model, tokens=args.batch * args.seq, seq_len=args.seq)["total"]
     g = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size if hasattr(model, "config") else 1000
     n = args.batch * (args.warmup + args.steps)
@@ -115,10 +119,28 @@ def measure(args) -> dict:
     if mem["kind"] == "cpu_rss":
         mem["train_delta_bytes"] = max(0, mem["rss_bytes"] - rss_before)
     tokens = args.batch * args.seq
-    return {"model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
+    peak = None
+    if device.type == "cuda":
+        peak = flops.peak_flops(torch.cuda.get_device_name(device), compute_dtype(cfg, model))
+    achieved = step_flops / step["step_time_p50_s"]
+    return {"flops_per_step": step_flops, "achieved_tflops": achieved / 1e12,
+            "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu","model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
             "rank": args.rank, "batch": args.batch, "seq": args.seq, **step,
             "tokens_per_s": tokens / step["step_time_p50_s"], "peak_memory": mem,
             "trainable_params": trainable, "total_params": total, "device": device.type}
+
+
+def compute_dtype(cfg, model) -> str:
+    """The dtype the matrix multiplies run in, for the peak-rate table."""
+    import torch
+
+    if cfg.train.mixed_precision in ("bf16", "fp16"):
+        return cfg.train.mixed_precision
+    dtype = next(model.parameters()).dtype
+    if dtype in (torch.bfloat16, torch.float16):
+        return "bf16" if dtype == torch.bfloat16 else "fp16"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
 
 
 class _NullLog:
@@ -182,14 +204,18 @@ def _mem(row: dict) -> float:
     return float(m.get("allocated_bytes") or m.get("train_delta_bytes") or 0)
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
-             "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["checkpointing"]: r for r in rows if r.get("method") == "lora" and not r.get("bare")}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||")
+            lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||||")
             continue
         if r["bare"]:
             continue
@@ -200,7 +226,8 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['method']} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
                      f"{r.get('step_time_p90_s') or float('nan'):.4f} | {min(spread):.4f}–{max(spread):.4f} "
                      f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
-                     f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} |")
+                     f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} | "
+                     f"{r.get('achieved_tflops', float('nan')):.2f} | {_pct(r.get('mfu'))} |")
     bare = [r for r in rows if r.get("bare")]
     for b in bare:
         ref = base.get(b["checkpointing"])

@@ -165,6 +165,13 @@ class Task:
                 f"model '{cfg.model.name}' is of kind '{cfg.model.kind}'"
             )
 
+    def model_head(self) -> Optional[dict]:
+        """The output head the model needs for this task, passed to the model loader; None keeps the
+        model kind's own class (a causal LM's language-model head). A classification task returns
+        {"type": "sequence_classification", "num_labels": n, "problem_type": "single_label_classification"
+        or "regression"}."""
+        return None
+
     def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:
         """Tokenised training examples ({input_ids, labels} lists) and their provenance
         (source, split, size, sha256)."""
@@ -187,6 +194,11 @@ class Task:
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
         }
+
+    def loss_tokens(self, batch: dict):
+        """How many targets of `batch` the loss averages over (a tensor, no host sync): for a causal
+        LM the labels after the first position that are not -100."""
+        return (batch["labels"][:, 1:] != -100).sum()
 
     def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:
         """Evaluate; write per-example outputs under `out_dir`; return {"primary": <metric name>,

@@ -1,12 +1,16 @@
-"""python -m bench.report [RUNS_DIR ...] [--out DIR]
+"""python -m bench.report [RUNS_DIR ...] [--out DIR] [--where KEY=V1,V2 | KEY!=V ...]
 
 Reads every result.json under the given folders (default: runs/) and writes
+  main.md / .csv / .tex      the main table: rows = method (x sparsity x setting), columns = tasks,
+                             cells = primary metric mean ± std over seeds with n; then trainable
+                             params, train time and peak memory (bench/report_table.py)
+  pareto.png                 metric vs peak memory, trainable params and train time
+  rank_allocation.png        final rank per layer and module type of the adaptive methods
   runs.csv / runs.md         one row per run, failures included
-  summary.csv / .md / .tex   successful runs grouped by model, task, method and sparsity:
-                             mean ± std over seeds of the primary metric (n shown), plus
-                             trainable params, train time and peak memory
-  problems                   result files that could not be read or break the schema, and runs
-                             that did not succeed, with their errors (in report.md)
+  summary.csv / .tex         successful runs grouped by model, task, method, sparsity and setting
+  report.md                  all of the above, the failures (runs that did not succeed, with their
+                             errors) and the result files that could not be read or break the schema
+`--where` keeps only the runs that match (bench/report_where.py); it is parsed, never evaluated.
 result.json is the only input; nothing is recomputed. A table that mixes devices or package
 versions says so, since such numbers are not comparable.
 """
@@ -19,11 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import report_table
 from bench.config import run_hash
+from bench.report_where import WhereError, parse, select
 from bench.results import validate_result
 
 # Runs are averaged only with runs whose config differs in nothing but the seed ("variant").
-GROUP = ["model", "task", "method", "sparsity", "variant"]
+GROUP = ["model", "task", "method", "sparsity", "setting", "variant"]
 
 
 def find_results(roots: list[Path]) -> list[Path]:
@@ -75,12 +81,22 @@ def row(result: dict) -> dict:
         "device": result["provenance"]["device"].get("name"),
         "stack": " ".join(f"{k}={v}" for k, v in sorted(result["provenance"]["packages"].items())
                           if k in ("torch", "transformers", "peft")),
-        "error": (result["error"] or {}).get("message"), "path": result["_path"],
+        "error": (result["error"] or {}).get("message"), "error_type": (result["error"] or {}).get("type"),
+        "stage": (result["error"] or {}).get("stage"), "path": result["_path"],
     }
 
 
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([row(r) for r in runs])
+    frame = pd.DataFrame([row(r) for r in runs])
+    frame.insert(frame.columns.get_loc("seed"), "setting", report_table.setting_labels([r["config"] for r in runs]))
+    return frame
+
+
+def where(runs: list[dict], filters: list) -> list[dict]:
+    """The runs every --where filter (bench.report_where.parse) keeps; an unknown key is a WhereError."""
+    if not filters:
+        return runs
+    return [runs[i] for i in select([row(r) for r in runs], [r["config"] for r in runs], filters)]
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -97,6 +113,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok["sparsity"] = ok["sparsity"].astype(object).where(ok["sparsity"].notna(), "–")
+    ok["setting"] = ok["setting"].replace("", "–")
     grouped = ok.groupby(GROUP + ["metric"], dropna=False)
     return grouped.agg(
         score=("score", _mean_std),
@@ -118,43 +135,105 @@ def warnings_for(frame: pd.DataFrame) -> list[str]:
     return notes
 
 
-def write(roots: list[Path], out: Path) -> dict:
-    runs, problems = load(roots)
-    out.mkdir(parents=True, exist_ok=True)
-    frame = runs_frame(runs) if runs else pd.DataFrame(columns=["status"])
-    table = summary(frame) if runs else pd.DataFrame()
+def rank_patterns(runs: list[dict], frame: pd.DataFrame) -> dict[tuple, list[dict]]:
+    """{(model, task, method, sparsity, setting): [rank_pattern, ...]} of the successful runs whose
+    method reports one ({module name: rank}, e.g. AdaLoRA, PrunedLoRA, L1RA)."""
+    groups: dict[tuple, list[dict]] = {}
+    for result, r in zip(runs, frame.itertuples()):
+        pattern = result["method_report"].get("rank_pattern")
+        if r.status == "success" and isinstance(pattern, dict) and pattern \
+                and all(isinstance(v, (int, float)) for v in pattern.values()):
+            sparsity = "–" if pd.isna(r.sparsity) else r.sparsity
+            groups.setdefault((r.model, r.task, r.method, sparsity, r.setting), []).append(pattern)
+    return groups
+
+
+def _text(value) -> str:
+    """"" for a missing value: pandas turns None into NaN in string columns."""
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
+def _failure_line(r) -> str:
+    what = [f"{r.method} on {r.model}/{r.task}"] + ([f"sparsity {r.sparsity}"] if _text(r.sparsity) else []) \
+        + ([r.setting] if _text(r.setting) else []) + [f"seed {r.seed}"] \
+        + ([f"at stage {r.stage}"] if _text(r.stage) else [])
+    error = f"{r.error_type}: {r.error}" if _text(r.error_type) else _text(r.error)
+    return f"- `{r.path}`: {r.status}: {error} ({', '.join(what)})"
+
+
+def _write_tables(out: Path, frame: pd.DataFrame, table: pd.DataFrame, main_table: pd.DataFrame) -> str:
+    """runs.csv/.md, summary.csv/.tex, main.csv/.md/.tex; returns the main table's Markdown."""
     frame.drop(columns=["path"], errors="ignore").to_csv(out / "runs.csv", index=False)
+    columns = [c for c in ("run_id", "status", "model", "task", "method", "sparsity", "setting", "seed", "score",
+                           "score_base", "trainable_params", "train_time_s", "peak_memory_gb") if c in frame]
+    shown = frame[columns].astype(object).where(frame[columns].notna(), "–")  # not "nan"
+    (out / "runs.md").write_text(shown.to_markdown(index=False) + "\n" if len(frame) else "no runs\n")
     table.to_csv(out / "summary.csv", index=False)
+    main_table.to_csv(out / "main.csv", index=False)
+    main_md = report_table.markdown(main_table) if not main_table.empty else "no successful runs\n"
+    (out / "main.md").write_text(main_md)
     if not table.empty:
         (out / "summary.tex").write_text(table.to_latex(index=False, escape=True))
+        (out / "main.tex").write_text(report_table.latex(main_table))
+    return main_md
+
+
+def _report_markdown(runs: list[dict], roots, filters, frame, table, main_md, figures, problems) -> str:
+    pareto, ranks = figures
     failed = frame[frame["status"] != "success"] if runs else frame
-    lines = ["# Report", "", f"{len(runs)} runs read from {', '.join(map(str, roots))}; "
-             f"{int((frame['status'] == 'success').sum()) if runs else 0} succeeded.", ""]
+    lines = ["# Report", "", f"{len(runs)} runs read from {', '.join(map(str, roots))}"
+             + (f" (--where {' '.join(filters)})" if filters else "")
+             + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded.", ""]
     for note in warnings_for(frame) if runs else []:
         lines += [f"> warning: {note}", ""]
+    lines += ["## Main table (primary metric, mean ± std over seeds, n runs per cell)", "", main_md]
+    lines += [f"![metric against cost]({pareto.name})" if pareto else "no metric to plot", ""]
+    lines += ["## Rank allocation (final rank per layer and module)", "",
+              f"![rank allocation]({ranks.name})" if ranks else "no run reports a rank pattern", ""]
     lines += ["## Summary (successful runs, mean ± std over seeds)", "",
               table.to_markdown(index=False) if not table.empty else "no successful runs", ""]
     lines += ["## Failures", ""]
-    lines += ([f"- `{r.path}`: {r.status}: {r.error}" for r in failed.itertuples()] or ["none"])
+    lines += ([_failure_line(r) for r in failed.itertuples()] or ["none"])
     lines += ["", "## Unreadable result files", ""]
     lines += ([f"- `{p['path']}`: {p['problem']}" for p in problems] or ["none"])
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    columns = [c for c in ("run_id", "status", "model", "task", "method", "sparsity", "seed", "score",
-                           "score_base", "trainable_params", "train_time_s", "peak_memory_gb") if c in frame]
-    (out / "runs.md").write_text(frame[columns].to_markdown(index=False) + "\n" if runs else "no runs\n")
-    return {"runs": len(runs), "problems": problems, "out": out}
+    return "\n".join(lines) + "\n"
+
+
+def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
+    parsed = [parse(f) for f in filters]  # a malformed filter fails before anything is read
+    runs, problems = load(roots)
+    runs = where(runs, parsed)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("summary.tex", "main.tex", "pareto.png", "rank_allocation.png"):  # none left from an older report
+        (out / stale).unlink(missing_ok=True)
+    frame = runs_frame(runs) if runs else pd.DataFrame(columns=["status"])
+    table = summary(frame) if runs else pd.DataFrame()
+    points = report_table.points(frame) if runs else pd.DataFrame()
+    main_md = _write_tables(out, frame, table, report_table.wide(points))
+    from bench import report_plots  # matplotlib loads only when a report is written
+
+    figures = (report_plots.pareto(points, out / "pareto.png"),
+               report_plots.rank_allocation(rank_patterns(runs, frame) if runs else {}, out / "rank_allocation.png"))
+    (out / "report.md").write_text(_report_markdown(runs, roots, filters, frame, table, main_md, figures, problems))
+    return {"runs": len(runs), "problems": problems, "out": out, "figures": [p for p in figures if p]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="*", type=Path, default=[Path("runs")], help="folders with run directories")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first root>/report)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=V1,V2",
+                        help="keep only matching runs; KEY is a runs.csv column (model, task, method, sparsity, "
+                             "seed, status, ...) or a config path (method.r); KEY!=V drops; repeat to combine (AND)")
     args = parser.parse_args(argv)
     out = args.out or args.roots[0] / "report"
-    info = write(args.roots, out)
+    try:
+        info = write(args.roots, out, args.where)
+    except WhereError as err:
+        parser.error(str(err))
     print((out / "report.md").read_text())
-    print(f"written: {out}/report.md, runs.csv, runs.md, summary.csv" + (", summary.tex" if
-                                                                          (out / "summary.tex").exists() else ""))
+    written = [f.name for f in sorted(out.iterdir()) if f.is_file()]
+    print(f"written in {out}: {', '.join(written)}")
     return 1 if info["runs"] == 0 and not info["problems"] else 0
 
 

@@ -72,7 +72,7 @@ def _status_of(err: BaseException) -> str:
         return "diverged"
     if isinstance(err, torch.OutOfMemoryError):
         return "oom"
-    if isinstance(err, (KeyboardInterrupt, Cancelled)):
+    if isinstance(err, (KeyboardInterrupt, Cancelled, SystemExit)):
         return "cancelled"
     return "failed"
 
@@ -89,7 +89,8 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
     # accelerate keeps one global state per process; a sweep runs many jobs in one process
     AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision)
+    accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision,
+                              dynamo_backend="inductor" if cfg.train.compile else "no")
     main = accelerator.is_main_process  # only the main process writes anything
     run_dir = results.run_dir_for(config, config_hash)
     lock = None
@@ -102,6 +103,10 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
             lock.close()
             print(f"busy: another process is running {run_dir}; not starting a second one")
             return "busy"
+        if results.is_finished(run_dir) and not cfg.run.force:  # finished while we waited to start
+            lock.close()
+            print(f"skipped: {run_dir / 'result.json'} already holds a successful result")
+            return "skipped"
     previous = results.set_aside_previous(run_dir) if main else None
     checkpoints = CheckpointStore(run_dir, keep=cfg.run.keep_checkpoints)
     if main and not cfg.run.resume:
@@ -149,7 +154,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
         stage = "model"
         build_on = str(accelerator.device) if cfg.model.init == "random" else "cpu"
-        model, tokenizer, prov["model"] = models.load(cfg.model, device=build_on)
+        model, tokenizer, prov["model"] = models.load(cfg.model, device=build_on, head=task.model_head())
         model.to(accelerator.device)
 
         stage = "data"
@@ -247,6 +252,8 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         print(summary_line(redact(result), path))
     if isinstance(caught, KeyboardInterrupt) or stop.signal == "SIGINT":
         raise KeyboardInterrupt  # Ctrl-C stops a whole sweep, after the result is safe
+    if isinstance(caught, SystemExit):
+        raise caught  # e.g. a launcher's exit to requeue the job, after the result is safe
     return status
 
 
@@ -285,7 +292,7 @@ def main(cfg: DictConfig) -> None:
     status = execute(cfg, method, task, config, config_hash)
     if single and status == "busy":
         sys.exit(3)
-    if single and status != "success":
+    if single and status not in ("success", "skipped"):
         sys.exit(1)
 
 

@@ -1,5 +1,9 @@
 """Mirror of a run's metrics to W&B. result.json stays the source of truth; W&B files go under
-the run directory, and every job finishes its own W&B run (multirun jobs never merge)."""
+the run directory, and every job finishes its own W&B run (multirun jobs never merge).
+
+W&B group: `logger.group` if set; else, in a sweep (`-m`), one group per sweep invocation
+(`<preset>-<sweep folder name>`, the same for every job whatever the launcher); else
+`<model>__<task>`. Tags: the model, task and method names, plus `logger.tags`."""
 from __future__ import annotations
 
 import os
@@ -33,9 +37,9 @@ class WandbTracker:
             mode=logger_cfg.mode,
             dir=str(run_dir),
             name=name,
-            group=f"{config['model']['name']}__{config['task']['name']}",
+            group=group_for(logger_cfg, config),
             job_type=config["method"]["name"],
-            tags=redact(list(logger_cfg.tags)),
+            tags=redact(tags_for(logger_cfg, config)),
             config=config,
             reinit="finish_previous",
         )
@@ -65,6 +69,32 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         elif isinstance(value, (int, float, str, bool)) or value is None:
             out[name] = value
     return out
+
+
+def sweep_group() -> str | None:
+    """`<preset>-<sweep folder>` for a job of a sweep, None outside one. Read from the job's Hydra
+    config, which every launcher (local, joblib, submitit) sets in the process that runs the job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    # the folder name carries the sweep's start time, resolved once for all of its jobs
+    folder = Path(hydra_cfg.sweep.dir).name
+    return f"{hydra_cfg.runtime.choices.get('sweep') or 'sweep'}-{folder}"
+
+
+def group_for(logger_cfg, config: dict) -> str:
+    return (logger_cfg.get("group") or sweep_group()
+            or f"{config['model']['name']}__{config['task']['name']}")
+
+
+def tags_for(logger_cfg, config: dict) -> list[str]:
+    names = [config["model"]["name"], config["task"]["name"], config["method"]["name"]]
+    return names + [t for t in logger_cfg.tags if t not in names]
 
 
 def make_tracker(logger_cfg, run_dir: Path, config: dict, name: str):

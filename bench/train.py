@@ -26,11 +26,19 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def optimizer_kwargs(impl: str, params: list) -> dict:
+    """AdamW's implementation: one fused kernel on CUDA (no per-tensor launches), else foreach."""
+    if impl == "auto":
+        impl = "fused" if params and all(p.is_cuda and p.is_floating_point() for p in params) else "foreach"
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[impl]
+
+
 def build_optimizer(method, model, tcfg):
     groups = [g for g in method.param_groups(model, tcfg.weight_decay) if g["params"]]
     if not groups:
         raise RuntimeError(f"method '{method.name}' left no trainable parameters")
-    return torch.optim.AdamW(groups)
+    params = [p for g in groups for p in g["params"]]
+    return torch.optim.AdamW(groups, **optimizer_kwargs(tcfg.optimizer_impl, params))
 
 
 def build_scheduler(optimizer, tcfg, total_steps: int, done_steps: int = 0):
@@ -54,14 +62,33 @@ def _constant(_step: int) -> float:
     return 1.0
 
 
-def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int = 0):
-    """Endless micro-batches of example indices, from micro-batch number `start` on. Epoch e is a
-    permutation drawn from its own generator (seed, e), so any position is reachable directly."""
+# With length grouping, examples are sorted by length inside windows of this many batches.
+LENGTH_WINDOW_BATCHES = 50
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, lengths=None) -> list[int]:
+    """The example order of one epoch. With `lengths`: within windows of LENGTH_WINDOW_BATCHES
+    batches of the shuffled order, sort by length (so a batch pads little), then shuffle the
+    batches (so lengths do not trend over the epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = (torch.randperm(n, generator=g) if shuffle else torch.arange(n)).tolist()
+    if lengths is None:
+        return order
+    window = batch_size * LENGTH_WINDOW_BATCHES
+    order = [i for w in range(0, n, window) for i in sorted(order[w:w + window], key=lambda i: -lengths[i])]
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if shuffle:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+    return [i for b in batches for i in b]
+
+
+def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int = 0, lengths=None):
+    """Endless micro-batches of example indices, from micro-batch number `start` on. Epoch e's
+    order is a pure function of (seed, e), so any position is reachable directly (resume)."""
     per_epoch = math.ceil(n / batch_size)
     epoch, index = divmod(start, per_epoch)
     while True:
-        order = (torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-                 if shuffle else torch.arange(n)).tolist()
+        order = epoch_order(n, batch_size, seed, epoch, shuffle, lengths)
         for i in range(index, per_epoch):
             yield order[i * batch_size:(i + 1) * batch_size]
         epoch, index = epoch + 1, 0
@@ -98,8 +125,9 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
     clock = StepClock(device.type)
     clock.times = list(loop.step_times)
     # Every process draws the same global micro-batch (batch_size x processes) and trains on its slice.
+    lengths = [len(e["input_ids"]) for e in examples] if tcfg.group_by_length else None
     batches = batch_indices(len(examples), tcfg.batch_size * world, cfg.seed, tcfg.shuffle,
-                            start=loop.step * tcfg.grad_accum)
+                            start=loop.step * tcfg.grad_accum, lengths=lengths)
     model.train()
     bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step", disable=not main,
                dynamic_ncols=True)
@@ -132,7 +160,7 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
                 if extra is not None:
                     step_extra = (step_extra or 0.0) + extra.detach().float() / tcfg.grad_accum
                 step_tokens += batch["attention_mask"].sum()
-                step_loss_tokens += (batch["labels"][:, 1:] != -100).sum()
+                step_loss_tokens += task.loss_tokens(batch)
             method.after_backward(raw_model, step)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses

@@ -117,7 +117,7 @@ class AdaLoRA(peft_common.PeftMethod):
         gates = [p for name, p in model.named_parameters() if "lora_E.default" in name]
         return int(torch.stack([(p != 0).sum() for p in gates]).sum())
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         return sum(self.init_r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:

@@ -52,7 +52,7 @@ class AsymLoRA(LoRA):
         if self.frozen:
             getattr(layer, self.frozen)["default"].weight.requires_grad_(False)
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         trained = {"lora_A": lambda d_in, d_out: d_out, "lora_B": lambda d_in, d_out: d_in,
                    None: lambda d_in, d_out: d_in + d_out}[self.frozen]
         return sum(self.r * trained(d_in, d_out)

@@ -58,7 +58,7 @@ class C3A(peft_common.PeftMethod):
     def matched_rank(self):
         return None if self.block_size else self.match_lora_rank
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         b = self.block(model)
         return sum(d_in * d_out // b for d_in, d_out in peft_common.shapes(model, self.target_modules))
 

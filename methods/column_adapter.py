@@ -87,10 +87,13 @@ class ColumnMethod(Method):
 
         self.layers = replace_linears(model, self.target_modules, make)
         self._task_type = peft_common.task_type(model)
+        self._heads = peft_common.head_modules(model)
+        for head in self._heads.values():  # a new classifier head trains with the adapter, as in PEFT
+            head.requires_grad_(True)
         return model
 
     def expected_trainable_params(self, model) -> int:
-        return sum(self.r * d_out for d_in, d_out in self._shapes(model).values())
+        return sum(self.r * d_out for d_in, d_out in self._shapes(model).values()) + peft_common.head_params(model)
 
     # -- results --------------------------------------------------------------------------------
     def terms(self) -> dict:
@@ -112,7 +115,10 @@ class ColumnMethod(Method):
                 "example_columns": {first[0]: first[1].cols.tolist()} if first else {}}
 
     def export(self, model, out_dir: Path) -> dict:
-        return lora_export.write_lora_adapter(out_dir, self.terms(), self.scale, self.target_modules, self._task_type)
+        heads = {f"base_model.model.{name}.{key}": value for name, head in self._heads.items()
+                 for key, value in head.state_dict().items()}
+        return lora_export.write_lora_adapter(out_dir, self.terms(), self.scale, self.target_modules, self._task_type,
+                                              extra_tensors=heads, modules_to_save=list(self._heads) or None)
 
 
 @dataclass(kw_only=True)

@@ -28,7 +28,7 @@ class DoRA(LoRA):
     def lora_kwargs(self, model) -> dict:
         return {**super().lora_kwargs(model), "use_dora": True}
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         self.resolve(model)
         return sum(self.r * (d_in + d_out) + d_out for d_in, d_out in peft_common.shapes(model, self.target_modules))
 

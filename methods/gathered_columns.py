@@ -31,7 +31,7 @@ class GatheredColumnsLinear(torch.autograd.Function):
             mask = torch.empty_like(xc).bernoulli_(1.0 - dropout).div_(1.0 - dropout)
             xc = xc * mask
         y = F.linear(x, weight, bias)
-        y = y + F.linear(xc, lora_b.to(xc.dtype)) * scale
+        y = y.add_(F.linear(xc, lora_b.to(xc.dtype)), alpha=scale)
         ctx.save_for_backward(xc, weight, lora_b, cols, mask)
         ctx.scale = scale
         ctx.x_dtype = x.dtype
@@ -112,6 +112,12 @@ class ColumnAdapterLinear(nn.Module):
             self.offset.copy_(self.lora_B)
         else:
             self.lora_B.zero_()
+
+    def training_flops_per_token(self) -> dict:
+        """Matrix-multiply FLOPs per token (bench/flops.py): the frozen W0 costs its forward and
+        input-gradient GEMMs; the adapter its r-wide forward, input and B gradients."""
+        base, adapter = 2 * self.in_features * self.out_features, 2 * self.r * self.out_features
+        return {"forward": base + adapter, "backward_input": base + adapter, "backward_weight": adapter}
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, scale={self.scale}"

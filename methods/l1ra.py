@@ -94,7 +94,7 @@ class L1RA(LoRA):
         return [{"params": others, "lr": self.lr, "weight_decay": weight_decay},
                 {"params": list(self.gates().values()), "lr": self.eta_c, "weight_decay": 0.0, "constant_lr": True}]
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         return sum(self.r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
 
     # -- training -------------------------------------------------------------------------

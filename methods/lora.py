@@ -43,7 +43,7 @@ class LoRA(peft_common.PeftMethod):
 
         return LoraConfig(**self.lora_kwargs(model))
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         return peft_common.lora_params(model, self.target_modules, self.r)
 
     def report(self, model) -> dict:

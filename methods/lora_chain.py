@@ -72,5 +72,10 @@ class LoRAChain(phases.PhasedTraining, AsymLoRA):
         terms = {name: [*(m[name] for m in self.history),
                         (layer.lora_A["default"].weight, layer.lora_B["default"].weight)]
                  for name, layer in self.layers.items()}
+        from peft import get_peft_model_state_dict
+
+        heads = {k: v for k, v in get_peft_model_state_dict(model).items() if "lora_" not in k}  # a classifier head
         return lora_export.write_lora_adapter(out_dir, terms, self.scale, self.target_modules,
-                                              peft_common.task_type(model))
+                                              peft_common.task_type(model), extra_tensors=heads,
+                                              modules_to_save=list(model.peft_config["default"].modules_to_save or [])
+                                              or None)

@@ -21,9 +21,11 @@ def selector(cols: torch.Tensor, d_in: int) -> torch.Tensor:
     return a
 
 
-def write_lora_adapter(out_dir: Path, terms: dict, scale: float, target_modules: list[str], task_type: str) -> dict:
+def write_lora_adapter(out_dir: Path, terms: dict, scale: float, target_modules: list[str], task_type: str,
+                       extra_tensors: dict | None = None, modules_to_save: list[str] | None = None) -> dict:
     """`terms`: {module name in the base model: [(A_j, B_j), ...]} with A_j r_j x d_in and B_j
-    d_out x r_j. Writes adapter_config.json + adapter_model.safetensors."""
+    d_out x r_j. `extra_tensors` (PEFT's saved names) and `modules_to_save` carry a trained
+    classifier head. Writes adapter_config.json + adapter_model.safetensors."""
     from peft import LoraConfig
     from safetensors.torch import save_file
 
@@ -39,12 +41,13 @@ def write_lora_adapter(out_dir: Path, terms: dict, scale: float, target_modules:
     rank = max(ranks.values())
     config = LoraConfig(
         r=rank, lora_alpha=scale * rank, target_modules=list(target_modules), lora_dropout=0.0, bias="none",
-        task_type=task_type,
+        task_type=task_type, modules_to_save=modules_to_save,
         # PEFT matches pattern keys as regexes against the end of a module's name; it scales a
         # module by alpha_i / r_i, so alpha_i = s * r_i keeps every term's scale s
         rank_pattern={re.escape(n): r for n, r in ranks.items() if r != rank},
         alpha_pattern={re.escape(n): scale * r for n, r in ranks.items() if r != rank},
     )
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
     config.save_pretrained(str(out_dir))
     save_file(tensors, str(out_dir / "adapter_model.safetensors"))
     return {"format": "peft", "path": str(out_dir), "rank": rank,

@@ -19,6 +19,21 @@ def task_type(model) -> str:
     raise ValueError(f"no PEFT task type for {name}")
 
 
+HEAD_NAMES = ("classifier", "score")
+
+
+def head_modules(model) -> dict:
+    """A sequence classifier's freshly initialised head ({child name: module}); PEFT trains it
+    with the adapter (`modules_to_save`), and so do the suite's own adapter methods."""
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        return {}
+    return {n: m for n, m in model.named_children() if n in HEAD_NAMES}
+
+
+def head_params(model) -> int:
+    return sum(p.numel() for m in head_modules(model).values() for p in m.parameters())
+
+
 def target_linears(model, targets: list[str]) -> dict:
     """name -> nn.Linear for every linear layer whose last name component is in `targets`
     (PEFT's matching rule for a list of names)."""
@@ -63,13 +78,19 @@ class PeftMethod(Method):
         """The LoRA rank this method was sized to match, if any."""
         return getattr(self, "match_lora_rank", None)
 
+    def adapter_params(self, model) -> int:
+        """Closed-form count of the adapter's trainable parameters (without a classifier head)."""
+        raise NotImplementedError
+
+    def expected_trainable_params(self, model) -> int:
+        return self.adapter_params(model) + head_params(model)
+
     def apply(self, model):
         from peft import get_peft_model
 
         self._adapted = len(target_linears(model, self.target_modules))  # errors if none match
         self.resolve(model)
-        self._matched = matched_report(model, self.target_modules, self.matched_rank(),
-                                       self.expected_trainable_params(model))
+        self._matched = matched_report(model, self.target_modules, self.matched_rank(), self.adapter_params(model))
         return get_peft_model(model, self.peft_config(model))
 
     def export(self, model, out_dir: Path) -> dict:

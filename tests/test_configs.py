@@ -14,7 +14,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-GROUPS = ("model", "method", "task", "train", "eval", "logger", "experiment")
+GROUPS = ("model", "method", "task", "train", "eval", "logger", "experiment", "sweep")
 
 
 def test_every_group_has_options():

@@ -11,6 +11,8 @@ OK = ("task.train_source=asdiv",)  # the rest of the config is valid offline
 
 BAD_CONFIGS = [
     (("train.scheduler=cosin",), "train.scheduler='cosin' is not valid; choose one of: cosine, linear, constant"),
+    (("train.optimizer_impl=adam8bit",), "train.optimizer_impl='adam8bit' is not valid; choose one of: auto, fused, foreach, for_loop"),
+    (("method=c3la", "method.phases=9", "train.max_steps=4"), "method.phases=9 does not fit in train.max_steps=4"),
     (("train.mixed_precision=fp8",), "train.mixed_precision='fp8' is not valid; choose one of: no, bf16, fp16"),
     (("train.device=tpu",), "train.device='tpu' is not valid; choose one of: auto, cpu, cuda"),
     (("train.max_steps=0",), "train.max_steps=0 is out of range; it must be >= 1"),

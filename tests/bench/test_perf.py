@@ -31,3 +31,17 @@ def test_table_ratios_are_against_lora_with_the_same_checkpointing():
 def test_median_run_is_reported_with_the_spread():
     chosen = perf.median_run([row("lora", 0.5, 1), row("lora", 0.7, 1), row("lora", 0.6, 1), {"error": "x"}])
     assert chosen["step_time_p50_s"] == 0.6 and chosen["runs"] == [0.5, 0.6, 0.7]
+
+
+def test_table_shows_achieved_rate_and_mfu():
+    r = {**row("lora", 0.5, 1000), "achieved_tflops": 346.29, "mfu": 0.35}
+    text = perf.table([r, row("cla", 0.4, 800)])
+    lora_line = next(line for line in text.splitlines() if line.startswith("| lora "))
+    assert lora_line.endswith("| 346.29 | 35.0% |")
+    assert next(line for line in text.splitlines() if line.startswith("| cla ")).endswith("| n/a |")
+
+
+def test_beyond_lora_methods_are_timed_at_the_same_rank_as_lora():
+    for name in ("cla", "c3la", "paca", "asym_lora", "cola", "rac"):
+        method = method_from_config(name, *perf.method_overrides(name, 8, 5, 20))
+        assert method.r == 8, name

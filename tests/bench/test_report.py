@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 
-from bench import report, results
+import pandas as pd
+import pytest
+
+from bench import report, report_plots, results
+from bench.report_where import WhereError, parse
 from tests.bench.test_results import minimal_result
 
 
@@ -31,7 +36,7 @@ def test_summary_is_mean_and_std_over_seeds(tmp_path):
     assert lora["score"] == "0.5000 ± 0.3536" and lora["n"] == 2  # std with ddof=1: 0.25 * sqrt(2)
     assert table[table["method"] == "dora"].iloc[0]["score"] == "0.5000"
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Failures" in md and "failed: m" in md  # the failed run and its error
+    assert "## Failures" in md and "failed: X: m (lora on tiny-llama/gsm8k, seed 4)" in md  # the run and its error
     assert (tmp_path / "out" / "summary.tex").read_text().startswith("\\begin{tabular}")
     assert len((tmp_path / "out" / "runs.csv").read_text().splitlines()) == 5
 
@@ -76,3 +81,174 @@ def test_sparsity_comes_from_the_method_report_when_not_configured(tmp_path):
     results.write_result(d, r)
     frame = report.runs_frame(report.load([tmp_path])[0])
     assert frame.iloc[0]["sparsity"] == 0.75
+
+
+# --- main table, figures and --where (synthetic result files, checked against bench/result_schema.json) ---
+
+GSM8K, MRPC = ("gsm8k", "exact_match,strict-match"), ("mrpc", "acc")
+
+
+def synthetic(root, *, method, seed, score, task=GSM8K, sparsity=None, r=None, max_steps=4,
+              params=1000, time_s=1.0, memory_gb=1.0, rank_pattern=None):
+    r_ = minimal_result()
+    cfg = r_["config"]
+    cfg.update(seed=seed)
+    cfg["task"]["name"], cfg["train"]["max_steps"] = task[0], max_steps
+    cfg["method"] = {"name": method, "sparsity": sparsity, **({"r": r} if r is not None else {"r_target": 8})}
+    m = r_["metrics"]
+    m.update(trainable_params=params, train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9})
+    m["eval"] = {"primary": task[1], task[1]: score, "n": 10}
+    r_["method_report"] = {"rank_pattern": rank_pattern} if rank_pattern else {}
+    d = root / f"{method}-{task[0]}-{sparsity}-{r}-{seed}"
+    results.write_result(d, r_)
+    return d
+
+
+def sweep_fixture(root) -> list[dict]:
+    """LoRA r=8 (3 seeds on GSM8K, 2 on MRPC with another max_steps), LoRA r=16 and PrunedLoRA s=0.5."""
+    runs = [{"method": "lora", "r": 8, "seed": s, "score": 0.1 * s + 0.05, "params": 8000, "time_s": 10.0 + s,
+             "memory_gb": 1.0 + s / 10} for s in (1, 2, 3)]
+    runs += [{"method": "lora", "r": 8, "seed": s, "task": MRPC, "max_steps": 7, "score": 0.8 + s / 20, "params": 8000,
+              "time_s": 30.0, "memory_gb": 2.5} for s in (1, 2)]
+    runs += [{"method": "lora", "r": 16, "seed": s, "score": 0.5 + s / 7, "params": 16000, "time_s": 12.0,
+              "memory_gb": 1.5} for s in (1, 2)]
+    runs += [{"method": "prunedlora", "sparsity": 0.5, "seed": s, "score": 0.4 + s / 9, "params": 8000,
+              "time_s": 14.0 + s, "memory_gb": 1.6,
+              "rank_pattern": {"model.layers.0.self_attn.q_proj": 6 + s, "model.layers.1.self_attn.q_proj": 8,
+                               "model.layers.0.self_attn.v_proj": 10 - s}} for s in (1, 2)]
+    for run in runs:
+        synthetic(root, **run)
+    return runs
+
+
+def hand_row(runs: list[dict], **match) -> dict:
+    """What the main table must say for the runs matching `match`, computed here from the inputs."""
+    mine = [r for r in runs if all(r.get(k) == v for k, v in match.items())]
+    by_task: dict = {}
+    for r in mine:
+        by_task.setdefault(r.get("task", GSM8K), []).append(r["score"])
+    cells = {f"{t[0]}:{t[1]}": (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
+             for t, v in by_task.items()}
+    return {"cells": cells, "params": statistics.median(r["params"] for r in mine),
+            "time": statistics.mean(r["time_s"] for r in mine), "memory": max(r["memory_gb"] for r in mine)}
+
+
+def test_main_table_equals_a_hand_computation(tmp_path):
+    runs = sweep_fixture(tmp_path / "runs")
+    report.write([tmp_path / "runs"], tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False, na_values=[""])
+    assert len(table) == 3, "LoRA r=8 on two tasks with different max_steps is still one row"
+    for match, setting, sparsity in (({"method": "lora", "r": 8}, "r=8", "–"), ({"method": "lora", "r": 16}, "r=16", "–"),
+                                     ({"method": "prunedlora"}, "", "0.5")):
+        want = hand_row(runs, **match)
+        got = table[(table["method"] == match["method"]) & (table["setting"].fillna("") == setting)]
+        assert len(got) == 1 and str(got.iloc[0]["sparsity"]) == sparsity
+        got = got.iloc[0]
+        for column, (mean, std, n) in want["cells"].items():
+            assert got[f"{column} mean"] == pytest.approx(mean) and got[f"{column} n"] == n
+            assert (pd.isna(got[f"{column} std"]) if std is None else got[f"{column} std"] == pytest.approx(std))
+        assert got["trainable_params"] == want["params"]
+        assert got["train_time_s"] == pytest.approx(want["time"])
+        assert got["peak_memory_gb"] == pytest.approx(want["memory"])
+    lora8 = hand_row(runs, method="lora", r=8)
+    mean, std, n = lora8["cells"]["gsm8k:exact_match,strict-match"]
+    md = (tmp_path / "out" / "main.md").read_text()
+    assert f"| lora       | –          | r=8       | {mean:.4f} ± {std:.4f} (n={n})" in md
+    assert "| –" in md.split("r=16")[1].splitlines()[0], "LoRA r=16 has no MRPC run: an empty cell"
+    tex = (tmp_path / "out" / "main.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and f"{mean:.4f} $\\pm$ {std:.4f} (n={n})" in tex
+    assert "## Main table" in (tmp_path / "out" / "report.md").read_text()
+
+
+def is_drawn_png(path) -> bool:
+    """A PNG file whose pixels are not all the same colour."""
+    from matplotlib.image import imread
+
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000 and imread(path).std() > 0
+
+
+def test_pareto_and_rank_allocation_figures_are_written(tmp_path):
+    runs = sweep_fixture(tmp_path / "runs")
+    info = report.write([tmp_path / "runs"], tmp_path / "out")
+    for name in ("pareto.png", "rank_allocation.png"):
+        path = tmp_path / "out" / name
+        assert path in info["figures"] and is_drawn_png(path), name
+        assert f"]({name})" in (tmp_path / "out" / "report.md").read_text()
+    pruned = [r["rank_pattern"] for r in runs if r["method"] == "prunedlora"]
+    grid = report_plots.rank_grids({("k",): pruned})[("k",)]
+    assert list(grid.columns) == ["0", "1"] and set(grid.index) == {"q_proj", "v_proj"}
+    for name in pruned[0]:
+        module, layer = report_plots.module_position(name)
+        assert grid.loc[module, layer] == pytest.approx(statistics.mean(p[name] for p in pruned))
+    assert pd.isna(grid.loc["v_proj", "1"]), "a module no run adapted stays empty"
+
+
+def test_no_figures_without_successful_runs_or_rank_patterns(tmp_path):
+    write_run(tmp_path / "runs", 1, 0.5)  # LoRA: no rank pattern
+    info = report.write([tmp_path / "runs"], tmp_path / "out")
+    assert [p.name for p in info["figures"]] == ["pareto.png"]
+    assert "no run reports a rank pattern" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    xs, ys = [1.0, 2.0, 3.0, 4.0, 2.0], [0.5, 0.7, 0.6, 0.9, 0.4]
+    assert report_plots.front(xs, ys, higher=True) == [0, 1, 3]
+    assert report_plots.front(xs, ys, higher=False) == [0, 4]  # perplexity-like: lower is better
+    assert not report_plots.higher_is_better("perplexity") and report_plots.higher_is_better("acc")
+
+
+def kept(tmp_path, *filters) -> set:
+    """(method, task, seed, trainable params) of the runs the report keeps: one per run of the fixture."""
+    runs = report.where(report.load([tmp_path / "runs"])[0], [parse(f) for f in filters])
+    return {(r["config"]["method"]["name"], r["config"]["task"]["name"], r["config"]["seed"],
+             r["metrics"]["trainable_params"]) for r in runs}
+
+
+def test_where_filters_by_column_list_negation_and_config_path(tmp_path):
+    sweep_fixture(tmp_path / "runs")
+    everything = kept(tmp_path)
+    assert len(everything) == 9
+    assert kept(tmp_path, "method=lora", "task=gsm8k") == {m for m in everything if m[:2] == ("lora", "gsm8k")}
+    assert kept(tmp_path, "method!=lora") == {m for m in everything if m[0] == "prunedlora"}
+    assert kept(tmp_path, "task=mrpc,gsm8k", "seed=1,3") == {m for m in everything if m[2] in (1, 3)}
+    assert kept(tmp_path, "trainable_params=8000", "method=lora") == {m for m in everything if m[0] == "lora"
+                                                                      and m[3] == 8000}
+    assert kept(tmp_path, "sparsity=0.50") == kept(tmp_path, "method=prunedlora")  # compared as numbers
+    assert kept(tmp_path, "sparsity=none") == kept(tmp_path, "method=lora")
+    assert kept(tmp_path, "method.r=16") == {m for m in everything if m[3] == 16000}
+    assert kept(tmp_path, "train.max_steps!=7") == {m for m in everything if m[1] != "mrpc"}  # MRPC ran 7 steps
+    info = report.write([tmp_path / "runs"], tmp_path / "out", ["method=lora", "task=gsm8k"])
+    assert info["runs"] == len(kept(tmp_path, "method=lora", "task=gsm8k"))
+    assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == info["runs"]
+    assert f"{info['runs']} runs read from {tmp_path / 'runs'} (--where method=lora task=gsm8k)" in \
+        (tmp_path / "out" / "report.md").read_text()
+
+
+def test_where_keeps_failures_of_the_selection_only(tmp_path):
+    write_run(tmp_path / "runs", 1, 0.5)
+    write_run(tmp_path / "runs", 2, 0.0, method="dora", status="failed")
+    report.write([tmp_path / "runs"], tmp_path / "out", ["method=lora"])
+    assert "dora" not in (tmp_path / "out" / "report.md").read_text().split("## Failures")[1]
+
+
+@pytest.mark.parametrize("text,says", [
+    ("method", "is not a filter"), ("method==lora", "is not a filter"), ("=lora", "is not a filter"),
+    ("seed>=2", "Only = and != are supported"), ("method=", "has an empty value"), ("method=lora,", "has an empty value"),
+    ("__import__('os').system('true')=1", "is not a filter"),
+])
+def test_malformed_where_is_rejected_with_what_is_valid(tmp_path, capsys, text, says):
+    with pytest.raises(WhereError, match="key=value"):
+        parse(text)
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(tmp_path), "--where", text])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "key!=value" in err
+
+
+def test_where_with_an_unknown_key_names_the_valid_ones(tmp_path, capsys):
+    write_run(tmp_path / "runs", 1, 0.5)
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "runs"), "--where", "colour=red"])
+    err = capsys.readouterr().err
+    assert "'colour' is not a column" in err and "method, sparsity" in err

@@ -23,7 +23,9 @@ JOB = (*TINY, "logger=none", "eval.base=false", "eval.limit=2", "eval.max_gen_to
 METHODS = {"lora": (), "adalora": (),
            "l1ra": ("method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3", "method.rank_update_ratio=0.1"),
            # prunedlora: pruned and compacted (smaller tensors, sliced moments) before the kill
-           "prunedlora": ("method.r_init=12", "method.r_target=8", "method.prune_every=2", "method.prune_k=2")}
+           "prunedlora": ("method.r_init=12", "method.r_target=8", "method.prune_every=2", "method.prune_k=2"),
+           # c3la: phases merged into the frozen W0 (not among the checkpointed tensors) before the kill
+           "c3la": ("method.r=4", "method.phases=10")}
 
 
 def job_for(method: str) -> tuple:
@@ -86,6 +88,12 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
     same_training(resumed, uninterrupted)
 
 
+# SIGKILL covers every method in `make test`; the graceful stop at an arbitrary step is checked
+# there for two of them, and for the rest in `make test-slow` (to keep `make test` short).
+SIGTERM_CASES = [m if m in ("lora", "l1ra") else pytest.param(m, marks=pytest.mark.slow) for m in METHODS]
+
+
+@pytest.mark.parametrize("uninterrupted", SIGTERM_CASES, indirect=True)
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninterrupted):
     method = uninterrupted["config"]["method"]["name"]
     proc = start(tmp_path, method)

@@ -61,3 +61,45 @@ def test_logger_disabled_writes_no_wandb_files(tmp_path):
     assert status == "success"
     assert result["artifacts"]["wandb"] == {"backend": "wandb", "mode": "disabled"}
     assert not list(tmp_path.rglob("wandb"))
+
+
+# -- the fast-path options -----------------------------------------------------------------------
+def test_length_grouping_pads_less_and_stays_a_seeded_permutation():
+    import random
+
+    from bench.train import batch_indices, epoch_order
+
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 500) for _ in range(400)]
+    grouped = epoch_order(400, 8, seed=1, epoch=0, shuffle=True, lengths=lengths)
+    plain = epoch_order(400, 8, seed=1, epoch=0, shuffle=True)
+    assert sorted(grouped) == list(range(400))  # every example once per epoch
+
+    def padding(order):
+        return sum(8 * max(lengths[i] for i in order[k:k + 8]) - sum(lengths[i] for i in order[k:k + 8])
+                   for k in range(0, 400, 8))
+
+    assert padding(grouped) < padding(plain) / 3
+    assert grouped == epoch_order(400, 8, seed=1, epoch=0, shuffle=True, lengths=lengths)
+    assert grouped != epoch_order(400, 8, seed=1, epoch=1, shuffle=True, lengths=lengths)
+    # a resumed run reaches the same batches directly
+    stream = batch_indices(400, 8, 1, True, lengths=lengths)
+    first = [next(stream) for _ in range(60)]
+    assert next(batch_indices(400, 8, 1, True, start=57, lengths=lengths)) == first[57]
+
+
+def test_optimizer_implementation_choice():
+    import torch
+
+    from bench.train import optimizer_kwargs
+
+    cpu = [torch.nn.Parameter(torch.zeros(2))]
+    assert optimizer_kwargs("auto", cpu) == {"foreach": True}
+    assert optimizer_kwargs("for_loop", cpu) == {"foreach": False}
+    assert optimizer_kwargs("fused", cpu) == {"fused": True}
+
+
+def test_training_with_length_grouping_and_a_named_optimizer(tmp_path):
+    status, _, result = run_tiny(tmp_path, "train.group_by_length=true", "train.optimizer_impl=for_loop",
+                                 "train.max_steps=2")
+    assert status == "success" and result["config"]["train"]["group_by_length"] is True

@@ -284,3 +284,31 @@ def test_untrained_paca_is_the_base_model():
     torch.testing.assert_close(logits(model, batch), want)
     layer = next(iter(method.layers.values()))
     torch.testing.assert_close(layer.lora_B.detach(), layer.weight[:, layer.cols])  # P starts at W0[:, c]
+
+
+@pytest.mark.parametrize("name", ["cla", "cola"])
+def test_classifier_head_trains_and_exports_with_the_adapter(name, tmp_path):
+    from peft import PeftModel
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def encoder():
+        torch.manual_seed(0)
+        return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                        intermediate_size=64, vocab_size=100, num_labels=3)).eval()
+
+    method = method_from_config(name, "method.r=4", "method.target_modules=[query,value]", "method.lr=1e-2",
+                                *(("method.phases=2",) if name == "cola" else ()))
+    base = encoder()
+    head = sum(p.numel() for p in base.classifier.parameters())
+    expected = method.expected_trainable_params(base)
+    model = method.apply(base)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+    assert expected - head == sum(4 * (32 if name == "cla" else 64) for _ in range(4))
+    ids = torch.randint(0, 100, (4, 6))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 1])}
+    train_steps(method, model, batch, steps=4)
+    model.eval()
+    want = model(input_ids=ids).logits
+    method.export(model, tmp_path)
+    loaded = PeftModel.from_pretrained(encoder(), str(tmp_path)).eval()
+    torch.testing.assert_close(loaded(input_ids=ids).logits, want, atol=1e-5, rtol=1e-4)

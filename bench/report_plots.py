@@ -1,0 +1,135 @@
+"""Figures of bench.report (matplotlib, Agg backend: no display needed).
+
+pareto.png           per model and task: the primary metric (mean over seeds, std as error bar)
+                     against peak memory, trainable parameters and train time, one point per
+                     configuration; the line joins the points no other point beats on both axes.
+rank_allocation.png  for the methods whose report holds a final `rank_pattern` {module: rank}
+                     (AdaLoRA, PrunedLoRA, L1RA): rank per layer (columns) and module type (rows),
+                     averaged over seeds.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: files only, also on machines without a display
+import matplotlib.pyplot as plt
+import pandas as pd
+
+COSTS = [("peak_memory_gb", "peak memory (GB)", False), ("trainable_params", "trainable parameters", True),
+         ("train_time_s", "train time (s)", False)]  # column, axis label, log scale
+_LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "error")
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+def higher_is_better(metric: str) -> bool:
+    return not any(word in str(metric).lower() for word in _LOWER_IS_BETTER)
+
+
+def front(xs: list[float], ys: list[float], higher: bool) -> list[int]:
+    """Indices of the points that no other point beats: lower-or-equal cost and a better-or-equal
+    metric, better in one of them. Sorted by cost."""
+    sign = 1 if higher else -1
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], -sign * ys[i]))
+    kept, best = [], -math.inf
+    for i in order:
+        if sign * ys[i] > best:
+            kept.append(i)
+            best = sign * ys[i]
+    return kept
+
+
+def _variant(sparsity, setting) -> str:
+    """What tells points (or grids) of one method apart: s=0.75, r=16, ..."""
+    return " ".join(([f"s={sparsity}"] if sparsity != "–" else []) + ([str(setting)] if setting else []))
+
+
+def _order(key: tuple) -> tuple:
+    """(model, task, method, sparsity, setting) in reading order: sparsities as numbers."""
+    model, task, method, sparsity, setting = key
+    return model, task, method, -1.0 if sparsity == "–" else float(sparsity), str(setting)
+
+
+def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
+    """pts: bench.report_table.points(). None when no configuration has a metric."""
+    pts = pts[pts["n"] > 0] if not pts.empty else pts
+    if pts.empty:
+        return None
+    panels = list(pts.groupby(["model", "task", "metric"], sort=True))
+    methods = sorted(pts["method"].unique())
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(len(panels), len(COSTS), figsize=(5 * len(COSTS), 4 * len(panels)), squeeze=False)
+    for ax_row, ((model, task, metric), rows) in zip(axes, panels):
+        higher = higher_is_better(metric)
+        for ax, (column, label, log) in zip(ax_row, COSTS):
+            shown = rows[rows[column].notna()]
+            xs, ys = shown[column].astype(float).tolist(), shown["mean"].astype(float).tolist()
+            for method, of_method in shown.groupby("method", sort=True):
+                ax.errorbar(of_method[column].astype(float), of_method["mean"].astype(float),
+                            yerr=of_method["std"].fillna(0), fmt="o", capsize=3, color=colour[method], label=method)
+            for x, y, p in zip(xs, ys, shown.itertuples()):
+                ax.annotate(_variant(p.sparsity, p.setting), (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
+            if xs:
+                keep = front(xs, ys, higher)
+                ax.plot([xs[i] for i in keep], [ys[i] for i in keep], "--", color="grey", linewidth=1)
+            ax.set_xscale("log" if log else "linear")
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)", fontsize=8)
+            ax.set_title(f"{model} / {task}", fontsize=9)
+            ax.grid(alpha=0.3)
+        ax_row[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def module_position(name: str) -> tuple[str, str]:
+    """(module type, layer) from a module name: model.layers.3.self_attn.q_proj -> (q_proj, 3)."""
+    layer = _LAYER.search(name)
+    return name.rsplit(".", 1)[-1], layer.group(1) if layer else "–"
+
+
+def rank_grids(patterns: dict[tuple, list[dict]]) -> dict[tuple, pd.DataFrame]:
+    """{group: [rank_pattern per run]} -> {group: DataFrame (module type x layer) of mean ranks}."""
+    grids = {}
+    for key, runs in patterns.items():
+        cells = pd.DataFrame([(*module_position(name), rank) for pattern in runs for name, rank in pattern.items()],
+                             columns=["module", "layer", "rank"])
+        grid = cells.groupby(["module", "layer"], sort=False)["rank"].mean().unstack("layer")
+        grids[key] = grid.reindex(columns=sorted(grid.columns, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c)))
+    return grids
+
+
+def rank_allocation(patterns: dict[tuple, list[dict]], path: Path) -> Path | None:
+    """patterns: {(model, task, method, sparsity, setting): [rank_pattern of each run]}."""
+    if not patterns:
+        return None
+    grids = dict(sorted(rank_grids(patterns).items(), key=lambda item: _order(item[0])))
+    top = max(float(g.max().max()) for g in grids.values()) or 1.0
+    cols = min(3, len(grids))
+    rows = math.ceil(len(grids) / cols)
+    height = max(len(g) for g in grids.values()) * 0.5 + 2
+    width = max(5.5, 0.3 * max(g.shape[1] for g in grids.values()) + 2.5)  # ~0.3 inch per layer
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[len(grids):]:
+        ax.axis("off")
+    for ax, ((model, task, method, sparsity, setting), grid) in zip(axes.flat, grids.items()):
+        image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=top)
+        ax.set_xticks(range(grid.shape[1]), grid.columns, fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+        if grid.shape[1] <= 16:  # numbers stay legible
+            for (i, j), value in pd.DataFrame(grid.to_numpy()).stack().items():
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
+        ax.set_title(f"{method} {_variant(sparsity, setting)}\n{model} / {task} (runs: {len(patterns[(model, task, method, sparsity, setting)])})",
+                     fontsize=9)
+        ax.set_xlabel("layer")
+        fig.colorbar(image, ax=ax, label="final rank")
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path

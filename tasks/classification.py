@@ -1,0 +1,278 @@
+"""Sentence and sentence-pair classification (and regression): what the GLUE tasks and the offline
+stand-ins share. A subclass names its data (`spec`, `train_split`, `eval_splits`); this class turns
+rows into model inputs, batches them, evaluates and scores.
+
+Model: the task asks the loader for a sequence-classification head (`model_head`): an encoder
+classifies from its pooled first token; a causal LM (AutoModelForSequenceClassification on it, e.g.
+LlamaForSequenceClassification) from its last non-padding token, which is why the loader sets the
+model's pad_token_id. The head is newly initialised and trains with every method (PEFT's SEQ_CLS
+task type keeps it trainable).
+
+Inputs: one text, or a pair. Encoder tokenizers (those with a separator token) use the model's own
+pair template, e.g. "[CLS] a [SEP] b [SEP]" with token types. Decoder tokenizers have no pair
+template, so the pair is written as "<field a>: a\\n<field b>: b". Pairs are truncated longest
+first to the training max_length (and never beyond what the tokenizer's model accepts).
+
+Evaluation: a batched forward pass over every reported split (eval.limit: the first N of each),
+argmax for classes, the raw output for regression; per-example predictions go to
+`<out_dir>/predictions_<split>.jsonl`. `heldout_rows` (default off) holds a fixed slice of the
+training rows out of training, for model selection; it is scored too, under "heldout".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
+
+from bench.config import ConfigError
+from bench.protocols import Task
+from tasks import classification_metrics
+
+DEFAULT_EVAL_MAX_LENGTH = 512  # when evaluate runs before train_examples has said the training length
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a classification task predicts and how it is scored."""
+
+    fields: tuple[str, ...]  # the text fields of a row: one (a sentence) or two (a pair)
+    num_labels: int  # 1: regression (one real-valued output, MSE loss)
+    metrics: tuple[str, ...]  # names in classification_metrics.METRICS
+    primary: str  # one of `metrics`: the headline number
+    label_names: tuple[str, ...] = ()  # what label i means (documentation and predictions files)
+
+    def __post_init__(self) -> None:
+        if len(self.fields) not in (1, 2):
+            raise ValueError(f"a classification task has one or two text fields, not {self.fields}")
+        if self.primary not in self.metrics:
+            raise ValueError(f"primary metric {self.primary!r} is not among {self.metrics}")
+
+    @property
+    def regression(self) -> bool:
+        return self.num_labels == 1
+
+
+@dataclass
+class Split:
+    """Rows of one split: {"text": [a] or [a, b], "label": int (class) or float (regression)}."""
+
+    name: str  # e.g. "validation", "validation_matched"
+    rows: list[dict]
+    info: dict  # provenance: source, file or hub id, checksums, counts
+    suffix: str = ""  # metric-name suffix when a task reports several splits (MNLI: "matched")
+
+
+def rows_sha256(rows: Sequence[dict]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def stable_order(rows: Sequence[dict]) -> list[int]:
+    """Row positions ordered by the hash of their content: a split that depends on no seed, no row
+    order and no library version."""
+    return sorted(range(len(rows)), key=lambda i: (hashlib.sha256(
+        json.dumps(rows[i], sort_keys=True, ensure_ascii=False).encode()).hexdigest(), i))
+
+
+def encode(tokenizer, texts: Sequence[str], fields: Sequence[str], max_length: int) -> dict:
+    """One row's model inputs: input_ids (and token_type_ids where the tokenizer makes them)."""
+    if len(texts) == 1:
+        enc = tokenizer(texts[0], truncation=True, max_length=max_length)
+    elif tokenizer.sep_token is not None:
+        enc = tokenizer(texts[0], texts[1], truncation="longest_first", max_length=max_length)
+    else:  # no pair template: name the fields so that the boundary is visible in the text
+        enc = tokenizer(f"{fields[0]}: {texts[0]}", f"\n{fields[1]}: {texts[1]}", truncation="longest_first",
+                        max_length=max_length)
+    out = {"input_ids": list(enc["input_ids"])}
+    if "token_type_ids" in enc:
+        out["token_type_ids"] = list(enc["token_type_ids"])
+    return out
+
+
+@dataclass(kw_only=True)
+class ClassificationTask(Task):
+    model_kinds: ClassVar[tuple[str, ...]] = ("encoder", "causal_lm")
+
+    train_limit: Optional[int] = None  # first N training rows (after the held-out slice); null = all
+    heldout_rows: Optional[int] = None  # training rows held out for model selection; null = none
+    _max_length: Optional[int] = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("train_limit", "heldout_rows"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"task.{key}={value} must be >= 1 or null")
+
+    # -- what a subclass defines ----------------------------------------------------------------
+    def spec(self) -> Spec:
+        raise NotImplementedError
+
+    def train_split(self) -> Split:
+        """Every labelled training row, before the held-out slice and train_limit."""
+        raise NotImplementedError
+
+    def eval_splits(self) -> list[Split]:
+        """The reported splits; the first one carries the primary metric."""
+        raise NotImplementedError
+
+    def check_data(self) -> None:
+        """Fail now, before a model is loaded, if the data cannot be had (a missing package, the hub
+        switched off)."""
+
+    # -- Task ---------------------------------------------------------------------------------
+    def check(self, cfg) -> None:
+        super().check(cfg)
+        self.check_data()
+
+    def model_head(self) -> dict:
+        spec = self.spec()
+        return {"type": "sequence_classification", "num_labels": spec.num_labels,
+                "problem_type": "regression" if spec.regression else "single_label_classification"}
+
+    def split_train(self) -> tuple[Split, Optional[Split]]:
+        """(rows to train on, held-out rows or None). The held-out slice is the first `heldout_rows`
+        rows in content-hash order: the same for every seed and method."""
+        full = self.train_split()
+        heldout = None
+        rows = full.rows
+        if self.heldout_rows is not None:
+            if self.heldout_rows >= len(rows):
+                raise ConfigError(f"task.heldout_rows={self.heldout_rows} leaves no training rows "
+                                  f"({len(rows)} in {self.name}'s training split)")
+            chosen = set(stable_order(rows)[: self.heldout_rows])
+            held = [r for i, r in enumerate(rows) if i in chosen]
+            rows = [r for i, r in enumerate(rows) if i not in chosen]
+            heldout = Split("heldout", held, {**full.info, "split": f"{full.info.get('split', 'train')} (held out)",
+                                              "rows": len(held), "rows_sha256": rows_sha256(held),
+                                              "selection": "first heldout_rows rows by sha256 of their content"})
+        if self.train_limit is not None:
+            rows = rows[: self.train_limit]
+        info = {**full.info, "rows": len(rows), "rows_sha256": rows_sha256(rows)}
+        if heldout is not None:
+            info["heldout_rows"] = len(heldout.rows)
+        return Split(full.name, rows, info), heldout
+
+    def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:
+        spec = self.spec()
+        split, _ = self.split_train()
+        self._max_length = max_length
+        length = self._input_length(tokenizer, max_length)
+        examples, at_limit = [], 0
+        for row in split.rows:
+            ex = encode(tokenizer, row["text"], spec.fields, length)
+            at_limit += len(ex["input_ids"]) >= length  # truncated, or exactly max_length long
+            ex["labels"] = [row["label"]]
+            examples.append(ex)
+        if not examples:
+            raise ConfigError(f"task {self.name} has no training rows")
+        info = {**split.info, "examples": len(examples), "examples_at_max_length": at_limit, "max_length": length}
+        return examples, info
+
+    def collate(self, examples: list[dict], tokenizer) -> dict:
+        """Right-padded inputs; labels shaped (batch, 1), which the model's loss flattens."""
+        import torch
+
+        width = max(len(e["input_ids"]) for e in examples)
+        pad = tokenizer.pad_token_id
+
+        def padded(key: str, value: int) -> list[list[int]]:
+            return [e[key] + [value] * (width - len(e[key])) for e in examples]
+
+        batch = {"input_ids": torch.tensor(padded("input_ids", pad)),
+                 "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"]))
+                                                 for e in examples])}
+        if "token_type_ids" in examples[0]:
+            batch["token_type_ids"] = torch.tensor(padded("token_type_ids", 0))
+        dtype = torch.float32 if self.spec().regression else torch.long
+        batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=dtype)
+        return batch
+
+    def loss_tokens(self, batch: dict):
+        """One target per example."""
+        import torch
+
+        labels = batch["labels"]
+        return torch.tensor(labels.shape[0], device=labels.device)
+
+    def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:
+        spec = self.spec()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        length = self._input_length(tokenizer, self._max_length or DEFAULT_EVAL_MAX_LENGTH)
+        splits = self.eval_splits()
+        result: dict = {"primary": _metric_key(spec.primary, splits[0].suffix)}
+        data = {"name": self.name, "max_length": length, "splits": {}}
+        n = 0
+        for split in splits:
+            scores, info = self._score_split(model, tokenizer, split, eval_cfg, out_dir, length)
+            result.update({_metric_key(k, split.suffix): v for k, v in scores.items()})
+            data["splits"][split.name] = info
+            n += info["rows_evaluated"]
+        if self.heldout_rows is not None:
+            _, heldout = self.split_train()
+            scores, info = self._score_split(model, tokenizer, heldout, eval_cfg, out_dir, length)
+            result["heldout"] = {**scores, "n": info["rows_evaluated"]}
+            data["splits"]["heldout"] = info
+        result.update(n=n, data=data)
+        return result
+
+    # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _input_length(tokenizer, max_length: int) -> int:
+        accepted = getattr(tokenizer, "model_max_length", None)
+        # tokenizers without a limit report a huge sentinel (int(1e30))
+        return min(max_length, accepted) if accepted and accepted < 1_000_000 else max_length
+
+    def _score_split(self, model, tokenizer, split: Split, eval_cfg, out_dir: Path, length: int):
+        spec = self.spec()
+        rows = split.rows[: eval_cfg.limit] if eval_cfg.limit else split.rows
+        if not rows:
+            raise ConfigError(f"task {self.name}: split {split.name} has no rows to evaluate")
+        examples = [{**encode(tokenizer, r["text"], spec.fields, length), "labels": [r["label"]]} for r in rows]
+        outputs = predict(model, tokenizer, self, examples, eval_cfg.batch_size)
+        if spec.regression:
+            predictions = [o[0] for o in outputs]
+        else:
+            predictions = [max(range(len(o)), key=o.__getitem__) for o in outputs]
+        labels = [r["label"] for r in rows]
+        scores = classification_metrics.compute(spec.metrics, labels, predictions)
+        with open(out_dir / f"predictions_{split.name}.jsonl", "w", encoding="utf-8") as f:
+            for i, (row, pred, out) in enumerate(zip(rows, predictions, outputs)):
+                f.write(json.dumps({"i": i, "text": row["text"], "label": row["label"], "prediction": pred,
+                                    "outputs": out}, ensure_ascii=False) + "\n")
+        info = {**split.info, "rows_evaluated": len(rows)}
+        return scores, info
+
+
+def _metric_key(metric: str, suffix: str) -> str:
+    return f"{metric}_{suffix}" if suffix else metric
+
+
+def predict(model, tokenizer, task: ClassificationTask, examples: list[dict], batch_size: int) -> list[list[float]]:
+    """The head's outputs for every example, in order. Batches group similar lengths (less padding);
+    the model is left in the mode it was in."""
+    import torch
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    outputs: list = [None] * len(examples)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                chosen = order[start:start + batch_size]
+                batch = task.collate([examples[i] for i in chosen], tokenizer)
+                batch.pop("labels")
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                for i, row in zip(chosen, logits.float().cpu().tolist()):
+                    outputs[i] = row
+    finally:
+        model.train(was_training)
+    return outputs
