@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.protocols import Task
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -43,8 +45,8 @@ def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
     return []
 
 
-class _SyntheticTask:
-    """The minimum of the Task protocol the loop needs."""
+class _SyntheticTask(Task):
+    """Fixed-length random token batches; nothing to evaluate."""
 
     def collate(self, examples, tokenizer=None):
         import torch
@@ -111,7 +113,7 @@ def measure(args) -> dict:
         times = _bare_loop(model, method, examples, cfg, device)
         step = {"step_time_p50_s": statistics.median(times[args.warmup:])}
     else:
-        out = train(model, method, _SyntheticTask(), examples, tokenizer, cfg, accelerator, NoTracker(),
+        out = train(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator, NoTracker(),
                     _NullLog(), Stop(),
                     CheckpointStore(Path("/nonexistent"), keep=1))
         step = {k: out[k] for k in ("step_time_p50_s", "step_time_p90_s")}
@@ -157,7 +159,7 @@ def _bare_loop(model, method, examples, cfg, device) -> list[float]:
     """The same work without the suite: forward, backward, clip, AdamW step."""
     import torch
 
-    task = _SyntheticTask()
+    task = _SyntheticTask(name="synthetic")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     times = []

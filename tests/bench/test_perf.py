@@ -45,3 +45,12 @@ def test_beyond_lora_methods_are_timed_at_the_same_rank_as_lora():
     for name in ("cla", "c3la", "paca", "asym_lora", "cola", "rac"):
         method = method_from_config(name, *perf.method_overrides(name, 8, 5, 20))
         assert method.r == 8, name
+
+
+def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
+    out = tmp_path / "perf.md"
+    code = perf.main(["--model", "tiny-llama", "--methods", "lora,cla", "--steps", "2", "--warmup", "1",
+                      "--seq", "16", "--batch", "2", "--checkpointing", "false", "--out", str(out)])
+    text = out.read_text()
+    assert code == 0, text
+    assert "| cla | False |" in text and "Harness overhead" in text and "error" not in text
