@@ -29,7 +29,9 @@ def results_under(root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in root.rglob("result.json") if "attempts" not in p.parts]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+# lora in `make test`; the rank-changing methods in `make test-slow` (each is two process launches)
+@pytest.mark.parametrize("method", [m if m == "lora" else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in sorted(METHODS)])
 def test_two_processes_train_like_one_with_the_same_global_batch(method, tmp_path):
     overrides = (*JOB, f"method={method}", *METHODS[method])
     single = run_cli(*overrides, "train.batch_size=4", f"run.root={tmp_path / 'one'}")

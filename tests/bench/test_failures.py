@@ -46,6 +46,7 @@ def test_sigterm_ends_as_cancelled(tmp_path):
     assert len(result["history"]) >= 1  # the steps done so far are kept
 
 
+@pytest.mark.slow  # the same property at sweep scale is in tests/bench/test_sweep_resume.py (make test)
 def test_sweep_goes_on_after_a_failure_and_resumes(tmp_path):
     root = tmp_path / "runs"
     sweep = ("-m", "method._target_=tests.helpers.faults.RaisingHook,methods.lora.LoRA", *TINY,
