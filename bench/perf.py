@@ -28,6 +28,12 @@ from bench.protocols import Task
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _method_keys(method: str) -> set:
+    import yaml
+
+    return set(yaml.safe_load((REPO / "conf" / "method" / f"{method}.yaml").read_text()))
+
+
 # Per-method overrides that make the comparison fair at LoRA rank r (see the module docstring).
 def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
     total = warmup + steps
@@ -35,13 +41,12 @@ def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
         # prune 2r -> r within the warm-up, then compact; time the steady state
         return [f"method.r_target={r}", f"method.r_init={2 * r}", "method.prune_every=1",
                 f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}"]
-    if method in ("lora", "lora_plus", "dora", "pissa", "l1ra", "asym_lora", "asym_lora_b", "cola", "rac", "cla",
-                  "cla_random", "c3la", "c3la_shift", "c3la_random", "paca"):
-        return [f"method.r={r}"]
     if method == "adalora":
         return [f"method.target_r={r}"]  # init_r 1.5 r, masked (not removed) down to r
     if method == "c3a":
         return [f"method.match_lora_rank={r}"]
+    if method != "vera" and "r" in _method_keys(method):  # a rank-r adapter (VeRA's r is not LoRA's rank)
+        return [f"method.r={r}"]
     return []
 
 

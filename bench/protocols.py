@@ -196,8 +196,8 @@ class Task:
         }
 
     def loss_tokens(self, batch: dict):
-        """How many targets of `batch` the loss averages over (a tensor, no host sync): for a causal
-        LM the labels after the first position that are not -100."""
+        """How many targets of `batch` the loss averages over (an int or a device tensor, without a
+        host sync): for a causal LM the labels after the first position that are not -100."""
         return (batch["labels"][:, 1:] != -100).sum()
 
     def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:

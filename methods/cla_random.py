@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.config import ConfigError
-from methods.column_adapter import ColumnMethod, layer_generator
+from methods.column_adapter import ColumnMethod, layer_generator, random_columns
 
 SELECTORS = ("random_cols", "random_window")
 
@@ -29,11 +29,11 @@ class RandomCheapLoRA(ColumnMethod):
             raise ConfigError(f"method.selector={self.selector!r} is not valid; choose one of: {', '.join(SELECTORS)}")
 
     def columns(self, name: str, d_in: int, phase: int) -> torch.Tensor:
-        g = layer_generator(self.selector_seed, name)
         if self.selector == "random_window":
+            g = layer_generator(self.selector_seed, name)
             start = int(torch.randint(0, d_in - self.r + 1, (1,), generator=g))
             return torch.arange(start, start + self.r)
-        return torch.randperm(d_in, generator=g)[:self.r].sort().values
+        return random_columns(self.selector_seed, name, d_in, self.r)
 
     def report(self, model) -> dict:
         return {**super().report(model), "selector": self.selector, "selector_seed": self.selector_seed}

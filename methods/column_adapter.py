@@ -25,9 +25,14 @@ from methods.gathered_columns import ColumnAdapterLinear, replace_linears
 from methods.lora import check_rank_alpha_dropout
 
 
-def layer_generator(seed: int, name: str, salt: int = 0) -> torch.Generator:
+def layer_generator(seed: int, name: str) -> torch.Generator:
     """A generator per (seed, layer): the same columns on every process and every rerun."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 7 + salt) % (2 ** 63))
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 7) % (2 ** 63))
+
+
+def random_columns(seed: int, name: str, d_in: int, r: int) -> torch.Tensor:
+    """r distinct input columns of module `name`, drawn once per (seed, module), sorted."""
+    return torch.randperm(d_in, generator=layer_generator(seed, name))[:r].sort().values
 
 
 def windows(d_in: int, r: int) -> list[int]:
@@ -46,8 +51,7 @@ class ColumnMethod(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.target_modules:
-            raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj])")
+        peft_common.check_targets(self.target_modules)
         check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
         self.layers: dict = {}
 
@@ -101,9 +105,12 @@ class ColumnMethod(Method):
         return {name: [(lora_export.selector(layer.cols, layer.in_features), layer.factor())]
                 for name, layer in self.layers.items()}
 
+    def columns_used(self) -> dict:
+        """{module: the input columns its Delta W may touch}."""
+        return {name: set(layer.cols.tolist()) for name, layer in self.layers.items()}
+
     def column_report(self) -> dict:
-        touched = {name: len(set().union(*(a.nonzero()[:, 1].tolist() for a, _ in pairs)))
-                   for name, pairs in self.terms().items()}
+        touched = {name: len(cols) for name, cols in self.columns_used().items()}
         width = {name: layer.in_features for name, layer in self.layers.items()}
         return {"nonzero_columns_total": sum(touched.values()), "input_columns_total": sum(width.values()),
                 "column_sparsity": 1 - sum(touched.values()) / sum(width.values())}
@@ -132,7 +139,10 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.history: list[dict] = []  # per merged phase: {module: (cols, B)} on the CPU
-        self.boundary_change = REBUILD_OPTIMIZER if self.merge_at_boundary else False
+
+    @property
+    def boundary_change(self):
+        return REBUILD_OPTIMIZER if self.merge_at_boundary else False
 
     def advance(self) -> None:
         """End the current phase: merge (if this variant merges) and move every window."""
@@ -155,12 +165,17 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
         with torch.no_grad():
             for merged in state["history"]:  # replay the merges on the fresh W0, in order
                 for name, (cols, factor) in merged.items():
-                    layer = self.layers[name]
-                    layer.weight.index_add_(1, cols.to(layer.weight.device),
-                                            (layer.scale * factor.to(layer.weight.device)).to(layer.weight.dtype))
+                    self.layers[name].add_to_weight(cols, factor)
             for name, cols in state["cols"].items():
                 self.layers[name].cols.copy_(cols)
         self.phase, self.history = state["phase"], list(state["history"])
+
+    def columns_used(self) -> dict:
+        used = super().columns_used()
+        for merged in self.history:
+            for name, (cols, _) in merged.items():
+                used[name].update(cols.tolist())
+        return used
 
     def terms(self) -> dict:
         current = super().terms()

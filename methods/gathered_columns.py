@@ -105,9 +105,16 @@ class ColumnAdapterLinear(nn.Module):
                                            self.dropout, self.training)
 
     @torch.no_grad()
+    def add_to_weight(self, cols: torch.Tensor, factor: torch.Tensor) -> None:
+        """W0[:, cols] += s * factor (the same arithmetic when a merge happens and when a resume
+        replays it)."""
+        device = self.weight.device
+        self.weight.index_add_(1, cols.to(device), (self.scale * factor.to(device)).to(self.weight.dtype))
+
+    @torch.no_grad()
     def merge_and_reset(self) -> None:
         """W0[:, c] += s * B, then B starts again from zero (the update so far is kept in W0)."""
-        self.weight.index_add_(1, self.cols, (self.scale * self.factor()).to(self.weight.dtype))
+        self.add_to_weight(self.cols, self.factor())
         if self.offset is not None:
             self.offset.copy_(self.lora_B)
         else:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.column_adapter import ColumnMethod, layer_generator
+from methods.column_adapter import ColumnMethod, random_columns
 
 
 @dataclass(kw_only=True)
@@ -27,7 +27,7 @@ class PartialConnection(ColumnMethod):
         return 1.0  # the columns are trained as they are: no alpha / r
 
     def columns(self, name: str, d_in: int, phase: int) -> torch.Tensor:
-        return torch.randperm(d_in, generator=layer_generator(self.selector_seed, name))[:self.r].sort().values
+        return random_columns(self.selector_seed, name, d_in, self.r)
 
     def initial_factor(self, linear, cols: torch.Tensor) -> torch.Tensor:
         return linear.weight.detach().index_select(1, cols.to(linear.weight.device))

@@ -34,6 +34,11 @@ def head_params(model) -> int:
     return sum(p.numel() for m in head_modules(model).values() for p in m.parameters())
 
 
+def check_targets(targets: list[str]) -> None:
+    if not targets:
+        raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj])")
+
+
 def target_linears(model, targets: list[str]) -> dict:
     """name -> nn.Linear for every linear layer whose last name component is in `targets`
     (PEFT's matching rule for a list of names)."""
@@ -64,8 +69,7 @@ class PeftMethod(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.target_modules:
-            raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj])")
+        check_targets(self.target_modules)
 
     def peft_config(self, model):
         raise NotImplementedError
