@@ -160,9 +160,8 @@ def _converted_gguf(mcfg) -> tuple[Path, dict]:
 
 
 def _random_config(mcfg, tokenizer, head_kwargs: dict):
-    from transformers import AutoConfig
-
     from omegaconf import DictConfig, OmegaConf
+    from transformers import AutoConfig
 
     # plain containers: a config's lists (e.g. DeBERTa's pos_att_type) must serialise on export
     arch = OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)

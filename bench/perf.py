@@ -76,9 +76,8 @@ def measure(args) -> dict:
     import torch
     from accelerate import Accelerator
 
-    from bench import flops
+    from bench import flops, models
     from bench import metrics as M
-    from bench import models
     from bench.checkpoint import CheckpointStore
     from bench.run import build
     from bench.stop import Stop
@@ -186,6 +185,19 @@ def _bare_loop(model, method, examples, cfg, device) -> list[float]:
     return times
 
 
+def per_method_overrides(specs: list[str], methods: list[str]) -> dict[str, list[str]]:
+    """`--only full:train.optimizer=adafactor` -> {"full": ["train.optimizer=adafactor"]}."""
+    found: dict[str, list[str]] = {}
+    for spec in specs:
+        method, sep, override = spec.partition(":")
+        if not sep or "=" not in override:
+            raise SystemExit(f"--only {spec!r}: expected METHOD:KEY=VALUE, e.g. full:train.optimizer=adafactor")
+        if method not in methods:
+            raise SystemExit(f"--only {spec!r}: method '{method}' is not in --methods ({', '.join(methods)})")
+        found.setdefault(method, []).append(override)
+    return found
+
+
 def _run_one(argv: list[str]) -> dict:
     out = subprocess.run([sys.executable, "-m", "bench.perf", "--one", *argv], cwd=REPO, capture_output=True,
                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -265,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="lora", help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--only", action="append", default=[], metavar="METHOD:OVERRIDE",
+                   help="an override for one method only, e.g. full:train.optimizer=adafactor (repeatable)")
     p.add_argument("override", nargs="*", help="extra config overrides, e.g. model.init=random")
     args = p.parse_args(argv)
     if args.one:
@@ -275,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
               str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--device", args.device,
               "--precision", args.precision, *(["--threads", str(args.threads)] if args.threads else [])]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
-    configs = [[*common, "--method", m, "--checkpointing", ckpt, *args.override]
-               for ckpt in ckpts for m in args.methods.split(",")]
+    methods = args.methods.split(",")
+    only = per_method_overrides(args.only, methods)
+    configs = [[*common, "--method", m, "--checkpointing", ckpt, *args.override, *only.get(m, [])]
+               for ckpt in ckpts for m in methods]
     configs += [[*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts]
     runs: dict = {i: [] for i in range(len(configs))}
     for _ in range(args.repeat):  # interleaved, so slow drifts of the machine hit every configuration alike

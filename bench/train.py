@@ -38,6 +38,13 @@ def build_optimizer(method, model, tcfg):
     if not groups:
         raise RuntimeError(f"method '{method.name}' left no trainable parameters")
     params = [p for g in groups for p in g["params"]]
+    if tcfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        # The fine-tuning setting (absolute learning rate, no parameter scaling): the group's lr
+        # and the schedule mean what they mean for AdamW; the update's moments are what differ.
+        return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False,
+                         warmup_init=False)
     return torch.optim.AdamW(groups, **optimizer_kwargs(tcfg.optimizer_impl, params))
 
 

@@ -310,10 +310,11 @@ class PrunedLoRA(LoRA):
                 for group in optimizer.param_groups:
                     group["params"] = [new if p is old else p for p in group["params"]]
                 moments = optimizer.state.pop(old, None)
-                if moments is not None:
+                if moments is not None and _elementwise(moments, old):
                     optimizer.state[new] = {k: v.index_select(dim, idx).contiguous()
                                             if torch.is_tensor(v) and v.shape == old.shape else v
                                             for k, v in moments.items()}
+                # else (Adafactor's row and column factors): the slice starts with fresh state
         layer.lora_A["default"].out_features = len(idx)
         layer.lora_B["default"].in_features = len(idx)
         layer.r["default"] = len(idx)
@@ -353,3 +354,9 @@ class PrunedLoRA(LoRA):
         # PEFT scales each module by alpha_i / r_i; PrunedLoRA keeps alpha / r_init
         config.alpha_pattern = {re.escape(n): self.alpha * r / self.r_init for n, r in ranks.items()}
         return peft_common.PeftMethod.export(self, model, out_dir)
+
+
+def _elementwise(moments: dict, param) -> bool:
+    """Whether every tensor of an optimizer state is per element of `param` (AdamW's moments) or a
+    scalar (step counts), i.e. whether slicing the parameter can slice its state the same way."""
+    return all(not torch.is_tensor(v) or v.dim() == 0 or v.shape == param.shape for v in moments.values())

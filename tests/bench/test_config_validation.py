@@ -11,6 +11,9 @@ OK = ("task.train_source=asdiv",)  # the rest of the config is valid offline
 
 BAD_CONFIGS = [
     (("train.scheduler=cosin",), "train.scheduler='cosin' is not valid; choose one of: cosine, linear, constant"),
+    (("train.optimizer=adam",), "train.optimizer='adam' is not valid; choose one of: adamw, adafactor"),
+    (("train.optimizer=adafactor", "train.optimizer_impl=fused"),
+     "train.optimizer_impl='fused' applies to AdamW only; with train.optimizer=adafactor leave it at auto"),
     (("train.optimizer_impl=adam8bit",), "train.optimizer_impl='adam8bit' is not valid; choose one of: auto, fused, foreach, for_loop"),
     (("method=c3la", "method.phases=9", "train.max_steps=4"), "method.phases=9 does not fit in train.max_steps=4"),
     (("train.mixed_precision=fp8",), "train.mixed_precision='fp8' is not valid; choose one of: no, bf16, fp16"),

@@ -54,3 +54,14 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     text = out.read_text()
     assert code == 0, text
     assert "| cla | False |" in text and "Harness overhead" in text and "error" not in text
+
+
+def test_overrides_for_one_method_only():
+    import pytest
+
+    assert perf.per_method_overrides(["full:train.optimizer=adafactor", "full:train.batch_size=1"],
+                                     ["lora", "full"]) == {"full": ["train.optimizer=adafactor", "train.batch_size=1"]}
+    with pytest.raises(SystemExit, match="method 'dora' is not in --methods"):
+        perf.per_method_overrides(["dora:method.r=4"], ["lora", "full"])
+    with pytest.raises(SystemExit, match="expected METHOD:KEY=VALUE"):
+        perf.per_method_overrides(["train.optimizer=adafactor"], ["lora"])

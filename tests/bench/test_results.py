@@ -20,6 +20,14 @@ def test_hash_ignores_logger_and_run_but_not_hyperparameters():
     assert run_hash(resolved(compose("seed=1"))) != base
 
 
+def test_a_key_added_later_keeps_earlier_hashes_at_its_neutral_default():
+    cfg = resolved(compose())
+    assert cfg["train"]["optimizer"] == "adamw"
+    before_the_key = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "optimizer"}}
+    assert run_hash(cfg) == run_hash(before_the_key)
+    assert run_hash(resolved(compose("train.optimizer=adafactor"))) != run_hash(cfg)
+
+
 def test_run_dir_is_named_by_model_task_method_and_hash():
     cfg = resolved(compose("model=tiny-llama", "method=full"))
     h = run_hash(cfg)

@@ -103,3 +103,65 @@ def test_training_with_length_grouping_and_a_named_optimizer(tmp_path):
     status, _, result = run_tiny(tmp_path, "train.group_by_length=true", "train.optimizer_impl=for_loop",
                                  "train.max_steps=2")
     assert status == "success" and result["config"]["train"]["group_by_length"] is True
+
+
+def _train_fixed_batch(optimizer_name: str, steps: int = 8):
+    from bench.run import build
+    from bench.train import build_optimizer
+    from tests.helpers.tiny import fixed_batch, tiny_llama
+
+    cfg = compose(*TINY, "method=full", "method.lr=1e-3", f"train.optimizer={optimizer_name}")
+    method = build(cfg.method)
+    model = method.apply(tiny_llama()).train()
+    optimizer = build_optimizer(method, model, cfg.train)
+    batch, losses = fixed_batch(), []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return model, optimizer, losses
+
+
+def test_adafactor_keeps_factored_state_and_learns_at_the_same_rate():
+    import torch
+
+    model, optimizer, losses = _train_fixed_batch("adafactor")
+    _, adamw, adamw_losses = _train_fixed_batch("adamw")
+    assert type(optimizer).__name__ == "Adafactor" and type(adamw).__name__ == "AdamW"
+    assert all(g["lr"] == 1e-3 for g in optimizer.param_groups)
+    # an absolute learning rate, as for AdamW: a comparable drop, not one scaled by the weights' size
+    drop, adamw_drop = losses[0] - losses[-1], adamw_losses[0] - adamw_losses[-1]
+    assert adamw_drop > 0.1 and 0.3 * adamw_drop < drop < 3 * adamw_drop, (losses, adamw_losses)
+    weight = model.model.layers[0].mlp.up_proj.weight  # (64, 32): a row and a column factor, no moments
+    state = optimizer.state[weight]
+    assert "exp_avg" not in state and state["exp_avg_sq_row"].numel() + state["exp_avg_sq_col"].numel() == 64 + 32
+    kept = sum(v.numel() for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
+    adamw_kept = sum(v.numel() for s in adamw.state.values() for v in s.values() if torch.is_tensor(v) and v.dim())
+    assert adamw_kept == 2 * sum(p.numel() for p in model.parameters())
+    assert kept < 0.05 * adamw_kept, (kept, adamw_kept)
+
+
+def test_prunedlora_compacts_under_adafactor(tmp_path):
+    status, method, result = run_tiny(tmp_path, "method=prunedlora", "method.r_init=4", "method.r_target=2",
+                                      "method.prune_every=1", "train.optimizer=adafactor", "train.max_steps=8")
+    assert status == "success"
+    assert set(method.ranks().values()) == {2} and method.compacted == set(method.layers)
+    assert all(layer.lora_A["default"].weight.shape[0] == 2 for layer in method.layers.values())
+    assert math.isfinite(result["history"][-1]["loss"])
+
+
+@pytest.mark.slow  # inductor compiles the tiny model's graphs on the CPU: about a minute
+def test_compiled_training_matches_eager(tmp_path):
+    import torch
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    status, _, compiled = run_tiny(tmp_path / "c", "train.compile=true", "train.max_steps=3", "train.shuffle=false")
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    _, _, eager = run_tiny(tmp_path / "e", "train.max_steps=3", "train.shuffle=false")
+    assert status == "success" and compiled["config"]["train"]["compile"] is True
+    assert graphs > 0  # the forward really went through dynamo
+    assert [h["loss"] for h in compiled["history"]] == pytest.approx([h["loss"] for h in eager["history"]], rel=1e-4)
+    assert (next((tmp_path / "c").rglob("adapter")) / "adapter_model.safetensors").is_file()

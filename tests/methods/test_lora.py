@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bench.config import ConfigError
 from methods.lora import LoRA
 from tests.helpers.tiny import tiny_llama
