@@ -159,7 +159,7 @@ def _converted_gguf(mcfg) -> tuple[Path, dict]:
     return target, info
 
 
-def _random_config(mcfg, tokenizer, head_kwargs: dict):
+def _random_config(mcfg, tokenizer, head_kwargs: dict, fit_vocab: bool = True):
     from omegaconf import DictConfig, OmegaConf
     from transformers import AutoConfig
 
@@ -169,13 +169,15 @@ def _random_config(mcfg, tokenizer, head_kwargs: dict):
     model_type = arch.pop("model_type")
     notes = {}
     vocab = arch.get("vocab_size")
-    if vocab is None or len(tokenizer) > vocab:
+    if vocab is None or (fit_vocab and len(tokenizer) > vocab):
         if vocab is not None:
             notes["vocab_size_overridden"] = {"architecture": vocab, "used": len(tokenizer),
                                               "why": "the tokenizer has more tokens than the architecture"}
         arch["vocab_size"] = len(tokenizer)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        arch.setdefault(key, getattr(tokenizer, key))
+        token = getattr(tokenizer, key)
+        if token is None or token < arch["vocab_size"]:  # else (fit_vocab=False) the architecture's own
+            arch.setdefault(key, token)
     return AutoConfig.for_model(model_type, **arch), notes
 
 
@@ -199,10 +201,13 @@ def _head_config(head: dict | None) -> dict:
     return {k: head[k] for k in ("num_labels", "problem_type") if head.get(k) is not None}
 
 
-def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict | None = None):
+def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict | None = None,
+         fit_vocab: bool = True):
     """Build the model and tokenizer for `mcfg` (cfg.model). Returns (model, tokenizer, provenance).
 
-    `head` is what the task asks for (Task.model_head()); None keeps the kind's own model class."""
+    `head` is what the task asks for (Task.model_head()); None keeps the kind's own model class.
+    `fit_vocab=False` keeps a random-weight architecture's own vocabulary even when the tokenizer
+    has more tokens (for timing on synthetic token ids, where only the shape matters)."""
     from transformers import AutoTokenizer
 
     model_kwargs = dict(model_kwargs or {})
@@ -244,7 +249,7 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
     if head is not None:
         info["head"] = dict(head)
     if mcfg.init == "random":
-        config, notes = _random_config(mcfg, tokenizer, head_kwargs)
+        config, notes = _random_config(mcfg, tokenizer, head_kwargs, fit_vocab=fit_vocab)
         info.update(notes)
         # Build directly on the target device: a 7B model in fp32 does not fit in host RAM.
         with torch.device(device):

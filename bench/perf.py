@@ -96,7 +96,9 @@ def measure(args) -> dict:
     accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=cfg.train.mixed_precision,
                               dynamo_backend="inductor" if cfg.train.compile else "no")
     device = accelerator.device
-    model, tokenizer, _ = models.load(cfg.model, device=str(device) if cfg.model.init == "random" else "cpu")
+    # synthetic token ids: a random-weight architecture keeps its own vocabulary (its true shape)
+    model, tokenizer, _ = models.load(cfg.model, device=str(device) if cfg.model.init == "random" else "cpu",
+                                      fit_vocab=False)
     model.to(device)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

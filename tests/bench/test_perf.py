@@ -65,3 +65,34 @@ def test_overrides_for_one_method_only():
         perf.per_method_overrides(["dora:method.r=4"], ["lora", "full"])
     with pytest.raises(SystemExit, match="expected METHOD:KEY=VALUE"):
         perf.per_method_overrides(["train.optimizer=adafactor"], ["lora"])
+
+
+GPU_COMMAND_METHODS = ("lora", "cla", "c3la", "prunedlora", "l1ra", "adalora", "dora", "full")
+
+
+def test_the_gpu_commands_methods_build_at_the_7b_shape():
+    """Every method of the documented GPU command applies to the real Llama-2-7B shape (on the meta
+    device: shapes only) with the trainable count of its closed form at the timed rank."""
+    from bench import flops, models
+    from bench.run import build
+    from tests.conftest import compose
+
+    counts = {}
+    for name in GPU_COMMAND_METHODS:
+        cfg = compose("model=llama2-7b", "model.init=random", "model.tokenizer=gpt2-offline", f"method={name}",
+                      "task.train_source=asdiv", *perf.method_overrides(name, 16, 3, 10))
+        model, _, _ = models.load(cfg.model, device="meta", fit_vocab=False)  # as bench.perf builds it
+        method = build(cfg.method)
+        expected = method.expected_trainable_params(model)
+        model = method.apply(model)
+        # PEFT re-wraps AdaLoRA's `ranknum` scalar as a trainable Parameter on the meta device only
+        trained = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "ranknum" not in n)
+        assert trained == expected, name
+        counts[name] = (trained, flops.training_flops(model, tokens=2048, seq_len=2048)["total"])
+    d, layers = 4096, 32
+    assert counts["lora"][0] == layers * 2 * 16 * (d + d)  # r = 16 on q and v
+    assert counts["cla"][0] == counts["c3la"][0] == layers * 2 * 16 * d  # r columns: B only
+    assert counts["prunedlora"][0] == 2 * counts["lora"][0]  # r_init = 2 r before compaction
+    assert counts["full"][0] == 6_738_415_616
+    # a frozen base skips its weight-gradient GEMM: LoRA costs ~2/3 of full fine-tuning per token
+    assert 0.66 < counts["lora"][1] / counts["full"][1] < 0.70
