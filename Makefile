@@ -9,7 +9,7 @@ ARGS   ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install run table perf test test-slow test-all clean
+.PHONY: help install run table perf device-wheels test test-slow test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,14 @@ table: $(STAMP)  ## report of every result under runs/ (ARGS="DIR ... --out DIR"
 
 perf: $(STAMP)  ## step time and memory per method vs LoRA, and harness overhead (ARGS="--model smollm2-135m ...")
 	$(OFFLINE) $(PY) -m bench.perf $(ARGS)
+
+device-wheels: $(STAMP)  ## wheels for the lent GPU machine (no registry there) into .whl/ (scripts/gpu_session.sh)
+	rm -rf .whl && mkdir -p .whl
+	grep -v '^antlr4' requirements/device.txt | $(PY) -m pip download -q --no-deps --only-binary=:all: \
+	  --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl -r /dev/stdin
+	$(PY) -m pip wheel -q --no-deps -w .whl $$(grep '^antlr4' requirements/device.txt | cut -d' ' -f1)
+	du -sh .whl
 
 test: $(STAMP)  ## unit and integration tests on tiny models (CPU, offline)
 	$(OFFLINE) $(PY) -m pytest -m "not slow and not gpu" -q $(ARGS)

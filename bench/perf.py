@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="lora", help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-bare", action="store_true", help="skip the bare-loop reference (harness overhead)")
     p.add_argument("--only", action="append", default=[], metavar="METHOD:OVERRIDE",
                    help="an override for one method only, e.g. full:train.optimizer=adafactor (repeatable)")
     p.add_argument("override", nargs="*", help="extra config overrides, e.g. model.init=random")
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     only = per_method_overrides(args.only, methods)
     configs = [[*common, "--method", m, "--checkpointing", ckpt, *args.override, *only.get(m, [])]
                for ckpt in ckpts for m in methods]
-    configs += [[*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts]
+    if not args.no_bare:
+        configs += [[*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts]
     runs: dict = {i: [] for i in range(len(configs))}
     for _ in range(args.repeat):  # interleaved, so slow drifts of the machine hit every configuration alike
         for i, argv in enumerate(configs):

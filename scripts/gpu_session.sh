@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The GPU measurements of issue #9, for one lent GPU machine (docs/performance.md, "GPU").
+#
+# Run from the repository root on the GPU machine, after `make device-wheels` here and with .whl
+# carried there:   bash scripts/gpu_session.sh STEP [STEP ...]
+#   setup    install the carried wheels into /tmp/site; record versions and nvidia-smi
+#   perf-nockpt / perf-ckpt
+#            bench.perf on the Llama-2-7B shape (random bf16 weights, seq 2048): LoRA, cLA, c3LA,
+#            PrunedLoRA, L1RA, AdaLoRA, DoRA and full FT (Adafactor), checkpointing off / on
+#   mfu      LoRA alone at batch 1, 2 and 4, checkpointing off and on, for the MFU target
+#   e2e      a short bench.run on the GPU (train=gpu): ASDiv training, GSM8K evaluation
+# Each step writes into $OUT (default ./gpu-out) at most 6 files (the device tool returns 8):
+# versions.txt, perf-nockpt.md, perf-ckpt.md, mfu.md, e2e-result.json and log.txt. The knobs below are environment variables so
+# that the same script runs as a CPU smoke test on a tiny model (tests/bench/test_gpu_session.py).
+set -euo pipefail
+OUT=${OUT:-gpu-out}
+PYTHON=${PYTHON:-python3}
+MODEL=${MODEL:-llama2-7b}
+DEVICE=${DEVICE:-cuda}
+PRECISION=${PRECISION:-bf16}
+SEQ=${SEQ:-2048}
+BATCH=${BATCH:-1}
+RANK=${RANK:-16}
+STEPS=${STEPS:-10}
+WARMUP=${WARMUP:-3}
+METHODS=${METHODS:-lora,cla,c3la,prunedlora,l1ra,adalora,dora,full}
+MFU_BATCHES=${MFU_BATCHES:-1 2 4}
+MFU_CKPT=${MFU_CKPT:-both}
+E2E_STEPS=${E2E_STEPS:-30}
+E2E_LIMIT=${E2E_LIMIT:-50}
+MODEL_ARGS=${MODEL_ARGS:-model.init=random model.tokenizer=gpt2-offline model.dtype=bfloat16}
+RUNS=${RUNS:-/tmp/gpu-session-runs}
+WHEELS=${WHEELS:-.whl}   # carried wheels (make device-wheels), installed by `setup` into SITE
+SITE=${SITE:-/tmp/site}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+if [ -d "$SITE" ]; then export PYTHONPATH=$SITE:$PWD; else export PYTHONPATH=$PWD; fi
+
+perf() {  # perf CHECKPOINTING NAME
+    # shellcheck disable=SC2086  # MODEL_ARGS is a list of overrides
+    "$PYTHON" -m bench.perf --model "$MODEL" --methods "$METHODS" --device "$DEVICE" --precision "$PRECISION" \
+        --seq "$SEQ" --batch "$BATCH" --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" --checkpointing "$1" \
+        --only full:train.optimizer=adafactor $MODEL_ARGS --out "$OUT/$2.md" 2>&1 | tee -a "$OUT/log.txt"
+}
+
+one_step() {
+    local step=$1
+    case "$step" in
+    setup)
+        if [ -d "$WHEELS" ]; then
+            "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+                "$WHEELS"/*.whl
+            export PYTHONPATH=$SITE:$PWD
+        fi
+        { date -u +%FT%TZ; git rev-parse --short HEAD 2>/dev/null || true
+          "$PYTHON" -c 'import sys, torch, transformers, peft, accelerate
+print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda", torch.version.cuda)
+print("transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)
+print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'
+          nvidia-smi 2>/dev/null || true; } 2>&1 | tee "$OUT/versions.txt" ;;
+    perf-nockpt) perf false perf-nockpt ;;
+    perf-ckpt) perf true perf-ckpt ;;
+    mfu)
+        for b in $MFU_BATCHES; do
+            # shellcheck disable=SC2086
+            "$PYTHON" -m bench.perf --model "$MODEL" --methods lora --device "$DEVICE" --precision "$PRECISION" \
+                --seq "$SEQ" --batch "$b" --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" --checkpointing "$MFU_CKPT" \
+                --no-bare $MODEL_ARGS --out "$OUT/mfu-one.md" 2>&1 | tee -a "$OUT/log.txt"
+            cat "$OUT/mfu-one.md" >> "$OUT/mfu.md" && echo >> "$OUT/mfu.md" && rm "$OUT/mfu-one.md"
+        done ;;
+    e2e)
+        # shellcheck disable=SC2086
+        rm -rf "$RUNS"
+        "$PYTHON" -m bench.run model="$MODEL" $MODEL_ARGS method=lora task=gsm8k task.train_source=asdiv \
+            train=gpu train.device="$DEVICE" train.mixed_precision="$PRECISION" train.max_steps="$E2E_STEPS" \
+            eval.limit="$E2E_LIMIT" eval.batch_size=16 logger=none run.root="$RUNS" 2>&1 | tee -a "$OUT/log.txt"
+        find "$RUNS" -name result.json -exec cp {} "$OUT/e2e-result.json" \; ;;
+    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu e2e" >&2; return 2 ;;
+    esac
+}
+
+failed=0
+for step in "$@"; do  # a failed step is reported and the next one still runs
+    one_step "$step" || { echo "step $step FAILED" | tee -a "$OUT/log.txt"; failed=1; }
+done
+exit $failed
