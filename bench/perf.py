@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(runs[i][-1]), flush=True)
     rows = [median_run(found) for found in runs.values()]
     text = (f"{args.model}, rank {args.rank}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps after "
-            f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row\n\n" + table(rows))
+            f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row"
+            + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items()) + "\n\n" + table(rows))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
