@@ -87,9 +87,9 @@ def measure(args) -> dict:
     extra = [f"train.max_steps={args.warmup + args.steps}", f"train.batch_size={args.batch}",
              f"train.gradient_checkpointing={args.checkpointing}", f"train.timing_warmup_steps={args.warmup}",
              f"train.device={args.device}", f"train.mixed_precision={args.precision}",
-             "train.log_every=1000000", *method_overrides(args.method, args.rank, args.warmup, args.steps),
+             "train.log_every=1000000", *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps),
              *args.override]
-    cfg = _compose(args.model, args.method, extra)
+    cfg = _compose(args.model, base_method(args.method), extra)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,7 +133,7 @@ def measure(args) -> dict:
     achieved = step_flops / step["step_time_p50_s"]
     return {"flops_per_step": step_flops, "achieved_tflops": achieved / 1e12,
             "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu","model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
             "rank": args.rank, "batch": args.batch, "seq": args.seq, **step,
             "tokens_per_s": tokens / step["step_time_p50_s"], "peak_memory": mem,
             "trainable_params": trainable, "total_params": total, "device": device.type}
@@ -187,8 +187,14 @@ def _bare_loop(model, method, examples, cfg, device) -> list[float]:
     return times
 
 
+def base_method(spec: str) -> str:
+    """`full@adafactor` -> `full`: a labelled variant of a method, configured with `--only`."""
+    return spec.split("@", 1)[0]
+
+
 def per_method_overrides(specs: list[str], methods: list[str]) -> dict[str, list[str]]:
-    """`--only full:train.optimizer=adafactor` -> {"full": ["train.optimizer=adafactor"]}."""
+    """`--only full:train.optimizer=adafactor` -> {"full": ["train.optimizer=adafactor"]}. A method
+    may appear twice under labels (`--methods full,full@adafactor --only full@adafactor:...`)."""
     found: dict[str, list[str]] = {}
     for spec in specs:
         method, sep, override = spec.partition(":")
@@ -263,7 +269,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny-llama")
-    p.add_argument("--methods", default="lora,prunedlora,l1ra,adalora,dora,full")
+    p.add_argument("--methods", default="lora,prunedlora,l1ra,adalora,dora,full",
+                   help="comma-separated; NAME@LABEL adds a labelled variant, configured with --only NAME@LABEL:...")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
@@ -293,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
               "--precision", args.precision, *(["--threads", str(args.threads)] if args.threads else [])]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
     methods = args.methods.split(",")
+    unknown = [m for m in methods if not (REPO / "conf" / "method" / f"{base_method(m)}.yaml").is_file()]
+    if unknown:
+        raise SystemExit(f"--methods: unknown method(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(p.stem for p in (REPO / 'conf' / 'method').glob('*.yaml')))}")
     only = per_method_overrides(args.only, methods)
     configs = [[*common, "--method", m, "--checkpointing", ckpt, *args.override, *only.get(m, [])]
                for ckpt in ckpts for m in methods]

@@ -63,6 +63,11 @@ def test_overrides_for_one_method_only():
                                      ["lora", "full"]) == {"full": ["train.optimizer=adafactor", "train.batch_size=1"]}
     with pytest.raises(SystemExit, match="method 'dora' is not in --methods"):
         perf.per_method_overrides(["dora:method.r=4"], ["lora", "full"])
+    assert perf.per_method_overrides(["full@adafactor:train.optimizer=adafactor"], ["full", "full@adafactor"]) == \
+        {"full@adafactor": ["train.optimizer=adafactor"]}
+    assert perf.base_method("full@adafactor") == "full" and perf.base_method("lora") == "lora"
+    with pytest.raises(SystemExit, match="unknown method.s. lorra; known: .*lora"):
+        perf.main(["--methods", "lora,lorra"])
     with pytest.raises(SystemExit, match="expected METHOD:KEY=VALUE"):
         perf.per_method_overrides(["train.optimizer=adafactor"], ["lora"])
 
