@@ -74,6 +74,11 @@ class AdaLoRA(peft_common.PeftMethod):
 
     def apply(self, model):
         peft_model = super().apply(model)
+        # ranknum is a constant divisor of the scaling. On a bf16 (or meta) base PEFT 0.21 casts it
+        # into a new Parameter that requires grad, and the optimizer would train it: keep it frozen.
+        for name, param in peft_model.named_parameters():
+            if ".ranknum." in name:
+                param.requires_grad_(False)
         self._matrices = self._adapted
         return peft_model
 

@@ -165,3 +165,17 @@ def test_compiled_training_matches_eager(tmp_path):
     assert graphs > 0  # the forward really went through dynamo
     assert [h["loss"] for h in compiled["history"]] == pytest.approx([h["loss"] for h in eager["history"]], rel=1e-4)
     assert (next((tmp_path / "c").rglob("adapter")) / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["lora", "cla", "c3la", "prunedlora", "l1ra", "adalora", "dora", "full"])
+def test_gpu_dtype_path_trains_every_timed_method(tmp_path, name):
+    """bf16 weights under bf16 autocast, as `train=gpu` runs on a GPU (CPU autocast here): the
+    custom autograd layers, the rank-changing methods and the export must all take it."""
+    extra = {"prunedlora": ("method.r_init=4", "method.r_target=2", "method.prune_every=1"),
+             "full": ("train.optimizer=adafactor",)}.get(name, ())
+    status, _, result = run_tiny(tmp_path, f"method={name}", "model.dtype=bfloat16", "train.mixed_precision=bf16",
+                                 "train.max_steps=4", *extra)
+    assert status == "success", result.get("error")
+    assert len(result["history"]) == 4 and all(math.isfinite(h["loss"]) for h in result["history"])
+    assert result["metrics"]["trainable_params"] == result["metrics"]["expected_trainable_params"] or name == "prunedlora"
+    assert any(p.is_file() for p in (tmp_path).rglob("*.safetensors"))

@@ -42,6 +42,17 @@ def test_trainable_count_matches_closed_form(name):
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_trainable_count_holds_on_a_bf16_base(name):
+    """A bf16 base (as on a GPU) trains exactly the tensors an fp32 one does; PEFT's AdaLoRA once
+    turned its constant `ranknum` into a trainable tensor there."""
+    method = method_from_config(name)
+    base = tiny_llama().to(torch.bfloat16)
+    expected = method.expected_trainable_params(base)
+    model = method.apply(base)
+    assert trainable(model) == expected > 0
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_untrained_adapter_leaves_outputs_unchanged(name):
     method = method_from_config(name)
     if not method.zero_init:
