@@ -49,9 +49,9 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
 
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "WHEELS": str(tmp_path / "none"),
            "SITE": str(tmp_path / "none"), "RUNS": str(tmp_path / "runs"), "MODEL": "tiny-llama", "DEVICE": "cpu",
-           "PRECISION": "no", "SEQ": "16", "BATCH": "2", "RANK": "4", "STEPS": "2", "WARMUP": "1",
+           "PRECISION": "bf16", "SEQ": "16", "BATCH": "2", "RANK": "4", "STEPS": "2", "WARMUP": "1",
            "METHODS": "lora,full", "MFU_BATCHES": "1", "MFU_CKPT": "false", "E2E_STEPS": "2", "E2E_LIMIT": "2",
-           "MODEL_ARGS": ""}
+           "MODEL_ARGS": "model.dtype=bfloat16"}  # the GPU's dtype path, under CPU autocast
     out = subprocess.run(["bash", "scripts/gpu_session.sh", "setup", "perf-nockpt", "mfu", "e2e"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -64,6 +64,8 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
     assert "| lora | False |" in mfu and "Harness overhead" not in mfu
     result = json.loads((tmp_path / "out" / "e2e-result.json").read_text())
     assert result["status"] == "success" and result["config"]["train"]["max_steps"] == 2
+    assert result["config"]["model"]["dtype"] == "bfloat16" and result["config"]["train"]["mixed_precision"] == "bf16"
+    assert result["metrics"]["eval"]["n"] == 2
 
     bad = subprocess.run(["bash", "scripts/gpu_session.sh", "nonsense"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=60)
