@@ -28,8 +28,20 @@ METHODS = {"lora": (), "adalora": (),
            "c3la": ("method.r=4", "method.phases=10")}
 
 
-def job_for(method: str) -> tuple:
-    return (f"method={method}", *METHODS[method])
+# "<method>:bf16" cases: bf16 weights under bf16 autocast, as on a GPU (c3la merges into bf16 W0,
+# prunedlora slices bf16 tensors); slow, in `make test-slow`
+BF16 = ("model.dtype=bfloat16", "train.mixed_precision=bf16")
+CASES = [*METHODS, *(pytest.param(f"{m}:bf16", marks=pytest.mark.slow) for m in ("prunedlora", "c3la"))]
+
+
+def job_for(case: str) -> tuple:
+    method, _, dtype = case.partition(":")
+    return (f"method={method}", *METHODS[method], *(BF16 if dtype == "bf16" else ()))
+
+
+def case_of(result: dict) -> str:
+    bf16 = result["config"]["model"]["dtype"] == "bfloat16"
+    return result["config"]["method"]["name"] + (":bf16" if bf16 else "")
 
 
 def result_of(root: Path) -> dict:
@@ -51,7 +63,7 @@ def wait_for(predicate, timeout=120):
     return False
 
 
-@pytest.fixture(scope="module", params=METHODS)
+@pytest.fixture(scope="module", params=CASES)
 def uninterrupted(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
     out = run_cli(*JOB, *job_for(request.param), f"run.root={root}")
@@ -73,7 +85,7 @@ def same_training(a: dict, b: dict) -> None:
 
 
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
-    method = uninterrupted["config"]["method"]["name"]
+    method = case_of(uninterrupted)
     proc = start(tmp_path, method)
     assert wait_for(lambda: len(list(tmp_path.rglob("checkpoints/step-000010"))) == 1)
     proc.send_signal(signal.SIGKILL)
@@ -95,7 +107,7 @@ SIGTERM_CASES = [m if m in ("lora", "l1ra") else pytest.param(m, marks=pytest.ma
 
 @pytest.mark.parametrize("uninterrupted", SIGTERM_CASES, indirect=True)
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninterrupted):
-    method = uninterrupted["config"]["method"]["name"]
+    method = case_of(uninterrupted)
     proc = start(tmp_path, method)
     assert wait_for(lambda: any(p.stat().st_size for p in tmp_path.rglob("metrics.jsonl")))
     proc.send_signal(signal.SIGTERM)
