@@ -133,7 +133,8 @@ def measure(args) -> dict:
     achieved = step_flops / step["step_time_p50_s"]
     return {"flops_per_step": step_flops, "achieved_tflops": achieved / 1e12,
             "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
             "rank": args.rank, "batch": args.batch, "seq": args.seq, **step,
             "tokens_per_s": tokens / step["step_time_p50_s"], "peak_memory": mem,
             "trainable_params": trainable, "total_params": total, "device": device.type}
