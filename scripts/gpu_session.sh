@@ -3,6 +3,7 @@
 #
 # Run from the repository root on the GPU machine, after `make device-wheels` here and with .whl
 # carried there:   bash scripts/gpu_session.sh STEP [STEP ...]
+# One device-tool call may run 10 minutes: `setup perf-nockpt`, `setup perf-ckpt`, `setup mfu e2e`.
 #   setup    install the carried wheels into /tmp/site; record versions and nvidia-smi
 #   perf-nockpt / perf-ckpt
 #            bench.perf on the Llama-2-7B shape (random bf16 weights, seq 2048): LoRA, cLA, c3LA,
