@@ -51,6 +51,19 @@ def test_runs_that_differ_beyond_the_seed_are_not_averaged(tmp_path):
     assert sorted(table["n"]) == [1, 1]
 
 
+def test_a_run_from_before_a_key_existed_is_not_a_different_setting(tmp_path):
+    from bench.report_table import setting_labels
+
+    old = minimal_result("success")["config"]
+    old["train"].pop("optimizer", None)  # recorded before train.optimizer existed (AdamW)
+    same, other = json.loads(json.dumps(old)), json.loads(json.dumps(old))
+    same["train"]["optimizer"], same["seed"] = "adamw", 2
+    other["train"]["optimizer"], other["seed"] = "adafactor", 3
+    assert setting_labels([old, same]) == ["", ""]
+    assert setting_labels([old, same, other]) == ["train.optimizer=adamw", "train.optimizer=adamw",
+                                                  "train.optimizer=adafactor"]
+
+
 def test_truncated_and_off_schema_files_are_reported_not_fatal(tmp_path):
     write_run(tmp_path, 1, 0.5)
     (tmp_path / "broken").mkdir()
