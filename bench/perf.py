@@ -74,7 +74,6 @@ def _compose(model: str, method: str, extra: list[str]):
 def measure(args) -> dict:
     """One configuration, in this process."""
     import torch
-    from accelerate import Accelerator
 
     from bench import flops, models
     from bench import metrics as M
@@ -82,7 +81,7 @@ def measure(args) -> dict:
     from bench.run import build
     from bench.stop import Stop
     from bench.tracking import NoTracker
-    from bench.train import train
+    from bench.train import make_accelerator, train
 
     extra = [f"train.max_steps={args.warmup + args.steps}", f"train.batch_size={args.batch}",
              f"train.gradient_checkpointing={args.checkpointing}", f"train.timing_warmup_steps={args.warmup}",
@@ -93,8 +92,7 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=cfg.train.mixed_precision,
-                              dynamo_backend="inductor" if cfg.train.compile else "no")
+    accelerator = make_accelerator(cfg.train)  # train.device is args.device (an override above)
     device = accelerator.device
     # synthetic token ids: a random-weight architecture keeps its own vocabulary (its true shape)
     model, tokenizer, _ = models.load(cfg.model, device=str(device) if cfg.model.init == "random" else "cpu",

@@ -1,7 +1,9 @@
 """Where a result came from: code version, packages, device, interpreter."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import platform
 import subprocess
 import sys
@@ -10,6 +12,22 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "lm_eval", "wandb", "hydra-core",
             "omegaconf", "numpy", "tokenizers", "safetensors", "gguf", "pandas")
+
+
+def canonical_json(row) -> bytes:
+    """A row's bytes for hashing: key order and non-ASCII text fixed, so a checksum depends on the
+    content alone."""
+    return json.dumps(row, sort_keys=True, ensure_ascii=False).encode()
+
+
+def rows_sha256(rows) -> str:
+    """sha256 of a dataset's rows in order (one canonical JSON line per row): what result.json
+    records of the exact data a run saw."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(canonical_json(r))
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def _git(*args: str) -> str | None:

@@ -79,7 +79,6 @@ def _status_of(err: BaseException) -> str:
 
 def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
     import torch
-    from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     from bench import distributed, models, provenance, train
@@ -89,8 +88,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
     # accelerate keeps one global state per process; a sweep runs many jobs in one process
     AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=cfg.train.mixed_precision,
-                              dynamo_backend="inductor" if cfg.train.compile else "no")
+    accelerator = train.make_accelerator(cfg.train)
     main = accelerator.is_main_process  # only the main process writes anything
     run_dir = results.run_dir_for(config, config_hash)
     lock = None

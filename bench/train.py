@@ -33,11 +33,18 @@ def optimizer_kwargs(impl: str, params: list) -> dict:
     return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[impl]
 
 
+def make_accelerator(tcfg):
+    """The accelerate state for `cfg.train`: device, mixed precision and torch.compile."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=tcfg.device == "cpu", mixed_precision=tcfg.mixed_precision,
+                       dynamo_backend="inductor" if tcfg.compile else "no")
+
+
 def build_optimizer(method, model, tcfg):
     groups = [g for g in method.param_groups(model, tcfg.weight_decay) if g["params"]]
     if not groups:
         raise RuntimeError(f"method '{method.name}' left no trainable parameters")
-    params = [p for g in groups for p in g["params"]]
     if tcfg.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
@@ -45,6 +52,7 @@ def build_optimizer(method, model, tcfg):
         # and the schedule mean what they mean for AdamW; the update's moments are what differ.
         return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False,
                          warmup_init=False)
+    params = [p for g in groups for p in g["params"]]
     return torch.optim.AdamW(groups, **optimizer_kwargs(tcfg.optimizer_impl, params))
 
 

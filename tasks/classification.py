@@ -28,6 +28,7 @@ from typing import ClassVar, Optional, Sequence
 
 from bench.config import ConfigError
 from bench.protocols import Task
+from bench.provenance import canonical_json, rows_sha256
 from tasks import classification_metrics
 
 DEFAULT_EVAL_MAX_LENGTH = 512  # when evaluate runs before train_examples has said the training length
@@ -64,19 +65,10 @@ class Split:
     suffix: str = ""  # metric-name suffix when a task reports several splits (MNLI: "matched")
 
 
-def rows_sha256(rows: Sequence[dict]) -> str:
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
-
 def stable_order(rows: Sequence[dict]) -> list[int]:
     """Row positions ordered by the hash of their content: a split that depends on no seed, no row
     order and no library version."""
-    return sorted(range(len(rows)), key=lambda i: (hashlib.sha256(
-        json.dumps(rows[i], sort_keys=True, ensure_ascii=False).encode()).hexdigest(), i))
+    return sorted(range(len(rows)), key=lambda i: (hashlib.sha256(canonical_json(rows[i])).hexdigest(), i))
 
 
 def encode(tokenizer, texts: Sequence[str], fields: Sequence[str], max_length: int) -> dict:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from bench.config import ConfigError
-from tasks.classification import ClassificationTask, Spec, Split, rows_sha256
+from bench.provenance import rows_sha256
+from tasks.classification import ClassificationTask, Spec, Split
 
 HUB_ID = "nyu-mll/glue"
 OFFLINE_ALTERNATIVES = ("task=movie_review_sentiment (Rotten Tomatoes sentences, binary; like SST-2 but not "

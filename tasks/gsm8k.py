@@ -18,7 +18,6 @@ answer only. Evaluation: lm-eval `generate_until` (greedy), exact match after th
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from bench import lm_eval_bridge
 from bench.config import ConfigError
 from bench.models import package_file, sha256_file
 from bench.protocols import Task
+from bench.provenance import rows_sha256
 from tasks import prompt_completion
 
 GSM8K_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac"
@@ -43,14 +43,6 @@ _LEADING_NUMBER = re.compile(r"^\s*(-?[\d,]*\.?\d+)(?=\s|$)")  # "9 apples", not
 
 def prompt(question: str) -> str:
     return f"Question: {question}\nAnswer:"
-
-
-def _rows_sha256(rows: list[dict]) -> str:
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,7 +128,7 @@ class GSM8K(Task):
             rows, info = asdiv_rows()
         if self.train_limit is not None:
             rows = rows[: self.train_limit]
-        info.update(rows=len(rows), rows_sha256=_rows_sha256(rows))
+        info.update(rows=len(rows), rows_sha256=rows_sha256(rows))
         return rows, info
 
     def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:

@@ -29,6 +29,7 @@ from bench import lm_eval_bridge, sandbox
 from bench.config import ConfigError
 from bench.models import package_file, sha256_file
 from bench.protocols import Task
+from bench.provenance import rows_sha256
 from tasks import humaneval_stdlib, prompt_completion
 from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer
 
@@ -160,7 +161,7 @@ class HumanEval(Task):
             info = dict(stdlib_info)
         if self.train_limit is not None:
             rows = rows[: self.train_limit]
-        info.update(rows=len(rows), rows_sha256=humaneval_stdlib.examples_sha256(rows))
+        info.update(rows=len(rows), rows_sha256=rows_sha256(rows))
         return rows, info
 
     def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
-import json
 import platform
 import sysconfig
 from pathlib import Path
 from typing import Optional
+
+from bench.provenance import rows_sha256
 
 SKIPPED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 MAX_BODY_LINES = 40  # longer bodies rarely fit a short training sequence and are truncated anyway
@@ -100,14 +100,7 @@ def stdlib_examples(limit: Optional[int] = None) -> tuple[tuple[dict, ...], dict
         "files_read": files_read,
         "files_unparsable": unparsable,
         "functions": len(examples),
-        "functions_sha256": examples_sha256(examples),
+        "functions_sha256": rows_sha256(examples),
     }
     return tuple(examples), info
 
-
-def examples_sha256(examples) -> str:
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(json.dumps(e, sort_keys=True, ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()

@@ -17,12 +17,15 @@ sha256. Metrics: accuracy (primary) and F1 of the positive class.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.config import ConfigError
+from bench.provenance import rows_sha256
 from tasks import sdist_assets
-from tasks.classification import ClassificationTask, Spec, Split, rows_sha256
+from tasks.classification import ClassificationTask, Spec, Split
 
 ASSET = "vader-movie-reviews"
 SPEC = Spec(("sentence",), 2, ("accuracy", "f1"), "accuracy", ("negative", "positive"))
@@ -50,6 +53,30 @@ def in_validation(sentence: str, percent: int) -> bool:
     return int(_digest(sentence), 16) % 100 < percent
 
 
+@functools.lru_cache(maxsize=4)
+def splits(path: str, validation_percent: int) -> tuple[Split, Split]:
+    """(train, validation) of the checked file at `path` (read once per process: training and every
+    evaluation ask for them)."""
+    asset = sdist_assets.ASSETS[ASSET]
+    ratings = read_ratings(Path(path))
+    rated = [(s, r) for s, r in ratings if r != 0]
+    # the file lists positive sentences first: a fixed pseudo-random order keeps `train_limit` and
+    # `eval.limit` (the first N rows) balanced
+    rated.sort(key=lambda pair: _digest(pair[0]))
+    source = {"name": "movie_review_sentiment", "source": f"sdist:{asset.package}=={asset.version}",
+              "file": "/".join(asset.members), "file_sha256": asset.sha256, "file_rows": len(ratings),
+              "rows_dropped_zero_rating": len(ratings) - len(rated),
+              "label": "1 if the mean human rating > 0, else 0",
+              "split_rule": f"validation if sha256(sentence) mod 100 < {validation_percent}; "
+                            f"rows ordered by sha256(sentence)",
+              "note": "Rotten Tomatoes sentences with VADER's human ratings; not GLUE SST-2"}
+    found = {}
+    for name, wanted in (("train", False), ("validation", True)):
+        rows = [{"text": [s], "label": int(r > 0)} for s, r in rated if in_validation(s, validation_percent) == wanted]
+        found[name] = Split(name, rows, {**source, "split": name, "rows": len(rows), "rows_sha256": rows_sha256(rows)})
+    return found["train"], found["validation"]
+
+
 @dataclass(kw_only=True)
 class MovieReviewSentiment(ClassificationTask):
     validation_percent: int = 20  # share of sentences in the fixed validation split
@@ -63,27 +90,7 @@ class MovieReviewSentiment(ClassificationTask):
         return SPEC
 
     def _splits(self) -> tuple[Split, Split]:
-        path = sdist_assets.installed(ASSET)
-        asset = sdist_assets.ASSETS[ASSET]
-        ratings = read_ratings(path)
-        rated = [(s, r) for s, r in ratings if r != 0]
-        # the file lists positive sentences first: a fixed pseudo-random order keeps `train_limit` and
-        # `eval.limit` (the first N rows) balanced
-        rated.sort(key=lambda pair: _digest(pair[0]))
-        source = {"name": "movie_review_sentiment", "source": f"sdist:{asset.package}=={asset.version}",
-                  "file": "/".join(asset.members), "file_sha256": asset.sha256, "file_rows": len(ratings),
-                  "rows_dropped_zero_rating": len(ratings) - len(rated),
-                  "label": "1 if the mean human rating > 0, else 0",
-                  "split_rule": f"validation if sha256(sentence) mod 100 < {self.validation_percent}; "
-                                f"rows ordered by sha256(sentence)",
-                  "note": "Rotten Tomatoes sentences with VADER's human ratings; not GLUE SST-2"}
-        splits = {}
-        for name, wanted in (("train", False), ("validation", True)):
-            rows = [{"text": [s], "label": int(r > 0)} for s, r in rated
-                    if in_validation(s, self.validation_percent) == wanted]
-            splits[name] = Split(name, rows, {**source, "split": name, "rows": len(rows),
-                                              "rows_sha256": rows_sha256(rows)})
-        return splits["train"], splits["validation"]
+        return splits(str(sdist_assets.installed(ASSET)), self.validation_percent)
 
     def train_split(self) -> Split:
         return self._splits()[0]

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import REPO
 
 
@@ -38,7 +39,7 @@ def test_device_wheels_are_the_versions_the_tests_run_on():
 def test_the_perf_command_of_the_script_takes_every_method_it_names():
     text = (REPO / "scripts" / "gpu_session.sh").read_text()
     methods = re.search(r"METHODS=\$\{METHODS:-([a-z0-9_,]+)\}", text).group(1).split(",")
-    assert {"lora", "cla", "c3la", "prunedlora", "l1ra", "adalora", "dora", "full"} == set(methods)
+    assert set(GPU_COMMAND_METHODS) == set(methods)
     for name in methods:
         assert (REPO / "conf" / "method" / f"{name}.yaml").is_file()
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from bench.run import execute, prepare
+from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import TINY, compose
 
 
@@ -167,7 +168,7 @@ def test_compiled_training_matches_eager(tmp_path):
     assert (next((tmp_path / "c").rglob("adapter")) / "adapter_model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name", ["lora", "cla", "c3la", "prunedlora", "l1ra", "adalora", "dora", "full"])
+@pytest.mark.parametrize("name", GPU_COMMAND_METHODS)
 def test_gpu_dtype_path_trains_every_timed_method(tmp_path, name):
     """bf16 weights under bf16 autocast, as `train=gpu` runs on a GPU (CPU autocast here): the
     custom autograd layers, the rank-changing methods and the export must all take it."""

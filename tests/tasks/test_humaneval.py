@@ -10,6 +10,7 @@ import pytest
 from bench import sandbox
 from bench.config import ConfigError, resolved, run_hash
 from bench.models import TOKENIZERS
+from bench.provenance import rows_sha256
 from tasks import humaneval, humaneval_stdlib
 from tasks.humaneval import HumanEval
 from tasks.humaneval_scoring import SandboxScorer, check_program, pass_at_k, truncate_at_stop
@@ -164,8 +165,7 @@ def test_stdlib_extraction_order_is_by_path_and_skips_tests_and_broken_files(tmp
     assert [e["function"] for e in examples] == ["first", "middle", "last"]
     assert [e["file"] for e in examples] == ["a.py", "pkg/b.py", "z.py"]
     assert (files_read, unparsable) == (3, 1)
-    assert humaneval_stdlib.examples_sha256(examples) == humaneval_stdlib.examples_sha256(
-        humaneval_stdlib.extract(tmp_path)[0])
+    assert rows_sha256(examples) == rows_sha256(humaneval_stdlib.extract(tmp_path)[0])
 
 
 def test_stdlib_training_data_is_named_and_not_humaneval(problems):
