@@ -40,7 +40,8 @@ class ModelConfig:
     tokenizer: Optional[str] = None  # null: the model's own; or a name in bench.models.TOKENIZERS
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: Optional[str] = None
-    adapter_targets: List[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    # a list of linear layer names, or a preset resolved from the module tree: all-linear | attention | mlp
+    adapter_targets: Any = field(default_factory=lambda: ["q_proj", "v_proj"])
     arch: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,6 +156,10 @@ RANGES: dict[str, tuple] = {
 }
 
 
+# model.adapter_targets presets (resolved in methods.peft_common.preset_linears)
+TARGET_PRESETS = ("all-linear", "attention", "mlp")
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and what is valid."""
 
@@ -190,6 +195,12 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"model '{m.name}' with model.source={m.source} needs model.package")
     elif m.init == "random" and not m.arch:
         problems.append(f"model.init=random needs the architecture in model.arch (model '{m.name}' has none)")
+    targets = m.get("adapter_targets")
+    valid = targets in TARGET_PRESETS if isinstance(targets, str) else \
+        bool(targets) and all(isinstance(t, str) for t in targets)
+    if not valid:
+        problems.append(f"model.adapter_targets={targets!r} is not valid; give a list of linear layer names "
+                        f"(e.g. [q_proj, v_proj]) or a preset: {', '.join(TARGET_PRESETS)}")
     if cfg.train.optimizer != "adamw" and cfg.train.optimizer_impl != "auto":
         problems.append(f"train.optimizer_impl={cfg.train.optimizer_impl!r} applies to AdamW only; "
                         f"with train.optimizer={cfg.train.optimizer} leave it at auto")

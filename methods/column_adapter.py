@@ -42,7 +42,7 @@ def windows(d_in: int, r: int) -> list[int]:
 
 @dataclass(kw_only=True)
 class ColumnMethod(Method):
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: peft_common.Targets = field(default_factory=lambda: ["q_proj", "v_proj"])
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.0

@@ -21,7 +21,7 @@ def selector(cols: torch.Tensor, d_in: int) -> torch.Tensor:
     return a
 
 
-def write_lora_adapter(out_dir: Path, terms: dict, scale: float, target_modules: list[str], task_type: str,
+def write_lora_adapter(out_dir: Path, terms: dict, scale: float, target_modules: list[str] | str, task_type: str,
                        extra_tensors: dict | None = None, modules_to_save: list[str] | None = None) -> dict:
     """`terms`: {module name in the base model: [(A_j, B_j), ...]} with A_j r_j x d_in and B_j
     d_out x r_j. `extra_tensors` (PEFT's saved names) and `modules_to_save` carry a trained
@@ -39,8 +39,13 @@ def write_lora_adapter(out_dir: Path, terms: dict, scale: float, target_modules:
         tensors[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
         ranks[name] = a.shape[0]
     rank = max(ranks.values())
+    from methods.peft_common import PRESETS
+
+    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    # a preset (all-linear, ...) is resolved against the base model; the adapter names its layers
+    names = sorted(terms) if any(t in PRESETS for t in names) else names
     config = LoraConfig(
-        r=rank, lora_alpha=scale * rank, target_modules=list(target_modules), lora_dropout=0.0, bias="none",
+        r=rank, lora_alpha=scale * rank, target_modules=names, lora_dropout=0.0, bias="none",
         task_type=task_type, modules_to_save=modules_to_save,
         # PEFT matches pattern keys as regexes against the end of a module's name; it scales a
         # module by alpha_i / r_i, so alpha_i = s * r_i keeps every term's scale s

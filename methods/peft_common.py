@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
-from bench.config import ConfigError
+from bench.config import TARGET_PRESETS, ConfigError
 from bench.protocols import Method
 
 
@@ -34,17 +35,93 @@ def head_params(model) -> int:
     return sum(p.numel() for m in head_modules(model).values() for p in m.parameters())
 
 
-def check_targets(targets: list[str]) -> None:
+# Named target sets, resolved from the model's module tree (`model.adapter_targets=all-linear`, or
+# a method's `target_modules: all-linear`); a list may also name presets among layer names.
+#   all-linear: every nn.Linear except the output head (PEFT's definition: the LM head, i.e. the output
+#     embeddings); the classifier/score head of a sequence classifier, which trains in full
+#     (`modules_to_save`), is left out with everything under it.
+#   attention: the all-linear layers inside a module whose class name contains "Attention"
+#     (q/k/v/o; Phi-3's fused qkv_proj; BERT's query/key/value and attention.output.dense).
+#   mlp: the all-linear layers inside the layer stack (a numbered module) that are not attention
+#     (gate/up/down; Phi-3's gate_up_proj; BERT's intermediate.dense and output.dense; not the pooler).
+PRESETS = TARGET_PRESETS
+Targets = Union[list[str], str]  # a list of layer names (PEFT's suffix rule) or a preset name
+
+
+def check_targets(targets: Targets) -> None:
+    if isinstance(targets, str):
+        if targets not in PRESETS:
+            raise ConfigError(f"method.target_modules={targets!r} is not a preset; name one of: {', '.join(PRESETS)}, "
+                              f"or give a list of linear layer names (e.g. [q_proj, v_proj])")
+        return
     if not targets:
-        raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj])")
+        raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj]) "
+                          f"or a preset ({', '.join(PRESETS)})")
 
 
-def target_linears(model, targets: list[str]) -> dict:
-    """name -> nn.Linear for every linear layer whose last name component is in `targets`
-    (PEFT's matching rule for a list of names)."""
+def _is_attention(model, name: str) -> bool:
+    parts = name.split(".")
+    return any("attention" in type(model.get_submodule(".".join(parts[:i]))).__name__.lower()
+               for i in range(1, len(parts)))
+
+
+def preset_linears(model, preset: str) -> list[str]:
+    """Full names of the linear layers a preset selects, in module order."""
     from torch import nn
 
-    found = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in targets}
+    excluded = set()
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    heads = head_modules(model)
+    for name, module in model.named_modules():
+        if module is out or any(name == h or name.startswith(h + ".") for h in heads):
+            excluded.add(name)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in excluded]
+    if preset == "all-linear":
+        chosen = linears
+    elif preset == "attention":
+        chosen = [n for n in linears if _is_attention(model, n)]
+    else:  # mlp
+        chosen = [n for n in linears if not _is_attention(model, n) and any(p.isdigit() for p in n.split("."))]
+    if not chosen:
+        names = sorted({n.rsplit(".", 1)[-1] for n in linears})
+        raise ConfigError(f"the target preset {preset!r} selects no linear layer of {type(model).__name__}; "
+                          f"name the layers instead (its linear layers are named: {', '.join(names)})")
+    return chosen
+
+
+def _matches(name: str, targets) -> bool:
+    """PEFT's rule for a list of target names: the module's full name, or a '.'-suffix of it."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def resolve_targets(model, targets: Targets) -> list[str]:
+    """The list of layer names `targets` means for this model: a list as given; a preset (alone or
+    in a list) as the short names of its layers when those select exactly the same layers (e.g.
+    all-linear on Llama: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]), else
+    as their full names (BERT's attention: its `dense` also names MLP layers)."""
+    from torch import nn
+
+    check_targets(targets)
+    items = [targets] if isinstance(targets, str) else list(targets)
+    if not any(t in PRESETS for t in items):
+        return items
+    chosen = [n for t in items if t in PRESETS for n in preset_linears(model, t)]
+    named = [t for t in items if t not in PRESETS]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    wanted = {n for n in linears if n in set(chosen) or _matches(n, named)}
+    short = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in linears if n in wanted))
+    if {n for n in linears if _matches(n, short)} == wanted:
+        return short
+    return [n for n in linears if n in wanted]
+
+
+def target_linears(model, targets: Targets) -> dict:
+    """name -> nn.Linear for every linear layer `targets` selects (a preset, or names matched by
+    PEFT's rule: the full name or its last components, e.g. q_proj)."""
+    from torch import nn
+
+    names = resolve_targets(model, targets)
+    found = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and _matches(n, names)}
     if not found:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ValueError(f"none of target_modules={targets} is a linear layer of {type(model).__name__}; "
@@ -52,12 +129,12 @@ def target_linears(model, targets: list[str]) -> dict:
     return found
 
 
-def shapes(model, targets: list[str]) -> list[tuple[int, int]]:
+def shapes(model, targets: Targets) -> list[tuple[int, int]]:
     """(d_in, d_out) of every adapted matrix."""
     return [(m.in_features, m.out_features) for m in target_linears(model, targets).values()]
 
 
-def lora_params(model, targets: list[str], r: int) -> int:
+def lora_params(model, targets: Targets, r: int) -> int:
     return sum(r * (d_in + d_out) for d_in, d_out in shapes(model, targets))
 
 
@@ -65,7 +142,7 @@ def lora_params(model, targets: list[str], r: int) -> int:
 class PeftMethod(Method):
     """A method that is one PEFT config: inject with get_peft_model, export with save_pretrained."""
 
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: Targets = field(default_factory=lambda: ["q_proj", "v_proj"])
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,6 +169,8 @@ class PeftMethod(Method):
     def apply(self, model):
         from peft import get_peft_model
 
+        # PEFT gets the layer names the closed-form counts used (a preset resolved here, not by PEFT)
+        self.target_modules = resolve_targets(model, self.target_modules)
         self._adapted = len(target_linears(model, self.target_modules))  # errors if none match
         self.resolve(model)
         self._matched = matched_report(model, self.target_modules, self.matched_rank(), self.adapter_params(model))
@@ -103,7 +182,7 @@ class PeftMethod(Method):
         return {"format": "peft", "path": str(out_dir), "load_with": "peft.PeftModel.from_pretrained(base_model, path)"}
 
 
-def matched_report(model, targets: list[str], match_lora_rank: int | None, realised: int) -> dict:
+def matched_report(model, targets: Targets, match_lora_rank: int | None, realised: int) -> dict:
     """What a parameter-matched method was matched to, and what it realised."""
     if match_lora_rank is None:
         return {}
