@@ -12,19 +12,26 @@ learning rate `eta_c`, constant, no weight decay) every gate is soft-thresholded
     c <- min(1, max(0, c - eta_c * l1_lambda))
 which is the proximal step of l1_lambda * ||c||_1 restricted to [0, 1] (gates are never negative,
 so the soft threshold only shrinks). `l1_mode: penalty` instead adds l1_lambda * mean_i ||c_i||_1
-to the loss (the reference's commented-out form) and only clamps.
+to the loss (the reference's commented-out form) and only clamps. Both are a fixed handful of
+foreach ops over all gates, with no host sync, whatever the number of adapters.
 
 Rank update, every `rank_update_ratio` of the run's optimizer steps: in each adapter remove the
 components whose gate is <= `prune_threshold` (never the last one); with `reassign`, give the freed
 ranks one at a time, round-robin, to the adapters ordered by their weakest gate (measured before
 pruning), largest first, leaving out those that just lost ranks (`exclude_pruned`; if that leaves
-none, all adapters take part). A new component starts with c = 1, A ~ N(0, 1) / r and B = 0, so the
+none, all adapters take part, where the reference hands out nothing and the budget shrinks). The
+gates are read after the step and the L1 shrink but before the projection onto [0, 1], as the
+reference reads them after its optimizer step (its clamp runs at the next forward): a gate pushed
+above 1 still ranks above one that sits at 1. Exact ties go to the adapter with fewer ranks, then
+in module order. A new component starts with c = 1, A ~ N(0, 1) / r and B = 0, so the
 model's output does not change. The optimizer is rebuilt with fresh moments (as the reference does)
 and the schedule continues.
 
-Trainable parameters: sum_i r_i (d_in + d_out + 1). Export: the gates are folded into A and the
-adapter is written as a standard PEFT LoRA with `rank_pattern` (and `alpha_pattern`, keeping the
-alpha / r scaling per module).
+Trainable parameters: sum_i r_i (d_in + d_out + 1); when ranks move between modules of different
+shapes this drifts, so the report gives the count after training next to the initial one. Export:
+the gates are folded into A and the adapter is written as a standard PEFT LoRA with `rank_pattern`
+and an `alpha_pattern` that keeps each module's training scaling (alpha / r, or alpha / sqrt(r)
+with `use_rslora`, for the configured r).
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import torch
 from torch import nn
 
 from bench.config import ConfigError
+from bench.metrics import count_params
 from methods import peft_common
 from methods.lora import LoRA
 
@@ -80,6 +88,7 @@ class L1RA(LoRA):
             # Delta W = s * B diag(c) A: the clamped gate scales each component after A
             a.register_forward_hook(lambda mod, inp, out, layer=layer: out * layer.l1ra_gate.clamp(0.0, 1.0))
         self.budget = self.r * len(self.layers)
+        self.trainable_initial = count_params(peft_model)[0]
         return peft_model
 
     def gates(self) -> dict:
@@ -105,23 +114,28 @@ class L1RA(LoRA):
     def extra_loss(self, model, step: int):
         if self.l1_mode != "penalty" or self.l1_lambda == 0:
             return None
-        return self.l1_lambda * torch.stack([g.clamp(0, 1).abs().sum() for g in self.gates().values()]).mean()
+        # mean_i ||c_i||_1 as one reduction over all gates
+        return self.l1_lambda * torch.cat(list(self.gates().values())).clamp(0, 1).abs().sum() / len(self.layers)
 
     def after_step(self, model, step: int, optimizer) -> bool:
         with torch.no_grad():
-            for gate in self.gates().values():
-                if self.l1_mode == "proximal":
-                    gate.sub_(self.eta_c * self.l1_lambda)
-                gate.clamp_(0.0, 1.0)
-        if self._interval and step % self._interval == 0 and step < self._total_steps:
-            return self.update_ranks(step)
-        return False
+            if self.l1_mode == "proximal" and self.l1_lambda:
+                torch._foreach_sub_(list(self.gates().values()), self.eta_c * self.l1_lambda)
+            changed = False
+            if self._interval and step % self._interval == 0 and step < self._total_steps:
+                changed = self.update_ranks(step)  # reads the gates before the projection
+            gates = list(self.gates().values())
+            torch._foreach_clamp_min_(gates, 0.0)
+            torch._foreach_clamp_max_(gates, 1.0)
+        return changed
 
     def update_ranks(self, step: int) -> bool:
         """Prune zero-gated components and, with `reassign`, redistribute their rank.
         Returns True if any tensor changed shape."""
-        gates = {n: g.detach().clamp(0, 1) for n, g in self.gates().items()}
-        weakest = {n: float(g.min()) for n, g in gates.items()}
+        gates = {n: g.detach() for n, g in self.gates().items()}
+        weakest = dict(zip(gates, torch.stack([g.min() for g in gates.values()]).tolist()))
+        ranks_before = self.ranks()
+        module_order = {n: i for i, n in enumerate(self.layers)}
         pruned = {}
         for name, g in gates.items():
             drop = (g <= self.prune_threshold).nonzero().flatten().tolist()
@@ -134,7 +148,7 @@ class L1RA(LoRA):
         spare = sum(pruned.values())
         given: dict = {}
         if self.reassign and spare:
-            order = sorted(self.layers, key=lambda n: weakest[n], reverse=True)
+            order = sorted(self.layers, key=lambda n: (-weakest[n], ranks_before[n], module_order[n]))
             eligible = [n for n in order if n not in pruned] if self.exclude_pruned else order
             eligible = eligible or order
             for k in range(spare):
@@ -188,7 +202,8 @@ class L1RA(LoRA):
         total = sum(ranks.values())
         return {"r": self.r, "alpha": self.alpha, "l1_lambda": self.l1_lambda, "eta_c": self.eta_c,
                 "l1_mode": self.l1_mode, "reassign": self.reassign, "budget_initial": self.budget,
-                "budget_final": total, "rank_pattern": ranks,
+                "budget_final": total, "trainable_params_initial": self.trainable_initial,
+                "trainable_params_final": count_params(model)[0], "rank_pattern": ranks,
                 "rank_by_module_type": {k: {"rank": v, "share": v / total} for k, v in
                                         sorted(by_type.items(), key=lambda kv: -kv[1])},
                 "gates_zero": sum(int((g.detach() <= self.prune_threshold).sum()) for g in self.gates().values()),
@@ -203,6 +218,8 @@ class L1RA(LoRA):
         config = model.peft_config["default"]
         # PEFT matches pattern keys as regexes against the end of a module's name
         config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
-        # PEFT scales each module by alpha_i / r_i; L1RA keeps alpha / r for all of them
-        config.alpha_pattern = {re.escape(n): self.alpha * r / self.r for n, r in ranks.items()}
+        # PEFT rebuilds each module's scaling as alpha_i / r_i (alpha_i / sqrt(r_i) with rsLoRA); the
+        # scaling trained with stayed that of the configured r, so solve for alpha_i from it
+        config.alpha_pattern = {re.escape(n): layer.scaling["default"] * (r ** 0.5 if self.use_rslora else r)
+                                for (n, layer), r in zip(self.layers.items(), ranks.values())}
         return peft_common.PeftMethod.export(self, model, out_dir)
