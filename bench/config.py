@@ -24,7 +24,7 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 # Keys added after runs were recorded, at the value every earlier run implicitly used: left out of
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
-HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw"}
+HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8}
 
 
 @dataclass
@@ -67,6 +67,7 @@ class TrainConfig:
     # instead of AdamW's 2x the weights; what lets full fine-tuning of a 7B model fit one 80 GB GPU)
     optimizer: str = "adamw"
     optimizer_impl: str = "auto"  # AdamW only: auto (fused on CUDA, foreach otherwise) | fused | foreach | for_loop
+    adam_eps: float = 1e-8  # AdamW only: the denominator's epsilon (torch's default; PrunedLoRA's reference: 1e-4)
     compile: bool = False  # torch.compile the model (inductor), through accelerate
 
 
@@ -144,6 +145,7 @@ RANGES: dict[str, tuple] = {
     "train.weight_decay": (0.0, None, True),
     "train.warmup_ratio": (0.0, 1.0, True),
     "train.max_grad_norm": (0.0, None, False),
+    "train.adam_eps": (0.0, None, False),
     "train.log_every": (1, None, True),
     "train.timing_warmup_steps": (0, None, True),
     "eval.batch_size": (1, None, True),
@@ -204,6 +206,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.train.optimizer != "adamw" and cfg.train.optimizer_impl != "auto":
         problems.append(f"train.optimizer_impl={cfg.train.optimizer_impl!r} applies to AdamW only; "
                         f"with train.optimizer={cfg.train.optimizer} leave it at auto")
+    if cfg.train.optimizer != "adamw" and cfg.train.adam_eps != TrainConfig.adam_eps:
+        problems.append(f"train.adam_eps={cfg.train.adam_eps} applies to AdamW only; "
+                        f"with train.optimizer={cfg.train.optimizer} leave it at {TrainConfig.adam_eps}")
     if cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if problems:

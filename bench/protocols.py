@@ -57,7 +57,7 @@ class Method:
     """A fine-tuning method. Lifecycle, in the order the runner calls it:
 
     apply -> param_groups -> on_train_begin -> per micro-step: extra_loss, after_backward ->
-    per optimizer step: after_step -> report / export.
+    per optimizer step: before_optimizer_step (after clipping), after_step -> report / export.
     """
 
     name: str
@@ -116,6 +116,14 @@ class Method:
 
     def after_backward(self, model, step: int) -> None:
         """After gradients are computed, before clipping and the optimizer step."""
+
+    def before_optimizer_step(self, model, step: int, optimizer) -> None:
+        """After gradient clipping, right before `optimizer.step()`: the weights and the (clipped,
+        all-reduced) gradients are those of the same step, w_t and g_t (after_step sees w_{t+1}
+        with g_t). A method may edit weights, gradients and optimizer state in place here (e.g.
+        prune with a score of w_t and g_t, as an optimizer-wrapping reference does inside its
+        step), but must not replace or reshape trainable tensors: do that in after_step, which can
+        report it. Decisions must depend only on state that is the same on every process."""
 
     def after_step(self, model, step: int, optimizer):
         """After an optimizer step, before the gradients are cleared. Return False if nothing

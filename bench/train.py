@@ -53,7 +53,7 @@ def build_optimizer(method, model, tcfg):
         return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False,
                          warmup_init=False)
     params = [p for g in groups for p in g["params"]]
-    return torch.optim.AdamW(groups, **optimizer_kwargs(tcfg.optimizer_impl, params))
+    return torch.optim.AdamW(groups, eps=tcfg.adam_eps, **optimizer_kwargs(tcfg.optimizer_impl, params))
 
 
 def build_scheduler(optimizer, tcfg, total_steps: int, done_steps: int = 0):
@@ -178,6 +178,7 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
                 step_loss_tokens += task.loss_tokens(batch)
             method.after_backward(raw_model, step)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
+            method.before_optimizer_step(raw_model, step, optimizer)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             optimizer.step()
             scheduler.step()

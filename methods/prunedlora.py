@@ -2,39 +2,55 @@
 components (column j of B with row j of A) during training down to r_target per adapter, scoring
 each with a gradient-aware second-order (Optimal Brain Surgeon) estimate of the loss increase.
 
+When: inside the optimizer step, before the update (the `before_optimizer_step` hook, after
+gradient clipping), as the reference's `AdamWWithPruning.step` does: the score pairs the weights and
+gradients of the same step, w_t and g_t. The update that follows sees zero gradients and zero AdamW
+moments for the removed components, so they stay exactly zero with no further work on later steps.
+Compaction (which replaces tensors) happens in `after_step` of the step that reached r_target.
+
 Score (`criterion: obs_gradient`), for an adapter with active components, weights A (r' x d_in),
 B (d_out x r'), and this step's gradients G_A, G_B; rank-space empirical-Fisher Hessians
-H_B = G_B^T G_B + eps I, H_A = G_A G_A^T + eps I:
-    S_j = 1/2 ||B[:, j] - (G_B H_B^-1)[:, j]||^2 / [H_B^-1]_jj + 1/2 ||A[j, :] - (H_A^-1 G_A)[j, :]||^2 / [H_A^-1]_jj
-which is, summed over the rows of B and the columns of A (each an r'-vector sharing H), the increase
-of the quadratic model g.d + 1/2 d^T H d when coordinate j is forced to zero, over its free optimum.
+H_B = G_B^T G_B + eps I, H_A = G_A G_A^T + eps I (eps = `damping`):
+    S_j = 1/2 ||B[:, j] - (G_B H_B^-1)[:, j]||^2 / ([H_B^-1]_jj + eps)
+        + 1/2 ||A[j, :] - (H_A^-1 G_A)[j, :]||^2 / ([H_A^-1]_jj + eps)
+Without the `+ eps` in the denominators (the reference adds it) this is, summed over the rows of B
+and the columns of A (each an r'-vector sharing H), the increase of the quadratic model
+g.d + 1/2 d^T H d when coordinate j is forced to zero, over its free optimum.
 Baselines: `magnitude` (||B[:, j]|| ||A[j, :]||), `taylor` (sum |g * w| over the component, as
-LLM-Pruner) and `wanda` (||(X A^T)[:, j]|| / N * ||B[:, j]||, activations of this step).
+LLM-Pruner's element1) and `wanda` (||(X A^T)[:, j]|| / N * ||B[:, j]||, activations of this step).
 
-Recovery after removing j (`recovery`): `none` zeroes the component only; `obs` (default) is the
-classic OBS compensation d = -(w_j / [H^-1]_jj) H^-1 e_j on the other components, the smallest
-change in the curvature term that zeroes j; `obs_newton` is the minimiser of the whole quadratic
-model under the constraint, d = -H^-1 g - mu H^-1 e_j, mu = (w_j - (H^-1 g)_j) / [H^-1]_jj (a large
-step when H is rank-deficient; use with care). Several components in one event are removed
-greedily, one at a time, recomputing on the reduced set.
+Recovery after removing j (`recovery`): `none` zeroes the component only (what the reference's
+baselines do); `obs` is the classic OBS compensation d = -(w_j / [H^-1]_jj) H^-1 e_j on the other
+components, the smallest change in the curvature term that zeroes j; `obs_newton` is the minimiser
+of the whole quadratic model under the constraint, d = -H^-1 g - mu H^-1 e_j,
+mu = (w_j - (H^-1 g)_j) / [H^-1]_jj (a large step when H is rank-deficient; use with care).
+`auto` (default): `obs` for obs_gradient, `none` for the baselines. The reference's own recovery
+is dimensionally inconsistent (methods-spec.md section 19), so no option reproduces it.
+`selection`: `greedy` removes the components of one event one at a time, rescoring the reduced set;
+`one_shot` (the reference) takes the k lowest scores of one scoring (recovery, if any, is still
+applied one component at a time on the reduced set).
 
-Schedule (every `prune_every` optimizer steps, by default spread evenly over the pruning window;
-the reference prunes prune_k=2 every prune_every=10 steps, after the optimizer step, while this step's
-gradients are still there): `linear` removes `prune_k` per adapter per event (the reference);
-`cubic` follows AdaLoRA's budget curve from r_init to r_target between `tinit_ratio` and
-1 - `tfinal_ratio` of training. Pruning always ends before training does (checked before the run).
+Schedule: events every `prune_every` optimizer steps, the first at `first_event` (null: one
+interval after the window start; the reference prunes at its first step, `first_event: 1`);
+`linear` removes `prune_k` per adapter per event (the reference: 2 every 10); `cubic` follows
+AdaLoRA's budget curve from r_init to r_target between `tinit_ratio` and 1 - `tfinal_ratio` of
+training. Every schedule is checked before training to end at r_target within train.max_steps.
 
-No reactivation: a removed component's weights, gradients and AdamW moments are set to zero, and
-stay exactly zero (zero weights give zero gradients). Once an adapter reaches r_target it is
-compacted (`compact: true`): A and B are sliced to the active components in place, with the
-optimizer moments sliced alongside, so the rest of training costs what LoRA at r_target costs.
-The scaling stays alpha / r_init throughout (PEFT's, from the config), as in the reference code.
+No reactivation: a removed component's weights, gradients and AdamW moments are set to zero before
+the update, and stay exactly zero (zero weights give zero gradients). Once an adapter reaches
+r_target it is compacted (`compact: true`): A and B are sliced to the active components in place,
+with the optimizer moments sliced alongside, so the rest of training costs what LoRA at r_target
+costs. The scaling is fixed through training (PEFT's, from r_init): with `alpha_rule: fixed` (the
+reference) alpha / r_init, so it shrinks as r_init grows in a sparsity sweep; with `scaled`, PEFT
+gets alpha * r_init / r_target, so the scaling is alpha / r_target, that of LoRA at r_target,
+whatever the sparsity (with use_rslora the square roots of those ratios).
 
 Trainable parameters at the start: r_init (d_in + d_out) per adapter; at the end r_target (d_in +
-d_out). Export: a standard PEFT LoRA with `rank_pattern` (and `alpha_pattern`, to keep the scaling).
+d_out). Export: a standard PEFT LoRA with `rank_pattern` and `alpha_pattern` (keeping the scaling).
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -49,8 +65,10 @@ from methods import peft_common
 from methods.lora import LoRA
 
 CRITERIA = ("obs_gradient", "magnitude", "taylor", "wanda")
-RECOVERIES = ("none", "obs", "obs_newton")
+RECOVERIES = ("auto", "none", "obs", "obs_newton")
 SCHEDULES = ("linear", "cubic")
+SELECTIONS = ("greedy", "one_shot")
+ALPHA_RULES = ("fixed", "scaled")
 
 
 # -- the math, on plain tensors (tested against brute force in float64) -------------------------
@@ -64,11 +82,12 @@ def fisher_inverses(g_a: torch.Tensor, g_b: torch.Tensor, damping: float):
 
 
 def obs_scores(a, b, g_a, g_b, damping: float) -> torch.Tensor:
+    """The reference's score, `damping` also added to [H^-1]_jj as there."""
     hinv_a, hinv_b = fisher_inverses(g_a, g_b, damping)
     newton_b = g_b @ hinv_b  # row-wise H_B^-1 g (H symmetric)
     newton_a = hinv_a @ g_a  # column-wise H_A^-1 g
-    s_b = 0.5 * ((b - newton_b) ** 2).sum(0) / torch.diagonal(hinv_b)
-    s_a = 0.5 * ((a - newton_a) ** 2).sum(1) / torch.diagonal(hinv_a)
+    s_b = 0.5 * ((b - newton_b) ** 2).sum(0) / (torch.diagonal(hinv_b) + damping)
+    s_a = 0.5 * ((a - newton_a) ** 2).sum(1) / (torch.diagonal(hinv_a) + damping)
     return s_a + s_b
 
 
@@ -94,11 +113,14 @@ class PrunedLoRA(LoRA):
     supports_fsdp = False  # replaces and reshapes parameters during training
     r_target: int = 8
     r_init: Optional[int] = None  # null: r_target / (1 - sparsity)
+    alpha_rule: str = "fixed"  # fixed: scaling alpha / r_init (the reference) | scaled: alpha / r_target
     criterion: str = "obs_gradient"
-    recovery: str = "obs"
+    recovery: str = "auto"  # auto: obs for obs_gradient, none for the baselines (the reference's)
+    selection: str = "greedy"  # greedy: one at a time, rescored | one_shot: k lowest of one scoring
     schedule: str = "linear"
     prune_every: Optional[int] = None  # steps between events; null: spread evenly over the window
     prune_k: Optional[int] = None  # linear: components per event; null: the fewest that finish in time
+    first_event: Optional[int] = None  # optimizer step (from 1) of the first event; null: one interval in
     tinit_ratio: float = 0.0
     tfinal_ratio: float = 0.1
     damping: float = 1e-6
@@ -125,15 +147,34 @@ class PrunedLoRA(LoRA):
             raise ConfigError(f"method.r_target={self.r_target} is larger than method.r_init={self.r_init}; "
                               f"PrunedLoRA only prunes")
         for key, value, valid in (("criterion", self.criterion, CRITERIA), ("recovery", self.recovery, RECOVERIES),
-                                  ("schedule", self.schedule, SCHEDULES)):
+                                  ("schedule", self.schedule, SCHEDULES), ("selection", self.selection, SELECTIONS),
+                                  ("alpha_rule", self.alpha_rule, ALPHA_RULES)):
             if value not in valid:
                 raise ConfigError(f"method.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
-        if (self.prune_every is not None and self.prune_every < 1) or (self.prune_k is not None and self.prune_k < 1):
-            raise ConfigError("method.prune_every and method.prune_k must be >= 1")
+        for key in ("prune_every", "prune_k", "first_event"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"method.{key}={getattr(self, key)} must be >= 1 (or null)")
         if not (0 <= self.tinit_ratio < 1 and 0 <= self.tfinal_ratio < 1 and self.tinit_ratio + self.tfinal_ratio < 1):
             raise ConfigError(f"method.tinit_ratio={self.tinit_ratio}, method.tfinal_ratio={self.tfinal_ratio}: "
                               f"each in [0, 1) and their sum below 1")
+        # the one place where `auto` is resolved
+        self.recovery_used = self.recovery if self.recovery != "auto" else \
+            ("obs" if self.criterion == "obs_gradient" else "none")
         self.history: list[dict] = []
+
+    # -- scaling ------------------------------------------------------------------------------
+    def peft_alpha(self) -> float:
+        """The lora_alpha PEFT gets (with r = r_init)."""
+        if self.alpha_rule == "fixed":
+            return self.alpha
+        ratio = self.r_init / self.r_target
+        return self.alpha * (math.sqrt(ratio) if self.use_rslora else ratio)
+
+    def scaling(self) -> float:
+        return self.peft_alpha() / (math.sqrt(self.r_init) if self.use_rslora else self.r_init)
+
+    def lora_kwargs(self, model) -> dict:
+        return {**super().lora_kwargs(model), "lora_alpha": self.peft_alpha()}
 
     # -- schedule ---------------------------------------------------------------------------
     def window(self, total_steps: int) -> tuple[int, int]:
@@ -149,7 +190,8 @@ class PrunedLoRA(LoRA):
     def events(self, total_steps: int) -> list[int]:
         start, end = self.window(total_steps)
         every = self.every(total_steps)
-        return list(range(start + every, end + 1, every))
+        first = self.first_event if self.first_event is not None else start + every
+        return list(range(first, end + 1, every))
 
     def per_event(self, total_steps: int) -> int:
         if self.prune_k is not None:
@@ -160,27 +202,57 @@ class PrunedLoRA(LoRA):
     def target_rank(self, step: int, total_steps: int) -> int:
         """Rank every adapter should have after the event at `step`."""
         start, end = self.window(total_steps)
-        if step <= start:
-            return self.r_init
         if self.schedule == "linear":
             done = sum(1 for t in self.events(total_steps) if t <= step)
             return max(self.r_target, self.r_init - done * self.per_event(total_steps))
+        if step <= start:
+            return self.r_init
         if step >= end:
             return self.r_target
         left = 1 - (step - start) / (end - start)
         return self.r_target + int((self.r_init - self.r_target) * left ** 3)
 
+    def final_rank(self, total_steps: int) -> int:
+        """The rank the schedule leaves at the end of training."""
+        events = self.events(total_steps)
+        return self.target_rank(events[-1], total_steps) if events else self.r_init
+
+    def _settings(self, total: int) -> str:
+        return (f"schedule={self.schedule}, r_init={self.r_init}, r_target={self.r_target}, "
+                f"prune_every={self.every(total)}{'' if self.prune_every else ' (derived)'}, "
+                f"prune_k={self.per_event(total)}{'' if self.prune_k else ' (derived)'}, "
+                f"first_event={self.first_event}, tinit_ratio={self.tinit_ratio}, tfinal_ratio={self.tfinal_ratio}, "
+                f"train.max_steps={total}")
+
     def check(self, cfg) -> None:
         total = cfg.train.max_steps
+        start, _ = self.window(total)
+        if self.first_event is not None and self.first_event <= start:
+            raise ConfigError(f"method=prunedlora: method.first_event={self.first_event} falls in the wait before "
+                              f"pruning (steps 1..{start}, tinit_ratio={self.tinit_ratio}); set first_event > {start} "
+                              f"or tinit_ratio=0")
+        if self.r_init == self.r_target or self.final_rank(total) <= self.r_target:
+            return
         events = self.events(total)
-        if self.r_init > self.r_target and not events:
-            raise ConfigError(f"method=prunedlora: no pruning event fits in train.max_steps={total} "
-                              f"(prune_every={self.every(total)}, tinit_ratio={self.tinit_ratio}, "
-                              f"tfinal_ratio={self.tfinal_ratio}); lower method.prune_every or train longer")
-        if self.schedule == "linear" and self.r_init - len(events) * self.per_event(total) > self.r_target:
-            raise ConfigError(f"method=prunedlora: {len(events)} events of prune_k={self.per_event(total)} cannot take "
-                              f"r_init={self.r_init} to r_target={self.r_target} within train.max_steps={total}; "
-                              f"raise method.prune_k, lower method.prune_every, or leave prune_k=null")
+        if not events:
+            raise ConfigError(f"method=prunedlora: no pruning event fits in the run ({self._settings(total)}); "
+                              f"lower method.prune_every or method.first_event, lower method.tfinal_ratio, "
+                              f"or train longer")
+        if self.schedule == "linear":
+            k, every = self.per_event(total), self.every(total)
+            needed = math.ceil((self.r_init - self.r_target) / k)
+            raise ConfigError(
+                f"method=prunedlora: {len(events)} events of prune_k={k} cannot take r_init={self.r_init} to "
+                f"r_target={self.r_target} ({self._settings(total)}); {needed} events are needed, the last at step "
+                f"{events[0] + (needed - 1) * every} (pruning must end by step {self.window(total)[1]}): raise "
+                f"method.prune_k, lower method.prune_every, leave prune_k=null, or train longer")
+        working = next((e for e in range(self.every(total) - 1, 0, -1)
+                        if _with(self, prune_every=e).final_rank(total) <= self.r_target), None)
+        raise ConfigError(
+            f"method=prunedlora: the cubic schedule's last event (step {events[-1]}) leaves rank "
+            f"{self.final_rank(total)} > r_target={self.r_target} ({self._settings(total)}): no event falls late "
+            f"enough; " + (f"method.prune_every={working} would end at r_target, " if working else "")
+            + "or leave prune_every=null, or train longer")
 
     # -- building ---------------------------------------------------------------------------
     def apply(self, model):
@@ -192,6 +264,8 @@ class PrunedLoRA(LoRA):
         self._rank = {n: self.r_init for n in self.layers}
         self.compacted: set = set()
         self._act: dict = {}
+        self._events: set = set()
+        self._recording = True  # wanda: record activations in the coming step (until the schedule is known)
         if self.criterion == "wanda":
             for name, layer in self.layers.items():
                 layer.lora_A["default"].register_forward_hook(
@@ -199,7 +273,7 @@ class PrunedLoRA(LoRA):
         return peft_model
 
     def _record_activation(self, name: str, out: torch.Tensor) -> None:
-        if torch.is_grad_enabled():
+        if self._recording and torch.is_grad_enabled():  # only in steps that prune: no kernels otherwise
             flat = out.detach().reshape(-1, out.shape[-1]).float()
             sq, n = self._act.get(name, (0.0, 0))
             self._act[name] = (sq + flat.pow(2).sum(0), n + flat.shape[0])
@@ -207,32 +281,35 @@ class PrunedLoRA(LoRA):
     def on_train_begin(self, model, total_steps: int) -> None:
         self._total = total_steps
         self._events = set(self.events(total_steps))
+        self._recording = True  # the first step of a run or of a resume: which step it is comes later
 
     def ranks(self) -> dict:
         # kept as Python ints beside the masks: reading a mask's sum would sync the GPU every step
         return dict(self._rank)
 
     # -- pruning ----------------------------------------------------------------------------
-    def after_step(self, model, step: int, optimizer) -> bool:
+    def before_optimizer_step(self, model, step: int, optimizer) -> None:
+        """Prune from w_t and g_t (clipped), then zero the removed components' gradients and AdamW
+        moments, so that the update leaves them at zero."""
         if step in self._events:
             goal = self.target_rank(step, self._total)
             if self.criterion == "wanda":
                 self._all_reduce_activations()
             due = {n: r - goal for n, r in self._rank.items() if n not in self.compacted and r > goal}
             for name, count in due.items():
-                self._prune(name, self.layers[name], count, optimizer)
+                self._prune(name, self.layers[name], count)
+                self._zero_pruned(name, optimizer)
             if due:
                 self.history.append({"step": step, "target": goal, "ranks": self.ranks()})
-            self._act.clear()
-        self._enforce(optimizer)
-        replaced = False
-        if self.compact:
-            for name, layer in self.layers.items():
-                if name not in self.compacted and self._rank[name] <= self.r_target:
-                    self._compact(name, layer, optimizer)
-                    replaced = True
+        self._act.clear()  # wanda: statistics of this step only
+
+    def after_step(self, model, step: int, optimizer):
+        self._recording = self.criterion == "wanda" and (step + 1) in self._events
+        due = [n for n, r in self._rank.items() if self.compact and n not in self.compacted and r <= self.r_target]
+        for name in due:
+            self._compact(name, self.layers[name], optimizer)
         # compaction hands the optimizer the sliced tensors with their moments: no restart
-        return PARAMETERS_REPLACED if replaced else False
+        return PARAMETERS_REPLACED if due else False
 
     def _all_reduce_activations(self) -> None:
         """wanda's statistics are per process; the pruning decision must be the same everywhere."""
@@ -258,46 +335,45 @@ class PrunedLoRA(LoRA):
         act = sq.to(a.dtype)[self.masks[name].nonzero().flatten()].sqrt() / n
         return act * b.norm(dim=0)
 
-    def _prune(self, name: str, layer, count: int, optimizer) -> None:
+    def _prune(self, name: str, layer, count: int) -> None:
         a_param, b_param = layer.lora_A["default"].weight, layer.lora_B["default"].weight
         if a_param.grad is None or b_param.grad is None:
             raise RuntimeError(f"PrunedLoRA needs this step's gradients of {name}")
+        chosen = None
         with torch.no_grad():
-            for _ in range(count):  # greedily, one component at a time, on the reduced set
+            for _ in range(count):
                 active = self.masks[name].nonzero().flatten()
                 a = a_param[active].double()
                 b = b_param[:, active].double()
                 g_a = a_param.grad[active].double()
                 g_b = b_param.grad[:, active].double()
-                j = int(torch.argmin(self._scores(name, a, b, g_a, g_b)))
-                if self.criterion == "obs_gradient" or self.recovery != "none":
-                    hinv_a, hinv_b = fisher_inverses(g_a, g_b, self.damping)
-                    b = remove_component(b, g_b, hinv_b, j, self.recovery)
-                    a = remove_component(a.T, g_a.T, hinv_a, j, self.recovery).T
-                else:
+                if self.selection == "greedy":
+                    j = int(torch.argmin(self._scores(name, a, b, g_a, g_b)))
+                else:  # one_shot: the k lowest of the first scoring, removed in turn
+                    if chosen is None:
+                        chosen = active[torch.argsort(self._scores(name, a, b, g_a, g_b))[:count]].tolist()
+                    j = active.tolist().index(chosen.pop(0))
+                if self.recovery_used == "none":
                     a[j], b[:, j] = 0.0, 0.0
+                else:
+                    hinv_a, hinv_b = fisher_inverses(g_a, g_b, self.damping)
+                    b = remove_component(b, g_b, hinv_b, j, self.recovery_used)
+                    a = remove_component(a.T, g_a.T, hinv_a, j, self.recovery_used).T
                 a_param[active] = a.to(a_param.dtype)
                 b_param[:, active] = b.to(b_param.dtype)
                 self.masks[name][active[j]] = False
                 self._rank[name] -= 1
-                a_param.grad[active[j]] = 0.0
-                b_param.grad[:, active[j]] = 0.0
-        self._enforce(optimizer, only=name)
 
-    def _enforce(self, optimizer, only: str | None = None) -> None:
-        """Pruned components: weights and AdamW moments exactly zero."""
+    def _zero_pruned(self, name: str, optimizer) -> None:
+        """Removed components: weights, gradients and AdamW moments exactly zero."""
         state = getattr(optimizer, "state", {})
+        layer, keep = self.layers[name], self.masks[name]
         with torch.no_grad():
-            for name, layer in self.layers.items():
-                if (only and name != only) or name in self.compacted or self._rank[name] == self.r_init:
-                    continue  # nothing pruned there (or already sliced away)
-                keep = self.masks[name]
-                for param, dim in ((layer.lora_A["default"].weight, 0), (layer.lora_B["default"].weight, 1)):
-                    shape = [-1, 1] if dim == 0 else [1, -1]
-                    param.mul_(keep.view(shape).to(param.dtype))
-                    for value in state.get(param, {}).values():
-                        if torch.is_tensor(value) and value.shape == param.shape:
-                            value.mul_(keep.view(shape).to(value.dtype))
+            for param, shape in ((layer.lora_A["default"].weight, [-1, 1]), (layer.lora_B["default"].weight, [1, -1])):
+                tensors = [param] + ([param.grad] if param.grad is not None else [])
+                tensors += [v for v in state.get(param, {}).values() if torch.is_tensor(v) and v.shape == param.shape]
+                for t in tensors:
+                    t.mul_(keep.view(shape).to(t.dtype))
 
     def _compact(self, name: str, layer, optimizer) -> None:
         """Slice the adapter to its active components; the optimizer keeps its moments, sliced."""
@@ -339,7 +415,9 @@ class PrunedLoRA(LoRA):
                 for n, layer in self.layers.items()}
         ranks = self.ranks()
         return {"r_init": self.r_init, "r_target": self.r_target, "sparsity": 1 - self.r_target / self.r_init,
-                "criterion": self.criterion, "recovery": self.recovery, "schedule": self.schedule,
+                "alpha": self.alpha, "alpha_rule": self.alpha_rule, "peft_alpha": self.peft_alpha(),
+                "scaling": self.scaling(), "criterion": self.criterion, "recovery": self.recovery_used,
+                "selection": self.selection, "schedule": self.schedule,
                 "params_start": sum(self.r_init * (i + o) for i, o in dims.values()),
                 "params_end": sum(ranks[n] * (i + o) for n, (i, o) in dims.items()),
                 "rank_pattern": ranks, "compacted": sorted(self.compacted), "rank_history": self.history}
@@ -351,9 +429,18 @@ class PrunedLoRA(LoRA):
         ranks = self.ranks()
         config = model.peft_config["default"]
         config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
-        # PEFT scales each module by alpha_i / r_i; PrunedLoRA keeps alpha / r_init
-        config.alpha_pattern = {re.escape(n): self.alpha * r / self.r_init for n, r in ranks.items()}
+        # PEFT scales module i by alpha_i / r_i (alpha_i / sqrt(r_i) with rsLoRA); keep the training scaling
+        config.alpha_pattern = {re.escape(n): self.scaling() * (math.sqrt(r) if self.use_rslora else r)
+                                for n, r in ranks.items()}
         return peft_common.PeftMethod.export(self, model, out_dir)
+
+
+def _with(method: PrunedLoRA, **changes) -> PrunedLoRA:
+    """A copy with other schedule settings, for trying alternatives in an error message."""
+    twin = copy.copy(method)
+    for key, value in changes.items():
+        setattr(twin, key, value)
+    return twin
 
 
 def _elementwise(moments: dict, param) -> bool:

@@ -74,6 +74,7 @@ def train_steps(method, model, batch, steps=8):
         loss = model(**batch).loss
         losses.append(loss.item())
         loss.backward()
+        method.before_optimizer_step(model, step, optimizer)
         optimizer.step()
         method.after_step(model, step, optimizer)
     return losses
