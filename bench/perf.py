@@ -7,9 +7,18 @@ gradient checkpointing off and on. The step timed is the suite's own training lo
 (bench.train.train); the harness overhead is that loop's median step against a bare hand-written
 PEFT + torch loop doing the same work (`--bare`).
 
-Methods that change size during training (PrunedLoRA) are configured so that their change happens
-inside the warm-up: what is timed is the steady state after it (PrunedLoRA: after compaction to
-r_target, compared with LoRA at r_target).
+Every key that changes the work of a step is pinned or recorded and printed in the table heading:
+gradient accumulation (pinned to `--grad-accum`, default 1: a model/task profile such as
+llama2-7b_gsm8k sets 4, which once made every row do four micro-batches while the counts assumed
+one), batch, sequence length, adapter targets, checkpointing, compile, precision and weight dtype.
+FLOPs, tokens/s and the bare loop count the micro-batches actually run. A row is refused as an
+invalid measurement, not printed as a result, when its MFU exceeds 1, when the tokens the loop
+processed differ from those counted, or when a trainable tensor received no gradient.
+
+Each method states its own sizing against LoRA at the same rank (`Method.perf_sizing`); methods
+that change size during training (PrunedLoRA) place the change inside the warm-up, so what is
+timed is the steady state after it (PrunedLoRA: after compaction to r_target, compared with LoRA at
+r_target).
 """
 from __future__ import annotations
 
@@ -28,26 +37,47 @@ from bench.protocols import Task
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _method_keys(method: str) -> set:
-    import yaml
-
-    return set(yaml.safe_load((REPO / "conf" / "method" / f"{method}.yaml").read_text()))
-
-
-# Per-method overrides that make the comparison fair at LoRA rank r (see the module docstring).
 def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
-    total = warmup + steps
-    if method == "prunedlora":
-        # prune 2r -> r within the warm-up, then compact; time the steady state
-        return [f"method.r_target={r}", f"method.r_init={2 * r}", "method.prune_every=1",
-                f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}"]
-    if method == "adalora":
-        return [f"method.target_r={r}"]  # init_r 1.5 r, masked (not removed) down to r
-    if method == "c3a":
-        return [f"method.match_lora_rank={r}"]
-    if method != "vera" and "r" in _method_keys(method):  # a rank-r adapter (VeRA's r is not LoRA's rank)
-        return [f"method.r={r}"]
-    return []
+    """The overrides that make `method` comparable with LoRA at rank r: its own `perf_sizing`."""
+    import yaml
+    from hydra.utils import get_class
+
+    target = yaml.safe_load((REPO / "conf" / "method" / f"{method}.yaml").read_text())["_target_"]
+    return get_class(target).perf_sizing(r, warmup, steps)
+
+
+# The settings that change the work of one optimizer step; every row records them (`work`).
+WORK_KEYS = ("grad_accum", "batch", "seq", "targets", "checkpointing", "compile", "precision", "dtype", "optimizer")
+
+
+def work_of(cfg, seq: int) -> dict:
+    targets = cfg.method.get("target_modules")
+    return {"grad_accum": int(cfg.train.grad_accum), "batch": int(cfg.train.batch_size), "seq": seq,
+            "targets": ",".join(targets) if targets else "none (the method's own parameters)",
+            "checkpointing": bool(cfg.train.gradient_checkpointing), "compile": bool(cfg.train.compile),
+            "precision": cfg.train.mixed_precision, "dtype": cfg.model.get("dtype", "float32"),
+            "optimizer": cfg.train.optimizer}
+
+
+def invalid_reasons(row: dict) -> list[str]:
+    """Why a measured row is not a measurement of the work it reports (empty: it is)."""
+    reasons = []
+    if row.get("mfu") is not None and row["mfu"] > 1:
+        reasons.append(f"MFU {100 * row['mfu']:.1f}% exceeds the device's peak: the step did not do the counted work")
+    if row.get("tokens_processed") != row.get("tokens_counted"):
+        reasons.append(f"the loop processed {row.get('tokens_processed')} tokens, the counts assume "
+                       f"{row.get('tokens_counted')}")
+    if row.get("no_gradient"):
+        reasons.append(f"trainable tensors without a gradient on the last step: {', '.join(row['no_gradient'])}")
+    return reasons
+
+
+def without_gradient(model, limit: int = 3) -> list[str]:
+    """Trainable tensors whose gradient after the last step is missing or all zero (judged per
+    tensor at the last step, when LoRA's A already has one)."""
+    names = [n for n, p in model.named_parameters()
+             if p.requires_grad and (p.grad is None or not bool(p.grad.detach().abs().sum() > 0))]
+    return names[:limit] + ([f"... {len(names) - limit} more"] if len(names) > limit else [])
 
 
 class _SyntheticTask(Task):
@@ -71,6 +101,17 @@ def _compose(model: str, method: str, extra: list[str]):
                                                          "run.checkpoint_every=null", *extra])
 
 
+def step_overrides(args) -> list[str]:
+    """The config of one measured row: the work keys pinned from the command line (over any model /
+    task profile), then the method's sizing, then the user's overrides."""
+    return [f"train.max_steps={args.warmup + args.steps}", f"train.batch_size={args.batch}",
+            f"train.grad_accum={args.grad_accum}", f"train.compile={str(args.compile).lower()}",
+            f"train.gradient_checkpointing={str(args.checkpointing).lower()}",
+            f"train.timing_warmup_steps={args.warmup}", f"train.device={args.device}",
+            f"train.mixed_precision={args.precision}", "train.log_every=1000000",
+            *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps), *args.override]
+
+
 def measure(args) -> dict:
     """One configuration, in this process."""
     import torch
@@ -81,14 +122,9 @@ def measure(args) -> dict:
     from bench.run import build
     from bench.stop import Stop
     from bench.tracking import NoTracker
-    from bench.train import make_accelerator, train
+    from bench.train import NoGradient, make_accelerator, train
 
-    extra = [f"train.max_steps={args.warmup + args.steps}", f"train.batch_size={args.batch}",
-             f"train.gradient_checkpointing={args.checkpointing}", f"train.timing_warmup_steps={args.warmup}",
-             f"train.device={args.device}", f"train.mixed_precision={args.precision}",
-             "train.log_every=1000000", *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps),
-             *args.override]
-    cfg = _compose(args.model, base_method(args.method), extra)
+    cfg = _compose(args.model, base_method(args.method), step_overrides(args))
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,39 +139,52 @@ def measure(args) -> dict:
         model.config.use_cache = False
     method = build(cfg.method)
     model = method.apply(model).to(device)
-    trainable, total = M.count_params(model)
-    step_flops = flops.training_flops(model, tokens=args.batch * args.seq, seq_len=args.seq)["total"]
+    work = work_of(cfg, args.seq)
+    micro_tokens = work["batch"] * work["grad_accum"] * args.seq  # one optimizer step's tokens
     g = torch.Generator().manual_seed(1)
     vocab = model.config.vocab_size if hasattr(model, "config") else 1000
-    n = args.batch * (args.warmup + args.steps)
+    n = work["batch"] * work["grad_accum"] * cfg.train.max_steps
     examples = [{"input_ids": torch.randint(0, vocab, (args.seq,), generator=g).tolist()} for _ in range(n)]
     for e in examples:
         e["labels"] = e["input_ids"]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     M.reset_peak_memory(device.type)
     if args.bare:
-        times = _bare_loop(model, method, examples, cfg, device)
+        times, processed = _bare_loop(model, method, examples, cfg, device)
         step = {"step_time_p50_s": statistics.median(times[args.warmup:])}
     else:
-        out = train(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator, NoTracker(),
-                    _NullLog(), Stop(),
-                    CheckpointStore(Path("/nonexistent"), keep=1))
+        try:
+            out = train(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator,
+                        NoTracker(), _NullLog(), Stop(), CheckpointStore(Path("/nonexistent"), keep=1))
+        except NoGradient as err:
+            return {"method": args.method, "checkpointing": work["checkpointing"], "bare": False, "work": work,
+                    "invalid": [str(err)]}
+        model, processed = out["model"], out["train_tokens"]
         step = {k: out[k] for k in ("step_time_p50_s", "step_time_p90_s")}
+    # counted on the model as it was timed (PrunedLoRA after compaction)
+    trainable, total = M.count_params(model)
+    step_flops = flops.training_flops(model, tokens=micro_tokens, seq_len=args.seq)["total"]
     mem = M.peak_memory(device.type)
     if mem["kind"] == "cpu_rss":
         mem["train_delta_bytes"] = max(0, mem["rss_bytes"] - rss_before)
-    tokens = args.batch * args.seq
     peak = None
     if device.type == "cuda":
         peak = flops.peak_flops(torch.cuda.get_device_name(device), compute_dtype(cfg, model))
     achieved = step_flops / step["step_time_p50_s"]
-    return {"flops_per_step": step_flops, "achieved_tflops": achieved / 1e12,
-            "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "model": args.model, "method": args.method, "checkpointing": args.checkpointing, "bare": args.bare,
-            "rank": args.rank, "batch": args.batch, "seq": args.seq, **step,
-            "tokens_per_s": tokens / step["step_time_p50_s"], "peak_memory": mem,
-            "trainable_params": trainable, "total_params": total, "device": device.type}
+    row = {"flops_per_step": step_flops, "achieved_tflops": achieved / 1e12,
+           "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
+           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "model": args.model, "method": args.method, "checkpointing": work["checkpointing"], "bare": args.bare,
+           "rank": args.rank, "work": work, "sizing": method_overrides(base_method(args.method), args.rank,
+                                                                         args.warmup, args.steps), **step,
+           "tokens_per_s": micro_tokens / step["step_time_p50_s"], "peak_memory": mem,
+           "tokens_counted": micro_tokens * cfg.train.max_steps, "tokens_processed": int(processed),
+           "no_gradient": without_gradient(model),
+           "trainable_params": trainable, "total_params": total, "device": device.type}
+    reasons = invalid_reasons(row)
+    if reasons:
+        row["invalid"] = reasons
+    return row
 
 
 def compute_dtype(cfg, model) -> str:
@@ -160,30 +209,34 @@ class _NullLog:
         pass
 
 
-def _bare_loop(model, method, examples, cfg, device) -> list[float]:
-    """The same work without the suite: forward, backward, clip, AdamW step."""
+def _bare_loop(model, method, examples, cfg, device) -> tuple[list[float], int]:
+    """The same work without the suite: grad_accum x (forward, backward), clip, AdamW step.
+    Returns the step times and the tokens processed."""
     import torch
 
     task = _SyntheticTask(name="synthetic")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
-    times = []
-    bs = cfg.train.batch_size
-    for i in range(cfg.train.max_steps):
-        batch = {k: v.to(device) for k, v in task.collate(examples[i * bs:(i + 1) * bs]).items()}
+    times, processed, bs, accum = [], 0, cfg.train.batch_size, cfg.train.grad_accum
+    micro = iter(range(0, len(examples), bs))
+    for _ in range(cfg.train.max_steps):
+        batches = [{k: v.to(device) for k, v in task.collate(examples[i:i + bs]).items()}
+                   for i in (next(micro) for _ in range(accum))]
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = model(**batch).loss
-        loss.backward()
+        for batch in batches:
+            loss = model(**batch).loss
+            (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         loss.item()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return times
+        processed += sum(int(b["attention_mask"].sum()) for b in batches)
+    return times, processed
 
 
 def base_method(spec: str) -> str:
@@ -216,7 +269,7 @@ def _run_one(argv: list[str]) -> dict:
 
 def median_run(found: list[dict]) -> dict:
     """The run with the median step time, with the spread of all runs attached."""
-    ok = [r for r in found if "error" not in r]
+    ok = [r for r in found if "error" not in r and "invalid" not in r]
     if not ok:
         return found[0]
     ok.sort(key=lambda r: r["step_time_p50_s"])
@@ -234,14 +287,34 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def heading(rows: list[dict]) -> tuple[str, dict]:
+    """The work settings of the measured rows, as text, and where a row differs, per row index."""
+    works = [r["work"] for r in rows if "work" in r]
+    # the most common value of each key is the heading's; a row that differs names its own
+    shared = {k: max(values, key=values.count) for k in WORK_KEYS if k != "checkpointing"
+              for values in [[str(w[k]) for w in works]] if values}
+    differ = {i: {k: v for k, v in r["work"].items() if k in shared and str(v) != shared[k]}
+              for i, r in enumerate(rows) if "work" in r}
+    text = ", ".join(f"{k} {v}" for k, v in shared.items())
+    return text, differ
+
+
 def table(rows: list[dict]) -> str:
+    _, differ = heading(rows)
     lines = ["| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
              "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = {r["checkpointing"]: r for r in rows if r.get("method") == "lora" and not r.get("bare")}
-    for r in rows:
+    base = {r["checkpointing"]: r for r in rows
+            if r.get("method") == "lora" and not r.get("bare") and "error" not in r and "invalid" not in r}
+    for i, r in enumerate(rows):
         if "error" in r:
             lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||||")
+            continue
+        name = r["method"] + (" (bare loop)" if r["bare"] else "") + "".join(
+            f" {k}={v}" for k, v in differ.get(i, {}).items())
+        if "invalid" in r:
+            lines.append(f"| {name} | {r['checkpointing']} | invalid measurement, not a result: "
+                         f"{'; '.join(r['invalid'])} ||||||||||")
             continue
         if r["bare"]:
             continue
@@ -249,12 +322,12 @@ def table(rows: list[dict]) -> str:
         ratio_t = r["step_time_p50_s"] / ref["step_time_p50_s"] if ref else float("nan")
         ratio_m = _mem(r) / _mem(ref) if ref and _mem(ref) else float("nan")
         spread = r.get("runs") or [r["step_time_p50_s"]]
-        lines.append(f"| {r['method']} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
+        lines.append(f"| {name} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
                      f"{r.get('step_time_p90_s') or float('nan'):.4f} | {min(spread):.4f}–{max(spread):.4f} "
                      f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
                      f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} | "
                      f"{r.get('achieved_tflops', float('nan')):.2f} | {_pct(r.get('mfu'))} |")
-    bare = [r for r in rows if r.get("bare")]
+    bare = [r for r in rows if r.get("bare") and "invalid" not in r]
     for b in bare:
         ref = base.get(b["checkpointing"])
         if ref:
@@ -265,7 +338,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny-llama")
     p.add_argument("--methods", default="lora,prunedlora,l1ra,adalora,dora,full",
@@ -274,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step (pinned: a model/task profile's own value is not used)")
+    p.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile, inductor)")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--checkpointing", default="both", choices=["both", "true", "false"])
     p.add_argument("--device", default="auto")
@@ -289,13 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", default=[], metavar="METHOD:OVERRIDE",
                    help="an override for one method only, e.g. full:train.optimizer=adafactor (repeatable)")
     p.add_argument("override", nargs="*", help="extra config overrides, e.g. model.init=random")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.one:
         args.checkpointing = args.checkpointing == "true"
         print(json.dumps(measure(args)))
         return 0
     common = ["--model", args.model, "--rank", str(args.rank), "--steps", str(args.steps), "--warmup",
-              str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--device", args.device,
+              str(args.warmup), "--batch", str(args.batch), "--grad-accum", str(args.grad_accum), "--seq", str(args.seq),
+              *(["--compile"] if args.compile else []), "--device", args.device,
               "--precision", args.precision, *(["--threads", str(args.threads)] if args.threads else [])]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
     methods = args.methods.split(",")
@@ -314,14 +395,15 @@ def main(argv: list[str] | None = None) -> int:
             runs[i].append(_run_one(argv))
             print(json.dumps(runs[i][-1]), flush=True)
     rows = [median_run(found) for found in runs.values()]
-    text = (f"{args.model}, rank {args.rank}, batch {args.batch} x seq {args.seq}, {args.steps} timed steps after "
+    text = (f"{args.model}, rank {args.rank}; {heading(rows)[0]}; {args.steps} timed steps after "
             f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row"
-            + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items()) + "\n\n" + table(rows))
+            + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items())
+            + "".join(f"; {' '.join(o)}" for o in [args.override] if o) + "\n\n" + table(rows))
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
-    return 0 if all("error" not in r for r in rows) else 1
+    return 0 if all("error" not in r and "invalid" not in r for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -106,6 +106,14 @@ class Method:
         (None where no closed form applies)."""
         return None
 
+    @classmethod
+    def perf_sizing(cls, rank: int, warmup: int, steps: int) -> list[str]:
+        """Config overrides (`method.KEY=VALUE`) that make this method comparable with LoRA at rank
+        `rank` in `bench.perf`, which times `steps` steps after `warmup`: the same rank, a matched
+        parameter budget, or a size change placed inside the warm-up. Default: a field `r` is the
+        LoRA rank; a method without one is timed at its own config."""
+        return [f"method.r={rank}"] if "r" in {f.name for f in fields(cls)} else []
+
     # -- training hooks -----------------------------------------------------------------------
     def on_train_begin(self, model, total_steps: int) -> None:
         """Called once, after the optimizer exists; e.g. to derive a budget schedule."""

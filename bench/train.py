@@ -26,6 +26,10 @@ class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class NoGradient(RuntimeError):
+    """An optimizer step in which no trainable parameter received a non-zero gradient."""
+
+
 def optimizer_kwargs(impl: str, params: list) -> dict:
     """AdamW's implementation: one fused kernel on CUDA (no per-tensor launches), else foreach."""
     if impl == "auto":
@@ -194,7 +198,18 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
                 step_loss_tokens = accelerator.reduce(step_loss_tokens, "sum")
             dt = clock.stop()
 
-            loss_value = step_loss.item()
+            # The no-gradient guard rides on the step's one host sync. It judges the whole trainable
+            # set (LoRA's A alone has a zero gradient on step 1, while B = 0), on every step.
+            if torch.is_tensor(grad_norm):
+                loss_value, norm_value = torch.stack([step_loss.float(), grad_norm.detach().float()]).tolist()
+            else:  # a backend that returns no norm (DeepSpeed) leaves the guard out
+                loss_value, norm_value = step_loss.item(), grad_norm
+            if norm_value == 0.0:
+                raise NoGradient(
+                    f"no gradient reached the trainable parameters at optimizer step {step}: the gradient norm "
+                    f"over all {sum(p.numel() for p in raw_model.parameters() if p.requires_grad):,} trainable "
+                    f"parameters is exactly 0, so the step trained nothing (method '{method.name}'; a trainable "
+                    f"tensor cut off from the loss, e.g. by a custom autograd op that torch.compile traced wrongly)")
             loop.step, loop.last_loss = step, loss_value
             loop.train_tokens += int(step_tokens.item())
             loop.loss_tokens += int(step_loss_tokens.item())

@@ -63,6 +63,10 @@ class AdaLoRA(peft_common.PeftMethod):
             raise ConfigError(f"method.delta_t={self.delta_t} must be >= 1")
         self.history: list[dict] = []
 
+    @classmethod
+    def perf_sizing(cls, rank: int, warmup: int, steps: int) -> list[str]:
+        return [f"method.target_r={rank}"]  # init_r 1.5 rank, masked (not removed) down to rank
+
     def peft_config(self, model, total_steps: int = 1):
         from peft import AdaLoraConfig
 

@@ -35,6 +35,10 @@ class C3A(peft_common.PeftMethod):
             raise ConfigError("method.block_size and method.match_lora_rank are both null; set one of them")
         self.zero_init = self.init_weights is True
 
+    @classmethod
+    def perf_sizing(cls, rank: int, warmup: int, steps: int) -> list[str]:
+        return [f"method.match_lora_rank={rank}"]  # the block size whose parameter count is LoRA's at rank
+
     def block(self, model) -> int:
         dims = peft_common.shapes(model, self.target_modules)
         divisors = peft_common.common_divisors([d for pair in dims for d in pair])

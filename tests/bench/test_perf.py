@@ -100,3 +100,75 @@ def test_the_gpu_commands_methods_build_at_the_7b_shape():
     assert counts["full"][0] == 6_738_415_616
     # a frozen base skips its weight-gradient GEMM: LoRA costs ~2/3 of full fine-tuning per token
     assert 0.66 < counts["lora"][1] / counts["full"][1] < 0.70
+
+
+def _one(*argv):
+    args = perf.parser().parse_args(["--one", "--model", "tiny-llama", "--steps", "2", "--warmup", "1", "--seq", "16",
+                                     "--batch", "2", *argv])
+    args.checkpointing = args.checkpointing == "true"
+    return args
+
+
+def test_grad_accum_is_pinned_over_the_model_task_profile():
+    """The 7B GSM8K profile sets grad_accum 4; bench.perf's row must do the one micro-batch it counts."""
+    from bench.run import build
+
+    assert perf._compose("llama2-7b", "lora", []).train.grad_accum == 4
+    cfg = perf._compose("llama2-7b", "lora", perf.step_overrides(_one("--method", "lora")))
+    assert cfg.train.grad_accum == 1 and cfg.train.compile is False and cfg.train.batch_size == 2
+    assert build(cfg.method).r == 8  # the method's own sizing at --rank
+
+
+def test_flops_and_tokens_count_the_micro_batches_run():
+    one = perf.measure(_one("--method", "lora", "--checkpointing", "false"))
+    two = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--grad-accum", "2"))
+    assert "invalid" not in one and "invalid" not in two
+    assert one["work"]["grad_accum"] == 1 and two["work"]["grad_accum"] == 2
+    # 3 steps (1 warm-up + 2) of batch 2 x seq 16 tokens, twice that with two micro-batches a step
+    assert one["tokens_processed"] == one["tokens_counted"] == 3 * 2 * 16
+    assert two["tokens_processed"] == two["tokens_counted"] == 2 * 3 * 2 * 16
+    assert two["flops_per_step"] == 2 * one["flops_per_step"]
+    assert two["tokens_per_s"] == 2 * 2 * 16 / two["step_time_p50_s"]
+    bare = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--grad-accum", "2", "--bare"))
+    assert bare["tokens_processed"] == bare["tokens_counted"] == 2 * 3 * 2 * 16 and "invalid" not in bare
+
+
+def test_a_row_whose_parameters_get_no_gradient_is_refused():
+    row = perf.measure(_one("--method", "lora", "--checkpointing", "false",
+                            "method._target_=tests.helpers.faults.Unreachable"))
+    assert "no gradient reached the trainable parameters" in row["invalid"][0]
+    text = perf.table([row])
+    assert "invalid measurement, not a result" in text and "| 0." not in text
+
+
+def test_invalid_measurements_are_named():
+    good = {"mfu": 0.35, "tokens_processed": 64, "tokens_counted": 64, "no_gradient": []}
+    assert perf.invalid_reasons(good) == []
+    assert "MFU 108.7% exceeds" in perf.invalid_reasons({**good, "mfu": 1.087})[0]
+    assert "processed 256 tokens, the counts assume 64" in perf.invalid_reasons({**good, "tokens_processed": 256})[0]
+    assert "lora_B" in perf.invalid_reasons({**good, "no_gradient": ["x.lora_B.weight"]})[0]
+    assert perf.invalid_reasons({**good, "mfu": None}) == []  # no known peak (CPU): nothing to compare
+
+
+def test_without_gradient_judges_each_trainable_tensor():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[0].bias.requires_grad_(False)
+    model(torch.ones(2, 3)).sum().backward()
+    assert perf.without_gradient(model) == []
+    model[0].weight.grad.zero_()
+    model[1].bias.grad = None
+    assert perf.without_gradient(model) == ["0.weight", "1.bias"]
+
+
+def test_the_heading_names_the_work_and_rows_that_differ():
+    work = {"grad_accum": 1, "batch": 1, "seq": 2048, "targets": "q_proj,v_proj", "checkpointing": False,
+            "compile": False, "precision": "bf16", "dtype": "bfloat16", "optimizer": "adamw"}
+    rows = [{**row("lora", 0.2, 10), "work": work}, {**row("cla", 0.2, 10), "work": work},
+            {**row("full", 0.5, 30), "work": {**work, "targets": "none", "optimizer": "adafactor"}}]
+    text, differ = perf.heading(rows)
+    assert text == ("grad_accum 1, batch 1, seq 2048, targets q_proj,v_proj, compile False, precision bf16, "
+                    "dtype bfloat16, optimizer adamw")
+    assert differ == {0: {}, 1: {}, 2: {"targets": "none", "optimizer": "adafactor"}}
+    assert "| full targets=none optimizer=adafactor | False |" in perf.table(rows)

@@ -180,3 +180,18 @@ def test_gpu_dtype_path_trains_every_timed_method(tmp_path, name):
     assert len(result["history"]) == 4 and all(math.isfinite(h["loss"]) for h in result["history"])
     assert result["metrics"]["trainable_params"] == result["metrics"]["expected_trainable_params"] or name == "prunedlora"
     assert any(p.is_file() for p in (tmp_path).rglob("*.safetensors"))
+
+
+def test_a_run_whose_parameters_get_no_gradient_fails_and_says_why(tmp_path):
+    from bench.results import validate_result
+
+    status, _, result = run_tiny(tmp_path, "method._target_=tests.helpers.faults.Unreachable", "train.max_steps=3")
+    validate_result(result)
+    assert status == result["status"] == "failed" and result["error"]["stage"] == "train"
+    assert "no gradient reached the trainable parameters at optimizer step 1" in result["error"]["message"]
+
+
+def test_lora_whose_a_starts_without_gradient_is_not_refused(tmp_path):
+    """Step 1: B = 0, so A's gradient is exactly 0; B's is not, and the guard judges the whole set."""
+    status, _, result = run_tiny(tmp_path, "method=lora", "train.max_steps=2", "train.log_every=1")
+    assert status == "success" and all(h["grad_norm"] > 0 for h in result["history"])

@@ -37,3 +37,16 @@ class RebuildOnce(LoRA):
     def after_step(self, model, step: int, optimizer) -> bool:
         self.optimizers_seen = getattr(self, "optimizers_seen", []) + [id(optimizer)]
         return step == 2
+
+
+@dataclass(kw_only=True)
+class Unreachable(LoRA):
+    """LoRA whose adapter output is multiplied by 0: the loss still has a graph, but no gradient
+    reaches the trainable parameters, as when a compiled custom op loses its backward."""
+
+    def apply(self, model):
+        model = super().apply(model)
+        for name, module in model.named_modules():
+            if name.endswith("lora_B.default"):
+                module.register_forward_hook(lambda _m, _i, out: out * 0.0)
+        return model
