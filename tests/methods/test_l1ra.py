@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench.run import execute, prepare
+from bench.run import build, execute, prepare
 from methods import peft_common
 from tests.conftest import TINY, compose
 from tests.helpers.tiny import fixed_batch, tiny_llama
@@ -296,3 +296,18 @@ def step_ops(layers: int, mode: str) -> list[str]:
 def test_an_ordinary_step_issues_the_same_ops_for_2_and_4_layers(mode):
     two, four = step_ops(2, mode), step_ops(4, mode)
     assert two == four and len(two) <= 8, (two, four)  # a few foreach ops, not a few per adapter
+
+
+# -- the reference preset -------------------------------------------------------------------------------
+def test_reference_preset_is_one_override_and_adapts_every_linear_layer():
+    cfg = compose(*TINY, "experiment=l1ra_reference")
+    assert cfg.method.name == "l1ra"
+    assert (cfg.method.lr, cfg.method.dropout, cfg.method.r, cfg.method.alpha) == (1e-4, 0.1, 16, 16.0)
+    assert (cfg.train.weight_decay, cfg.train.max_grad_norm, cfg.train.scheduler, cfg.train.warmup_ratio) == \
+        (0.1, 0.3, "cosine", 0.1)
+    method = build(cfg.method)
+    model = method.apply(tiny_llama())
+    report = method.report(model)
+    assert set(report["rank_by_module_type"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                  "down_proj"}
+    assert report["budget_final"] == 16 * 7 * 2  # 7 linear layers in each of 2 blocks, not the LM head
