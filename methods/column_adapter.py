@@ -165,7 +165,7 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
         with torch.no_grad():
             for merged in state["history"]:  # replay the merges on the fresh W0, in order
                 for name, (cols, factor) in merged.items():
-                    self.layers[name].add_to_weight(cols, factor)
+                    self.layers[name].add_merged(cols, factor)
             for name, cols in state["cols"].items():
                 self.layers[name].cols.copy_(cols)
         self.phase, self.history = state["phase"], list(state["history"])

@@ -12,8 +12,8 @@ from bench.config import ConfigError
 from bench.protocols import REBUILD_OPTIMIZER
 from methods.gathered_columns import (
     ColumnAdapterLinear,
-    GatheredColumnsLinear,
     dense_reference,
+    gathered_forward,
 )
 from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config, train_steps
@@ -35,7 +35,7 @@ def test_gathered_kernel_matches_the_dense_selector_in_float64():
     bias = torch.randn(7, dtype=torch.float64)
     lora_b = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     cols = torch.tensor([1, 4, 5, 11])
-    got = GatheredColumnsLinear.apply(x, weight, bias, lora_b, cols, 0.5, 0.0, True)
+    got = gathered_forward(x, weight, bias, lora_b, cols, 0.5)
     want = dense_reference(x, weight, bias, lora_b, cols, 0.5)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(got)
@@ -44,7 +44,7 @@ def test_gathered_kernel_matches_the_dense_selector_in_float64():
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda x, b: GatheredColumnsLinear.apply(x, weight, bias, b, cols, 0.5, 0.0, True), (x, lora_b))
+        lambda x, b: gathered_forward(x, weight, bias, b, cols, 0.5), (x, lora_b))
 
 
 def test_backward_keeps_only_the_gathered_columns_of_the_input():
@@ -60,11 +60,28 @@ def test_backward_keeps_only_the_gathered_columns_of_the_input():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         layer(x).sum().backward()
-    activations = [t for t in saved if t is not linear.weight and t.dtype.is_floating_point
-                   and t.data_ptr() != layer.lora_B.data_ptr()]
+    own = {t.data_ptr() for t in (*layer.parameters(), *layer.buffers())}  # weights, not activations
+    activations = [t for t in saved if t.dtype.is_floating_point and t.data_ptr() not in own]
     assert all(t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() for t in saved)  # no view of x
     assert [tuple(t.shape) for t in activations] == [(2, 8, 4)]  # x[..., c]: r values per token
     assert layer.lora_B.grad is not None and x.grad is not None
+
+
+def test_backward_keeps_only_the_gathered_columns_after_a_merge():
+    """A merged phase adds a frozen term M x[m]: it must not make the backward keep x either."""
+    torch.manual_seed(0)
+    layer = ColumnAdapterLinear(torch.nn.Linear(64, 32), torch.tensor([0, 1, 2, 3]), scale=2.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    layer.merge_and_reset()
+    layer.cols.copy_(torch.tensor([4, 5, 6, 7]))
+    x = torch.randn(2, 8, 64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        layer(x).sum().backward()
+    own = {t.data_ptr() for t in (*layer.parameters(), *layer.buffers())}
+    assert [tuple(t.shape) for t in saved if t.dtype.is_floating_point and t.data_ptr() not in own] == [(2, 8, 4)]
+    assert all(t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() for t in saved)
 
 
 def test_dropout_acts_on_the_gathered_columns_in_training_only():
