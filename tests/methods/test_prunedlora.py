@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from methods.prunedlora import fisher_inverses, obs_scores, remove_component
+from methods.prunedlora import PrunedLoRA, fisher_inverses, obs_scores, remove_component
 from tests.conftest import TINY, run_cli
 from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config
@@ -206,3 +206,275 @@ def test_sparsity_sweep_records_rank_histories(tmp_path):
         assert report["rank_history"] and set(report["rank_pattern"].values()) == {8}
     assert sorted(found) == [0.5, 0.75]
     assert found[0.5]["r_init"] == 16 and found[0.75]["r_init"] == 32
+
+
+# -- fidelity to the reference (LucasXinYu/PrunedLoRA, optimizer_new.py) ------------------------
+def reference_prune_list(weight_a, weight_b, grad_a, grad_b, mask, k):
+    """A transcription of the reference's `prune_weight_matrix_prunedlora` scoring, as plain loops:
+    the k components it removes (global indices, lowest score first)."""
+    eps = 1e-6
+    weight_a, weight_b, grad_a, grad_b = (t.detach() for t in (weight_a, weight_b, grad_a, grad_b))
+    cand = [i for i in range(len(mask)) if mask[i]]
+    wb = [[float(weight_b[o, j]) for j in cand] for o in range(weight_b.shape[0])]
+    wa = [[float(weight_a[j, i]) for i in range(weight_a.shape[1])] for j in cand]
+    gb = torch.tensor([[float(grad_b[o, j]) for j in cand] for o in range(grad_b.shape[0])], dtype=torch.float64)
+    ga = torch.tensor([[float(grad_a[j, i]) for i in range(grad_a.shape[1])] for j in cand], dtype=torch.float64)
+    r = len(cand)
+    hb = [[sum(float(gb[o, p]) * float(gb[o, q]) for o in range(gb.shape[0])) for q in range(r)] for p in range(r)]
+    ha = [[sum(float(ga[p, i]) * float(ga[q, i]) for i in range(ga.shape[1])) for q in range(r)] for p in range(r)]
+    eye = torch.eye(r, dtype=torch.float64)
+    hb_inv = torch.linalg.pinv(torch.tensor(hb, dtype=torch.float64) + eps * eye)
+    ha_inv = torch.linalg.pinv(torch.tensor(ha, dtype=torch.float64) + eps * eye)
+    proj_b = [[sum(float(gb[o, p]) * float(hb_inv[p, q]) for p in range(r)) for q in range(r)] for o in range(len(wb))]
+    proj_a = [[sum(float(ha_inv[p, q]) * float(ga[q, i]) for q in range(r)) for i in range(len(wa[0]))] for p in range(r)]
+    scores = []
+    for local, j in enumerate(cand):
+        rb = [wb[o][local] - proj_b[o][local] for o in range(len(wb))]
+        ra = [wa[local][i] - proj_a[local][i] for i in range(len(wa[0]))]
+        score = 0.5 * sum(x * x for x in rb) / (float(hb_inv[local, local]) + eps) \
+            + 0.5 * sum(x * x for x in ra) / (float(ha_inv[local, local]) + eps)
+        scores.append((score, local, j))
+    scores.sort(key=lambda x: x[0])
+    return [j for _, _, j in scores[:k]], {j: s for s, _, j in scores}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_matches_a_transcription_of_the_reference_loop(seed):
+    a, b, g_a, g_b = random_case(seed, r=7, d_in=5, d_out=9)  # r' > d_in: H_A rank-deficient, as in practice
+    mask = [True, False, True, True, True, False, True]
+    active = torch.tensor([i for i, m in enumerate(mask) if m])
+    _, ref_scores = reference_prune_list(a, b, g_a, g_b, mask, 2)
+    ours = obs_scores(a[active], b[:, active], g_a[active], g_b[:, active], 1e-6)
+    for local, j in enumerate(active.tolist()):
+        assert float(ours[local]) == pytest.approx(ref_scores[j], rel=1e-8)
+
+
+def layer_with_random_state(method, model, seed):
+    """Give every adapter random A, B and gradients (B is zero at the start of real training)."""
+    g = torch.Generator().manual_seed(seed)
+    for layer in method.layers.values():
+        for p in (layer.lora_A["default"].weight, layer.lora_B["default"].weight):
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=g))
+            p.grad = torch.randn(p.shape, generator=g)
+
+
+def test_one_shot_selection_removes_what_the_reference_removes():
+    method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=1",
+                                "method.prune_k=3", "method.first_event=1", "method.selection=one_shot")
+    model = method.apply(tiny_llama())
+    layer_with_random_state(method, model, 3)
+    expected = {}
+    for name, layer in method.layers.items():
+        a, b = layer.lora_A["default"].weight.double(), layer.lora_B["default"].weight.double()
+        expected[name] = sorted(reference_prune_list(a, b, layer.lora_A["default"].weight.grad.double(),
+                                                     layer.lora_B["default"].weight.grad.double(), [True] * 8, 3)[0])
+    method.on_train_begin(model, 4)
+    method.before_optimizer_step(model, 1, torch.optim.AdamW(model.parameters()))
+    for name in method.layers:
+        assert sorted((~method.masks[name]).nonzero().flatten().tolist()) == expected[name]
+
+
+def test_pruning_scores_this_steps_weights_not_the_updated_ones():
+    """The reference prunes inside the optimizer step, from w_t and g_t. With a large learning rate
+    the update moves the weights enough that scoring w_{t+1} (a prune after the step) would remove
+    another component; the hook removes the one the reference removes."""
+    overrides = ("method.r_target=5", "method.r_init=6", "method.prune_every=1", "method.prune_k=1",
+                 "method.first_event=1", "method.criterion=magnitude")
+    method = method_from_config("prunedlora", *overrides)
+    model = method.apply(tiny_llama())
+    layer_with_random_state(method, model, 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    late_model = copy.deepcopy(model)
+    late_params = [p for p in late_model.parameters() if p.requires_grad]
+    for p, q_ in zip(params, late_params):
+        q_.grad = p.grad.clone()
+    torch.optim.AdamW(late_params, lr=1.0).step()  # what a prune after the step would score
+    now, late = {}, {}
+    for (name, layer), late_layer in zip(method.layers.items(), [m for m in late_model.modules() if hasattr(m, "lora_A")
+                                                                 and "default" in getattr(m, "lora_A", {})]):
+        for store, lay in ((now, layer), (late, late_layer)):
+            a, b = lay.lora_A["default"].weight, lay.lora_B["default"].weight
+            store[name] = int(torch.argmin(b.norm(dim=0) * a.norm(dim=1)))  # magnitude, by hand
+    assert any(now[n] != late[n] for n in now), "the toy must tell the two timings apart"
+    optimizer = torch.optim.AdamW(params, lr=1.0)
+    method.on_train_begin(model, 2)
+    method.before_optimizer_step(model, 1, optimizer)
+    optimizer.step()
+    assert method.after_step(model, 1, optimizer) == "parameters_replaced"  # compacted after the update
+    for name in method.layers:
+        assert (~method.masks[name]).nonzero().flatten().tolist() == [now[name]]
+
+
+def test_removed_components_stay_zero_through_the_update_that_follows():
+    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=6", "method.prune_every=1",
+                                "method.prune_k=2", "method.first_event=1", "method.compact=false")
+    model = method.apply(tiny_llama())
+    layer_with_random_state(method, model, 1)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.5, weight_decay=0.1)
+    optimizer.step()  # moments exist and are non-zero everywhere before the prune
+    method.on_train_begin(model, 3)
+    for step in (1, 2, 3):
+        optimizer.zero_grad()
+        model(**fixed_batch()).loss.backward()
+        method.before_optimizer_step(model, step, optimizer)
+        optimizer.step()
+        method.after_step(model, step, optimizer)
+        for name, layer in method.layers.items():
+            dead = ~method.masks[name]
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            assert int(dead.sum()) == min(2 * step, 4)
+            assert torch.all(a[dead] == 0) and torch.all(b[:, dead] == 0)
+            assert torch.all(optimizer.state[a]["exp_avg"][dead] == 0)
+
+
+@pytest.mark.parametrize("criterion,used", [("obs_gradient", "obs"), ("magnitude", "none"), ("taylor", "none"),
+                                            ("wanda", "none")])
+def test_baselines_only_zero_the_component_by_default(criterion, used):
+    method = method_from_config("prunedlora", "method.r_target=3", "method.r_init=4", "method.prune_every=1",
+                                "method.first_event=1", f"method.criterion={criterion}")
+    model = method.apply(tiny_llama())
+    assert method.report(model)["recovery"] == used
+    if criterion == "wanda":  # activations of this step
+        model(**fixed_batch()).loss.backward()
+    layer_with_random_state(method, model, 2)
+    before = {n: (l.lora_A["default"].weight.clone(), l.lora_B["default"].weight.clone())
+              for n, l in method.layers.items()}
+    method.on_train_begin(model, 2)
+    method.before_optimizer_step(model, 1, torch.optim.AdamW(model.parameters()))
+    for name, layer in method.layers.items():
+        keep = method.masks[name]
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        untouched = torch.equal(a[keep], before[name][0][keep]) and torch.equal(b[:, keep], before[name][1][:, keep])
+        assert untouched == (used == "none")
+
+
+def reference_ranks(r_init, steps, prune_every=10, prune_k=2, target=64):
+    """A transcription of AdamWWithPruning.step's schedule: the rank after each optimizer step."""
+    rank, step_count, out = r_init, 0, []
+    for _ in range(steps):
+        if step_count % prune_every == 0:
+            if rank > target:
+                rank -= prune_k
+        step_count += 1
+        out.append(rank)
+    return out
+
+
+def test_reference_preset_follows_the_reference_schedule_and_optimizer():
+    from types import SimpleNamespace
+
+    from bench.run import build
+    from tests.conftest import compose
+
+    cfg = compose("experiment=prunedlora_reference", "model=tiny-llama", "train.max_steps=400")
+    method = build(cfg.method)
+    assert (cfg.train.adam_eps, cfg.train.weight_decay, cfg.train.warmup_ratio) == (1e-4, 1e-5, 0.05)
+    assert list(method.target_modules) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert (method.r_init, method.r_target, method.selection, method.recovery_used) == (128, 64, "one_shot", "obs")
+    method.check(cfg)
+    events = set(method.events(400))
+    ours = []
+    for step in range(1, 401):
+        ours.append(method.target_rank(step, 400) if step in events else (ours[-1] if ours else 128))
+    assert ours == reference_ranks(128, 400)
+    # rank after optimizer step t (from 1): max(64, 128 - 2 ceil(t / 10)); 64 first after step 311
+    assert ours == [max(64, 128 - 2 * -(-t // 10)) for t in range(1, 401)]
+    with pytest.raises(ConfigError, match="32 events are needed, the last at step 311"):
+        method.check(SimpleNamespace(train=SimpleNamespace(max_steps=300)))
+
+
+def test_hooks_prune_at_the_reference_steps():
+    method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=3",
+                                "method.prune_k=2", "method.first_event=1", "method.tfinal_ratio=0.0")
+    ranks = []
+    trained(method, 8, check=lambda m, *_: ranks.append(set(m.ranks().values())))
+    assert ranks == [{r} for r in reference_ranks(8, 8, prune_every=3, prune_k=2, target=4)]
+
+
+def check_cfg(steps):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(train=SimpleNamespace(max_steps=steps))
+
+
+def test_cubic_schedule_that_ends_above_the_target_is_refused_with_a_setting_that_works():
+    method = method_from_config("prunedlora", "method.r_init=1024", "method.r_target=8", "method.prune_every=40",
+                                "method.schedule=cubic")
+    assert method.final_rank(100) == 9  # the case of the review: events at 40 and 80 only
+    with pytest.raises(ConfigError, match=r"leaves rank 9 > r_target=8.*prune_every=40.*"
+                                          r"method.prune_every=(\d+) would end at r_target") as err:
+        method.check(check_cfg(100))
+    suggested = int(err.value.args[0].split("method.prune_every=")[-1].split(" ")[0])
+    method.prune_every = suggested
+    method.check(check_cfg(100))
+    assert method.final_rank(100) == 8
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cubic"])
+def test_every_schedule_that_passes_the_check_ends_at_the_target(schedule):
+    """Brute force over a grid: whatever passes `check` reaches r_target by the end of training,
+    counted by replaying the events; whatever fails it would not."""
+    refused = passed = 0
+    for r_init, steps, every, k, first, tfinal in __import__("itertools").product(
+            (9, 16, 40), (7, 30, 100), (None, 1, 4, 13), (None, 1, 3), (None, 1, 5), (0.0, 0.3)):
+        if schedule == "cubic" and k is not None:
+            continue
+        method = PrunedLoRA(name="prunedlora", lr=1e-4, r_init=r_init, r_target=8, schedule=schedule,
+                            prune_every=every, prune_k=k, first_event=first, tfinal_ratio=tfinal)
+        rank = r_init
+        for step in range(1, steps + 1):
+            if step in method.events(steps):
+                rank = min(rank, method.target_rank(step, steps))
+        try:
+            method.check(check_cfg(steps))
+            passed += 1
+            assert rank == 8, (r_init, steps, every, k, first, tfinal)
+        except ConfigError:
+            refused += 1
+            assert rank > 8
+    assert passed and refused
+
+
+def test_reference_preset_refuses_a_run_too_short_to_reach_the_target(tmp_path):
+    out = run_cli(*TINY, "experiment=prunedlora_reference", "train.max_steps=50", f"run.root={tmp_path}", timeout=60)
+    assert out.returncode == 2 and "32 events are needed" in out.stderr
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+@pytest.mark.parametrize("rule", ["fixed", "scaled"])
+def test_export_reloads_in_peft_with_the_training_scaling(tmp_path, rslora, rule):
+    from peft import PeftModel
+
+    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=6", "method.prune_every=1",
+                                f"method.use_rslora={str(rslora).lower()}", f"method.alpha_rule={rule}",
+                                "method.lr=1e-2")
+    model, _ = trained(method, 6, batch=fixed_batch(seed=2))
+    # the scaling PEFT applied in training, read from the modules: alpha/r_init or alpha/r_target
+    root = (lambda r: r ** 0.5) if rslora else (lambda r: r)
+    expected = 16.0 / root(6 if rule == "fixed" else 2)
+    assert [layer.scaling["default"] for layer in method.layers.values()] == pytest.approx([expected] * 4)
+    assert method.report(model)["scaling"] == pytest.approx(expected) and method.report(model)["alpha_rule"] == rule
+    model.eval()
+    batch = fixed_batch()
+    want = logits(model, batch)
+    method.export(model, tmp_path)
+    loaded = PeftModel.from_pretrained(tiny_llama(), str(tmp_path)).eval()
+    torch.testing.assert_close(logits(loaded, batch), want, atol=1e-5, rtol=1e-5)
+    assert {m.lora_A["default"].weight.shape[0] for m in loaded.modules() if hasattr(m, "lora_A")
+            and "default" in getattr(m, "lora_A", {})} == {2}
+
+
+def test_adam_eps_reaches_adamw_and_its_default_keeps_run_hashes():
+    from bench.config import resolved, run_hash
+    from bench.train import build_optimizer
+    from tests.conftest import compose
+
+    cfg = compose("model=tiny-llama", "method=prunedlora", "train.adam_eps=1e-4")
+    method = method_from_config("prunedlora")
+    model = method.apply(tiny_llama())
+    assert {g["eps"] for g in build_optimizer(method, model, cfg.train).param_groups} == {1e-4}
+    plain = resolved(compose("model=tiny-llama"))
+    before_the_key = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "adam_eps"}}
+    assert run_hash(plain) == run_hash(before_the_key)
+    assert run_hash(resolved(compose("model=tiny-llama", "train.adam_eps=1e-4"))) != run_hash(plain)
