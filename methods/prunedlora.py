@@ -187,6 +187,14 @@ class PrunedLoRA(LoRA):
         start, end = self.window(total_steps)
         return max(1, (end - start) // max(1, self.r_init - self.r_target))
 
+    @classmethod
+    def perf_sizing(cls, rank: int, warmup: int, steps: int) -> list[str]:
+        """Prune 2 rank -> rank inside the warm-up, then compact: the timed steps are the steady
+        state, compared with LoRA at rank r_target."""
+        total = warmup + steps
+        return [f"method.r_target={rank}", f"method.r_init={2 * rank}", "method.prune_every=1",
+                f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}"]
+
     def events(self, total_steps: int) -> list[int]:
         start, end = self.window(total_steps)
         every = self.every(total_steps)
