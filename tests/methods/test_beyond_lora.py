@@ -15,6 +15,7 @@ from methods.gathered_columns import (
     dense_reference,
     gathered_forward,
 )
+from methods.lora_chain import merged_delta
 from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config, train_steps
 
@@ -228,9 +229,9 @@ def test_lora_chains_merge_and_restart(name):
     layer = next(iter(method.layers.values()))
     assert layer.lora_A["default"].weight.requires_grad == (name == "cola")
     name0 = next(iter(method.layers))
-    merged = layer.get_base_layer().weight.detach() - before[name0]
+    assert torch.equal(layer.get_base_layer().weight, before[name0])  # merged beside W0, not into it
     want = sum(method.scale * b @ a for a, b in (m[name0] for m in method.history))
-    torch.testing.assert_close(merged, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(merged_delta(layer.get_base_layer()), want, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["c3la", "c3la_random", "cola", "rac"])
@@ -249,6 +250,12 @@ def test_chain_state_restores_the_merged_weights_exactly(name):
     assert want.keys() == got.keys()
     for key in want:
         assert torch.equal(want[key], got[key]), key
+    want, got = dict(model.named_buffers()), dict(again.named_buffers())  # the merged terms too
+    assert want.keys() == got.keys() and any("merged" in k or "chain_" in k for k in want)
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+    batch = fixed_batch()
+    assert torch.equal(logits(model.eval(), batch), logits(again.eval(), batch))
 
 
 @pytest.mark.parametrize("name,rank", [("c3la", 12), ("cola", 12), ("cla", 4), ("paca", 4)])
