@@ -24,7 +24,8 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 # Keys added after runs were recorded, at the value every earlier run implicitly used: left out of
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
-HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8}
+HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8,
+                         ("method", "lr_after_reset"): "continue"}
 
 
 @dataclass

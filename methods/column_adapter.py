@@ -158,7 +158,7 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
 
     # -- checkpoints: the merged phases live in the frozen W0, which checkpoints do not hold -----
     def state_dict(self, model) -> dict:
-        return {"phase": self.phase, "history": self.history,
+        return {**self.phase_state(), "history": self.history,
                 "cols": {name: layer.cols.cpu().clone() for name, layer in self.layers.items()}}
 
     def load_state_dict(self, model, state: dict) -> None:
@@ -168,7 +168,8 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
                     self.layers[name].add_merged(cols, factor)
             for name, cols in state["cols"].items():
                 self.layers[name].cols.copy_(cols)
-        self.phase, self.history = state["phase"], list(state["history"])
+        self.load_phase_state(state)
+        self.history = list(state["history"])
 
     def columns_used(self) -> dict:
         used = super().columns_used()

@@ -95,7 +95,7 @@ class LoRAChain(phases.PhasedTraining, AsymLoRA):
         if self.frozen:  # a frozen random factor is not among the checkpointed trainable weights
             frozen = {name: getattr(layer, self.frozen)["default"].weight.detach().cpu().clone()
                       for name, layer in self.layers.items()}
-        return {"phase": self.phase, "history": self.history, "frozen": frozen}
+        return {**self.phase_state(), "history": self.history, "frozen": frozen}
 
     def load_state_dict(self, model, state: dict) -> None:
         with torch.no_grad():
@@ -104,7 +104,8 @@ class LoRAChain(phases.PhasedTraining, AsymLoRA):
                     merge_term(self.layers[name].get_base_layer(), a, b)
             for name, value in state["frozen"].items():
                 getattr(self.layers[name], self.frozen)["default"].weight.copy_(value)
-        self.phase, self.history = state["phase"], list(state["history"])
+        self.load_phase_state(state)
+        self.history = list(state["history"])
 
     # -- results --------------------------------------------------------------------------------
     def report(self, model) -> dict:

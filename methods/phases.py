@@ -3,6 +3,13 @@
 A run of T optimizer steps is cut into k phases; phase j ends after step round(j T / k), and the
 method acts at the k - 1 inner boundaries (the last phase ends with the run). Alternatively a fixed
 phase length: a boundary every `phase_steps` steps.
+
+The learning rate after a boundary that rebuilds the optimizer (`lr_after_reset`):
+  continue  the new optimizer resumes the run's schedule where it was (the suite's default);
+  constant  from the first boundary on, every group keeps the rate the schedule had reached
+            there, for the rest of the run: what the Beyond-LoRA reference trainer does
+            (ProjectModelsOne `rebuild_optimizer_after_chain(keep_group_lrs=True,
+            disable_scheduler=True)`).
 """
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bench.config import ConfigError
+
+LR_AFTER_RESET = ("continue", "constant")
 
 
 def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:
@@ -43,14 +52,23 @@ class PhasedTraining:
 
     phases: int | None = 4
     phase_steps: int | None = None
+    lr_after_reset: str = "continue"
 
     boundary_change: ClassVar[object] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_phase_settings(self.phases, self.phase_steps)
+        if self.lr_after_reset not in LR_AFTER_RESET:
+            raise ConfigError(f"method.lr_after_reset={self.lr_after_reset!r} is not valid; "
+                              f"choose one of: {', '.join(LR_AFTER_RESET)}")
+        if self.lr_after_reset == "constant" and not self.boundary_change:
+            raise ConfigError("method.lr_after_reset=constant applies when a boundary rebuilds the optimizer; "
+                              f"method {self.name} keeps its optimizer and schedule across boundaries "
+                              "(leave it at continue)")
         self.phase = 0
         self._boundaries: list[int] = []
+        self.lr_factor: float | None = None  # lr_after_reset=constant: the schedule's factor at the first boundary
 
     def check(self, cfg) -> None:
         check_fits(self.phases, self.phase_steps, cfg.train.max_steps)
@@ -61,12 +79,35 @@ class PhasedTraining:
     def after_step(self, model, step: int, optimizer):
         if step not in self._boundaries:
             return False
+        if self.lr_after_reset == "constant" and self.lr_factor is None:
+            self.lr_factor = schedule_factor(optimizer)
         self.advance()
         return self.boundary_change
+
+    def param_groups(self, model, weight_decay: float) -> list[dict]:
+        groups = super().param_groups(model, weight_decay)
+        if self.lr_factor is None:
+            return groups
+        return [{**g, "lr": g["lr"] * self.lr_factor, "constant_lr": True} for g in groups]
+
+    def phase_state(self) -> dict:
+        return {"phase": self.phase, "lr_factor": self.lr_factor}
+
+    def load_phase_state(self, state: dict) -> None:
+        self.phase, self.lr_factor = state["phase"], state.get("lr_factor")
 
     def advance(self) -> None:
         raise NotImplementedError
 
     def phase_report(self) -> dict:
         return {"phases": self.phases, "phase_steps": self.phase_steps, "boundaries": self._boundaries,
-                "phases_completed": self.phase + 1}
+                "phases_completed": self.phase + 1, "lr_after_reset": self.lr_after_reset,
+                "lr_factor_after_reset": self.lr_factor}
+
+
+def schedule_factor(optimizer) -> float:
+    """Where the schedule stands: the next step's rate over the base rate, read from the first
+    scheduled group (every scheduled group shares the schedule's factor)."""
+    groups = [g for g in optimizer.param_groups if not g.get("constant_lr")] or optimizer.param_groups
+    group = groups[0]
+    return float(group["lr"]) / float(group.get("initial_lr", group["lr"]))
