@@ -478,3 +478,132 @@ def test_adam_eps_reaches_adamw_and_its_default_keeps_run_hashes():
     before_the_key = {**plain, "train": {k: v for k, v in plain["train"].items() if k != "adam_eps"}}
     assert run_hash(plain) == run_hash(before_the_key)
     assert run_hash(resolved(compose("model=tiny-llama", "train.adam_eps=1e-4"))) != run_hash(plain)
+
+
+# -- a least-squares LoRA toy: predicted vs actual loss increase ---------------------------------
+def ls_toy(seed, n=64, d_in=10, d_out=8, r=6, steps=30, lr=0.05):
+    """min over A, B of L = 1/(2n) sum_n ||B A x_n - y_n||^2, part-trained by gradient descent (so
+    the gradient is not zero, as at a pruning event during training). Returns (X, Y, A, B, G_A, G_B)."""
+    g = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64, generator=g)
+    x = torch.randn(n, d_in, **f64)
+    y = x @ (torch.randn(d_out, 3, **f64) @ torch.randn(3, d_in, **f64)).T + 0.1 * torch.randn(n, d_out, **f64)
+    a, b = (0.3 * torch.randn(r, d_in, **f64)).requires_grad_(), (0.3 * torch.randn(d_out, r, **f64)).requires_grad_()
+    for _ in range(steps + 1):
+        a.grad = b.grad = None
+        ls_loss(x, y, a, b).backward()
+        if _ < steps:
+            with torch.no_grad():
+                a -= lr * a.grad
+                b -= lr * b.grad
+    return x, y, a.detach(), b.detach(), a.grad, b.grad
+
+
+def ls_loss(x, y, a, b):
+    return 0.5 * ((x @ a.T @ b.T - y) ** 2).sum() / x.shape[0]
+
+
+def test_on_a_quadratic_the_score_predicts_the_loss_increase_and_obs_newton_is_best():
+    """B alone (A fixed) is an exact quadratic with Hessian H = (A X^T)(A X^T)^T / n over the rank
+    index, shared by the rows of B. With that H, the score's B term minus 1/2 tr(G H^-1 G^T) is the
+    actual loss change of obs_newton, measured by evaluating the loss, and obs_newton's increase is
+    no larger than zeroing or obs compensation (it is the constrained minimum)."""
+    for seed in range(4):
+        x, y, a, b, _, g_b = ls_toy(seed)
+        acts = a @ x.T
+        hinv = torch.linalg.inv(acts @ acts.T / x.shape[0])
+        base = float(ls_loss(x, y, a, b))
+        for j in range(b.shape[1]):
+            after = {rec: float(ls_loss(x, y, a, remove_component(b, g_b, hinv, j, rec)))
+                     for rec in ("none", "obs", "obs_newton")}
+            s_b = 0.5 * float(((b - g_b @ hinv)[:, j] ** 2).sum() / hinv[j, j])
+            predicted = s_b - 0.5 * float(torch.einsum("ni,ij,nj->", g_b, hinv, g_b))
+            assert after["obs_newton"] - base == pytest.approx(predicted, rel=1e-8, abs=1e-12)
+            assert after["obs_newton"] <= min(after["none"], after["obs"]) + 1e-12
+
+
+def toy_table(seeds=range(8), damping=1e-6, verbose=False) -> dict:
+    """The method's own path on the toy (empirical-Fisher H from this step's gradients, A and B
+    together): for each criterion, the component it removes and the actual loss increase under
+    each recovery; the first-order + Fisher model's prediction beside it. Used for docs/methods.md:
+    .venv/bin/python -c "from tests.methods.test_prunedlora import toy_table; toy_table(verbose=True)"."""
+    out = {}
+    for seed in seeds:
+        x, y, a, b, g_a, g_b = ls_toy(seed)
+        base = float(ls_loss(x, y, a, b))
+        hinv_a, hinv_b = fisher_inverses(g_a, g_b, damping)
+        h_a, h_b = torch.linalg.inv(hinv_a), torch.linalg.inv(hinv_b)
+        choice = {"obs_gradient": int(torch.argmin(obs_scores(a, b, g_a, g_b, damping))),
+                  "magnitude": int(torch.argmin(b.norm(dim=0) * a.norm(dim=1))),
+                  "taylor": int(torch.argmin((g_a * a).abs().sum(1) + (g_b * b).abs().sum(0)))}
+        zeroed = [float(ls_loss(x, y, *_zero(a, b, j))) - base for j in range(a.shape[0])]
+        row = {"best_zeroing": min(zeroed)}
+        for crit, j in choice.items():
+            for rec in ("none", "obs", "obs_newton"):
+                new_b = remove_component(b, g_b, hinv_b, j, rec)
+                new_a = remove_component(a.T, g_a.T, hinv_a, j, rec).T
+                model = q(new_b - b, g_b, h_b) + q(new_a.T - a.T, g_a.T, h_a)
+                row[f"{crit}/{rec}"] = (float(ls_loss(x, y, new_a, new_b)) - base, model)
+        out[seed] = row
+        if verbose:
+            print(seed, {k: (tuple(round(v, 4) for v in val) if isinstance(val, tuple) else round(val, 4))
+                         for k, val in row.items()})
+    return out
+
+
+def _zero(a, b, j):
+    a, b = a.clone(), b.clone()
+    a[j], b[:, j] = 0.0, 0.0
+    return a, b
+
+
+def test_toy_table_measures_what_the_method_does():
+    table = toy_table(seeds=range(2))
+    for row in table.values():
+        for crit in ("obs_gradient", "magnitude", "taylor"):
+            # recovery none is plain zeroing: its actual increase is one of the brute-force ones
+            assert row[f"{crit}/none"][0] >= row["best_zeroing"] - 1e-12
+
+
+def llama_with_layers(n_layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=128, pad_token_id=0)).eval()
+
+
+def aten_ops(fn) -> list[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return [e.name for e in prof.events() if e.name.startswith("aten::")]
+
+
+@pytest.mark.parametrize("criterion", ["obs_gradient", "wanda"])
+def test_steps_without_an_event_launch_nothing_whatever_the_adapter_count(criterion):
+    """No kernels and no host syncs (.item(), .tolist(), bool(tensor)) in the per-step hooks, nor in
+    wanda's activation hooks, on a step that does not prune: the cost does not grow with adapters."""
+    settings = ("method.r_target=2", "method.r_init=6", "method.prune_every=4", "method.prune_k=2",
+                "method.first_event=1", "method.compact=false")
+    batch = fixed_batch()
+    for n_layers in (2, 4):
+        method = method_from_config("prunedlora", *settings, f"method.criterion={criterion}")
+        model = method.apply(llama_with_layers(n_layers)).train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+        method.on_train_begin(model, 12)
+        model(**batch).loss.backward()
+        method.before_optimizer_step(model, 1, optimizer)  # an event
+        optimizer.step()
+        method.after_step(model, 1, optimizer)
+        assert set(method.ranks().values()) == {4}
+        # step 2 has no event: its forward costs what the same model without hooks costs
+        plain = method_from_config("prunedlora", *settings, "method.criterion=magnitude")
+        twin = plain.apply(llama_with_layers(n_layers)).train()
+        assert len(aten_ops(lambda: model(**batch))) == len(aten_ops(lambda: twin(**batch)))
+        optimizer.zero_grad()
+        model(**batch).loss.backward()
+        assert aten_ops(lambda: (method.before_optimizer_step(model, 2, optimizer),
+                                 method.after_step(model, 2, optimizer))) == []
