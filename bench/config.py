@@ -25,7 +25,7 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
 HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8,
-                         ("method", "lr_after_reset"): "continue"}
+                         ("method", "lr_after_reset"): "continue", ("method", "alpha_rule"): "fixed"}
 
 
 @dataclass

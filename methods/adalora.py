@@ -24,6 +24,7 @@ class AdaLoRA(peft_common.PeftMethod):
     target_r: int = 8
     init_r: Optional[int] = None  # null: from sparsity, or 1.5 * target_r (the paper's b0 ~ 1.5 bT)
     alpha: float = 32.0
+    alpha_rule: str = "fixed"  # fixed: scaling alpha / init_r (PEFT's) | scaled: alpha / target_r at any init_r
     dropout: float = 0.0
     tinit_ratio: float = 0.1
     tfinal_ratio: float = 0.2
@@ -61,6 +62,8 @@ class AdaLoRA(peft_common.PeftMethod):
                 raise ConfigError(f"method.{key}={getattr(self, key)} must be in (0, 1)")
         if self.delta_t < 1:
             raise ConfigError(f"method.delta_t={self.delta_t} must be >= 1")
+        if self.alpha_rule not in ("fixed", "scaled"):
+            raise ConfigError(f"method.alpha_rule={self.alpha_rule!r} is not valid; choose one of: fixed, scaled")
         self.history: list[dict] = []
 
     @classmethod
@@ -70,11 +73,16 @@ class AdaLoRA(peft_common.PeftMethod):
     def peft_config(self, model, total_steps: int = 1):
         from peft import AdaLoraConfig
 
-        return AdaLoraConfig(init_r=self.init_r, target_r=self.target_r, lora_alpha=self.alpha,
+        return AdaLoraConfig(init_r=self.init_r, target_r=self.target_r, lora_alpha=self.peft_alpha(),
                              lora_dropout=self.dropout, target_modules=list(self.target_modules),
                              tinit=0, tfinal=0, deltaT=self.delta_t, beta1=self.beta1, beta2=self.beta2,
                              orth_reg_weight=self.orth_reg_weight, total_step=total_steps,
                              task_type=peft_common.task_type(model))
+
+    def peft_alpha(self) -> float:
+        """PEFT's AdaLoRA scales by lora_alpha / init_r: `scaled` keeps alpha / target_r across a
+        sparsity sweep, `fixed` lets the scaling shrink as init_r grows."""
+        return self.alpha * (self.init_r / self.target_r if self.alpha_rule == "scaled" else 1)
 
     def apply(self, model):
         peft_model = super().apply(model)
@@ -132,6 +140,7 @@ class AdaLoRA(peft_common.PeftMethod):
     def report(self, model) -> dict:
         pattern = self.rank_pattern(model)
         return {"init_r": self.init_r, "target_r": self.target_r,
-                "sparsity": 1 - self.target_r / self.init_r,
+                "sparsity": 1 - self.target_r / self.init_r, "alpha": self.alpha, "alpha_rule": self.alpha_rule,
+                "scaling": self.peft_alpha() / self.init_r,
                 "budget_initial": self.init_r * self._matrices, "budget_target": self.target_r * self._matrices,
                 "total_rank_final": sum(pattern.values()), "rank_pattern": pattern, "rank_history": self.history}

@@ -607,3 +607,30 @@ def test_steps_without_an_event_launch_nothing_whatever_the_adapter_count(criter
         model(**batch).loss.backward()
         assert aten_ops(lambda: (method.before_optimizer_step(model, 2, optimizer),
                                  method.after_step(model, 2, optimizer))) == []
+
+
+@pytest.mark.parametrize("rule", ["fixed", "scaled"])
+def test_sparsity_sweep_alpha_rule_sets_the_scaling_of_both_pruning_methods(rule):
+    """fixed: PEFT's alpha / r_init, which shrinks along the sweep; scaled: alpha / r_target at
+    every sparsity. Read from the injected modules (AdaLoRA divides by its ranknum)."""
+    for sparsity in (0.5, 0.75):
+        pruned = method_from_config("prunedlora", f"method.sparsity={sparsity}", f"method.alpha_rule={rule}")
+        model = pruned.apply(tiny_llama())
+        r_init = round(8 / (1 - sparsity))
+        want = pruned.alpha / (r_init if rule == "fixed" else 8)
+        assert [m.scaling["default"] for m in pruned.layers.values()] == pytest.approx([want] * 4)
+        ada = method_from_config("adalora", f"method.sparsity={sparsity}", f"method.alpha_rule={rule}")
+        model = ada.apply(tiny_llama())
+        got = [float(m.scaling["default"] / m.ranknum["default"]) for m in model.modules() if hasattr(m, "ranknum")]
+        assert got == pytest.approx([ada.alpha / (r_init if rule == "fixed" else 8)] * 4, rel=1e-5)
+        assert ada.report(model)["alpha_rule"] == rule
+
+
+def test_alpha_rule_fixed_keeps_adalora_run_hashes():
+    from bench.config import resolved, run_hash
+    from tests.conftest import compose
+
+    cfg = resolved(compose("model=tiny-llama", "method=adalora"))
+    before_the_key = {**cfg, "method": {k: v for k, v in cfg["method"].items() if k != "alpha_rule"}}
+    assert run_hash(cfg) == run_hash(before_the_key)
+    assert run_hash(resolved(compose("model=tiny-llama", "method=adalora", "method.alpha_rule=scaled"))) != run_hash(cfg)
