@@ -19,7 +19,7 @@ from methods.lora_chain import merged_delta
 from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config, train_steps
 
-COLUMN_METHODS = ["cla", "cla_random", "c3la", "c3la_shift", "c3la_random", "paca"]
+COLUMN_METHODS = ["cla", "cla_random", "c3la", "c3la_shift", "c3la_random", "c3la_offset", "c3la_offset_shift", "paca"]
 
 
 def adapted_shapes(model):
@@ -99,7 +99,7 @@ def test_dropout_acts_on_the_gathered_columns_in_training_only():
 
 
 # -- what each method trains ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", COLUMN_METHODS + ["asym_lora", "rac"])
+@pytest.mark.parametrize("name", COLUMN_METHODS + ["asym_lora", "rac", "cla_random_dense"])
 def test_trainable_params_are_r_times_d_out(name):
     base = tiny_llama()
     method = method_from_config(name, "method.r=4")
@@ -234,7 +234,7 @@ def test_lora_chains_merge_and_restart(name):
     torch.testing.assert_close(merged_delta(layer.get_base_layer()), want, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["c3la", "c3la_random", "cola", "rac"])
+@pytest.mark.parametrize("name", ["c3la", "c3la_random", "c3la_offset", "cola", "rac"])
 def test_chain_state_restores_the_merged_weights_exactly(name):
     method, model, _, _ = run_chain(name, 6, "method.phases=3")
     state = method.state_dict(model)
