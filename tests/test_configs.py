@@ -50,17 +50,6 @@ def test_model_name_matches_file(name):
     assert compose(f"model={name}").model.name == name
 
 
-@pytest.mark.parametrize("pair", options("model_task"))
-def test_model_task_specialisation_applies(pair):
-    model, task = pair.split("_", 1)
-    assert model in options("model") and task in options("task"), f"model_task/{pair}.yaml names no real pair"
-    specialised = compose(f"model={model}", f"task={task}")
-    raw = OmegaConf.load(CONF / "model_task" / f"{pair}.yaml")
-    for section, values in raw.items():
-        for key, value in values.items():
-            assert specialised[section][key] == value, f"{pair}: {section}.{key} not applied"
-
-
 def test_big_models_compose_gpu_defaults():
     cfg = compose("method=lora", "model=llama2-7b", "task=gsm8k")
     assert cfg.model.hub_id == "meta-llama/Llama-2-7b-hf"
