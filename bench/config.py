@@ -121,13 +121,16 @@ class Config:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
+    # conf/model/hub.yaml names a run by its hub id: ORG/NAME -> ORG--NAME (the hub cache's spelling)
+    if not OmegaConf.has_resolver("hub_slug"):
+        OmegaConf.register_new_resolver("hub_slug", lambda hub_id: str(hub_id).replace("/", "--"))
 
 
 CHOICES: dict[str, tuple] = {
     "model.kind": ("causal_lm", "encoder"),
     "model.source": ("hub", "gguf_package", "package_dir"),
     "model.init": ("pretrained", "random"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": ("float32", "bfloat16", "float16", "auto"),  # auto: the model's own config.json dtype
     "train.scheduler": ("cosine", "linear", "constant"),
     "train.mixed_precision": ("no", "bf16", "fp16"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -196,8 +199,9 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"model '{m.name}' with model.source={m.source} needs model.{needed}")
         if m.source in ("gguf_package", "package_dir") and not m.package:
             problems.append(f"model '{m.name}' with model.source={m.source} needs model.package")
-    elif m.init == "random" and not m.arch:
-        problems.append(f"model.init=random needs the architecture in model.arch (model '{m.name}' has none)")
+    elif m.init == "random" and not m.arch and not (m.source == "hub" and m.hub_id):
+        problems.append(f"model.init=random needs the architecture in model.arch or a model.hub_id whose "
+                        f"config.json gives it (model '{m.name}' has neither)")
     targets = m.get("adapter_targets")
     valid = targets in TARGET_PRESETS if isinstance(targets, str) else \
         bool(targets) and all(isinstance(t, str) for t in targets)

@@ -111,6 +111,57 @@ def _hub_cached(repo_id: str, revision: str | None, filename: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
 
 
+def shipped_arch(hub_id: str | None) -> tuple[dict, str] | None:
+    """The architecture fields of the suite's model file (conf/model/) for this hub id, and the file."""
+    from omegaconf import OmegaConf
+
+    for path in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if hub_id and node.get("hub_id") == hub_id and node.get("arch"):
+            arch = OmegaConf.to_container(node.arch)
+            if node.get("dtype") in DTYPES:  # what `model.dtype=auto` reads
+                arch.setdefault("dtype", node.dtype)
+            return arch, f"conf/model/{path.name}"
+    return None
+
+
+def _own_config(mcfg):
+    """The model's own config.json (from the hub, or from the local cache when the hub is disabled)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(mcfg.hub_id, revision=mcfg.revision)
+    except (OSError, ValueError) as err:
+        raise _hub_error(mcfg, err) from err
+
+
+def architecture(mcfg) -> tuple[dict, str]:
+    """The fields a random-weight build uses, and where they came from: model.arch if given; else
+    the model's own config.json (hub or local cache); else the suite's model file for that hub id."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if mcfg.arch:
+        # plain containers: a config's lists (e.g. DeBERTa's pos_att_type) must serialise on export
+        return (OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)), "model.arch"
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    shipped = shipped_arch(mcfg.hub_id)
+    if mcfg.hub_id and (not offline or _hub_cached(mcfg.hub_id, mcfg.revision, "config.json") or shipped is None):
+        own = _own_config(mcfg).to_dict()
+        for key in ("architectures", "transformers_version", "_name_or_path", "auto_map"):
+            own.pop(key, None)
+        return own, f"config.json of {mcfg.hub_id}" + (f"@{mcfg.revision}" if mcfg.revision else "")
+    if shipped is None:
+        raise ConfigError(f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch "
+                          f"or model.hub_id")
+    return shipped
+
+
+def _dtype_name(value) -> str:
+    """A config's dtype (torch.dtype or its name) as one of DTYPES; float32 where it names none."""
+    name = str(value).replace("torch.", "") if value is not None else "float32"
+    return name if name in DTYPES else "float32"
+
+
 def check_available(mcfg) -> None:
     """Cheap checks, before anything is loaded, that the model's weights and tokenizer can be had:
     the packages are installed, and with the hub disabled, hub files are in the local cache."""
@@ -127,6 +178,14 @@ def check_available(mcfg) -> None:
         filename = "config.json" if mcfg.init == "pretrained" else "tokenizer_config.json"
         if not _hub_cached(mcfg.hub_id, mcfg.revision, filename):
             raise _hub_error(mcfg, FileNotFoundError(f"{filename} is not in the local hub cache"))
+    if (mcfg.init == "random" and not mcfg.arch and os.environ.get("HF_HUB_OFFLINE") == "1"
+            and not (mcfg.hub_id and _hub_cached(mcfg.hub_id, mcfg.revision, "config.json"))
+            and shipped_arch(mcfg.hub_id) is None):
+        if not mcfg.hub_id:
+            raise ConfigError(f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch "
+                              f"or model.hub_id")
+        raise _hub_error(mcfg, FileNotFoundError("config.json is not in the local hub cache, and no model file "
+                                                 "in conf/model/ has this hub id"))
 
 
 # -- sources ------------------------------------------------------------------------------------
@@ -159,12 +218,10 @@ def _converted_gguf(mcfg) -> tuple[Path, dict]:
     return target, info
 
 
-def _random_config(mcfg, tokenizer, head_kwargs: dict, fit_vocab: bool = True):
-    from omegaconf import DictConfig, OmegaConf
+def _random_config(mcfg, tokenizer, head_kwargs: dict, fit_vocab: bool = True, arch: dict | None = None):
     from transformers import AutoConfig
 
-    # plain containers: a config's lists (e.g. DeBERTa's pos_att_type) must serialise on export
-    arch = OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)
+    arch = dict(arch if arch is not None else architecture(mcfg)[0])
     arch.update(head_kwargs)
     model_type = arch.pop("model_type")
     notes = {}
@@ -211,9 +268,18 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
     from transformers import AutoTokenizer
 
     model_kwargs = dict(model_kwargs or {})
-    dtype = DTYPES[mcfg.dtype]
-    info: dict = {"name": mcfg.name, "source": mcfg.source, "init": mcfg.init, "dtype": mcfg.dtype,
+    arch = None
+    if mcfg.init == "random":
+        arch, arch_source = architecture(mcfg)
+    dtype_name = mcfg.dtype
+    if dtype_name == "auto":  # the model's own: its config.json's dtype
+        own = arch if arch is not None else _own_config(mcfg).to_dict() if mcfg.source == "hub" else {}
+        dtype_name = _dtype_name(own.get("dtype", own.get("torch_dtype")))
+    dtype = DTYPES[dtype_name]
+    info: dict = {"name": mcfg.name, "source": mcfg.source, "init": mcfg.init, "dtype": dtype_name,
                   "hub_id": mcfg.hub_id, "revision": mcfg.revision}
+    if arch is not None and arch_source != "model.arch":
+        info["architecture_from"] = arch_source
     if mcfg.attn_implementation:
         model_kwargs["attn_implementation"] = mcfg.attn_implementation
 
@@ -249,7 +315,7 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
     if head is not None:
         info["head"] = dict(head)
     if mcfg.init == "random":
-        config, notes = _random_config(mcfg, tokenizer, head_kwargs, fit_vocab=fit_vocab)
+        config, notes = _random_config(mcfg, tokenizer, head_kwargs, fit_vocab=fit_vocab, arch=arch)
         info.update(notes)
         # Build directly on the target device: a 7B model in fp32 does not fit in host RAM.
         with torch.device(device):

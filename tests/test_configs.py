@@ -22,9 +22,13 @@ def test_every_group_has_options():
         assert options(group), f"conf/{group}/ is empty"
 
 
+# What an option cannot compose without (model=hub: which hub model, and its size class)
+REQUIRED = {("model", "hub"): ("model.hub_id=ORG/NAME", "size=7b")}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_option_composes_and_validates(group, option):
-    cfg = compose(f"{group}={option}")
+    cfg = compose(f"{group}={option}", *REQUIRED.get((group, option), ()))
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # no dangling interpolation
 
@@ -45,7 +49,7 @@ def test_task_config_instantiates_its_class(name):
     assert task.name == name
 
 
-@pytest.mark.parametrize("name", options("model"))
+@pytest.mark.parametrize("name", [m for m in options("model") if m != "hub"])  # hub: named by its hub id
 def test_model_name_matches_file(name):
     assert compose(f"model={name}").model.name == name
 
