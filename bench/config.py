@@ -25,7 +25,8 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
 HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8,
-                         ("method", "lr_after_reset"): "continue", ("method", "alpha_rule"): "fixed"}
+                         ("method", "lr_after_reset"): "continue", ("method", "alpha_rule"): "fixed",
+                         ("task", "asdiv_heldout"): 0, ("task", "asdiv_test"): 0}
 
 
 @dataclass

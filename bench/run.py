@@ -266,6 +266,11 @@ def summary_line(result: dict, path: Path) -> str:
         if key in m:
             parts.append(f"{'base' if key == 'eval_base' else 'tuned'} {m[key]['primary']}="
                          f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']})")
+    for key in ("eval_base", "eval"):  # the training source's held-out score, where the task reports one
+        held = (m.get(key) or {}).get("heldout") or {}
+        if held.get("primary") in held:
+            parts.append(f"{'base' if key == 'eval_base' else 'tuned'} held-out {held['primary']}="
+                         f"{held[held['primary']]:.4f} (n={held['n']})")
     return f"{line}\n  " + ", ".join(parts)
 
 
