@@ -75,7 +75,11 @@ def row(result: dict) -> dict:
         "seed": cfg["seed"],
         "variant": run_hash({k: v for k, v in cfg.items() if k != "seed"})[:8],
         "metric": primary, "score": ev.get(primary), "score_base": base.get(primary),
-        "trainable_params": m.get("trainable_params"), "train_time_s": m.get("train_time_s"),
+        "trainable_params": m.get("trainable_params"),
+        # what a pruning or reallocating method ends with (its method_report), else the start count
+        "params_end": (result["method_report"].get("params_end") or result["method_report"].get("trainable_params_final")
+                       or m.get("trainable_params")),
+        "train_time_s": m.get("train_time_s"),
         "peak_memory_gb": (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None,
         "memory_kind": mem.get("kind"), "tokens_per_s": m.get("tokens_per_s"),
         "device": result["provenance"]["device"].get("name"),
@@ -186,7 +190,8 @@ def _report_markdown(runs: list[dict], roots, filters, frame, table, main_md, fi
              + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded.", ""]
     for note in warnings_for(frame) if runs else []:
         lines += [f"> warning: {note}", ""]
-    lines += ["## Main table (primary metric, mean ± std over seeds, n runs per cell)", "", main_md]
+    lines += ["## Main table (primary metric, mean ± std over seeds, n runs per cell)", "", main_md,
+              report_table.LEGEND, ""]
     lines += [f"![metric against cost]({pareto.name})" if pareto else "no metric to plot", ""]
     lines += ["## Rank allocation (final rank per layer and module)", "",
               f"![rank allocation]({ranks.name})" if ranks else "no run reports a rank pattern", ""]

@@ -71,6 +71,7 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
         n=("score", "count"),
         runs=("status", "size"),
         trainable_params=("trainable_params", "median"),
+        params_end=("params_end", "median"),
         train_time_s=("train_time_s", "mean"),
         peak_memory_gb=("peak_memory_gb", "max"),
     ).reset_index()
@@ -98,12 +99,74 @@ def wide(pts: pd.DataFrame) -> pd.DataFrame:
     order = [f"{c} {s}" for c in sorted(pts["column"].unique()) for s in ("mean", "std", "n")]
     cells = cells.reindex(columns=order)
     # the row's mean train time over all of its runs: each task's mean weighted by its run count
+    if "params_end" not in pts:  # points from before the column existed
+        pts = pts.assign(params_end=pts["trainable_params"])
     costs = pts.assign(time_sum=pts["train_time_s"] * pts["runs"]).groupby(ROW).agg(
         trainable_params=("trainable_params", "median"), time_sum=("time_sum", "sum"), runs=("runs", "sum"),
-        peak_memory_gb=("peak_memory_gb", "max"))
+        peak_memory_gb=("peak_memory_gb", "max"), params_end=("params_end", "median"))
     costs.insert(1, "train_time_s", costs.pop("time_sum") / costs.pop("runs"))
-    table = cells.join(costs).reset_index()
-    return table.sort_values(ROW, key=_sort_key, ignore_index=True)
+    table = cells.join(costs).reset_index().sort_values(ROW, key=_sort_key, ignore_index=True)
+    table["matched"], table["reference"] = matched_groups(table)
+    return table
+
+
+# Parameter-matched groups. Two rows of one model are matched when their trainable parameters at the
+# end of training (a pruning method's final count) are within MATCH_TOLERANCE of the group's
+# smallest; the group's reference row is its LoRA row (the plain baseline every claim is against;
+# with several, the one with the fewest parameters). A cell of another row in the group is marked
+# WITHIN_MARK when its mean differs from the reference's by no more than one standard deviation
+# over seeds (the larger of the two rows' std, ddof=1): a difference the seeds alone could make.
+MATCH_TOLERANCE = 0.10
+REFERENCE_METHOD = "lora"
+WITHIN_MARK = "≈"
+LEGEND = (f"Parameter-matched groups (column `matched`): rows of one model whose final trainable parameters are within "
+          f"{MATCH_TOLERANCE:.0%} of each other share a label P1, P2, ...; `ref` marks the group's reference row "
+          f"({REFERENCE_METHOD.upper()}). `{WITHIN_MARK}` after a cell: its mean is within one standard deviation "
+          f"(over seeds, the larger of the two rows') of the reference row's mean on that task, a difference the "
+          f"seed-to-seed spread can explain; no mark: the difference exceeds it, or the group has no reference, "
+          f"or a row has one seed only.")
+
+
+def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
+    """(group label or "", is the group's reference) per row of the wide table."""
+    labels, refs = [""] * len(table), [False] * len(table)
+    counter = 0
+    for _model, rows in table.groupby("model", sort=True):
+        params = rows["params_end"].where(rows["params_end"].notna(), rows["trainable_params"]).dropna()
+        order = params.sort_values(kind="stable")
+        groups: list[list[int]] = []
+        for i, p in order.items():
+            if groups and p <= params[groups[-1][0]] * (1 + MATCH_TOLERANCE):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for members in groups:
+            if len(members) < 2:
+                continue
+            counter += 1
+            for i in members:
+                labels[i] = f"P{counter}"
+            lora = [i for i in members if table.at[i, "method"] == REFERENCE_METHOD]
+            if lora:
+                refs[min(lora, key=lambda i: params[i])] = True
+    return labels, refs
+
+
+def within_spread(table: pd.DataFrame, task: str) -> list[bool]:
+    """Per row: is its mean on `task` within one std of its group's reference row (see LEGEND)?"""
+    out = [False] * len(table)
+    for label, rows in table[table["matched"] != ""].groupby("matched"):
+        ref = rows[rows["reference"]]
+        if ref.empty:
+            continue
+        r = ref.iloc[0]
+        for i, row in rows.iterrows():
+            if row["reference"] or pd.isna(row[f"{task} mean"]) or pd.isna(r[f"{task} mean"]):
+                continue
+            spread = max(row[f"{task} std"], r[f"{task} std"])  # NaN (one seed) on either side: no mark
+            if not pd.isna(spread) and abs(row[f"{task} mean"] - r[f"{task} mean"]) <= spread:
+                out[i] = True
+    return out
 
 
 def _cell(mean, std, n) -> str:
@@ -120,12 +183,16 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     out = table[ROW].copy()
     out["setting"] = out["setting"].replace("", "–")
     out["sparsity"] = out["sparsity"].map(str)
+    if "matched" not in table:
+        table = table.assign(**dict(zip(("matched", "reference"), matched_groups(table))))
     for task in tasks:
-        out[task] = [_cell(m, s, n) for m, s, n in
-                     zip(table[f"{task} mean"], table[f"{task} std"], table[f"{task} n"])]
+        marks = within_spread(table, task)
+        out[task] = [_cell(m, s, n) + (f" {WITHIN_MARK}" if mark else "") for m, s, n, mark in
+                     zip(table[f"{task} mean"], table[f"{task} std"], table[f"{task} n"], marks)]
     out["trainable params"] = table["trainable_params"].map(lambda v: "–" if pd.isna(v) else f"{int(v):,}")
     out["train time s (mean)"] = table["train_time_s"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
     out["peak memory GB (max)"] = table["peak_memory_gb"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
+    out["matched"] = [(f"{g} ref" if ref else g) or "–" for g, ref in zip(table["matched"], table["reference"])]
     return out
 
 

@@ -7,7 +7,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from bench import report, report_plots, results
+from bench import report, report_plots, report_table, results
 from bench.report_where import WhereError, parse
 from tests.bench.test_results import minimal_result
 
@@ -265,3 +265,32 @@ def test_where_with_an_unknown_key_names_the_valid_ones(tmp_path, capsys):
         report.main([str(tmp_path / "runs"), "--where", "colour=red"])
     err = capsys.readouterr().err
     assert "'colour' is not a column" in err and "method, sparsity" in err
+
+
+def test_main_table_marks_parameter_matched_groups_and_differences_within_one_std(tmp_path):
+    root = tmp_path / "runs"
+    arms = {  # method, r: (params, scores over seeds 1 and 2)
+        ("lora", 8): (8000, (0.10, 0.30)),     # reference of the 8000-parameter group
+        ("cla", 16): (8400, (0.25, 0.35)),     # |0.30 - 0.20| = 0.10 <= std(lora) = 0.1414: within
+        ("c3la", 16): (8790, (0.60, 0.62)),    # |0.61 - 0.20| = 0.41: beyond the spread
+        ("asym_lora", 16): (8900, (0.2, 0.2)),  # 8900 > 8000 * 1.10: not matched to the group
+        ("lora", 16): (16000, (0.5, 0.6)),     # alone: no group
+        ("paca", 4): (30000, (0.3, 0.3)),      # a group without a LoRA row: labelled, never marked
+        ("rac", 4): (30500, (0.3, 0.3)),
+    }
+    for (method, r), (params, scores) in arms.items():
+        for seed, score in zip((1, 2), scores):
+            synthetic(root, method=method, seed=seed, score=score, r=r, params=params)
+    report.write([root], tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False)
+    got = {(m, s): (g, ref) for m, s, g, ref in zip(table["method"], table["setting"], table["matched"],
+                                                    table["reference"])}
+    assert got[("lora", "r=8")] == ("P1", True)
+    assert got[("cla", "")] == ("P1", False) and got[("c3la", "")] == ("P1", False)
+    assert got[("asym_lora", "")][0] == "" and got[("lora", "r=16")][0] == ""
+    assert got[("paca", "")] == ("P2", False) and got[("rac", "")] == ("P2", False)
+    md = (tmp_path / "out" / "main.md").read_text()
+    line = {row.split("|")[1].strip(): row for row in md.splitlines() if row.startswith("| ")}
+    assert "0.3000 ± 0.0707 (n=2) ≈" in line["cla"] and "P1" in line["cla"]
+    assert "≈" not in line["c3la"] and "≈" not in line["paca"] and "≈" not in line["asym_lora"]
+    assert "P1 ref" in md and report_table.LEGEND in (tmp_path / "out" / "report.md").read_text()
