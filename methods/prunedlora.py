@@ -228,8 +228,9 @@ class PrunedLoRA(LoRA):
     def _settings(self, total: int) -> str:
         return (f"schedule={self.schedule}, r_init={self.r_init}, r_target={self.r_target}, "
                 f"prune_every={self.every(total)}{'' if self.prune_every else ' (derived)'}, "
-                f"prune_k={self.per_event(total)}{'' if self.prune_k else ' (derived)'}, "
-                f"first_event={self.first_event}, tinit_ratio={self.tinit_ratio}, tfinal_ratio={self.tfinal_ratio}, "
+                + (f"prune_k={self.per_event(total)}{'' if self.prune_k else ' (derived)'}, "
+                   if self.schedule == "linear" else "")
+                + f"first_event={self.first_event}, tinit_ratio={self.tinit_ratio}, tfinal_ratio={self.tfinal_ratio}, "
                 f"train.max_steps={total}")
 
     def check(self, cfg) -> None:
@@ -260,7 +261,9 @@ class PrunedLoRA(LoRA):
             f"method=prunedlora: the cubic schedule's last event (step {events[-1]}) leaves rank "
             f"{self.final_rank(total)} > r_target={self.r_target} ({self._settings(total)}): no event falls late "
             f"enough; " + (f"method.prune_every={working} would end at r_target, " if working else "")
-            + "or leave prune_every=null, or train longer")
+            + ("or leave prune_every=null, " if self.prune_every is not None
+               and _with(self, prune_every=None).final_rank(total) <= self.r_target else "")
+            + "or train longer")
 
     # -- building ---------------------------------------------------------------------------
     def apply(self, model):
