@@ -1,0 +1,394 @@
+"""The study of issue #17 (docs/study.md): which commands it runs, how it picks learning rates, and
+the verdict per claim. `make study` = `python -m bench.report_study run`.
+
+    python -m bench.report_study run [--root runs/study] [--jobs 2] [--doc docs/study.md] [--dry-run]
+                                     [--seeds 0,1,2] [--lr-grid 1e-4,3e-4,1e-3] [KEY=VALUE ...]
+    python -m bench.report_study verdict [--root runs/study]     # the verdict of what is there
+
+Stages, each an ordinary resumable sweep (a finished job is skipped when the command runs again):
+  1. learning-rate search, seed 0 (sweep=study_lr_asdiv / study_lr_sentiment), under <root>/lr;
+  2. the winners: per (part, method) the rate with the best score on the held-out split
+     (eval.heldout: data that is neither trained on nor reported), ties to the smaller rate;
+  3. the main grids, three seeds at the chosen rates (sweep=study_asdiv / study_sentiment), <root>/main;
+  4. bench.report on <root>/main, then the verdict per claim, all written into --doc.
+KEY=VALUE arguments are appended to every bench.run command (a key of a preset is replaced: the
+smoke test runs the whole chain with model=tiny-llama and a few steps).
+
+Verdicts compare arms (a set of runs over seeds) by their primary metric: the difference of means
+against the seed-to-seed spread, max(std_a, std_b) with ddof=1. "better": supported when
+mean_a - mean_b > spread. "competitive" (same or better): supported when mean_a - mean_b >= -spread.
+Otherwise "not supported by the data". With fewer than two seeds on either side there is no spread
+and no verdict. "cheaper": train time and peak memory both lower by more than their spreads.
+"allocation": the share of the final rank held by the feed-forward layers and the attention output
+projection exceeds its share at the start (uniform ranks) by more than its seed-to-seed std.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTS = {  # part: (main preset, learning-rate search preset, what it measures)
+    "asdiv": ("study_asdiv", "study_lr_asdiv",
+              "SmolLM2-135M, ASDiv exact match on 100 held-out problems (task=asdiv), adapters on q_proj, v_proj"),
+    "sentiment": ("study_sentiment", "study_lr_sentiment",
+                  "SmolLM2-135M + classification head, movie-review sentiment accuracy on 500 validation sentences, "
+                  "adapters on all linear layers"),
+}
+TASKS = {"asdiv": "asdiv", "sentiment": "movie_review_sentiment"}  # the task name each part's preset runs
+LR_GRID = ("1e-4", "3e-4", "1e-3")
+LR_GRID_FULL = ("1e-5", "3e-5", "1e-4")  # full fine-tuning moves every weight: its rates are lower
+# (part, method, the overrides its search runs with): the rate found is used by every arm of that method
+LR_SEARCH = (
+    ("asdiv", "lora", ("method=lora", "method.r=16")),
+    ("asdiv", "full", ("method=full",)),
+    ("asdiv", "cla", ("method=cla",)),
+    ("asdiv", "c3la", ("method=c3la",)),
+    ("asdiv", "prunedlora", ("method=prunedlora", "method.sparsity=0.5")),
+    ("sentiment", "lora", ("method=lora", "method.r=8")),
+    ("sentiment", "l1ra", ("method=l1ra", "method.r=8")),
+    ("sentiment", "adalora", ("method=adalora", "method.target_r=8")),
+)
+# The main grids, one bench.run command each (one rate per method). cLA and c3LA train r * d_out
+# per layer and LoRA r * (d_in + d_out): on SmolLM2's q_proj (576 -> 576) and v_proj (576 -> 192),
+# cLA at r=16 trains 16 * 768 per layer and LoRA at r=6 trains 6 * 1920 (within 7%), hence LoRA r=6
+# as the parameter-matched reference and r=16 as the same-rank one (tests/bench/test_sweep_presets.py).
+MAIN = (
+    ("asdiv", "lora", ("method=lora", "method.r=6,8,16,32")),
+    ("asdiv", "full", ("method=full",)),
+    ("asdiv", "cla", ("method=cla", "method.r=16")),
+    ("asdiv", "c3la", ("method=c3la", "method.r=16")),
+    ("asdiv", "prunedlora", ("method=prunedlora", "method.r_target=8", "method.sparsity=0.5,0.75",
+                             "method.criterion=obs_gradient,magnitude,wanda")),
+    ("sentiment", "lora", ("method=lora", "method.r=8")),
+    ("sentiment", "l1ra", ("method=l1ra", "method.r=8")),
+    ("sentiment", "adalora", ("method=adalora", "method.target_r=8")),
+)
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    part: str
+    where: tuple[str, ...]  # bench.report --where filters; the method's chosen rate is added
+
+    @property
+    def method(self) -> str:
+        return next(w.split("=", 1)[1] for w in self.where if w.startswith("method="))
+
+
+ARMS = {a.name: a for a in (
+    Arm("LoRA r=6", "asdiv", ("method=lora", "method.r=6")),
+    Arm("LoRA r=8", "asdiv", ("method=lora", "method.r=8")),
+    Arm("LoRA r=16", "asdiv", ("method=lora", "method.r=16")),
+    Arm("LoRA r=32", "asdiv", ("method=lora", "method.r=32")),
+    Arm("full FT", "asdiv", ("method=full",)),
+    Arm("cLA r=16", "asdiv", ("method=cla", "method.r=16")),
+    Arm("c3LA r=16", "asdiv", ("method=c3la", "method.r=16")),
+    *(Arm(f"PrunedLoRA {crit} 16->8" if s == "0.5" else f"PrunedLoRA {crit} 32->8", "asdiv",
+          ("method=prunedlora", "method.r_target=8", f"method.sparsity={s}", f"method.criterion={crit}"))
+      for s in ("0.5", "0.75") for crit in ("obs_gradient", "magnitude", "wanda")),
+    Arm("LoRA r=8 all-linear", "sentiment", ("method=lora", "method.r=8")),
+    Arm("L1RA r=8 all-linear", "sentiment", ("method=l1ra", "method.r=8")),
+    Arm("AdaLoRA r=8 all-linear", "sentiment", ("method=adalora", "method.target_r=8")),
+)}
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    text: str
+    kind: str  # better | competitive | cheaper | allocation
+    a: str
+    b: str = ""  # the arm a is compared with (none for allocation)
+
+
+CLAIMS = (
+    Claim("Beyond LoRA", "cLA is competitive with LoRA at matched trainable parameters", "competitive",
+          "cLA r=16", "LoRA r=6"),
+    Claim("Beyond LoRA", "c3LA is competitive with LoRA at matched trainable parameters", "competitive",
+          "c3LA r=16", "LoRA r=6"),
+    Claim("Beyond LoRA", "cLA is competitive with LoRA at the same rank", "competitive", "cLA r=16", "LoRA r=16"),
+    Claim("Beyond LoRA", "c3LA is competitive with LoRA at the same rank", "competitive", "c3LA r=16", "LoRA r=16"),
+    Claim("Beyond LoRA", "cLA trains in less time and memory than LoRA at the same rank", "cheaper",
+          "cLA r=16", "LoRA r=16"),
+    Claim("Beyond LoRA", "c3LA trains in less time and memory than LoRA at the same rank", "cheaper",
+          "c3LA r=16", "LoRA r=16"),
+    Claim("Beyond LoRA", "full fine-tuning is the ceiling (better than LoRA r=16)", "better", "full FT", "LoRA r=16"),
+    *(Claim("PrunedLoRA", f"PrunedLoRA {r} is better than LoRA at r_target", "better",
+            f"PrunedLoRA obs_gradient {r}", "LoRA r=8") for r in ("16->8", "32->8")),
+    Claim("PrunedLoRA", "PrunedLoRA 16->8 is competitive with LoRA at r_init", "competitive",
+          "PrunedLoRA obs_gradient 16->8", "LoRA r=16"),
+    Claim("PrunedLoRA", "PrunedLoRA 32->8 is competitive with LoRA at r_init", "competitive",
+          "PrunedLoRA obs_gradient 32->8", "LoRA r=32"),
+    *(Claim("PrunedLoRA", f"the OBS-gradient criterion beats {crit} pruning at {r}", "better",
+            f"PrunedLoRA obs_gradient {r}", f"PrunedLoRA {crit} {r}")
+      for r in ("16->8", "32->8") for crit in ("magnitude", "wanda")),
+    Claim("L1RA", "L1RA scores the same or better than LoRA at the same total rank", "competitive",
+          "L1RA r=8 all-linear", "LoRA r=8 all-linear"),
+    Claim("L1RA", "L1RA scores the same or better than AdaLoRA at the same final budget", "competitive",
+          "L1RA r=8 all-linear", "AdaLoRA r=8 all-linear"),
+    Claim("L1RA", "the freed ranks move to the feed-forward layers and the attention output projection",
+          "allocation", "L1RA r=8 all-linear"),
+)
+# module names that count as feed-forward or attention output (Llama and BERT naming)
+RECEIVERS = re.compile(r"(gate_proj|up_proj|down_proj|o_proj|fc1|fc2|intermediate\.dense|output\.dense|"
+                       r"attention\.output\.dense|mlp)")
+
+
+# -- the numbers --------------------------------------------------------------------------------
+def arm_runs(runs: list[dict], arm: Arm, lr: str | None) -> list[dict]:
+    filters = [*arm.where, "status=success"] + ([f"method.lr={lr}"] if lr else [])
+    return _select(runs, arm.part, arm.method, filters)
+
+
+def _select(runs: list[dict], part: str, method: str, filters) -> list[dict]:
+    """The runs of one part and method that every filter keeps (method first: another method's runs
+    lack its keys, which --where would call unknown)."""
+    from bench.report import where
+    from bench.report_where import parse
+
+    task = TASKS[part]
+    mine = [r for r in runs if r["config"]["task"]["name"] == task and r["config"]["method"]["name"] == method]
+    return where(mine, [parse(f) for f in filters]) if mine else []
+
+
+def _stats(values: list[float]) -> tuple[float, float, int]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan, len(values)
+
+
+def score(result: dict) -> float | None:
+    ev = result["metrics"].get("eval") or {}
+    return ev.get(ev.get("primary"))
+
+
+def heldout_score(result: dict) -> float | None:
+    ev = result["metrics"].get("eval") or {}
+    return (ev.get("heldout") or {}).get(ev.get("primary"))
+
+
+def receiver_share(pattern: dict) -> tuple[float, float]:
+    """(share of the final rank in feed-forward / attention-output modules, their share of modules)."""
+    total = sum(pattern.values())
+    recv = [name for name in pattern if RECEIVERS.search(name)]
+    return (sum(pattern[n] for n in recv) / total if total else math.nan), len(recv) / len(pattern)
+
+
+def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
+    """(numbers, verdict) of one claim from the runs of its arms."""
+    if not a or (claim.kind != "allocation" and not b):
+        return "–", "not run"
+    if claim.kind == "allocation":
+        shares = [receiver_share(r["method_report"]["rank_pattern"]) for r in a
+                  if isinstance(r["method_report"].get("rank_pattern"), dict) and r["method_report"]["rank_pattern"]]
+        if not shares:
+            return "–", "no rank pattern reported"
+        final, sd, n = _stats([s[0] for s in shares])
+        start = statistics.mean(s[1] for s in shares)
+        numbers = f"final share {final:.3f} ± {sd:.3f} (n={n}) vs {start:.3f} at the start (uniform)"
+        if n < 2:
+            return numbers, "no spread with one seed"
+        return numbers, "supported" if final - start > sd else "not supported by the data"
+    if claim.kind == "cheaper":
+        parts, ok = [], True
+        for key, unit in (("train_time_s", "s"), ("peak_memory", "GB")):
+            def value(r):
+                if key == "train_time_s":
+                    return r["metrics"].get("train_time_s")
+                mem = r["metrics"].get("peak_memory") or {}
+                return (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None
+            (ma, sa, na), (mb, sb, nb) = _stats([value(r) for r in a]), _stats([value(r) for r in b])
+            spread = max(sa, sb)
+            parts.append(f"{key.replace('_s', '')} {ma:.3g} vs {mb:.3g} {unit} (Δ {ma - mb:+.3g}, spread {spread:.3g})")
+            ok = ok and na > 1 and nb > 1 and mb - ma > spread
+        return "; ".join(parts), "supported" if ok else "not supported by the data"
+    (ma, sa, na), (mb, sb, nb) = _stats([score(r) for r in a]), _stats([score(r) for r in b])
+    numbers = f"{ma:.4f} ± {sa:.4f} (n={na}) vs {mb:.4f} ± {sb:.4f} (n={nb})"
+    if na < 2 or nb < 2:
+        return numbers, "no spread with one seed"
+    diff, spread = ma - mb, max(sa, sb)
+    numbers += f"; Δ {diff:+.4f}, spread {spread:.4f}"
+    if claim.kind == "better":
+        if diff > spread:
+            return numbers, "supported (the difference exceeds the spread)"
+        if diff < -spread:
+            return numbers, "not supported by the data (worse beyond the spread)"
+        return numbers, "not supported by the data (within the spread)"
+    if diff >= -spread:
+        return numbers, "supported (not worse beyond the spread)" + (" and better" if diff > spread else "")
+    return numbers, "not supported by the data (worse beyond the spread)"
+
+
+def pick_rates(lr_runs: list[dict]) -> tuple[dict, list[tuple]]:
+    """({(part, method): rate}, rows of the search table). A rate wins on the held-out score; ties
+    go to the smaller rate; a failed job never wins."""
+    winners, rows = {}, []
+    for part, method, overrides in LR_SEARCH:
+        mine = _select(lr_runs, part, method, overrides)
+        scored = {}
+        for r in mine:
+            lr = r["config"]["method"]["lr"]
+            held = heldout_score(r) if r["status"] == "success" else None
+            rows.append((part, method, lr, r["status"], held))
+            if held is not None:
+                scored[float(lr)] = max(held, scored.get(float(lr), -math.inf))
+        if scored:
+            best = max(scored.values())
+            winners[(part, method)] = min(lr for lr, s in scored.items() if s == best)
+    return winners, rows
+
+
+# -- the commands -------------------------------------------------------------------------------
+def _lr_text(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def commands(root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid: str | None,
+             winners: dict | None) -> list[list[str]]:
+    """The bench.run commands of stage 1 (winners None) or stage 3."""
+    launch = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"train.threads={max(1, (os.cpu_count() or 2) // jobs)}"] \
+        if jobs > 1 else []
+    out = []
+    for part, method, overrides in (LR_SEARCH if winners is None else MAIN):
+        main_preset, lr_preset = PARTS[part][:2]
+        if winners is None:
+            grid = lr_grid or ",".join(LR_GRID_FULL if method == "full" else LR_GRID)
+            cmd = [f"sweep={lr_preset}", *overrides, f"method.lr={grid}", f"run.root={root / 'lr'}"]
+        else:
+            if (part, method) not in winners:
+                continue  # its search did not produce a score; the verdict says "not run"
+            cmd = [f"sweep={main_preset}", *overrides, f"method.lr={_lr_text(winners[(part, method)])}",
+                   f"run.root={root / 'main'}"] + ([f"seed={seeds}"] if seeds else [])
+        out.append([sys.executable, "-m", "bench.run", *cmd, "logger=none", *launch, *extra])
+    return out
+
+
+def load_runs(folder: Path) -> list[dict]:
+    from bench.report import load
+
+    return load([folder])[0] if folder.exists() else []
+
+
+# -- the document -------------------------------------------------------------------------------
+def verdict_markdown(main_runs: list[dict], winners: dict) -> str:
+    lines = ["| paper | claim | arms | numbers | verdict |", "|---|---|---|---|---|"]
+    for c in CLAIMS:
+        a, b = ARMS[c.a], ARMS.get(c.b)
+        runs_a = arm_runs(main_runs, a, _rate(winners, a))
+        runs_b = arm_runs(main_runs, b, _rate(winners, b)) if b else []
+        numbers, verdict = judge(c, runs_a, runs_b)
+        lines.append(f"| {c.paper} | {c.text} | {c.a}{' vs ' + c.b if c.b else ''} | {numbers} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _rate(winners: dict, arm: Arm) -> str | None:
+    lr = winners.get((arm.part, arm.method))
+    return None if lr is None else _lr_text(lr)
+
+
+def plan_markdown() -> str:
+    lines = ["## Plan", ""]
+    for part, (main_preset, lr_preset, what) in PARTS.items():
+        lines.append(f"- part `{part}` ({what}): `sweep={main_preset}`, rates from `sweep={lr_preset}`")
+    lines += ["", "Learning-rate search (seed 0; the winner has the best score on the held-out split, "
+              "`eval.heldout`, which is neither trained on nor reported; ties go to the smaller rate): "
+              f"grid {', '.join(LR_GRID)} (full fine-tuning {', '.join(LR_GRID_FULL)}).", "",
+              "| part | method | search runs with |", "|---|---|---|"]
+    lines += [f"| {p} | {m} | `{' '.join(o)}` |" for p, m, o in LR_SEARCH]
+    lines += ["", "Main grids (seeds 0, 1, 2, each method at its chosen rate):", "",
+              "| part | method | grid |", "|---|---|---|"]
+    lines += [f"| {p} | {m} | `{' '.join(o)}` |" for p, m, o in MAIN]
+    lines += ["", "Claims and how each is judged: `python -m bench.report_study --help` (the module docstring).", ""]
+    return "\n".join(lines)
+
+
+def document(root: Path, report_md: str, lr_rows: list[tuple], winners: dict, main_runs: list[dict],
+             argv: list[str]) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    lines = ["# Study: the three papers' claims on small offline models (issue #17)", "",
+             "Generated by `make study` (`python -m bench.report_study run`); do not edit by hand.", "",
+             f"- command: `python -m bench.report_study {' '.join(shlex.quote(a) for a in argv)}`",
+             f"- commit: {commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}",
+             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, "
+             f"Python {platform.python_version()}", "", plan_markdown(),
+             "## Learning-rate search (seed 0, held-out score)", "",
+             "| part | method | lr | status | held-out score |", "|---|---|---|---|---|"]
+    lines += [f"| {p} | {m} | {lr} | {s} | {'–' if h is None else f'{h:.4f}'} |" for p, m, lr, s, h in lr_rows]
+    lines += ["", "Chosen: " + (", ".join(f"{p}/{m} {_lr_text(lr)}" for (p, m), lr in sorted(winners.items())) or "none"),
+              "", "## Verdicts", "",
+              "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "
+              "larger of the two arms' seed standard deviations (ddof=1). A claim the data do not support says so.", "",
+              verdict_markdown(main_runs, winners), "## Report (bench.report on the main runs)", "",
+              report_md.replace("# Report", "", 1).replace("## ", "### ").replace("](", "](study/")]
+    return "\n".join(lines)
+
+
+def run(args, extra: list[str]) -> int:
+    root = Path(args.root)
+    for cmd in commands(root, extra, args.jobs, None, args.lr_grid, None):
+        _call(cmd, args.dry_run)
+    winners, lr_rows = pick_rates(load_runs(root / "lr"))
+    for cmd in commands(root, extra, args.jobs, args.seeds, None, winners):
+        _call(cmd, args.dry_run)
+    if args.dry_run:
+        return 0
+    from bench import report
+
+    out = root / "report"
+    report.write([root / "main"], out)
+    doc = Path(args.doc)
+    figures = doc.parent / "study"
+    figures.mkdir(parents=True, exist_ok=True)
+    for name in ("pareto.png", "rank_allocation.png"):
+        if (out / name).exists():
+            (figures / name).write_bytes((out / name).read_bytes())
+    doc.write_text(document(root, (out / "report.md").read_text(), lr_rows, winners, load_runs(root / "main"),
+                            sys.argv[1:]))
+    print(f"written: {doc} (figures in {figures}, the full report in {out})")
+    return 0
+
+
+def _call(cmd: list[str], dry_run: bool) -> None:
+    print("+ " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
+    if not dry_run:
+        # a failed job is a result and the sweep goes on; a non-zero exit here is a broken command
+        subprocess.run(cmd, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report_study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "verdict"))
+    parser.add_argument("--root", default="runs/study", help="where the runs go (lr/ and main/ under it)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs at once (joblib); 1 = sequential")
+    parser.add_argument("--doc", default="docs/study.md", help="the document written at the end")
+    parser.add_argument("--seeds", default=None, help="replace the main grids' seeds (e.g. 0 for a smoke test)")
+    parser.add_argument("--lr-grid", default=None, help="replace the search grids (e.g. 1e-3 for a smoke test)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands of stages 1 and 3 only")
+    args, extra = parser.parse_known_args(argv)
+    bad = [e for e in extra if "=" not in e or e.startswith("-")]
+    if bad:
+        parser.error(f"unknown arguments {bad}: extra arguments are bench.run overrides KEY=VALUE")
+    if args.action == "run":
+        return run(args, extra)
+    root = Path(args.root)
+    winners, _ = pick_rates(load_runs(root / "lr"))
+    print(verdict_markdown(load_runs(root / "main"), winners))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

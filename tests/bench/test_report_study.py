@@ -1,0 +1,162 @@
+"""The study (bench/report_study.py): verdicts on synthetic result files with known numbers, the
+learning-rate pick on the held-out split, and the whole chain on the tiny model (slow)."""
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+
+import pytest
+
+from bench import report_study, results
+from bench.report_study import ARMS, CLAIMS
+from tests.bench.test_results import minimal_result
+
+BASE = minimal_result()
+TASK = {"asdiv": "asdiv", "sentiment": "movie_review_sentiment"}
+
+
+def write(root, arm: str, seed: int, score: float, lr: float, *, heldout=None, time_s=1.0, memory_gb=1.0,
+          rank_pattern=None, status="success"):
+    """A result of one arm of the study (its --where filters turned into config values)."""
+    a = ARMS[arm]
+    r = copy.deepcopy(BASE)
+    r["config"]["seed"] = seed
+    r["config"]["task"]["name"] = TASK[a.part]
+    method = {"lr": lr}
+    for f in a.where:
+        key, value = f.split("=", 1)
+        if key == "method":
+            method["name"] = value
+        else:
+            method[key.removeprefix("method.")] = float(value) if "." in value else (
+                int(value) if value.isdigit() else value)
+    r["config"]["method"] = method
+    r["metrics"].update(train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9})
+    r["metrics"]["eval"] = {"primary": "acc", "acc": score, "n": 10,
+                            **({"heldout": {"acc": heldout, "n": 5}} if heldout is not None else {})}
+    r["method_report"] = {"rank_pattern": rank_pattern} if rank_pattern else {}
+    d = root / f"{arm}-{seed}-{lr}".replace(" ", "_").replace(">", "")
+    results.write_result(d, r)
+
+
+def verdicts(root, winners) -> dict[str, tuple[str, str]]:
+    runs = report_study.load_runs(root)
+    out = {}
+    for line in report_study.verdict_markdown(runs, winners).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[cells[1]] = (cells[3], cells[4])
+    return out
+
+
+CLA_SCORES, LORA6 = (0.30, 0.32, 0.34), (0.20, 0.21, 0.22)
+LORA8, PL16, PL32 = (0.10, 0.20, 0.30), (0.25, 0.26, 0.27), (0.35, 0.36, 0.37)
+
+
+def test_verdicts_follow_the_difference_against_the_seed_spread(tmp_path):
+    lr = 3e-4
+    for seed in range(3):
+        write(tmp_path, "cLA r=16", seed, CLA_SCORES[seed], lr, time_s=5.0 + seed / 10, memory_gb=1.0)
+        write(tmp_path, "LoRA r=6", seed, LORA6[seed], lr)
+        write(tmp_path, "LoRA r=8", seed, LORA8[seed], lr)
+        write(tmp_path, "LoRA r=16", seed, 0.30 + seed / 100, lr, time_s=10.0 + seed / 10, memory_gb=2.0)
+        write(tmp_path, "full FT", seed, 0.01 * seed, 1e-5)
+        write(tmp_path, "PrunedLoRA obs_gradient 16->8", seed, PL16[seed], lr)
+        write(tmp_path, "PrunedLoRA obs_gradient 32->8", seed, PL32[seed], lr)
+    write(tmp_path, "LoRA r=6", 0, 0.99, 1e-3)  # another rate than the chosen one: never counted
+    winners = {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 3e-4, ("asdiv", "full"): 1e-5,
+               ("asdiv", "prunedlora"): 3e-4}
+    v = verdicts(tmp_path, winners)
+    # hand computation: cLA 0.32 ± 0.02 vs LoRA r=6 0.21 ± 0.01: +0.11 beyond the spread 0.02
+    numbers, verdict = v["cLA is competitive with LoRA at matched trainable parameters"]
+    assert numbers.startswith("0.3200 ± 0.0200 (n=3) vs 0.2100 ± 0.0100 (n=3); Δ +0.1100, spread 0.0200")
+    assert verdict == "supported (not worse beyond the spread) and better"
+    # PrunedLoRA 16->8 vs LoRA r=8: +0.06 within std(LoRA r=8) = 0.1 -> not supported
+    numbers, verdict = v["PrunedLoRA 16->8 is better than LoRA at r_target"]
+    assert f"spread {statistics.stdev(LORA8):.4f}" in numbers
+    assert verdict == "not supported by the data (within the spread)"
+    assert v["PrunedLoRA 32->8 is better than LoRA at r_target"][1] == "supported (the difference exceeds the spread)"
+    assert v["full fine-tuning is the ceiling (better than LoRA r=16)"][1] == \
+        "not supported by the data (worse beyond the spread)"
+    assert v["cLA trains in less time and memory than LoRA at the same rank"][1] == "supported"
+    assert v["c3LA is competitive with LoRA at matched trainable parameters"] == ("–", "not run")
+    assert v["PrunedLoRA 32->8 is competitive with LoRA at r_init"] == ("–", "not run")
+
+
+def test_a_single_seed_gives_no_verdict(tmp_path):
+    write(tmp_path, "cLA r=16", 0, 0.5, 3e-4)
+    write(tmp_path, "LoRA r=6", 0, 0.1, 3e-4)
+    v = verdicts(tmp_path, {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 3e-4})
+    assert v["cLA is competitive with LoRA at matched trainable parameters"][1] == "no spread with one seed"
+
+
+def test_rank_allocation_claim_compares_the_final_share_with_the_uniform_start(tmp_path):
+    modules = [f"model.layers.{i}.{m}" for i in range(2) for m in ("self_attn.q_proj", "self_attn.o_proj",
+                                                                 "mlp.up_proj", "self_attn.k_proj")]
+    moved = [{m: (12 if ("o_proj" in m or "up_proj" in m) else 4) + (s if "up_proj" in m else 0) for m in modules}
+             for s in range(3)]
+    for seed, pattern in enumerate(moved):
+        write(tmp_path, "L1RA r=8 all-linear", seed, 0.8, 3e-4, rank_pattern=pattern)
+    numbers, verdict = verdicts(tmp_path, {("sentiment", "l1ra"): 3e-4})[
+        "the freed ranks move to the feed-forward layers and the attention output projection"]
+    shares = [sum(v for k, v in p.items() if "o_proj" in k or "up_proj" in k) / sum(p.values()) for p in moved]
+    assert numbers.startswith(f"final share {statistics.mean(shares):.3f} ± {statistics.stdev(shares):.3f} (n=3) "
+                              f"vs 0.500 at the start")
+    assert verdict == "supported"
+    flat = tmp_path / "flat"
+    for seed in range(3):
+        write(flat, "L1RA r=8 all-linear", seed, 0.8, 3e-4, rank_pattern={m: 8 for m in modules})
+    assert verdicts(flat, {("sentiment", "l1ra"): 3e-4})[
+        "the freed ranks move to the feed-forward layers and the attention output projection"][1] == \
+        "not supported by the data"
+
+
+def test_the_rate_is_picked_on_the_heldout_split_ties_to_the_smaller(tmp_path):
+    # the test score would pick 1e-3; the held-out score ties 3e-4 and 1e-3 -> 3e-4
+    for lr, test, held in ((1e-4, 0.1, 0.2), (3e-4, 0.2, 0.4), (1e-3, 0.9, 0.4)):
+        write(tmp_path, "LoRA r=16", 0, test, lr, heldout=held)
+    write(tmp_path, "cLA r=16", 0, 0.9, 1e-3, heldout=None, status="success")  # no held-out score: no winner
+    winners, rows = report_study.pick_rates(report_study.load_runs(tmp_path))
+    assert winners == {("asdiv", "lora"): 3e-4}
+    assert sorted((r[2], r[4]) for r in rows if r[1] == "lora" and r[0] == "asdiv") == \
+        [(1e-4, 0.2), (3e-4, 0.4), (1e-3, 0.4)]
+
+
+def test_every_claim_names_arms_that_the_main_grids_run():
+    """Each arm's filters are met by a job of a MAIN command (one value of each swept key)."""
+    for claim in CLAIMS:
+        for name in filter(None, (claim.a, claim.b)):
+            arm = ARMS[name]
+            commands = [o for p, m, o in report_study.MAIN if p == arm.part and m == arm.method]
+            assert commands, f"no main grid runs {name}"
+            grid = dict(kv.split("=", 1) for kv in commands[0])
+            for f in arm.where:
+                key, value = f.split("=", 1)
+                assert value in grid[key].split(","), f"{name}: {f} is not in the grid {grid}"
+
+
+@pytest.mark.slow
+def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
+    """Stages 1-4 end to end with model=tiny-llama, a few steps, one rate and one seed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    doc = tmp_path / "study.md"
+    cmd = [sys.executable, "-m", "bench.report_study", "run", "--root", str(tmp_path / "runs"), "--jobs", "1",
+           "--doc", str(doc), "--seeds", "0", "--lr-grid", "1e-3", "model=tiny-llama", "train.max_steps=2",
+           "train.batch_size=2", "task.asdiv_heldout=4", "task.asdiv_test=4", "task.heldout_rows=8",
+           "eval.limit=8", "eval.batch_size=8", "train.max_length=64"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                              "TOKENIZERS_PARALLELISM": "false"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = doc.read_text()
+    main = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "main").rglob("result.json")]
+    assert len(main) == 4 + 1 + 1 + 1 + 6 + 3, "every arm of the main grids ran once (one seed)"
+    assert all(r["status"] == "success" for r in main), [r["error"] for r in main if r["error"]]
+    for claim in CLAIMS:
+        assert claim.text in text
+    assert "no spread with one seed" in text and "## Learning-rate search" in text
+    assert (tmp_path / "study" / "pareto.png").exists()
