@@ -11,6 +11,10 @@
   (getrusage ru_maxrss), which includes model loading and evaluation before training.
 - trainable_params / total_params: counted on the model being trained (adapters included).
 - adapter_bytes: bytes on disk of what the method exported.
+- eval_throughput / eval_base_throughput: questions (rows evaluated) per second of evaluation wall
+  time, and for generation tasks the new token positions `generate` produced (rows x new length of
+  every generate call: a row that stopped early still occupies its positions until its batch ends,
+  so this is the decoding work done, not the length of the kept answers) per second.
 """
 from __future__ import annotations
 
@@ -110,3 +114,38 @@ def dir_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class GenerationCounter:
+    """Counts the new token positions of every `model.generate` call inside the `with` block (an
+    instance attribute shadows the method while it runs, so nothing else is changed)."""
+
+    def __init__(self, model):
+        self.model, self.new_tokens, self.calls = model, 0, 0
+
+    def __enter__(self):
+        original = self.model.generate
+
+        def counting(*args, **kwargs):
+            out = original(*args, **kwargs)
+            prompt = kwargs.get("input_ids", args[0] if args else None)
+            ids = getattr(out, "sequences", out)
+            if prompt is not None and hasattr(ids, "shape"):  # decoder-only: the prompt, then the new tokens
+                self.new_tokens += int(ids.shape[0]) * (int(ids.shape[-1]) - int(prompt.shape[-1]))
+            self.calls += 1
+            return out
+
+        self.model.generate = counting
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.generate
+        return False
+
+
+def eval_throughput(rows: int, seconds: float, counter: GenerationCounter) -> dict:
+    generated = counter.calls > 0
+    return {"questions_per_s": rows / seconds if seconds > 0 else None,
+            "new_tokens": counter.new_tokens if generated else None,
+            "new_tokens_per_s": counter.new_tokens / seconds if generated and seconds > 0 else None,
+            "generate_calls": counter.calls}

@@ -81,7 +81,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
     import torch
     from accelerate.state import AcceleratorState
 
-    from bench import distributed, models, provenance, train
+    from bench import distributed, lm_eval_bridge, models, provenance, train
     from bench import metrics as M
     from bench.checkpoint import CheckpointStore
     from bench.tracking import NoTracker, make_tracker
@@ -166,11 +166,14 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
                     metrics.update(json.loads(saved.read_text()))
                 else:
                     t = time.perf_counter()
-                    metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base",
-                                                         seed=cfg.seed)
+                    with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
+                        metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base",
+                                                             seed=cfg.seed)
                     metrics["eval_base_time_s"] = time.perf_counter() - t
-                    results.atomic_write_text(saved, json.dumps({k: metrics[k] for k in
-                                                                 ("eval_base", "eval_base_time_s")}))
+                    metrics["eval_base_throughput"] = M.eval_throughput(metrics["eval_base"]["n"],
+                                                                        metrics["eval_base_time_s"], generated)
+                    results.atomic_write_text(saved, json.dumps({k: metrics[k] for k in (
+                        "eval_base", "eval_base_time_s", "eval_base_throughput")}))
                 prov["data"]["test"] = metrics["eval_base"].pop("data")
             accelerator.wait_for_everyone()
 
@@ -203,8 +206,11 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
             stage = "eval"
             if main:
                 t = time.perf_counter()
-                metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
+                with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
+                    metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
                 metrics["eval_time_s"] = time.perf_counter() - t
+                metrics["eval_throughput"] = M.eval_throughput(metrics["eval"]["n"], metrics["eval_time_s"],
+                                                               generated)
                 prov["data"]["test"] = metrics["eval"].pop("data")
             accelerator.wait_for_everyone()
 

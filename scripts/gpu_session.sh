@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue #9, for one lent GPU machine (docs/performance.md, "GPU").
+# The GPU measurements of issues #9 and #16, for one lent GPU machine (docs/performance.md, "GPU").
 #
 # Run from the repository root on the GPU machine, after `make device-wheels` here and with .whl
 # carried there:   bash scripts/gpu_session.sh STEP [STEP ...]
-# One device-tool call may run 10 minutes: `setup perf-nockpt`, `setup perf-ckpt`, `setup mfu e2e`.
+# One device-tool call may run 10 minutes: `setup perf-nockpt`, `setup perf-ckpt`, `setup mfu e2e`,
+# `setup compile`.
 #   setup    install the carried wheels into /tmp/site; record versions and nvidia-smi
 #   perf-nockpt / perf-ckpt
 #            bench.perf on the Llama-2-7B shape (random bf16 weights, seq 2048): LoRA, cLA, c3LA,
 #            PrunedLoRA, L1RA, AdaLoRA, DoRA and full FT (Adafactor), checkpointing off / on
 #   mfu      LoRA alone at batch 1, 2 and 4, checkpointing off and on, for the MFU target
+#   compile  bench.perf --compile (inductor) for COMPILE_METHODS, checkpointing off; a compiled
+#            method that trains nothing (issue #16: cLA, grad norm 0) is refused by bench.perf
+#            and bench.train as an invalid row / a failed run, not printed as a speed
+# Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
+# llama2-7b_gsm8k profile's grad_accum 4, which made the first H100 run's rows do four).
 #   e2e      a short bench.run on the GPU (train=gpu): ASDiv training, GSM8K evaluation
-# Each step writes into $OUT (default ./gpu-out) at most 6 files (the device tool returns 8):
-# versions.txt, perf-nockpt.md, perf-ckpt.md, mfu.md, e2e-result.json and log.txt. The knobs below are environment variables so
+# Each step writes into $OUT (default ./gpu-out) at most 7 files (the device tool returns 8):
+# versions.txt, perf-nockpt.md, perf-ckpt.md, mfu.md, compile.md, e2e-result.json and log.txt. The knobs below are environment variables so
 # that the same script runs as a CPU smoke test on a tiny model (tests/bench/test_gpu_session.py).
 set -euo pipefail
 OUT=${OUT:-gpu-out}
@@ -25,6 +31,7 @@ RANK=${RANK:-16}
 STEPS=${STEPS:-10}
 WARMUP=${WARMUP:-3}
 METHODS=${METHODS:-lora,cla,c3la,prunedlora,l1ra,adalora,dora,full}
+COMPILE_METHODS=${COMPILE_METHODS:-lora,cla,c3la,prunedlora,l1ra}
 MFU_BATCHES=${MFU_BATCHES:-1 2 4}
 MFU_CKPT=${MFU_CKPT:-both}
 E2E_STEPS=${E2E_STEPS:-30}
@@ -37,11 +44,11 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 if [ -d "$SITE" ]; then export PYTHONPATH=$SITE:$PWD; else export PYTHONPATH=$PWD; fi
 
-perf() {  # perf CHECKPOINTING NAME
+perf() {  # perf CHECKPOINTING NAME METHODS [bench.perf options]
     # shellcheck disable=SC2086  # MODEL_ARGS is a list of overrides
-    "$PYTHON" -m bench.perf --model "$MODEL" --methods "$METHODS" --device "$DEVICE" --precision "$PRECISION" \
-        --seq "$SEQ" --batch "$BATCH" --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" --checkpointing "$1" \
-        --only full:train.optimizer=adafactor $MODEL_ARGS --out "$OUT/$2.md" 2>&1 | tee -a "$OUT/log.txt"
+    "$PYTHON" -m bench.perf --model "$MODEL" --methods "$3" --device "$DEVICE" --precision "$PRECISION" \
+        --seq "$SEQ" --batch "$BATCH" --grad-accum 1 --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" \
+        --checkpointing "$1" "${@:4}" $MODEL_ARGS --out "$OUT/$2.md" 2>&1 | tee -a "$OUT/log.txt"
 }
 
 one_step() {
@@ -59,13 +66,14 @@ print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda
 print("transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'
           nvidia-smi 2>/dev/null || true; } 2>&1 | tee "$OUT/versions.txt" ;;
-    perf-nockpt) perf false perf-nockpt ;;
-    perf-ckpt) perf true perf-ckpt ;;
+    perf-nockpt) perf false perf-nockpt "$METHODS" --only full:train.optimizer=adafactor ;;
+    perf-ckpt) perf true perf-ckpt "$METHODS" --only full:train.optimizer=adafactor ;;
+    compile) perf false compile "$COMPILE_METHODS" --compile --no-bare ;;
     mfu)
         for b in $MFU_BATCHES; do
             # shellcheck disable=SC2086
             "$PYTHON" -m bench.perf --model "$MODEL" --methods lora --device "$DEVICE" --precision "$PRECISION" \
-                --seq "$SEQ" --batch "$b" --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" --checkpointing "$MFU_CKPT" \
+                --seq "$SEQ" --batch "$b" --grad-accum 1 --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" --checkpointing "$MFU_CKPT" \
                 --no-bare $MODEL_ARGS --out "$OUT/mfu-one.md" 2>&1 | tee -a "$OUT/log.txt"
             cat "$OUT/mfu-one.md" >> "$OUT/mfu.md" && echo >> "$OUT/mfu.md" && rm "$OUT/mfu-one.md"
         done ;;
@@ -76,7 +84,7 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
             train=gpu train.device="$DEVICE" train.mixed_precision="$PRECISION" train.max_steps="$E2E_STEPS" \
             eval.limit="$E2E_LIMIT" eval.batch_size=16 logger=none run.root="$RUNS" 2>&1 | tee -a "$OUT/log.txt"
         find "$RUNS" -name result.json -exec cp {} "$OUT/e2e-result.json" \; ;;
-    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu e2e" >&2; return 2 ;;
+    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile e2e" >&2; return 2 ;;
     esac
 }
 

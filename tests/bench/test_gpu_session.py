@@ -59,8 +59,9 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert files == {"versions.txt", "perf-nockpt.md", "mfu.md", "e2e-result.json", "log.txt"}
     perf = (tmp_path / "out" / "perf-nockpt.md").read_text()
-    assert "| full | False |" in perf and "Harness overhead" in perf and "error" not in perf
-    assert "; full: train.optimizer=adafactor" in perf.splitlines()[0]
+    assert "| full targets=none (the method's own parameters) optimizer=adafactor | False |" in perf
+    assert "Harness overhead" in perf and "error" not in perf and "invalid" not in perf
+    assert "grad_accum 1, batch 2, seq 16" in perf and "; full: train.optimizer=adafactor" in perf.splitlines()[0]
     mfu = (tmp_path / "out" / "mfu.md").read_text()
     assert "| lora | False |" in mfu and "Harness overhead" not in mfu
     result = json.loads((tmp_path / "out" / "e2e-result.json").read_text())

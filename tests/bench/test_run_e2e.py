@@ -44,6 +44,12 @@ def test_result_is_valid_and_complete(finished):
         assert m[key]["primary"] == "exact_match,strict-match"
         assert 0.0 <= m[key][m[key]["primary"]] <= 1.0
         assert m[key]["n"] == result["config"]["eval"]["limit"]
+        throughput, seconds = m[f"{key}_throughput"], m[f"{key}_time_s"]
+        assert throughput["questions_per_s"] == pytest.approx(m[key]["n"] / seconds)
+        # every generated row takes at most max_gen_toks positions (gsm8k's, unless eval overrides it)
+        limit = m[key]["n"] * (result["config"]["eval"]["max_gen_toks"] or result["config"]["task"]["max_gen_toks"])
+        assert throughput["generate_calls"] >= 1 and 0 < throughput["new_tokens"] <= limit
+        assert throughput["new_tokens_per_s"] == pytest.approx(throughput["new_tokens"] / seconds)
     prov = result["provenance"]
     assert prov["data"]["train"]["name"] == "asdiv"  # the stand-in says what it is
     assert prov["data"]["test"]["name"] == "gsm8k" and prov["data"]["test"]["file_sha256"].startswith("752adc99")
