@@ -106,3 +106,59 @@ def test_joblib_launcher_composes():
     launcher = hydra_compose("hydra/launcher=joblib", "hydra.launcher.n_jobs=2").hydra.launcher
     assert launcher._target_.endswith("joblib_launcher.JoblibLauncher") and launcher.n_jobs == 2
     assert OmegaConf.select(launcher, "prefer") == "processes", "one process per worker: jobs never share torch state"
+
+
+# --- the study (bench/report_study.py, docs/study.md) ---------------------------------------------
+
+def _smollm2_on_meta():
+    import torch
+    import transformers
+
+    arch = OmegaConf.to_container(compose("model=smollm2-135m").model.arch)
+    assert arch.pop("model_type") == "llama"
+    with torch.device("meta"):  # shapes only: no weights read
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**arch))
+
+
+def test_study_lora_references_match_cla_in_parameters_and_in_rank():
+    """LoRA r=6 is the rank whose trainable count is closest to cLA/c3LA at r=16 (within the report's
+    matching tolerance), r=16 the same rank; the counts are the methods' own on SmolLM2's shapes."""
+    from bench.report_study import MAIN
+    from bench.report_table import MATCH_TOLERANCE
+    from bench.run import build
+
+    model = _smollm2_on_meta()
+
+    def count(method, r):
+        return build(compose("model=smollm2-135m", f"method={method}", f"method.r={r}").method) \
+            .expected_trainable_params(model)
+
+    grids = {m: dict(kv.split("=", 1) for kv in o) for p, m, o in MAIN if p == "asdiv"}
+    lora_ranks = [int(r) for r in grids["lora"]["method.r"].split(",")]
+    for one_sided in ("cla", "c3la"):
+        r = int(grids[one_sided]["method.r"])
+        target = count(one_sided, r)
+        closest = min(range(1, r + 1), key=lambda k: abs(count("lora", k) - target))
+        assert closest in lora_ranks and r in lora_ranks
+        assert abs(count("lora", closest) - target) <= MATCH_TOLERANCE * min(count("lora", closest), target)
+
+
+def test_study_pruning_arms_sit_between_lora_at_r_target_and_at_r_init():
+    from bench.report_study import MAIN
+
+    grids = {m: dict(kv.split("=", 1) for kv in o) for p, m, o in MAIN if p == "asdiv"}
+    r_t = int(grids["prunedlora"]["method.r_target"])
+    wanted = {r_t} | {round(r_t / (1 - float(s))) for s in grids["prunedlora"]["method.sparsity"].split(",")}
+    assert wanted <= {int(r) for r in grids["lora"]["method.r"].split(",")}
+    assert {"magnitude", "wanda"} < set(grids["prunedlora"]["method.criterion"].split(","))
+
+
+@pytest.mark.parametrize("part", ["asdiv", "sentiment"])
+def test_study_search_and_main_presets_differ_only_in_rates_and_seeds(part):
+    from bench.report_study import PARTS
+
+    main, search = (grid(p) for p in PARTS[part][:2])
+    assert main["seed"] == ["0", "1", "2"] and search["seed"] == ["0"]
+    assert len(search["method.lr"]) >= 3 and "method.lr" not in main
+    assert {k: v for k, v in main.items() if k != "seed"} == \
+        {k: v for k, v in search.items() if k not in ("seed", "method.lr")}
