@@ -275,12 +275,13 @@ def test_one_shot_selection_removes_what_the_reference_removes():
         assert sorted((~method.masks[name]).nonzero().flatten().tolist()) == expected[name]
 
 
-def test_pruning_scores_this_steps_weights_not_the_updated_ones():
+@pytest.mark.parametrize("criterion", ["magnitude", "obs_gradient"])
+def test_pruning_scores_this_steps_weights_not_the_updated_ones(criterion):
     """The reference prunes inside the optimizer step, from w_t and g_t. With a large learning rate
     the update moves the weights enough that scoring w_{t+1} (a prune after the step) would remove
     another component; the hook removes the one the reference removes."""
     overrides = ("method.r_target=5", "method.r_init=6", "method.prune_every=1", "method.prune_k=1",
-                 "method.first_event=1", "method.criterion=magnitude")
+                 "method.first_event=1", f"method.criterion={criterion}")
     method = method_from_config("prunedlora", *overrides)
     model = method.apply(tiny_llama())
     layer_with_random_state(method, model, 0)
@@ -295,7 +296,12 @@ def test_pruning_scores_this_steps_weights_not_the_updated_ones():
                                                                  and "default" in getattr(m, "lora_A", {})]):
         for store, lay in ((now, layer), (late, late_layer)):
             a, b = lay.lora_A["default"].weight, lay.lora_B["default"].weight
-            store[name] = int(torch.argmin(b.norm(dim=0) * a.norm(dim=1)))  # magnitude, by hand
+            if criterion == "magnitude":  # by hand
+                store[name] = int(torch.argmin(b.norm(dim=0) * a.norm(dim=1)))
+            else:  # the reference's scoring, with this step's gradients in both cases
+                grads = layer.lora_A["default"].weight.grad, layer.lora_B["default"].weight.grad
+                store[name] = reference_prune_list(a.double(), b.double(), grads[0].double(), grads[1].double(),
+                                                   [True] * 6, 1)[0][0]
     assert any(now[n] != late[n] for n in now), "the toy must tell the two timings apart"
     optimizer = torch.optim.AdamW(params, lr=1.0)
     method.on_train_begin(model, 2)
