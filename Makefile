@@ -9,7 +9,7 @@ ARGS   ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install run table perf device-wheels test test-slow test-all clean
+.PHONY: help install run table study perf device-wheels test test-slow test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ run: $(STAMP)  ## offline default job: LoRA on SmolLM2-135M, ASDiv train, real G
 
 table: $(STAMP)  ## report of every result under runs/ (ARGS="DIR ... --out DIR" to choose)
 	$(PY) -m bench.report $(ARGS)
+
+study: $(STAMP)  ## the issue-#17 study (docs/study.md): rate search, 3 seeds, report, verdicts; resumable (ARGS=...)
+	$(OFFLINE) $(PY) -m bench.report_study run $(ARGS)
 
 perf: $(STAMP)  ## step time and memory per method vs LoRA, and harness overhead (ARGS="--model smollm2-135m ...")
 	$(OFFLINE) $(PY) -m bench.perf $(ARGS)

@@ -4,6 +4,7 @@ the verdict per claim. `make study` = `python -m bench.report_study run`.
     python -m bench.report_study run [--root runs/study] [--jobs 2] [--doc docs/study.md] [--dry-run]
                                      [--seeds 0,1,2] [--lr-grid 1e-4,3e-4,1e-3] [KEY=VALUE ...]
     python -m bench.report_study verdict [--root runs/study]     # the verdict of what is there
+    python -m bench.report_study plan [--doc docs/study.md]      # the plan page, before any run
 
 Stages, each an ordinary resumable sweep (a finished job is skipped when the command runs again):
   1. learning-rate search, seed 0 (sweep=study_lr_asdiv / study_lr_sentiment), under <root>/lr;
@@ -12,7 +13,8 @@ Stages, each an ordinary resumable sweep (a finished job is skipped when the com
   3. the main grids, three seeds at the chosen rates (sweep=study_asdiv / study_sentiment), <root>/main;
   4. bench.report on <root>/main, then the verdict per claim, all written into --doc.
 KEY=VALUE arguments are appended to every bench.run command (a key of a preset is replaced: the
-smoke test runs the whole chain with model=tiny-llama and a few steps).
+smoke test runs the whole chain with model=tiny-llama and a few steps); PART:KEY=VALUE (asdiv:...,
+sentiment:...) to that part's commands only.
 
 Verdicts compare arms (a set of runs over seeds) by their primary metric: the difference of means
 against the seed-to-seed spread, max(std_a, std_b) with ddof=1. "better": supported when
@@ -270,8 +272,15 @@ def commands(root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid
                 continue  # its search did not produce a score; the verdict says "not run"
             cmd = [f"sweep={main_preset}", *overrides, f"method.lr={_lr_text(winners[(part, method)])}",
                    f"run.root={root / 'main'}"] + ([f"seed={seeds}"] if seeds else [])
-        out.append([sys.executable, "-m", "bench.run", *cmd, "logger=none", *launch, *extra])
+        mine = [e.split(":", 1)[1] if _part_of(e) else e for e in extra if _part_of(e) in (None, part)]
+        out.append([sys.executable, "-m", "bench.run", *cmd, "logger=none", *launch, *mine])
     return out
+
+
+def _part_of(override: str) -> str | None:
+    """"asdiv:task.asdiv_test=4" applies to part asdiv only; a plain KEY=VALUE to every part."""
+    head = override.split("=", 1)[0]
+    return head.split(":", 1)[0] if ":" in head and head.split(":", 1)[0] in PARTS else None
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -281,6 +290,66 @@ def load_runs(folder: Path) -> list[dict]:
 
 
 # -- the document -------------------------------------------------------------------------------
+DATA_MD = """## Data: what is trained on and what is scored
+
+- **ASDiv, held out** (`task=asdiv`, conf/task/asdiv.yaml): SmolLM2-135M is trained on the ASDiv
+  word problems and scored by exact match (`#### N`) on ASDiv problems it never trains on. The 2159
+  usable problems are ordered by the sha256 of their content (canonical JSON of question and
+  answer); the first 50 are the held-out split (`task.asdiv_heldout`, scored as `eval.heldout`,
+  where learning rates are chosen), the next 100 the test split (`task.asdiv_test`, the primary
+  metric). Training excludes both and every problem whose question text equals one of theirs.
+  result.json records the rule, each split's row count and sha256 (`provenance.data`);
+  `tests/tasks/test_gsm8k.py` recomputes the split by brute force and checks that no held-out
+  question reaches a training example.
+- **Movie-review sentiment** (`task=movie_review_sentiment`): accuracy on the first 500 sentences of
+  the validation split (a content-hash split, tasks/movie_review_sentiment.py); 300 training
+  sentences are held out (`task.heldout_rows`) for the learning-rate search.
+
+Nothing is chosen on a test split: the search reads only `eval.heldout`.
+"""
+RULES_MD = """Verdict rules (bench/report_study.py): per claim, the mean over seeds of each arm's primary metric
+and the seed-to-seed spread, the larger of the two arms' standard deviations (ddof=1). *better* is
+supported when the difference exceeds the spread; *competitive* (same or better) when arm a is not
+worse by more than the spread; *cheaper* when train time and peak memory are both lower by more than
+their spreads; *allocation* when the share of L1RA's final rank held by the feed-forward layers and
+the attention output projection exceeds their share at the start (uniform) by more than its seed
+std. Otherwise the verdict is "not supported by the data"; with one seed there is no spread and no
+verdict. `tests/bench/test_report_study.py` checks these rules on result files with known numbers.
+
+The main table (bench.report) marks parameter-matched groups and the cells within one standard
+deviation of the group's LoRA row ([sweeps.md](sweeps.md#the-report)).
+"""
+HEAD_MD = """# Study: the three papers' claims on small offline models (issue #17)
+
+**Status: not yet run.** This page holds the plan and the time estimate. `make study` runs the whole
+study and then overwrites this file with the generated report (command, commit, machine, the
+learning-rate search, the main table, the figures and a verdict per claim); nothing below is a
+result.
+
+```bash
+make study                                   # = python -m bench.report_study run (runs/study/, docs/study.md)
+python -m bench.report_study run --dry-run   # the bench.run commands it would run
+python -m bench.report_study verdict         # the verdicts of whatever has finished so far
+```
+
+Every stage is an ordinary sweep: run `make study` again after an interruption and finished jobs
+are skipped (a failed or stopped one runs again from its newest checkpoint). Two jobs run at once
+(`hydra/launcher=joblib`, `train.threads=1` each; `--jobs 1` for one at a time). Runs go to
+`runs/study/lr/` (the search) and `runs/study/main/` (the reported runs); the full report to
+`runs/study/report/`, the figures to `docs/study/`.
+
+"""
+ESTIMATE_MD = """ESTIMATE_PLACEHOLDER
+"""
+QUICKSTART_MD = """## The default job changed with this study
+
+`make run` (experiment=quickstart) now also scores 40 held-out ASDiv problems before and after
+training (`task.asdiv_heldout: 40`), printed on the summary line as `base held-out ...` and
+`tuned held-out ...` and stored under `metrics.eval_base.heldout` / `metrics.eval.heldout`. The
+training set loses those 40 problems (and any with the same question), so quickstart's run hash
+changes (5c4b34b503 before); other runs keep theirs, since both new keys are left out of the hash
+at their neutral value 0.
+"""
 def verdict_markdown(main_runs: list[dict], winners: dict) -> str:
     lines = ["| paper | claim | arms | numbers | verdict |", "|---|---|---|---|---|"]
     for c in CLAIMS:
@@ -309,12 +378,19 @@ def plan_markdown() -> str:
     lines += ["", "Main grids (seeds 0, 1, 2, each method at its chosen rate):", "",
               "| part | method | grid |", "|---|---|---|"]
     lines += [f"| {p} | {m} | `{' '.join(o)}` |" for p, m, o in MAIN]
-    lines += ["", "Claims and how each is judged: `python -m bench.report_study --help` (the module docstring).", ""]
-    return "\n".join(lines)
+    lines += ["", "## Claims", "", "| paper | claim | kind | arms |", "|---|---|---|---|"]
+    lines += [f"| {c.paper} | {c.text} | {c.kind} | {c.a}{' vs ' + c.b if c.b else ''} |" for c in CLAIMS]
+    return "\n".join(lines) + "\n"
+
+
+def plan_page() -> str:
+    """docs/study.md before the study has run: the plan and the estimate, no results."""
+    return "\n".join([HEAD_MD.rstrip() + "\n", DATA_MD, plan_markdown(), RULES_MD,
+                      "## Size and time estimate\n", ESTIMATE_MD, QUICKSTART_MD])
 
 
 def document(root: Path, report_md: str, lr_rows: list[tuple], winners: dict, main_runs: list[dict],
-             argv: list[str]) -> str:
+             argv: list[str], wall_s: float) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                            text=True).stdout.strip()
@@ -323,7 +399,10 @@ def document(root: Path, report_md: str, lr_rows: list[tuple], winners: dict, ma
              f"- command: `python -m bench.report_study {' '.join(shlex.quote(a) for a in argv)}`",
              f"- commit: {commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}",
              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, "
-             f"Python {platform.python_version()}", "", plan_markdown(),
+             f"Python {platform.python_version()}",
+             f"- wall time of this invocation: {wall_s / 60:.1f} min (a resumed study counts only its last part); "
+             f"the estimate made before the first run: see 'Size and time estimate' below", "",
+             DATA_MD, plan_markdown(), RULES_MD,
              "## Learning-rate search (seed 0, held-out score)", "",
              "| part | method | lr | status | held-out score |", "|---|---|---|---|---|"]
     lines += [f"| {p} | {m} | {lr} | {s} | {'–' if h is None else f'{h:.4f}'} |" for p, m, lr, s, h in lr_rows]
@@ -332,11 +411,15 @@ def document(root: Path, report_md: str, lr_rows: list[tuple], winners: dict, ma
               "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "
               "larger of the two arms' seed standard deviations (ddof=1). A claim the data do not support says so.", "",
               verdict_markdown(main_runs, winners), "## Report (bench.report on the main runs)", "",
-              report_md.replace("# Report", "", 1).replace("## ", "### ").replace("](", "](study/")]
+              report_md.replace("# Report", "", 1).replace("## ", "### ").replace("](", "](study/"),
+              "## Size and time estimate", "", ESTIMATE_MD, QUICKSTART_MD]
     return "\n".join(lines)
 
 
 def run(args, extra: list[str]) -> int:
+    import time
+
+    t0 = time.perf_counter()
     root = Path(args.root)
     for cmd in commands(root, extra, args.jobs, None, args.lr_grid, None):
         _call(cmd, args.dry_run)
@@ -356,7 +439,7 @@ def run(args, extra: list[str]) -> int:
         if (out / name).exists():
             (figures / name).write_bytes((out / name).read_bytes())
     doc.write_text(document(root, (out / "report.md").read_text(), lr_rows, winners, load_runs(root / "main"),
-                            sys.argv[1:]))
+                            sys.argv[1:], time.perf_counter() - t0))
     print(f"written: {doc} (figures in {figures}, the full report in {out})")
     return 0
 
@@ -371,7 +454,9 @@ def _call(cmd: list[str], dry_run: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report_study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "verdict"))
+    parser.add_argument("action", choices=("run", "verdict", "plan"),
+                        help="run: the study; verdict: print the verdicts of what has finished; plan: write --doc "
+                             "as the not-yet-run plan")
     parser.add_argument("--root", default="runs/study", help="where the runs go (lr/ and main/ under it)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at once (joblib); 1 = sequential")
     parser.add_argument("--doc", default="docs/study.md", help="the document written at the end")
@@ -384,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown arguments {bad}: extra arguments are bench.run overrides KEY=VALUE")
     if args.action == "run":
         return run(args, extra)
+    if args.action == "plan":
+        Path(args.doc).write_text(plan_page())
+        return 0
     root = Path(args.root)
     winners, _ = pick_rates(load_runs(root / "lr"))
     print(verdict_markdown(load_runs(root / "main"), winners))

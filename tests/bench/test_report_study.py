@@ -146,7 +146,8 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
     doc = tmp_path / "study.md"
     cmd = [sys.executable, "-m", "bench.report_study", "run", "--root", str(tmp_path / "runs"), "--jobs", "1",
            "--doc", str(doc), "--seeds", "0", "--lr-grid", "1e-3", "model=tiny-llama", "train.max_steps=2",
-           "train.batch_size=2", "task.asdiv_heldout=4", "task.asdiv_test=4", "task.heldout_rows=8",
+           "train.batch_size=2", "asdiv:task.asdiv_heldout=4", "asdiv:task.asdiv_test=4",
+           "sentiment:task.heldout_rows=8",
            "eval.limit=8", "eval.batch_size=8", "train.max_length=64"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500,
                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
