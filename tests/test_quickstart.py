@@ -24,3 +24,9 @@ def test_quickstart_fine_tunes_and_evaluates_before_and_after(tmp_path):
     assert result["provenance"]["model"]["file_sha256"].startswith("b179c952")
     assert result["provenance"]["data"]["train"]["name"] == "asdiv"
     assert result["provenance"]["data"]["test"]["name"] == "gsm8k"
+    # the training source's held-out exact match, base and tuned, on problems it never trained on
+    held = result["provenance"]["data"]["test"]["heldout"]
+    assert m["eval_base"]["heldout"]["n"] == m["eval"]["heldout"]["n"] == held["rows"] == 40
+    assert len(held["rows_sha256"]) == 64 and "sha256" in held["split_rule"]
+    assert result["provenance"]["data"]["train"]["heldout_rows"] == 40
+    assert 0 <= m["eval"]["heldout"]["exact_match,strict-match"] <= 1
