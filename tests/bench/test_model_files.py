@@ -1,5 +1,5 @@
 """The model files of the families researchers use: each composes, builds on the meta device from
-its architecture fields, and has the parameter count its model card publishes."""
+its architecture fields, and has its published parameter count."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,8 @@ import pytest
 from bench import models
 from tests.conftest import compose
 
-# name -> (published figure in billions, the decimals it is given with, what it counts), from the model cards:
+# name -> (published figure in billions, the decimals it is given with, what it counts): the model cards'
+# figures (Qwen, DeBERTa), the hub pages' parameter counts (Llama, Mistral, Gemma, Phi). What each counts:
 # "total" every parameter once (tied embeddings once), "non-embedding" without the input (and, untied,
 # the output) embedding matrix, "embedding" the input embedding matrix.
 PUBLISHED = {
