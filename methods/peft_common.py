@@ -105,10 +105,10 @@ def resolve_targets(model, targets: Targets) -> list[str]:
     items = [targets] if isinstance(targets, str) else list(targets)
     if not any(t in PRESETS for t in items):
         return items
-    chosen = [n for t in items if t in PRESETS for n in preset_linears(model, t)]
+    chosen = {n for t in items if t in PRESETS for n in preset_linears(model, t)}
     named = [t for t in items if t not in PRESETS]
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    wanted = {n for n in linears if n in set(chosen) or _matches(n, named)}
+    wanted = {n for n in linears if n in chosen or _matches(n, named)}
     short = list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in linears if n in wanted))
     if {n for n in linears if _matches(n, short)} == wanted:
         return short
