@@ -2,6 +2,8 @@
 its architecture fields, and has its published parameter count."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from bench import models
@@ -30,6 +32,7 @@ PUBLISHED = {
 SIZE_CLASSES = {"1b": (0.3, 2.0), "3b": (2.0, 4.5), "7b": (6.5, 10.0)}
 
 
+@functools.lru_cache(maxsize=None)  # the tests only read these models
 def meta_build(name: str):
     cfg = compose(f"model={name}", "model.init=random", "model.tokenizer=gpt2-offline")
     model, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
