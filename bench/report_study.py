@@ -266,14 +266,15 @@ def commands(root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid
         main_preset, lr_preset = PARTS[part][:2]
         if winners is None:
             grid = lr_grid or ",".join(LR_GRID_FULL if method == "full" else LR_GRID)
-            cmd = [f"sweep={lr_preset}", *overrides, f"method.lr={grid}", f"run.root={root / 'lr'}"]
+            cmd = [f"sweep={lr_preset}", *overrides, f"method.lr={grid}", f"run.root={root}"]
         else:
             if (part, method) not in winners:
                 continue  # its search did not produce a score; the verdict says "not run"
             cmd = [f"sweep={main_preset}", *overrides, f"method.lr={_lr_text(winners[(part, method)])}",
-                   f"run.root={root / 'main'}"] + ([f"seed={seeds}"] if seeds else [])
+                   f"run.root={root}"] + ([f"seed={seeds}"] if seeds else [])
         mine = [e.split(":", 1)[1] if _part_of(e) else e for e in extra if _part_of(e) in (None, part)]
-        out.append([sys.executable, "-m", "bench.run", *cmd, "logger=none", *launch, *mine])
+        # the preset chooses the task too; naming it here lets bench.run check task.* keys of `mine`
+        out.append([sys.executable, "-m", "bench.run", *cmd, f"task={TASKS[part]}", "logger=none", *launch, *mine])
     return out
 
 
@@ -281,6 +282,27 @@ def _part_of(override: str) -> str | None:
     """"asdiv:task.asdiv_test=4" applies to part asdiv only; a plain KEY=VALUE to every part."""
     head = override.split("=", 1)[0]
     return head.split(":", 1)[0] if ":" in head and head.split(":", 1)[0] in PARTS else None
+
+
+def chosen(runs: list[dict], winners: dict) -> list[dict]:
+    """The runs of the main grids at their method's chosen rate, every seed (search jobs at other
+    rates are left out; the one at the chosen rate is seed 0 of the main grid)."""
+    keep = []
+    for part, method, overrides in MAIN:
+        if (part, method) not in winners:
+            continue
+        grid = [o for o in overrides if not o.startswith("method=")]
+        rate = f"method.lr={_lr_text(winners[(part, method)])}"
+        keep += [r for r in _select(runs, part, method, [rate]) if all(_in_grid(r, o) for o in grid)]
+    return list({r["_path"]: r for r in keep}.values())
+
+
+def _in_grid(result: dict, override: str) -> bool:
+    from bench.report_where import _equal, lookup
+
+    key, values = override.split("=", 1)
+    value = lookup({}, result["config"], key)
+    return any(_equal(value, v) for v in values.split(","))
 
 
 def load_runs(folder: Path) -> list[dict]:
@@ -335,7 +357,8 @@ python -m bench.report_study verdict         # the verdicts of whatever has fini
 Every stage is an ordinary sweep: run `make study` again after an interruption and finished jobs
 are skipped (a failed or stopped one runs again from its newest checkpoint). Two jobs run at once
 (`hydra/launcher=joblib`, `train.threads=1` each; `--jobs 1` for one at a time). Runs go to
-`runs/study/lr/` (the search) and `runs/study/main/` (the reported runs); the full report to
+`runs/study/` (a search job at the chosen rate is also seed 0 of the main grid: the same config,
+run once); the full report of the chosen runs to
 `runs/study/report/`, the figures to `docs/study/`.
 
 """
@@ -423,7 +446,7 @@ def run(args, extra: list[str]) -> int:
     root = Path(args.root)
     for cmd in commands(root, extra, args.jobs, None, args.lr_grid, None):
         _call(cmd, args.dry_run)
-    winners, lr_rows = pick_rates(load_runs(root / "lr"))
+    winners, lr_rows = pick_rates(load_runs(root))
     for cmd in commands(root, extra, args.jobs, args.seeds, None, winners):
         _call(cmd, args.dry_run)
     if args.dry_run:
@@ -431,14 +454,15 @@ def run(args, extra: list[str]) -> int:
     from bench import report
 
     out = root / "report"
-    report.write([root / "main"], out)
+    main_runs = chosen(load_runs(root), winners)
+    report.write([Path(r["_path"]) for r in main_runs], out)
     doc = Path(args.doc)
     figures = doc.parent / "study"
     figures.mkdir(parents=True, exist_ok=True)
     for name in ("pareto.png", "rank_allocation.png"):
         if (out / name).exists():
             (figures / name).write_bytes((out / name).read_bytes())
-    doc.write_text(document(root, (out / "report.md").read_text(), lr_rows, winners, load_runs(root / "main"),
+    doc.write_text(document(root, (out / "report.md").read_text(), lr_rows, winners, main_runs,
                             sys.argv[1:], time.perf_counter() - t0))
     print(f"written: {doc} (figures in {figures}, the full report in {out})")
     return 0
@@ -457,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("run", "verdict", "plan"),
                         help="run: the study; verdict: print the verdicts of what has finished; plan: write --doc "
                              "as the not-yet-run plan")
-    parser.add_argument("--root", default="runs/study", help="where the runs go (lr/ and main/ under it)")
+    parser.add_argument("--root", default="runs/study", help="where the runs go")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at once (joblib); 1 = sequential")
     parser.add_argument("--doc", default="docs/study.md", help="the document written at the end")
     parser.add_argument("--seeds", default=None, help="replace the main grids' seeds (e.g. 0 for a smoke test)")
@@ -473,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.doc).write_text(plan_page())
         return 0
     root = Path(args.root)
-    winners, _ = pick_rates(load_runs(root / "lr"))
-    print(verdict_markdown(load_runs(root / "main"), winners))
+    runs = load_runs(root)
+    winners, _ = pick_rates(runs)
+    print(verdict_markdown(chosen(runs, winners), winners))
     return 0
 
 

@@ -135,6 +135,20 @@ def test_every_claim_names_arms_that_the_main_grids_run():
                 assert value in grid[key].split(","), f"{name}: {f} is not in the grid {grid}"
 
 
+def test_the_reported_runs_are_the_main_grids_at_the_chosen_rates(tmp_path):
+    for seed in range(3):
+        write(tmp_path, "LoRA r=16", seed, 0.3, 3e-4)
+        write(tmp_path, "LoRA r=16", seed, 0.3, 1e-3)
+        write(tmp_path, "cLA r=16", seed, 0.3, 1e-3)
+    runs = report_study.load_runs(tmp_path)
+    r = copy.deepcopy(runs[0])  # LoRA at a rank outside the main grid, at the chosen rate
+    r["config"]["method"]["r"] = 64
+    results.write_result(tmp_path / "lora-64", {k: v for k, v in r.items() if k != "_path"})
+    got = report_study.chosen(report_study.load_runs(tmp_path), {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 1e-3})
+    assert sorted((g["config"]["method"]["name"], g["config"]["method"]["lr"], g["config"]["method"]["r"])
+                  for g in got) == [("cla", 1e-3, 16)] * 3 + [("lora", 3e-4, 16)] * 3
+
+
 @pytest.mark.slow
 def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
     """Stages 1-4 end to end with model=tiny-llama, a few steps, one rate and one seed."""
@@ -154,9 +168,14 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
                               "TOKENIZERS_PARALLELISM": "false"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = doc.read_text()
-    main = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "main").rglob("result.json")]
-    assert len(main) == 4 + 1 + 1 + 1 + 6 + 3, "every arm of the main grids ran once (one seed)"
-    assert all(r["status"] == "success" for r in main), [r["error"] for r in main if r["error"]]
+    every = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json") if "attempts" not in p.parts]
+    assert all(r["status"] == "success" for r in every), [r["error"] for r in every if r["error"]]
+    # one rate: each search job is also seed 0 of its main grid, so the main grids are all there is
+    assert len(every) == 4 + 1 + 1 + 1 + 6 + 3, "every arm of the main grids ran once (one seed)"
+    runs = report_study.load_runs(tmp_path / "runs")
+    winners, _ = report_study.pick_rates(runs)
+    assert set(winners) == {(p, m) for p, m, _ in report_study.LR_SEARCH} and set(winners.values()) == {1e-3}
+    assert len(report_study.chosen(runs, winners)) == len(every)
     for claim in CLAIMS:
         assert claim.text in text
     assert "no spread with one seed" in text and "## Learning-rate search" in text
