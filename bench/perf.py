@@ -15,6 +15,12 @@ FLOPs, tokens/s and the bare loop count the micro-batches actually run. A row is
 invalid measurement, not printed as a result, when its MFU exceeds 1, when the tokens the loop
 processed differ from those counted, or when a trainable tensor received no gradient.
 
+Change events (a method's after_step reports reshaped or replaced tensors: PrunedLoRA compaction,
+L1RA reassignment, c3LA phase switches) are timed apart: the row's step p50/p90 are the steady
+steps', and a row below it gives the cost of one event (its step and the next over two steady
+steps). Events that change nothing the loop sees (AdaLoRA's in-place budget masking) stay in the
+steady steps. The window's cadence is the short run's (c3LA derives its phases from max_steps).
+
 Each method states its own sizing against LoRA at the same rank (`Method.perf_sizing`); methods
 that change size during training (PrunedLoRA) place the change inside the warm-up, so what is
 timed is the steady state after it (PrunedLoRA: after compaction to r_target, compared with LoRA at
@@ -32,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.metrics import percentile
 from bench.protocols import Task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +115,7 @@ def step_overrides(args) -> list[str]:
             f"train.grad_accum={args.grad_accum}", f"train.compile={str(args.compile).lower()}",
             f"train.gradient_checkpointing={str(args.checkpointing).lower()}",
             f"train.timing_warmup_steps={args.warmup}", f"train.device={args.device}",
-            f"train.mixed_precision={args.precision}", "train.log_every=1000000",
+            f"train.mixed_precision={args.precision}", "train.log_every=1",
             *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps), *args.override]
 
 
@@ -153,14 +160,25 @@ def measure(args) -> dict:
         times, processed = _bare_loop(model, method, examples, cfg, device)
         step = {"step_time_p50_s": statistics.median(times[args.warmup:])}
     else:
+        log, changes = _StepLog(), []
+        after_step = method.after_step
+
+        def recording(model, step, optimizer):  # a change event: the method reshaped or replaced tensors
+            change = after_step(model, step, optimizer)
+            if change:
+                changes.append(step)
+            return change
+
+        method.after_step = recording
         try:
             out = train(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator,
-                        NoTracker(), _NullLog(), Stop(), CheckpointStore(Path("/nonexistent"), keep=1))
+                        NoTracker(), log, Stop(), CheckpointStore(Path("/nonexistent"), keep=1))
         except NoGradient as err:
             return {"method": args.method, "checkpointing": work["checkpointing"], "bare": False, "work": work,
                     "invalid": [str(err)]}
         model, processed = out["model"], out["train_tokens"]
         step = {k: out[k] for k in ("step_time_p50_s", "step_time_p90_s")}
+        step.update(split_events({r["step"]: r["step_time_s"] for r in log.rows}, changes, args.warmup))
     # counted on the model as it was timed (PrunedLoRA after compaction)
     trainable, total = M.count_params(model)
     step_flops = flops.training_flops(model, tokens=micro_tokens, seq_len=args.seq)["total"]
@@ -199,14 +217,33 @@ def compute_dtype(cfg, model) -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
 
 
-class _NullLog:
-    rows: list = []
+class _StepLog:
+    """The loop's per-step rows (train.log_every=1), for the step times."""
+
+    def __init__(self):
+        self.rows: list = []
 
     def append(self, row):
-        pass
+        self.rows.append(row)
 
     def replace(self, rows):
-        pass
+        self.rows = list(rows)
+
+
+def split_events(times: dict, changes: list[int], warmup: int) -> dict:
+    """Steady state and change events, apart. An event's cost lands in its own step (the method's
+    work in after_step, an optimizer rebuild) and the next (lazy optimizer state, a recompilation):
+    the steady p50/p90 leave both out, and one event costs their time over two steady steps."""
+    timed = {s: t for s, t in times.items() if s > warmup}
+    hit = {s for c in changes for s in (c, c + 1)}
+    steady = [t for s, t in timed.items() if s not in hit]
+    out = {"step_times_s": [times[s] for s in sorted(times)], "change_steps": list(changes)}
+    if not any(c in timed or c + 1 in timed for c in changes) or not steady:
+        return out
+    base = statistics.median(steady)
+    costs = [timed[c] + timed.get(c + 1, base) - 2 * base for c in changes if c in timed]
+    return {**out, "step_time_p50_s": base, "step_time_p90_s": percentile(steady, 0.9),
+            "event_cost_s": statistics.median(costs) if costs else None, "timed_events": len(costs)}
 
 
 def _bare_loop(model, method, examples, cfg, device) -> tuple[list[float], int]:
@@ -327,6 +364,10 @@ def table(rows: list[dict]) -> str:
                      f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
                      f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} | "
                      f"{r.get('achieved_tflops', float('nan')):.2f} | {_pct(r.get('mfu'))} |")
+        if r.get("timed_events"):
+            lines.append(f"| {name}: one change event | {r['checkpointing']} | +{r['event_cost_s']:.4f} "
+                         f"(its step and the next, over two steady steps; {r['timed_events']} in the timed "
+                         f"window, steps {', '.join(map(str, r['change_steps']))}) ||||||||||")
     bare = [r for r in rows if r.get("bare") and "invalid" not in r]
     for b in bare:
         ref = base.get(b["checkpointing"])

@@ -1,6 +1,10 @@
 """bench.perf's arithmetic and the fairness of its per-method settings (no timing assertions)."""
 from __future__ import annotations
 
+import statistics
+
+import pytest
+
 from bench import perf
 from tests.methods.test_matrix import method_from_config
 
@@ -57,8 +61,6 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
 
 
 def test_overrides_for_one_method_only():
-    import pytest
-
     assert perf.per_method_overrides(["full:train.optimizer=adafactor", "full:train.batch_size=1"],
                                      ["lora", "full"]) == {"full": ["train.optimizer=adafactor", "train.batch_size=1"]}
     with pytest.raises(SystemExit, match="method 'dora' is not in --methods"):
@@ -172,3 +174,24 @@ def test_the_heading_names_the_work_and_rows_that_differ():
                     "dtype bfloat16, optimizer adamw")
     assert differ == {0: {}, 1: {}, 2: {"targets": "none", "optimizer": "adafactor"}}
     assert "| full targets=none optimizer=adafactor | False |" in perf.table(rows)
+
+
+def test_change_events_are_timed_apart_from_the_steady_state():
+    # warm-up 1; an event at step 4 costs 0.5 s in its step and 0.25 s in the next
+    times = {1: 9.0, 2: 1.0, 3: 1.2, 4: 1.5, 5: 1.35, 6: 1.1, 7: 0.9}
+    out = perf.split_events(times, [4], warmup=1)
+    assert out["step_time_p50_s"] == 1.05  # median of steps 2, 3, 6, 7
+    assert out["event_cost_s"] == pytest.approx(1.5 + 1.35 - 2 * 1.05) and out["timed_events"] == 1
+    assert out["step_times_s"] == [9.0, 1.0, 1.2, 1.5, 1.35, 1.1, 0.9] and out["change_steps"] == [4]
+    assert "event_cost_s" not in perf.split_events(times, [], warmup=1)  # no event: the loop's own p50 stands
+    in_warmup = perf.split_events(times, [1], warmup=1)  # not timed itself; its next step is left out
+    assert in_warmup["timed_events"] == 0 and in_warmup["step_time_p50_s"] == 1.2
+
+
+def test_c3las_phase_switches_get_their_own_row():
+    row = perf.measure(_one("--method", "c3la", "--checkpointing", "false", "--steps", "5"))
+    assert "invalid" not in row and row["change_steps"] and row["timed_events"] >= 1
+    steady = [t for s, t in enumerate(row["step_times_s"], 1)
+              if s > 1 and s not in row["change_steps"] and s - 1 not in row["change_steps"]]
+    assert row["step_time_p50_s"] == statistics.median(steady)
+    assert "c3la: one change event" in perf.table([row])
