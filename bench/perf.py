@@ -9,7 +9,7 @@ PEFT + torch loop doing the same work (`--bare`).
 
 Every key that changes the work of a step is pinned or recorded and printed in the table heading:
 gradient accumulation (pinned to `--grad-accum`, default 1: a model/task profile such as
-llama2-7b_gsm8k sets 4, which once made every row do four micro-batches while the counts assumed
+the 7B GSM8K one sets 4, which once made every row do four micro-batches while the counts assumed
 one), batch, sequence length, adapter targets, checkpointing, compile, precision and weight dtype.
 FLOPs, tokens/s and the bare loop count the micro-batches actually run. A row is refused as an
 invalid measurement, not printed as a result, when its MFU exceeds 1, when the tokens the loop

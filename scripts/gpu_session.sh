@@ -13,9 +13,10 @@
 #   compile  bench.perf --compile (inductor) for COMPILE_METHODS, checkpointing off; a compiled
 #            method that trains nothing (issue #16: cLA, grad norm 0) is refused by bench.perf
 #            and bench.train as an invalid row / a failed run, not printed as a speed
-# Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
-# llama2-7b_gsm8k profile's grad_accum 4, which made the first H100 run's rows do four).
 #   e2e      a short bench.run on the GPU (train=gpu): ASDiv training, GSM8K evaluation
+# Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
+# 7B GSM8K profile's grad_accum 4, conf/profile/task/7b_gsm8k.yaml, which made the first H100
+# run's rows do four).
 # Each step writes into $OUT (default ./gpu-out) at most 7 files (the device tool returns 8):
 # versions.txt, perf-nockpt.md, perf-ckpt.md, mfu.md, compile.md, e2e-result.json and log.txt. The knobs below are environment variables so
 # that the same script runs as a CPU smoke test on a tiny model (tests/bench/test_gpu_session.py).
