@@ -259,6 +259,48 @@ def layer_with_random_state(method, model, seed):
             p.grad = torch.randn(p.shape, generator=g)
 
 
+def reference_wanda(weight_a, weight_b, act_in, mask, k):
+    """A transcription of the reference's `prune_weight_matrix_wanda` (its last line, a print
+    behind `dist.is_initialized()`, is left out: `dist` is not imported in optimizer_new.py)."""
+    mask_new = mask.clone()
+    act_proj = torch.norm(act_in @ weight_a.T, dim=0) / act_in.shape[0]
+    scores = act_proj * torch.norm(weight_b, dim=0)
+    prune_idx = torch.argsort(scores)[:k]
+    mask_new[prune_idx] = False
+    weight_a[prune_idx, :] = 0.0
+    weight_b[:, prune_idx] = 0.0
+    return mask_new, weight_a, weight_b
+
+
+def test_reference_wanda_cannot_be_followed_on_a_decoders_activations():
+    """docs/methods.md: on a decoder's (batch, seq, d) layer input the reference's norm runs over the
+    batch axis only, the argsort is per position, and one event prunes every component; on 2-D input
+    it ranks pruned components (score 0) with the rest and removes them again. The suite's wanda
+    removes prune_k active components per event."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 16, generator=g), torch.randn(32, 8, generator=g)
+    mask, a3, _ = reference_wanda(a.clone(), b.clone(), torch.randn(4, 10, 16, generator=g),
+                                  torch.ones(8, dtype=torch.bool), k=2)
+    assert not mask.any() and not a3.any()  # the whole adapter zeroed at the first event
+    mask, a2, b2 = reference_wanda(a.clone(), b.clone(), torch.randn(40, 16, generator=g),
+                                   torch.ones(8, dtype=torch.bool), k=2)
+    assert int(mask.sum()) == 6
+    again, *_ = reference_wanda(a2, b2, torch.randn(40, 16, generator=g), mask, k=2)
+    assert torch.equal(again, mask)  # the second event re-picks the two already pruned
+
+    method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=1",
+                                "method.prune_k=2", "method.first_event=1", "method.criterion=wanda",
+                                "method.compact=false")
+    model = method.apply(tiny_llama())
+    layer_with_random_state(method, model, 4)
+    method.on_train_begin(model, 4)
+    for step in (1, 2):
+        model(**fixed_batch()).loss.backward()
+        method.before_optimizer_step(model, step, torch.optim.AdamW(model.parameters()))
+        method.after_step(model, step, None)
+        assert set(method.ranks().values()) == {8 - 2 * step}
+
+
 def test_one_shot_selection_removes_what_the_reference_removes():
     method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=1",
                                 "method.prune_k=3", "method.first_event=1", "method.selection=one_shot")
