@@ -26,7 +26,8 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 # key is introduced; any other value changes the hash.
 HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8,
                          ("method", "lr_after_reset"): "continue", ("method", "alpha_rule"): "fixed",
-                         ("task", "asdiv_heldout"): 0, ("task", "asdiv_test"): 0}
+                         ("task", "asdiv_heldout"): 0, ("task", "asdiv_test"): 0,
+                         ("method", "alpha"): None}  # only PaCA accepts a null alpha (no scaling)
 
 
 @dataclass

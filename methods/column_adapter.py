@@ -48,11 +48,14 @@ class ColumnMethod(Method):
     dropout: float = 0.0
 
     supports_merge = True
+    alpha_optional: ClassVar[bool] = False  # PaCA: alpha null means no scaling
 
     def __post_init__(self) -> None:
         super().__post_init__()
         peft_common.check_targets(self.target_modules)
-        check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
+        if self.alpha is None and not self.alpha_optional:
+            raise ConfigError(f"method.alpha=null is not valid for method {self.name}: it needs a number > 0")
+        check_rank_alpha_dropout(self.r, 1.0 if self.alpha is None else self.alpha, self.dropout)
         self.layers: dict = {}
 
     @property

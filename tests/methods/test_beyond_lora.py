@@ -336,3 +336,47 @@ def test_classifier_head_trains_and_exports_with_the_adapter(name, tmp_path):
     method.export(model, tmp_path)
     loaded = PeftModel.from_pretrained(encoder(), str(tmp_path)).eval()
     torch.testing.assert_close(loaded(input_ids=ids).logits, want, atol=1e-5, rtol=1e-4)
+
+
+def test_paca_alpha_is_the_reference_parameterisation():
+    """method.alpha on PaCA = the Beyond-LoRA reference's PaCALinearAdapter: W[:, c] = (alpha / r) P
+    with P starting at W0[:, c] / (alpha / r), so P's gradient is (alpha / r) times the column's.
+    Transcribed here with autograd on a patched dense weight, AdamW with weight decay, float64."""
+    r, alpha, lr, wd, steps = 4, 16.0, 1e-2, 0.1, 3
+    method = method_from_config("paca", f"method.r={r}", f"method.alpha={alpha}")
+    method.apply(tiny_llama().double())
+    name, layer = next(iter(method.layers.items()))
+    s = alpha / r
+    cols, w0 = layer.cols.clone(), layer.weight.detach().clone()
+    p = torch.nn.Parameter(w0[:, cols] / s)  # the reference's P ("from_base" init)
+    theirs = torch.optim.AdamW([p], lr=lr, weight_decay=wd)
+    ours = torch.optim.AdamW([layer.lora_B], lr=lr, weight_decay=wd)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x = torch.randn(5, layer.in_features, generator=g, dtype=torch.float64)
+        target = torch.randn(5, layer.out_features, generator=g, dtype=torch.float64)
+        for opt, out in ((theirs, lambda: torch.nn.functional.linear(x, w0.index_copy(1, cols, s * p), layer.bias)),
+                         (ours, lambda: layer(x))):
+            opt.zero_grad()
+            ((out() - target) ** 2).sum().backward()
+            opt.step()
+    want = w0.index_copy(1, cols, s * p.detach())
+    got = layer.weight + layer.delta_weight()
+    assert float((want - w0).abs().max()) > 1e-3  # the columns moved
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert method.report(None)["scaling"] == s and method.report(None)["alpha"] == alpha
+    default = method_from_config("paca", f"method.r={r}")  # alpha null: the columns trained as they are
+    assert default.alpha is None and default.scale == 1.0
+
+
+def test_paca_alpha_null_keeps_earlier_run_hashes():
+    from bench.config import resolved, run_hash
+    from tests.conftest import compose
+
+    cfg = resolved(compose("model=tiny-llama", "method=paca"))
+    assert cfg["method"]["alpha"] is None
+    before_the_key = {**cfg, "method": {k: v for k, v in cfg["method"].items() if k != "alpha"}}
+    assert run_hash(cfg) == run_hash(before_the_key)
+    assert run_hash(resolved(compose("model=tiny-llama", "method=paca", "method.alpha=32"))) != run_hash(cfg)
+    with pytest.raises(ConfigError, match="method.alpha=None"):
+        method_from_config("cla", "method.alpha=null")
