@@ -29,6 +29,7 @@ def row_normalised_gaussian(generator: torch.Generator, r: int, d_in: int) -> to
 
 @dataclass(kw_only=True)
 class DenseRandomCheapLoRA(AsymLoRA):
+    dropout: float = 0.0  # the reference has none (LoRA's default is 0.05)
     selector_seed: int = 0
 
     def apply(self, model):
