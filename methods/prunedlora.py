@@ -113,6 +113,7 @@ class PrunedLoRA(LoRA):
     supports_fsdp = False  # replaces and reshapes parameters during training
     r_target: int = 8
     r_init: Optional[int] = None  # null: r_target / (1 - sparsity)
+    alpha: float = 16.0  # LoRA's 32 would double the scaling of the method the YAML runs
     alpha_rule: str = "fixed"  # fixed: scaling alpha / r_init (the reference) | scaled: alpha / r_target
     criterion: str = "obs_gradient"
     recovery: str = "auto"  # auto: obs for obs_gradient, none for the baselines (the reference's)

@@ -24,11 +24,11 @@ METHODS = {"lora": (), "adalora": (),
            "l1ra": ("method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3", "method.rank_update_ratio=0.1"),
            # prunedlora: pruned and compacted (smaller tensors, sliced moments) before the kill
            "prunedlora": ("method.r_init=12", "method.r_target=8", "method.prune_every=2", "method.prune_k=2"),
-           # c3la: phases merged into the frozen W0 (not among the checkpointed tensors) before the kill
+           # c3la: phases merged (fp32 side terms beside the frozen W0, replayed on resume) before the kill
            "c3la": ("method.r=4", "method.phases=10")}
 
 
-# "<method>:bf16" cases: bf16 weights under bf16 autocast, as on a GPU (c3la merges into bf16 W0,
+# "<method>:bf16" cases: bf16 weights under bf16 autocast, as on a GPU (c3la merges beside a bf16 W0,
 # prunedlora slices bf16 tensors); slow, in `make test-slow`
 BF16 = ("model.dtype=bfloat16", "train.mixed_precision=bf16")
 CASES = [*METHODS, *(pytest.param(f"{m}:bf16", marks=pytest.mark.slow) for m in ("prunedlora", "c3la"))]
