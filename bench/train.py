@@ -188,6 +188,10 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
             scheduler.step()
             change = method.after_step(raw_model, step, optimizer)
             if change:  # the set or shapes of trainable tensors changed
+                # accelerate marks a model it prepared and hands a marked one back as it is: on one
+                # process that mark sits on raw_model itself, so without this the run went on
+                # uncompiled after the first change event
+                raw_model.__dict__.pop("_is_accelerate_prepared", None)
                 model = accelerator.prepare_model(raw_model)  # a data-parallel wrapper must see the new ones
                 if change != PARAMETERS_REPLACED:  # the method did not carry the optimizer state itself
                     optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
