@@ -124,7 +124,9 @@ class GenerationCounter:
         self.model, self.new_tokens, self.calls = model, 0, 0
 
     def __enter__(self):
-        original = self.model.generate
+        original = getattr(self.model, "generate", None)
+        if original is None:  # a classification head (LlamaForSequenceClassification) never generates
+            return self
 
         def counting(*args, **kwargs):
             out = original(*args, **kwargs)
@@ -139,7 +141,8 @@ class GenerationCounter:
         return self
 
     def __exit__(self, *exc):
-        del self.model.generate
+        if "generate" in vars(self.model):
+            del self.model.generate
         return False
 
 
