@@ -116,7 +116,8 @@ class Method:
 
     # -- training hooks -----------------------------------------------------------------------
     def on_train_begin(self, model, total_steps: int) -> None:
-        """Called once, after the optimizer exists; e.g. to derive a budget schedule."""
+        """Called once, before the optimizer is built (and before a resume restores state); e.g. to
+        derive a budget schedule."""
 
     def extra_loss(self, model, step: int):
         """Loss terms added to the task loss (e.g. a regulariser); None for none."""
