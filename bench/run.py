@@ -276,7 +276,9 @@ def summary_line(result: dict, path: Path) -> str:
         held = (m.get(key) or {}).get("heldout") or {}
         if held.get("primary") in held:
             parts.append(f"{'base' if key == 'eval_base' else 'tuned'} held-out {held['primary']}="
-                         f"{held[held['primary']]:.4f} (n={held['n']})")
+                         f"{held[held['primary']]:.4f}"
+                         + (f", answer loss {held['answer_nll']:.3f}" if held.get("answer_nll") is not None else "")
+                         + f" (n={held['n']})")
     return f"{line}\n  " + ", ".join(parts)
 
 
