@@ -17,7 +17,8 @@ Held-out ASDiv (`asdiv_heldout`, `asdiv_test`; both 0 = off, the neutral values,
 hash). The ASDiv problems are ordered by the sha256 of their content (question and answer; ties by
 position), which depends on no seed, row order or library version. The first `asdiv_heldout` of that
 order are the held-out split, scored after every evaluation as `eval.heldout` (the training source's
-exact match; in the study, the split learning rates are chosen on); the next `asdiv_test` are the
+exact match, and `answer_nll`, the loss on their reference answers; in the study, the split
+learning rates are chosen on); the next `asdiv_test` are the
 test split of test_source=asdiv. Training on ASDiv excludes both, and every problem whose question
 text equals one of theirs (ASDiv repeats some questions). result.json records each split's rows,
 their sha256 and the selection rule. Held-out problems are generated greedily up to
@@ -50,6 +51,7 @@ HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 TRAIN_SOURCES = ("hub", "asdiv")
 TEST_SOURCES = ("package", "hub", "asdiv")
 ASDIV_GEN_TOKS = 32  # "9 (apples)\n#### 9" fits with room to spare
+ANSWER_NLL_MAX_LENGTH = 512  # longer than any ASDiv problem with its answer
 FILTERS = ("strict-match", "flexible-extract")
 _LEADING_NUMBER = re.compile(r"^\s*(-?[\d,]*\.?\d+)(?=\s|$)")  # "9 apples", not "1/3" or "3:2"
 
@@ -200,6 +202,33 @@ class GSM8K(Task):
                  "file_sha256": info["file_sha256"], "split": which, "split_rule": info["split_rule"],
                  "rows": len(rows), "rows_sha256": info[f"{which}_sha256"]})
 
+    def answer_nll(self, model, tokenizer, rows: list[dict], batch_size: int) -> dict:
+        """Mean negative log-likelihood per answer token of the reference answers (the training
+        loss, on problems never trained on): it falls as soon as a fine-tune learns the answers'
+        form, long before a 135M model gets the numbers right."""
+        import torch
+
+        examples, _ = prompt_completion.tokenize_pairs(
+            tokenizer, ((prompt(r["question"]), " " + r["answer"]) for r in rows), ANSWER_NLL_MAX_LENGTH)
+        hf = lm_eval_bridge.unwrap(model)
+        was_training, device = hf.training, next(hf.parameters()).device
+        hf.eval()
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad():
+                for i in range(0, len(examples), batch_size):
+                    batch = self.collate(examples[i:i + batch_size], tokenizer)
+                    logits = hf(input_ids=batch["input_ids"].to(device),
+                                attention_mask=batch["attention_mask"].to(device)).logits.float()
+                    labels = batch["labels"][:, 1:].to(device)
+                    mask = labels != -100
+                    logp = logits[:, :-1].log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                    total -= logp[mask].sum().item()
+                    count += int(mask.sum())
+        finally:
+            hf.train(was_training)
+        return {"answer_nll": total / count if count else None, "answer_tokens": count}
+
     def test_data(self, out_dir: Optional[Path] = None) -> tuple[dict, dict]:
         """The lm-eval dataset fields and the provenance of the test split."""
         if self.test_source == "asdiv":
@@ -264,7 +293,9 @@ class GSM8K(Task):
             held, held_info = self._asdiv_data("heldout", out_dir / "heldout")
             out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_yaml(held), _whole_split(eval_cfg),
                                      out_dir / "heldout", num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS, seed=seed)
+            _, held_rows, _, _ = asdiv_splits(self.asdiv_heldout, self.asdiv_test)
             result["heldout"] = {**{k: v for k, v in out["scores"].items() if k.startswith("exact_match,")},
+                                 **self.answer_nll(model, tokenizer, held_rows, eval_cfg.batch_size),
                                  "primary": primary, "n": out["n"]}
             held_info.update(rows_evaluated=out["n"], num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS)
             data_info["heldout"] = held_info

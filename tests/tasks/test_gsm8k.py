@@ -9,7 +9,7 @@ import pytest
 
 from bench.config import ConfigError
 from bench.models import TOKENIZERS, package_file
-from tasks import gsm8k
+from tasks import gsm8k, prompt_completion
 from tasks.gsm8k import GSM8K
 
 
@@ -150,3 +150,26 @@ def test_heldout_keys_at_zero_leave_existing_run_hashes_alone():
     assert run_hash(cfg) == run_hash(old)
     cfg["task"]["asdiv_heldout"] = 40
     assert run_hash(cfg) != run_hash(old)
+
+
+def test_heldout_answer_nll_is_the_training_loss_on_the_heldout_answers(tok):
+    """Against transformers' own causal-LM loss (labels -100 on the prompt), example by example."""
+    import torch
+
+    from tests.helpers.tiny import tiny_llama
+
+    tok.pad_token = tok.eos_token
+    model = tiny_llama(vocab=len(tok))
+    _, held, _, _ = gsm8k.asdiv_splits(5, 0)
+    task = GSM8K(name="asdiv", train_source="asdiv", asdiv_heldout=5)
+    got = task.answer_nll(model, tok, held, batch_size=2)  # batches of 2, 2, 1: padding must not count
+    total, tokens = 0.0, 0
+    for r in held:
+        one, _ = prompt_completion.tokenize_pairs(tok, [(gsm8k.prompt(r["question"]), " " + r["answer"])], 512)
+        ex = task.collate(one, tok)  # one example: no padding
+        n = int((ex["labels"][:, 1:] != -100).sum())
+        with torch.no_grad():
+            total += model(input_ids=ex["input_ids"], labels=ex["labels"]).loss.item() * n
+        tokens += n
+    assert got["answer_tokens"] == tokens
+    assert got["answer_nll"] == pytest.approx(total / tokens, rel=1e-5)
