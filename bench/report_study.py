@@ -214,6 +214,8 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
             spread = max(sa, sb)
             parts.append(f"{key.replace('_s', '')} {ma:.3g} vs {mb:.3g} {unit} (Δ {ma - mb:+.3g}, spread {spread:.3g})")
             ok = ok and na > 1 and nb > 1 and mb - ma > spread
+        if len(a) < 2 or len(b) < 2:
+            return "; ".join(parts), "no spread with one seed"
         return "; ".join(parts), "supported" if ok else "not supported by the data"
     (ma, sa, na), (mb, sb, nb) = _stats([score(r) for r in a]), _stats([score(r) for r in b])
     numbers = f"{ma:.4f} ± {sa:.4f} (n={na}) vs {mb:.4f} ± {sb:.4f} (n={nb})"

@@ -159,7 +159,7 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
 
     doc = tmp_path / "study.md"
     cmd = [sys.executable, "-m", "bench.report_study", "run", "--root", str(tmp_path / "runs"), "--jobs", "1",
-           "--doc", str(doc), "--seeds", "0", "--lr-grid", "1e-3", "model=tiny-llama", "train.max_steps=2",
+           "--doc", str(doc), "--seeds", "0", "--lr-grid", "1e-3", "model=tiny-llama", "train.max_steps=4",
            "train.batch_size=2", "asdiv:task.asdiv_heldout=4", "asdiv:task.asdiv_test=4",
            "sentiment:task.heldout_rows=8",
            "eval.limit=8", "eval.batch_size=8", "train.max_length=64"]
@@ -180,3 +180,10 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
         assert claim.text in text
     assert "no spread with one seed" in text and "## Learning-rate search" in text
     assert (tmp_path / "study" / "pareto.png").exists()
+
+
+def test_cost_claims_need_a_spread_too(tmp_path):
+    write(tmp_path, "cLA r=16", 0, 0.3, 3e-4, time_s=1.0)
+    write(tmp_path, "LoRA r=16", 0, 0.3, 3e-4, time_s=9.0, memory_gb=9.0)
+    v = verdicts(tmp_path, {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 3e-4})
+    assert v["cLA trains in less time and memory than LoRA at the same rank"][1] == "no spread with one seed"
