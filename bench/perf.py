@@ -135,6 +135,13 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one global state per process: a compile backend set before (a test, an
+    # earlier row in this process) would otherwise stay, and dynamo could reuse graphs traced for
+    # another model without this one's hooks
+    AcceleratorState._reset_state(reset_partial_state=True)
+    torch._dynamo.reset()
     accelerator = make_accelerator(cfg.train)  # train.device is args.device (an override above)
     device = accelerator.device
     # synthetic token ids: a random-weight architecture keeps its own vocabulary (its true shape)
