@@ -33,7 +33,7 @@ HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"):
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    kind: str = "causal_lm"  # causal_lm | encoder
+    kind: str = "causal_lm"  # causal_lm | encoder | auto (read from the model's config.json: bench.models.model_kind)
     source: str = "hub"  # hub | gguf_package | package_dir
     hub_id: Optional[str] = None
     revision: Optional[str] = None
@@ -43,7 +43,7 @@ class ModelConfig:
     tokenizer: Optional[str] = None  # null: the model's own; or a name in bench.models.TOKENIZERS
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: Optional[str] = None
-    # a list of linear layer names, or a preset resolved from the module tree: all-linear | attention | mlp
+    # a list of linear layer names, or a preset resolved from the model: all-linear | attention | mlp | auto
     adapter_targets: Any = field(default_factory=lambda: ["q_proj", "v_proj"])
     arch: Dict[str, Any] = field(default_factory=dict)
 
@@ -129,7 +129,7 @@ def register_configs() -> None:
 
 
 CHOICES: dict[str, tuple] = {
-    "model.kind": ("causal_lm", "encoder"),
+    "model.kind": ("causal_lm", "encoder", "auto"),
     "model.source": ("hub", "gguf_package", "package_dir"),
     "model.init": ("pretrained", "random"),
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),  # auto: the model's own config.json dtype
@@ -164,8 +164,9 @@ RANGES: dict[str, tuple] = {
 }
 
 
-# model.adapter_targets presets (resolved in methods.peft_common.preset_linears)
-TARGET_PRESETS = ("all-linear", "attention", "mlp")
+# model.adapter_targets presets (resolved in methods.peft_common.preset_linears; auto: PEFT's default
+# LoRA targets for the model type)
+TARGET_PRESETS = ("all-linear", "attention", "mlp", "auto")
 
 
 class ConfigError(ValueError):
@@ -204,6 +205,10 @@ def validate(cfg: DictConfig) -> None:
     elif m.init == "random" and not m.arch and not (m.source == "hub" and m.hub_id):
         problems.append(f"model.init=random needs the architecture in model.arch or a model.hub_id whose "
                         f"config.json gives it (model '{m.name}' has neither)")
+    if m.kind == "auto" and not m.arch and not (m.source == "hub" and m.hub_id):
+        problems.append(f"model.kind=auto reads the kind from the config.json of model.hub_id (source hub) or from "
+                        f"model.arch; model '{m.name}' (source {m.source}) has neither: set model.kind=causal_lm "
+                        f"or model.kind=encoder")
     targets = m.get("adapter_targets")
     valid = targets in TARGET_PRESETS if isinstance(targets, str) else \
         bool(targets) and all(isinstance(t, str) for t in targets)

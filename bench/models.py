@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -54,6 +55,45 @@ def package_file(package: str, relpath: str) -> tuple[Path, str]:
     return path, dist.version
 
 
+# -- size classes -------------------------------------------------------------------------------
+def size_classes() -> list[str]:
+    return sorted(p.stem for p in (REPO_ROOT / "conf" / "size").glob("*.yaml"))
+
+
+def _file_size_class(path: Path) -> str | None:
+    """The size class a model file's defaults name (`override /size@_global_.size: <class>`; `???`
+    asks for size= on the command line), or None."""
+    import yaml
+
+    for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if str(key).split("@")[0].split()[-1].lstrip("/") == "size":
+                    return str(value)
+    return None
+
+
+def size_class_message(args: list[str]) -> str | None:
+    """The error for a model file that names no size class and a command line that sets none (Hydra's
+    own message, which stays the fallback, lists the classes but not how a file names one)."""
+    if any(a.split("=")[0].lstrip("+") in ("size", "size@_global_.size") for a in args):
+        return None
+    named = [a.split("=", 1)[1] for a in args if a.split("=")[0] == "model"]
+    if len(named) != 1 or "(" in named[0]:  # no model= (the default file, or an experiment's) or a sweep function
+        return None
+    for name in named[0].split(","):
+        path = REPO_ROOT / "conf" / "model" / f"{name}.yaml"
+        found = _file_size_class(path) if path.exists() else ""
+        if found is None or found == "???":
+            why = ("needs the size class on the command line: size=<class>" if found else
+                   "names no size class: set one on the command line, size=<class>, or in the file: "
+                   "`defaults: [override /size@_global_.size: <class>, _self_]`")
+            return (f"error: model={name} (conf/model/{name}.yaml) {why}. The class sets the train/eval sizes "
+                    f"(batch, length, device, precision; docs/models.md). Classes (conf/size/): "
+                    f"{', '.join(size_classes())}")
+    return None
+
+
 # -- tokenizers ---------------------------------------------------------------------------------
 def _gpt2_offline():
     from transformers import GPT2Tokenizer
@@ -96,7 +136,7 @@ OFFLINE_MODELS = {"causal_lm": "model=smollm2-135m, model=tiny-llama", "encoder"
 def _hub_error(mcfg, err: Exception) -> ConfigError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     hint = (" The hub is disabled here (HF_HUB_OFFLINE=1)." if offline else "")
-    packaged = OFFLINE_MODELS.get(mcfg.kind, OFFLINE_MODELS["causal_lm"])
+    packaged = OFFLINE_MODELS.get(mcfg.kind, "; ".join(OFFLINE_MODELS.values()))  # kind=auto: both
     return ConfigError(
         f"could not load '{mcfg.hub_id}' from the Hugging Face hub for model '{mcfg.name}': "
         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}.{hint} "
@@ -111,18 +151,29 @@ def _hub_cached(repo_id: str, revision: str | None, filename: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
 
 
-def shipped_arch(hub_id: str | None) -> tuple[dict, str] | None:
-    """The architecture fields of the suite's model file (conf/model/) for this hub id, and the file."""
+def _shipped_file(hub_id: str | None):
+    """The suite's model file (conf/model/) for this hub id that has architecture fields, and its path."""
     from omegaconf import OmegaConf
 
     for path in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml")):
         node = OmegaConf.load(path)
         if hub_id and node.get("hub_id") == hub_id and node.get("arch"):
-            arch = OmegaConf.to_container(node.arch)
-            if node.get("dtype") in DTYPES:  # what `model.dtype=auto` reads
-                arch.setdefault("dtype", node.dtype)
-            return arch, f"conf/model/{path.name}"
+            return node, path
     return None
+
+
+def shipped_arch(hub_id: str | None) -> tuple[dict, str] | None:
+    """The architecture fields of the suite's model file (conf/model/) for this hub id, and the file."""
+    from omegaconf import OmegaConf
+
+    found = _shipped_file(hub_id)
+    if found is None:
+        return None
+    node, path = found
+    arch = OmegaConf.to_container(node.arch)
+    if node.get("dtype") in DTYPES:  # what `model.dtype=auto` reads
+        arch.setdefault("dtype", node.dtype)
+    return arch, f"conf/model/{path.name}"
 
 
 def _own_config(mcfg):
@@ -154,6 +205,83 @@ def architecture(mcfg) -> tuple[dict, str]:
         raise ConfigError(f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch "
                           f"or model.hub_id")
     return shipped
+
+
+# -- the model's kind (model.kind=auto) ------------------------------------------------------------
+# Endings of the class names in a config.json's `architectures`.
+CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")
+MASKED_HEADS = ("ForMaskedLM",)
+ENCODER_TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+                      "ForMultipleChoice", "ForPreTraining")
+
+
+def kind_from_config(config: dict) -> str | None:
+    """causal_lm or encoder from a config.json's fields; None when they do not tell.
+
+    1. `architectures`: a causal-LM class (*ForCausalLM, *LMHeadModel) and no masked-LM class: causal_lm;
+       a masked-LM class (*ForMaskedLM) and no causal-LM class: encoder.
+    2. Else `model_type` in transformers' auto mappings: a type with a causal-LM class and none for masked
+       LM (llama, qwen2, gemma2, phi3, ...): causal_lm; the reverse (deberta-v2, modernbert): encoder.
+    3. A type with both (bert, roberta, electra, bart, ...): encoder if every named class is the bare
+       model (BertModel) or an encoder's task head (*ForSequenceClassification, ...); else None.
+    """
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    names = [str(n) for n in config.get("architectures") or []]
+    causal = any(n.endswith(CAUSAL_HEADS) for n in names)
+    masked = any(n.endswith(MASKED_HEADS) for n in names)
+    if causal != masked:
+        return "causal_lm" if causal else "encoder"
+    model_type = config.get("model_type")
+    has_causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    has_masked = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if has_causal != has_masked:
+        return "causal_lm" if has_causal else "encoder"
+    if has_causal and names and all(n.endswith(ENCODER_TASK_HEADS) or (n.endswith("Model") and not
+                                                                      n.endswith(CAUSAL_HEADS)) for n in names):
+        return "encoder"
+    return None
+
+
+def _config_json(mcfg) -> dict:
+    """The model's config.json as written (hub, or the local cache when the hub is disabled); unlike
+    AutoConfig it keeps `architectures` and needs no model code for the type."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        path = hf_hub_download(mcfg.hub_id, "config.json", revision=mcfg.revision)
+    except (OSError, ValueError, EntryNotFoundError) as err:
+        raise _hub_error(mcfg, err) from err
+    return json.loads(Path(path).read_text())
+
+
+def model_kind(mcfg) -> tuple[str, str]:
+    """The model's kind and where it was read. model.kind as given unless `auto`; then from model.arch,
+    else the hub's config.json (the local cache when the hub is disabled), else, uncached offline, the
+    kind of the suite's model file for that hub id. `prepare` writes it into cfg.model.kind, so the task's
+    kind check, the run hash and result.json see the model's own kind."""
+    if mcfg.kind != "auto":
+        return mcfg.kind, "model.kind"
+    if mcfg.arch:
+        config, where = architecture(mcfg)
+    elif not mcfg.hub_id:
+        raise ConfigError(f"model.kind=auto needs model.hub_id or model.arch (model '{mcfg.name}' has neither); "
+                          f"set model.kind=causal_lm or model.kind=encoder")
+    else:
+        where = f"config.json of {mcfg.hub_id}" + (f"@{mcfg.revision}" if mcfg.revision else "")
+        shipped = _shipped_file(mcfg.hub_id)
+        if (os.environ.get("HF_HUB_OFFLINE") == "1" and shipped is not None
+                and not _hub_cached(mcfg.hub_id, mcfg.revision, "config.json")):
+            return shipped[0].kind, f"conf/model/{shipped[1].name}"
+        config = _config_json(mcfg)
+    kind = kind_from_config(config)
+    if kind is None:
+        raise ConfigError(f"model.kind=auto cannot tell whether model '{mcfg.name}' is a causal LM or an encoder "
+                          f"from {where} (architectures={config.get('architectures')}, model_type="
+                          f"{config.get('model_type')!r}); set model.kind=causal_lm or model.kind=encoder")
+    return kind, where
 
 
 def _dtype_name(value) -> str:
@@ -310,7 +438,11 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
 
-    cls = _model_class(mcfg.kind, head)
+    kind, kind_from = model_kind(mcfg)
+    info["kind"] = kind
+    if kind_from != "model.kind":
+        info["kind_from"] = kind_from
+    cls = _model_class(kind, head)
     head_kwargs = _head_config(head)
     if head is not None:
         info["head"] = dict(head)
@@ -334,4 +466,10 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
     info["architecture"] = model.config.model_type
     info["vocab_size"] = model.config.vocab_size
     info["total_params"] = sum(p.numel() for p in model.parameters())
+    targets = mcfg.get("adapter_targets")
+    if targets == "auto" or (not isinstance(targets, str) and "auto" in list(targets or [])):
+        from methods.peft_common import auto_targets
+
+        chosen, rule = auto_targets(model)
+        info["adapter_targets_auto"] = {"targets": chosen, "rule": rule}
     return model, tokenizer, info

@@ -32,11 +32,13 @@ log = logging.getLogger("bench.run")
 
 def prepare(cfg: DictConfig):
     """Everything that can be checked without loading a model. Raises ConfigError."""
-    from bench.models import check_available
+    from bench.models import check_available, model_kind
 
     validate(cfg)
     method, task = build(cfg.method), build(cfg.task)
     check_available(cfg.model)
+    # model.kind=auto: the model's own kind, for the task's check, the run hash and result.json
+    cfg.model.kind = model_kind(cfg.model)[0]
     method.check(cfg)
     task.check(cfg)
     config = resolved(cfg)
@@ -309,8 +311,9 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     from bench.cli_check import unknown_key_message
+    from bench.models import size_class_message
 
-    message = unknown_key_message(sys.argv[1:])
+    message = size_class_message(sys.argv[1:]) or unknown_key_message(sys.argv[1:])
     if message:
         print(message, file=sys.stderr)
         sys.exit(2)

@@ -44,6 +44,10 @@ def head_params(model) -> int:
 #     (q/k/v/o; Phi-3's fused qkv_proj; BERT's query/key/value and attention.output.dense).
 #   mlp: the all-linear layers inside the layer stack (a numbered module) that are not attention
 #     (gate/up/down; Phi-3's gate_up_proj; BERT's intermediate.dense and output.dense; not the pooler).
+#   auto: PEFT's default LoRA targets for the model's type (what LoraConfig(target_modules=None) adapts:
+#     q/v on Llama, Qwen, Gemma, Mistral; BERT/RoBERTa's query/value; DeBERTa-v2's query_proj/value_proj);
+#     for a type PEFT's table lacks (Phi-3, SmolLM3, OLMo-2 in peft 0.21.2), the attention's query and
+#     value projections under the names that table uses, or its fused query-key-value projection.
 PRESETS = TARGET_PRESETS
 Targets = Union[list[str], str]  # a list of layer names (PEFT's suffix rule) or a preset name
 
@@ -65,8 +69,8 @@ def _is_attention(model, name: str) -> bool:
                for i in range(1, len(parts)))
 
 
-def preset_linears(model, preset: str) -> list[str]:
-    """Full names of the linear layers a preset selects, in module order."""
+def _body_linears(model) -> list[str]:
+    """Full names of the linear layers other than the output head and a classifier head."""
     from torch import nn
 
     excluded = set()
@@ -75,8 +79,48 @@ def preset_linears(model, preset: str) -> list[str]:
     for name, module in model.named_modules():
         if module is out or any(name == h or name.startswith(h + ".") for h in heads):
             excluded.add(name)
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in excluded]
-    if preset == "all-linear":
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in excluded]
+
+
+# The names PEFT's target table gives a query and a value projection, and fused query-key-value ones
+QUERY_VALUE = (("q_proj", "v_proj"), ("query", "value"), ("query_proj", "value_proj"), ("q", "v"))
+FUSED_QKV = ("qkv_proj", "query_key_value", "Wqkv", "c_attn", "in_proj")
+
+
+def auto_targets(model) -> tuple[Targets, str]:
+    """The `auto` targets of this model (a list of names, or PEFT's regular expression for a few
+    types), and the rule that chose them, for result.json."""
+    import peft
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in PEFT_TARGETS:
+        found = PEFT_TARGETS[model_type]
+        return (found if isinstance(found, str) else list(found),
+                f"peft {peft.__version__}'s default LoRA targets for model_type {model_type}")
+    attention = {n.rsplit(".", 1)[-1] for n in _body_linears(model) if _is_attention(model, n)}
+    missing = f"model_type {model_type!r} is not in peft {peft.__version__}'s default LoRA targets: "
+    for pair in QUERY_VALUE:
+        if set(pair) <= attention:
+            return list(pair), missing + "its attention's query and value projections"
+    for name in FUSED_QKV:
+        if name in attention:
+            return [name], missing + "its attention's fused query-key-value projection"
+    raise ConfigError(f"adapter targets 'auto': {missing}and its attention layers "
+                      f"({', '.join(sorted(attention)) or 'none found'}) have no query/value projection the suite "
+                      f"knows by name; name the layers (model.adapter_targets=[...]) or use a preset: all-linear, "
+                      f"attention, mlp")
+
+
+def preset_linears(model, preset: str) -> list[str]:
+    """Full names of the linear layers a preset selects, in module order."""
+    import re
+
+    linears = _body_linears(model)
+    if preset == "auto":
+        found, _ = auto_targets(model)
+        chosen = [n for n in linears if (re.fullmatch(found, n) if isinstance(found, str) else _matches(n, found))]
+    elif preset == "all-linear":
         chosen = linears
     elif preset == "attention":
         chosen = [n for n in linears if _is_attention(model, n)]

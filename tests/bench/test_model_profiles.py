@@ -70,3 +70,47 @@ def test_size_on_the_command_line_wins():
     cfg = compose("model=llama3.1-8b", "task=gsm8k", "size=cpu")
     assert cfg.train.device == "auto" and cfg.train.max_length == 384  # the CPU class's GSM8K sizes
     assert compose("model=roberta-large", "task=glue_sst2", "size=encoder").train.device == "cuda"
+
+
+MINE = "name: mine\nkind: causal_lm\nsource: hub\nhub_id: me/mine\n"  # a user's file that names no size class
+
+
+def test_a_model_file_naming_no_size_class_does_not_compose(tmp_path):
+    """No class is implied (it used to be `cpu`, silently): Hydra stops and lists the classes."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text(MINE)
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    with pytest.raises(Exception, match="You must specify 'size'(.|\n)*encoder-cpu"):
+        compose("model=mine", searchpath)
+    assert compose("model=mine", "size=7b", searchpath).train.gradient_checkpointing  # size= sets it
+
+
+def test_the_command_line_says_how_to_name_a_size_class(tmp_path, monkeypatch):
+    from bench import models
+
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "size").symlink_to(CONF / "size")
+    (tmp_path / "conf" / "model" / "mine.yaml").write_text(MINE)
+    monkeypatch.setattr(models, "REPO_ROOT", tmp_path)
+    message = models.size_class_message(["model=mine", "method=lora"])
+    assert "size=<class>" in message and "override /size@_global_.size: <class>" in message
+    classes = sorted(p.stem for p in (CONF / "size").glob("*.yaml"))
+    assert message.endswith("Classes (conf/size/): " + ", ".join(classes))
+    assert models.size_class_message(["model=mine", "size=1b"]) is None
+
+
+def test_model_hub_without_size_is_refused_by_the_command_line():
+    from tests.conftest import run_cli
+
+    out = run_cli("model=hub", "model.hub_id=someorg/some-model")
+    assert out.returncode == 2 and "model=hub (conf/model/hub.yaml) needs the size class on the command line: " \
+        "size=<class>" in out.stderr
+
+
+def test_every_shipped_model_file_names_a_size_class():
+    from bench import models
+
+    classes = {p.stem for p in (CONF / "size").glob("*.yaml")}
+    for name in MODELS:
+        assert models._file_size_class(CONF / "model" / f"{name}.yaml") in classes, name
+    assert models._file_size_class(CONF / "model" / "hub.yaml") == "???"  # asks for size=

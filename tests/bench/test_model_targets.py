@@ -1,5 +1,6 @@
-"""Adapter target presets (`model.adapter_targets=all-linear | attention | mlp`), resolved from the
-module tree: checked against PEFT's own all-linear, hand-listed layer names and hand-computed counts."""
+"""Adapter target presets (`model.adapter_targets=all-linear | attention | mlp | auto`), resolved from the
+module tree: checked against PEFT's own all-linear and default targets, hand-listed layer names and
+hand-computed counts."""
 from __future__ import annotations
 
 import json
@@ -15,20 +16,20 @@ from tests.conftest import compose
 from tests.helpers.tiny import tiny_llama
 
 
-def meta_model(model_type: str, cls=AutoModelForCausalLM, **arch):
-    with torch.device("meta"):
+def meta_model(model_type: str, cls=AutoModelForCausalLM, device: str = "meta", **arch):
+    with torch.device(device):
         return cls.from_config(AutoConfig.for_model(model_type, vocab_size=100, pad_token_id=0, bos_token_id=1,
                                                     eos_token_id=2, **arch))
 
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 MODELS = {
-    "llama": lambda: meta_model("llama", num_key_value_heads=2, **SMALL),
-    "phi3": lambda: meta_model("phi3", num_key_value_heads=4, **SMALL),
-    "gemma2": lambda: meta_model("gemma2", num_key_value_heads=2, head_dim=8, **SMALL),
-    "bert": lambda: meta_model("bert", AutoModelForSequenceClassification, **SMALL),
-    "deberta-v2": lambda: meta_model("deberta-v2", AutoModelForSequenceClassification, relative_attention=True,
-                                     pos_att_type=["p2c", "c2p"], share_att_key=True, **SMALL),
+    "llama": lambda **kw: meta_model("llama", num_key_value_heads=2, **SMALL, **kw),
+    "phi3": lambda **kw: meta_model("phi3", num_key_value_heads=4, **SMALL, **kw),
+    "gemma2": lambda **kw: meta_model("gemma2", num_key_value_heads=2, head_dim=8, **SMALL, **kw),
+    "bert": lambda **kw: meta_model("bert", AutoModelForSequenceClassification, **SMALL, **kw),
+    "deberta-v2": lambda **kw: meta_model("deberta-v2", AutoModelForSequenceClassification, relative_attention=True,
+                                          pos_att_type=["p2c", "c2p"], share_att_key=True, **SMALL, **kw),
 }
 
 
@@ -112,3 +113,49 @@ def test_unknown_model_targets_are_a_config_error(value):
 def test_unknown_method_preset_is_a_config_error():
     with pytest.raises(ConfigError, match="all-linear, attention, mlp"):
         build(compose("model=tiny-llama", "method=lora", "method.target_modules=linear").method)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "bert", "deberta-v2"])
+def test_auto_is_what_peft_adapts_when_given_no_targets(family):
+    """`auto` = the layers PEFT itself wraps for LoraConfig(target_modules=None) (its per-model-type
+    table), found by injecting PEFT's LoRA into the model."""
+    from peft import LoraConfig, get_peft_model
+
+    model = MODELS[family](device="cpu")
+    ours = set(peft_common.target_linears(model, "auto"))
+    peft_model = get_peft_model(MODELS[family](device="cpu"), LoraConfig(r=2, task_type=peft_common.task_type(model)))
+    assert ours == set(peft_common.lora_layers(peft_model)) and ours
+
+
+def test_auto_on_a_type_peft_does_not_know_takes_the_fused_qkv():
+    """PEFT 0.21.2 has no default targets for Phi-3 (it asks for target_modules); `auto` takes the
+    attention's fused qkv_proj, the layer conf/model/phi3.5-mini.yaml names by hand."""
+    from peft import LoraConfig, get_peft_model
+
+    with pytest.raises(ValueError, match="specify `target_modules`"):
+        get_peft_model(MODELS["phi3"](device="cpu"), LoraConfig(r=2, task_type="CAUSAL_LM"))
+    targets, rule = peft_common.auto_targets(MODELS["phi3"]())
+    assert targets == list(compose("model=phi3.5-mini").model.adapter_targets) == ["qkv_proj"]
+    assert "'phi3' is not in peft" in rule
+
+
+def test_auto_lora_count_on_phi_is_the_hand_formula():
+    """`model=hub` on Phi-3.5-mini (offline: the shipped arch) with its default targets: LoRA r=8 on
+    the fused qkv_proj, 3072 -> 3 x 3072, in 32 layers."""
+    from bench import models
+
+    cfg = compose("model=hub", "size=3b", "model.hub_id=microsoft/Phi-3.5-mini-instruct", "model.init=random",
+                  "model.tokenizer=gpt2-offline", "method=lora", "method.r=8")
+    base, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
+    assert info["adapter_targets_auto"]["targets"] == ["qkv_proj"]
+    method = build(cfg.method)
+    assert method.expected_trainable_params(base) == 32 * 8 * (3072 + 3 * 3072)
+    model = method.apply(base)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 32 * 8 * (3072 + 3 * 3072)
+
+
+def test_auto_without_a_known_attention_projection_is_a_config_error():
+    """Mamba has no attention: PEFT's table does not list it and no query/value projection exists."""
+    model = meta_model("mamba", hidden_size=32, num_hidden_layers=2, state_size=4)
+    with pytest.raises(ConfigError, match="'mamba' is not in peft.*all-linear, attention, mlp"):
+        peft_common.resolve_targets(model, "auto")
