@@ -20,6 +20,8 @@ from methods.lora import LoRA
 
 @dataclass(kw_only=True)
 class PiSSA(LoRA):
+    alpha: float = 16.0  # alpha = r (scale 1), as in the PiSSA paper
+    dropout: float = 0.0  # the principal components are the adapter; PiSSA trains them undropped
     svd_niter: Optional[int] = 16
 
     def __post_init__(self) -> None:
