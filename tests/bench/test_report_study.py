@@ -127,12 +127,10 @@ def test_every_claim_names_arms_that_the_main_grids_run():
     for claim in CLAIMS:
         for name in filter(None, (claim.a, claim.b)):
             arm = ARMS[name]
-            commands = [o for p, m, o in report_study.MAIN if p == arm.part and m == arm.method]
-            assert commands, f"no main grid runs {name}"
-            grid = dict(kv.split("=", 1) for kv in commands[0])
-            for f in arm.where:
-                key, value = f.split("=", 1)
-                assert value in grid[key].split(","), f"{name}: {f} is not in the grid {grid}"
+            grids = [dict(kv.split("=", 1) for kv in o) for p, m, o in report_study.MAIN
+                     if p == arm.part and m == arm.method]
+            assert any(all(f.split("=", 1)[1] in g.get(f.split("=", 1)[0], "").split(",") for f in arm.where)
+                       for g in grids), f"no main grid runs {name} ({arm.where})"
 
 
 def test_the_reported_runs_are_the_main_grids_at_the_chosen_rates(tmp_path):
@@ -171,7 +169,7 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
     every = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json") if "attempts" not in p.parts]
     assert all(r["status"] == "success" for r in every), [r["error"] for r in every if r["error"]]
     # one rate: each search job is also seed 0 of its main grid, so the main grids are all there is
-    assert len(every) == 4 + 1 + 1 + 1 + 6 + 3, "every arm of the main grids ran once (one seed)"
+    assert len(every) == 4 + 1 + 1 + 1 + 3 + 1 + 3, "every arm of the main grids ran once (one seed)"
     runs = report_study.load_runs(tmp_path / "runs")
     winners, _ = report_study.pick_rates(runs)
     assert set(winners) == {(p, m) for p, m, _ in report_study.LR_SEARCH} and set(winners.values()) == {1e-3}
