@@ -7,11 +7,13 @@ the verdict per claim. `make study` = `python -m bench.report_study run`.
     python -m bench.report_study plan [--doc docs/study.md]      # the plan page, before any run
 
 Stages, each an ordinary resumable sweep (a finished job is skipped when the command runs again):
-  1. learning-rate search, seed 0 (sweep=study_lr_asdiv / study_lr_sentiment), under <root>/lr;
+  1. learning-rate search, seed 0 (sweep=study_lr_asdiv / study_lr_sentiment), runs under --root;
   2. the winners: per (part, method) the rate with the best score on the held-out split
      (eval.heldout: data that is neither trained on nor reported), ties to the smaller rate;
-  3. the main grids, three seeds at the chosen rates (sweep=study_asdiv / study_sentiment), <root>/main;
-  4. bench.report on <root>/main, then the verdict per claim, all written into --doc.
+  3. the main grids, three seeds at the chosen rates (sweep=study_asdiv / study_sentiment), under
+     the same root: a search job at the chosen rate is the same config as seed 0, so it runs once;
+  4. bench.report on the main grids' runs at the chosen rates (<root>/report), then the verdict per
+     claim, all written into --doc (figures copied next to it, into <doc folder>/study/).
 KEY=VALUE arguments are appended to every bench.run command (a key of a preset is replaced: the
 smoke test runs the whole chain with model=tiny-llama and a few steps); PART:KEY=VALUE (asdiv:...,
 sentiment:...) to that part's commands only.
