@@ -274,6 +274,7 @@ def model_kind(mcfg) -> tuple[str, str]:
         shipped = _shipped_file(mcfg.hub_id)
         if (os.environ.get("HF_HUB_OFFLINE") == "1" and shipped is not None
                 and not _hub_cached(mcfg.hub_id, mcfg.revision, "config.json")):
+            log.info("model.kind=auto: %s (from conf/model/%s)", shipped[0].kind, shipped[1].name)
             return shipped[0].kind, f"conf/model/{shipped[1].name}"
         config = _config_json(mcfg)
     kind = kind_from_config(config)
@@ -281,6 +282,7 @@ def model_kind(mcfg) -> tuple[str, str]:
         raise ConfigError(f"model.kind=auto cannot tell whether model '{mcfg.name}' is a causal LM or an encoder "
                           f"from {where} (architectures={config.get('architectures')}, model_type="
                           f"{config.get('model_type')!r}); set model.kind=causal_lm or model.kind=encoder")
+    log.info("model.kind=auto: %s (from %s)", kind, where)
     return kind, where
 
 
