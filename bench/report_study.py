@@ -366,8 +366,8 @@ Every stage is an ordinary sweep: run `make study` again after an interruption a
 are skipped (a failed or stopped one runs again from its newest checkpoint). Two jobs run at once
 (`hydra/launcher=joblib`, `train.threads=1` each; `--jobs 1` for one at a time). Runs go to
 `runs/study/` (a search job at the chosen rate is also seed 0 of the main grid: the same config,
-run once); the full report of the chosen runs to
-`runs/study/report/`, the figures to `docs/study/`.
+run once); the full report of the chosen runs, one per part, to
+`runs/study/report/<part>/`, the figures to `docs/study/`.
 
 """
 ESTIMATE_MD = """Jobs (each stage skips what is finished; a search job at the chosen rate is also seed 0 of its
@@ -464,8 +464,7 @@ def document(root: Path, report_md: str, lr_rows: list[tuple], winners: dict, ma
               "", "## Verdicts", "",
               "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "
               "larger of the two arms' seed standard deviations (ddof=1). A claim the data do not support says so.", "",
-              verdict_markdown(main_runs, winners), "## Report (bench.report on the main runs)", "",
-              report_md.replace("# Report", "", 1).replace("## ", "### ").replace("](", "](study/"),
+              verdict_markdown(main_runs, winners), report_md,
               "## Size and time estimate", "", ESTIMATE_MD, QUICKSTART_MD]
     return "\n".join(lines)
 
@@ -484,18 +483,25 @@ def run(args, extra: list[str]) -> int:
         return 0
     from bench import report
 
-    out = root / "report"
     main_runs = chosen(load_runs(root), winners)
-    report.write([Path(r["_path"]) for r in main_runs], out)
     doc = Path(args.doc)
     figures = doc.parent / "study"
     figures.mkdir(parents=True, exist_ok=True)
-    for name in ("pareto.png", "rank_allocation.png"):
-        if (out / name).exists():
-            (figures / name).write_bytes((out / name).read_bytes())
-    doc.write_text(document(root, (out / "report.md").read_text(), lr_rows, winners, main_runs,
-                            sys.argv[1:], time.perf_counter() - t0))
-    print(f"written: {doc} (figures in {figures}, the full report in {out})")
+    reports = []
+    for part in PARTS:  # one report per part: parameter matching never crosses tasks or adapter targets
+        out = root / "report" / part
+        mine = [r for r in main_runs if r["config"]["task"]["name"] == TASKS[part]]
+        report.write([Path(r["_path"]) for r in mine], out)
+        for name in ("pareto.png", "rank_allocation.png"):
+            if (out / name).exists():
+                (figures / f"{part}_{name}").write_bytes((out / name).read_bytes())
+        text = re.sub(r"(?m)^\d+ runs read from .*?;", f"{len(mine)} runs (part {part}: the main grids at the chosen "
+                      f"rates; full report in {out});", (out / "report.md").read_text(), count=1)
+        reports.append(f"## Report, part {part} (bench.report)\n\n"
+                       + text.replace("# Report", "", 1).replace("## ", "### ").replace("](", f"](study/{part}_"))
+    doc.write_text(document(root, "\n".join(reports), lr_rows, winners, main_runs, sys.argv[1:],
+                            time.perf_counter() - t0))
+    print(f"written: {doc} (figures in {figures}, the full reports in {root / 'report'})")
     return 0
 
 

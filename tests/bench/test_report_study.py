@@ -177,7 +177,9 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
     for claim in CLAIMS:
         assert claim.text in text
     assert "no spread with one seed" in text and "## Learning-rate search" in text
-    assert (tmp_path / "study" / "pareto.png").exists()
+    assert (tmp_path / "study" / "asdiv_pareto.png").exists() and (tmp_path / "study" / "sentiment_pareto.png").exists()
+    assert "## Report, part asdiv" in text and "## Report, part sentiment" in text
+    assert "](study/asdiv_pareto.png)" in text and "11 runs (part asdiv" in text
 
 
 def test_cost_claims_need_a_spread_too(tmp_path):
