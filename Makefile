@@ -9,7 +9,7 @@ ARGS   ?=
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 .DEFAULT_GOAL := help
-.PHONY: help install run table study perf device-wheels test test-slow test-all clean
+.PHONY: help install run table study perf device-wheels lint format test test-slow test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,7 +44,15 @@ device-wheels: $(STAMP)  ## wheels for the lent GPU machine (no registry there) 
 	$(PY) -m pip wheel -q --no-deps -w .whl $$(grep '^antlr4' requirements/device.txt | cut -d' ' -f1)
 	du -sh .whl
 
-test: $(STAMP)  ## unit and integration tests on tiny models (CPU, offline)
+lint: $(STAMP)  ## ruff: lint and format check (configured in pyproject.toml; `make format` fixes the format)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## ruff: format the tree and apply the safe lint fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint  ## lint, then unit and integration tests on tiny models (CPU, offline)
 	$(OFFLINE) $(PY) -m pytest -m "not slow and not gpu" -q $(ARGS)
 
 test-slow: $(STAMP)  ## end-to-end tests on the real small models (minutes)

@@ -5,6 +5,7 @@ states, every RNG state, the method's own state and the loop's counters (history
 times, elapsed train time). A checkpoint is written into a temporary folder and renamed into place,
 so a folder named step-* is always complete. Only the newest `keep` are kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,7 @@ class CheckpointStore:
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
-        for old in self.all()[:-self.keep]:
+        for old in self.all()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target
 

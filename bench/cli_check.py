@@ -4,6 +4,7 @@ Hydra's own message for `method.rr=8` says only "Key 'rr' is not in struct". Thi
 the config with the command line's group choices and, for each `a.b.c=value` override whose key
 does not exist, names the valid keys at that level.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,12 +34,22 @@ def unknown_key_message(args: list[str]) -> str | None:
     parsed = _parse(args)
     if not parsed:
         return None
-    keys = [o for o in parsed if "." in o.key_or_group and not o.is_add() and not o.is_force_add()
-            and not o.is_delete() and not o.key_or_group.startswith("hydra.")]
+    keys = [
+        o
+        for o in parsed
+        if "." in o.key_or_group
+        and not o.is_add()
+        and not o.is_force_add()
+        and not o.is_delete()
+        and not o.key_or_group.startswith("hydra.")
+    ]
     if not keys:
         return None
-    groups = [f"{o.key_or_group}={_first_value(o)}" for o in parsed
-              if "." not in o.key_or_group and o.package is None and not o.is_delete()]
+    groups = [
+        f"{o.key_or_group}={_first_value(o)}"
+        for o in parsed
+        if "." not in o.key_or_group and o.package is None and not o.is_delete()
+    ]
     from hydra import compose, initialize_config_dir
 
     from bench.config import register_configs
@@ -59,9 +70,10 @@ def unknown_key_message(args: list[str]) -> str | None:
             continue
         where = ".".join(parts[:depth]) or "the top level"
         valid = ", ".join(sorted(str(k) for k in node.keys()))
-        problems.append(f"unknown config key '{o.key_or_group}': '{parts[depth]}' is not a key of {where}; "
-                        f"valid keys there: {valid}")
+        problems.append(
+            f"unknown config key '{o.key_or_group}': '{parts[depth]}' is not a key of {where}; "
+            f"valid keys there: {valid}"
+        )
     if not problems:
         return None
     return "error: " + "\n       ".join(problems) + "\n(to add a key on purpose, prefix it with +)"
-

@@ -6,6 +6,7 @@ compose time. `method` and `task` are free-form here: their schema is the datacl
 their `_target_` names, checked when they are instantiated (before any model is loaded).
 Ranges and choices are checked by `validate`, right after composition.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,10 +25,15 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
 # Keys added after runs were recorded, at the value every earlier run implicitly used: left out of
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
-HASH_NEUTRAL_DEFAULTS = {("train", "optimizer"): "adamw", ("train", "adam_eps"): 1e-8,
-                         ("method", "lr_after_reset"): "continue", ("method", "alpha_rule"): "fixed",
-                         ("task", "asdiv_heldout"): 0, ("task", "asdiv_test"): 0,
-                         ("method", "alpha"): None}  # only PaCA accepts a null alpha (no scaling)
+HASH_NEUTRAL_DEFAULTS = {
+    ("train", "optimizer"): "adamw",
+    ("train", "adam_eps"): 1e-8,
+    ("method", "lr_after_reset"): "continue",
+    ("method", "alpha_rule"): "fixed",
+    ("task", "asdiv_heldout"): 0,
+    ("task", "asdiv_test"): 0,
+    ("method", "alpha"): None,
+}  # only PaCA accepts a null alpha (no scaling)
 
 
 @dataclass
@@ -196,31 +202,47 @@ def validate(cfg: DictConfig) -> None:
             problems.append(f"{key}={value!r} is out of range; it must be {bound}")
     m = cfg.model
     if m.init == "pretrained":
-        needed = {"hub": "hub_id", "gguf_package": "package_path", "package_dir": "package_path"}[m.source] \
-            if m.source in ("hub", "gguf_package", "package_dir") else None
+        needed = (
+            {"hub": "hub_id", "gguf_package": "package_path", "package_dir": "package_path"}[m.source]
+            if m.source in ("hub", "gguf_package", "package_dir")
+            else None
+        )
         if needed and not m.get(needed):
             problems.append(f"model '{m.name}' with model.source={m.source} needs model.{needed}")
         if m.source in ("gguf_package", "package_dir") and not m.package:
             problems.append(f"model '{m.name}' with model.source={m.source} needs model.package")
     elif m.init == "random" and not m.arch and not (m.source == "hub" and m.hub_id):
-        problems.append(f"model.init=random needs the architecture in model.arch or a model.hub_id whose "
-                        f"config.json gives it (model '{m.name}' has neither)")
+        problems.append(
+            f"model.init=random needs the architecture in model.arch or a model.hub_id whose "
+            f"config.json gives it (model '{m.name}' has neither)"
+        )
     if m.kind == "auto" and not m.arch and not (m.source == "hub" and m.hub_id):
-        problems.append(f"model.kind=auto reads the kind from the config.json of model.hub_id (source hub) or from "
-                        f"model.arch; model '{m.name}' (source {m.source}) has neither: set model.kind=causal_lm "
-                        f"or model.kind=encoder")
+        problems.append(
+            f"model.kind=auto reads the kind from the config.json of model.hub_id (source hub) or from "
+            f"model.arch; model '{m.name}' (source {m.source}) has neither: set model.kind=causal_lm "
+            f"or model.kind=encoder"
+        )
     targets = m.get("adapter_targets")
-    valid = targets in TARGET_PRESETS if isinstance(targets, str) else \
-        bool(targets) and all(isinstance(t, str) for t in targets)
+    valid = (
+        targets in TARGET_PRESETS
+        if isinstance(targets, str)
+        else bool(targets) and all(isinstance(t, str) for t in targets)
+    )
     if not valid:
-        problems.append(f"model.adapter_targets={targets!r} is not valid; give a list of linear layer names "
-                        f"(e.g. [q_proj, v_proj]) or a preset: {', '.join(TARGET_PRESETS)}")
+        problems.append(
+            f"model.adapter_targets={targets!r} is not valid; give a list of linear layer names "
+            f"(e.g. [q_proj, v_proj]) or a preset: {', '.join(TARGET_PRESETS)}"
+        )
     if cfg.train.optimizer != "adamw" and cfg.train.optimizer_impl != "auto":
-        problems.append(f"train.optimizer_impl={cfg.train.optimizer_impl!r} applies to AdamW only; "
-                        f"with train.optimizer={cfg.train.optimizer} leave it at auto")
+        problems.append(
+            f"train.optimizer_impl={cfg.train.optimizer_impl!r} applies to AdamW only; "
+            f"with train.optimizer={cfg.train.optimizer} leave it at auto"
+        )
     if cfg.train.optimizer != "adamw" and cfg.train.adam_eps != TrainConfig.adam_eps:
-        problems.append(f"train.adam_eps={cfg.train.adam_eps} applies to AdamW only; "
-                        f"with train.optimizer={cfg.train.optimizer} leave it at {TrainConfig.adam_eps}")
+        problems.append(
+            f"train.adam_eps={cfg.train.adam_eps} applies to AdamW only; "
+            f"with train.optimizer={cfg.train.optimizer} leave it at {TrainConfig.adam_eps}"
+        )
     if cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if problems:

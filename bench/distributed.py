@@ -1,6 +1,7 @@
 """What a run needs to know when it spans several processes (accelerate launch / torchrun):
 the batch layout it records, the checks it makes, and the numbers it reduces across processes.
 Everything here is a no-op-shaped answer for a single process."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,18 +11,24 @@ from bench.config import ConfigError
 
 def layout(accelerator, tcfg) -> dict:
     world = accelerator.num_processes
-    return {"world_size": world, "distributed_type": str(accelerator.distributed_type).split(".")[-1],
-            "per_device_batch_size": tcfg.batch_size, "grad_accum": tcfg.grad_accum,
-            "global_batch_size": tcfg.batch_size * world * tcfg.grad_accum,
-            "lr_scaling": "none (the learning rate is used as configured, whatever the world size)"}
+    return {
+        "world_size": world,
+        "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+        "per_device_batch_size": tcfg.batch_size,
+        "grad_accum": tcfg.grad_accum,
+        "global_batch_size": tcfg.batch_size * world * tcfg.grad_accum,
+        "lr_scaling": "none (the learning rate is used as configured, whatever the world size)",
+    }
 
 
 def check(accelerator, method) -> None:
     kind = str(accelerator.distributed_type).split(".")[-1]
     if kind == "FSDP" and not getattr(method, "supports_fsdp", False):
-        raise ConfigError(f"method '{method.name}' cannot run under FSDP: it replaces or reshapes parameters "
-                          f"during training, which FSDP's flattened shards do not allow; launch it with DDP "
-                          f"(accelerate launch --multi_gpu) instead")
+        raise ConfigError(
+            f"method '{method.name}' cannot run under FSDP: it replaces or reshapes parameters "
+            f"during training, which FSDP's flattened shards do not allow; launch it with DDP "
+            f"(accelerate launch --multi_gpu) instead"
+        )
 
 
 def _gather(accelerator, value) -> list:

@@ -17,6 +17,7 @@ adapters that are not nn.Linear (AdaLoRA's P/Q, VeRA's vectors, C3A's FFT) are u
 
 MFU = counted FLOPs per second / the device's dense peak for the compute dtype (PEAK_TFLOPS).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -87,8 +88,7 @@ def training_flops(model, tokens: int, seq_len: int) -> dict:
     config = getattr(model, "config", None)
     attention = attention_flops_per_token(config, seq_len) if config is not None else 0
     per_token = sum(linear.values()) + attention
-    return {**{k: v * tokens for k, v in linear.items()}, "attention": attention * tokens,
-            "total": per_token * tokens}
+    return {**{k: v * tokens for k, v in linear.items()}, "attention": attention * tokens, "total": per_token * tokens}
 
 
 def mfu(flops_per_step: float, step_time_s: float, peak_flops_per_device: Optional[float], devices: int = 1):

@@ -5,6 +5,7 @@ evaluation is reproducible from the run directory alone. A task config may hold 
 (e.g. `process_results`, for scoring that lm-eval cannot express in YAML): the task is then built
 from the dict in memory, and the YAML records each callable as `python:<module>.<name>`.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ def unwrap(model):
 
 def _recordable(task_yaml: dict) -> dict:
     """The config with callables replaced by their dotted names, for the YAML record."""
+
     def name(fn) -> str:
         target = fn if hasattr(fn, "__qualname__") else type(fn)
         return f"python:{target.__module__}.{target.__qualname__}"
@@ -32,8 +34,17 @@ def _recordable(task_yaml: dict) -> dict:
     return {k: name(v) if callable(v) else v for k, v in task_yaml.items()}
 
 
-def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot: int, max_gen_toks: int,
-        seed: int, confirm_run_unsafe_code: bool = False) -> dict:
+def run(
+    model,
+    tokenizer,
+    task_yaml: dict,
+    eval_cfg,
+    out_dir: Path,
+    num_fewshot: int,
+    max_gen_toks: int,
+    seed: int,
+    confirm_run_unsafe_code: bool = False,
+) -> dict:
     """`confirm_run_unsafe_code`: lm-eval runs a task marked `unsafe_code` (one that executes model
     output) only with this set; pass True only when the user opted in."""
     import lm_eval
@@ -78,12 +89,18 @@ def run(model, tokenizer, task_yaml: dict, eval_cfg, out_dir: Path, num_fewshot:
     if eval_cfg.log_samples and samples:
         with open(out_dir / "samples.jsonl", "w") as f:
             for s in samples:
-                f.write(json.dumps({
-                    "doc_id": s.get("doc_id"),
-                    "target": s.get("target"),
-                    "response": s.get("resps", [[None]])[0][0] if s.get("resps") else None,
-                    "filtered": s.get("filtered_resps"),
-                    **{k: s[k] for k in s if k in metric_names},
-                }, default=str) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "doc_id": s.get("doc_id"),
+                            "target": s.get("target"),
+                            "response": s.get("resps", [[None]])[0][0] if s.get("resps") else None,
+                            "filtered": s.get("filtered_resps"),
+                            **{k: s[k] for k in s if k in metric_names},
+                        },
+                        default=str,
+                    )
+                    + "\n"
+                )
     n = res.get("n-samples", {}).get(name, {}).get("effective", len(samples))
     return {"scores": scores, "n": int(n), "lm_eval_version": res.get("lm_eval_version")}

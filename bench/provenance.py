@@ -1,4 +1,5 @@
 """Where a result came from: code version, packages, device, interpreter."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,22 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "lm_eval", "wandb", "hydra-core",
-            "omegaconf", "numpy", "tokenizers", "safetensors", "gguf", "pandas")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "lm_eval",
+    "wandb",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "tokenizers",
+    "safetensors",
+    "gguf",
+    "pandas",
+)
 
 
 def canonical_json(row) -> bytes:
@@ -70,8 +85,12 @@ def device_info(device_type: str) -> dict:
 
     info = {"type": device_type, "cpu": cpu_name(), "torch_threads": torch.get_num_threads()}
     if device_type == "cuda":
-        info.update(name=torch.cuda.get_device_name(), count=torch.cuda.device_count(),
-                    cuda=torch.version.cuda, capability=".".join(map(str, torch.cuda.get_device_capability())))
+        info.update(
+            name=torch.cuda.get_device_name(),
+            count=torch.cuda.device_count(),
+            cuda=torch.version.cuda,
+            capability=".".join(map(str, torch.cuda.get_device_capability())),
+        )
     else:
         info["name"] = info["cpu"]
     return info
@@ -87,6 +106,8 @@ def collect(device_type: str) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "determinism": {"cudnn_deterministic": torch.backends.cudnn.deterministic,
-                        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()},
+        "determinism": {
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        },
     }

@@ -14,6 +14,7 @@ Reads every result.json under the given folders (default: runs/) and writes
 result.json is the only input; nothing is recomputed. A table that mixes devices or package
 versions says so, since such numbers are not comparable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,26 +68,43 @@ def row(result: dict) -> dict:
     mem = m.get("peak_memory") or {}
     primary = ev.get("primary") or base.get("primary")
     return {
-        "run_id": result["run_id"], "status": result["status"],
-        "model": cfg["model"]["name"], "task": cfg["task"]["name"], "method": cfg["method"]["name"],
+        "run_id": result["run_id"],
+        "status": result["status"],
+        "model": cfg["model"]["name"],
+        "task": cfg["task"]["name"],
+        "method": cfg["method"]["name"],
         # the configured sparsity, else the one the method reports (e.g. from r_init and r_target)
-        "sparsity": (cfg["method"].get("sparsity") if cfg["method"].get("sparsity") is not None
-                     else result["method_report"].get("sparsity")),
+        "sparsity": (
+            cfg["method"].get("sparsity")
+            if cfg["method"].get("sparsity") is not None
+            else result["method_report"].get("sparsity")
+        ),
         "seed": cfg["seed"],
         "variant": run_hash({k: v for k, v in cfg.items() if k != "seed"})[:8],
-        "metric": primary, "score": ev.get(primary), "score_base": base.get(primary),
+        "metric": primary,
+        "score": ev.get(primary),
+        "score_base": base.get(primary),
         "trainable_params": m.get("trainable_params"),
         # what a pruning or reallocating method ends with (its method_report), else the start count
-        "params_end": (result["method_report"].get("params_end") or result["method_report"].get("trainable_params_final")
-                       or m.get("trainable_params")),
+        "params_end": (
+            result["method_report"].get("params_end")
+            or result["method_report"].get("trainable_params_final")
+            or m.get("trainable_params")
+        ),
         "train_time_s": m.get("train_time_s"),
         "peak_memory_gb": (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None,
-        "memory_kind": mem.get("kind"), "tokens_per_s": m.get("tokens_per_s"),
+        "memory_kind": mem.get("kind"),
+        "tokens_per_s": m.get("tokens_per_s"),
         "device": result["provenance"]["device"].get("name"),
-        "stack": " ".join(f"{k}={v}" for k, v in sorted(result["provenance"]["packages"].items())
-                          if k in ("torch", "transformers", "peft")),
-        "error": (result["error"] or {}).get("message"), "error_type": (result["error"] or {}).get("type"),
-        "stage": (result["error"] or {}).get("stage"), "path": result["_path"],
+        "stack": " ".join(
+            f"{k}={v}"
+            for k, v in sorted(result["provenance"]["packages"].items())
+            if k in ("torch", "transformers", "peft")
+        ),
+        "error": (result["error"] or {}).get("message"),
+        "error_type": (result["error"] or {}).get("type"),
+        "stage": (result["error"] or {}).get("stage"),
+        "path": result["_path"],
     }
 
 
@@ -134,8 +152,10 @@ def warnings_for(frame: pd.DataFrame) -> list[str]:
     ok = frame[frame["status"] == "success"]
     for key, what in (("device", "devices"), ("stack", "software stacks")):
         if ok[key].nunique() > 1:
-            notes.append(f"these runs mix {ok[key].nunique()} {what} ({'; '.join(sorted(ok[key].unique()))}): "
-                         f"their times and memory are not comparable")
+            notes.append(
+                f"these runs mix {ok[key].nunique()} {what} ({'; '.join(sorted(ok[key].unique()))}): "
+                f"their times and memory are not comparable"
+            )
     return notes
 
 
@@ -145,22 +165,30 @@ def rank_patterns(runs: list[dict], frame: pd.DataFrame) -> dict[tuple, list[dic
     groups: dict[tuple, list[dict]] = {}
     for result, r in zip(runs, frame.itertuples()):
         pattern = result["method_report"].get("rank_pattern")
-        if r.status == "success" and isinstance(pattern, dict) and pattern \
-                and all(isinstance(v, (int, float)) for v in pattern.values()):
+        if (
+            r.status == "success"
+            and isinstance(pattern, dict)
+            and pattern
+            and all(isinstance(v, (int, float)) for v in pattern.values())
+        ):
             sparsity = "–" if pd.isna(r.sparsity) else r.sparsity
             groups.setdefault((r.model, r.task, r.method, sparsity, r.setting), []).append(pattern)
     return groups
 
 
 def _text(value) -> str:
-    """"" for a missing value: pandas turns None into NaN in string columns."""
+    """ "" for a missing value: pandas turns None into NaN in string columns."""
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
 def _failure_line(r) -> str:
-    what = [f"{r.method} on {r.model}/{r.task}"] + ([f"sparsity {r.sparsity}"] if _text(r.sparsity) else []) \
-        + ([r.setting] if _text(r.setting) else []) + [f"seed {r.seed}"] \
+    what = (
+        [f"{r.method} on {r.model}/{r.task}"]
+        + ([f"sparsity {r.sparsity}"] if _text(r.sparsity) else [])
+        + ([r.setting] if _text(r.setting) else [])
+        + [f"seed {r.seed}"]
         + ([f"at stage {r.stage}"] if _text(r.stage) else [])
+    )
     error = f"{r.error_type}: {r.error}" if _text(r.error_type) else _text(r.error)
     return f"- `{r.path}`: {r.status}: {error} ({', '.join(what)})"
 
@@ -168,8 +196,25 @@ def _failure_line(r) -> str:
 def _write_tables(out: Path, frame: pd.DataFrame, table: pd.DataFrame, main_table: pd.DataFrame) -> str:
     """runs.csv/.md, summary.csv/.tex, main.csv/.md/.tex; returns the main table's Markdown."""
     frame.drop(columns=["path"], errors="ignore").to_csv(out / "runs.csv", index=False)
-    columns = [c for c in ("run_id", "status", "model", "task", "method", "sparsity", "setting", "seed", "score",
-                           "score_base", "trainable_params", "train_time_s", "peak_memory_gb") if c in frame]
+    columns = [
+        c
+        for c in (
+            "run_id",
+            "status",
+            "model",
+            "task",
+            "method",
+            "sparsity",
+            "setting",
+            "seed",
+            "score",
+            "score_base",
+            "trainable_params",
+            "train_time_s",
+            "peak_memory_gb",
+        )
+        if c in frame
+    ]
     shown = frame[columns].astype(object).where(frame[columns].notna(), "–")  # not "nan"
     (out / "runs.md").write_text(shown.to_markdown(index=False) + "\n" if len(frame) else "no runs\n")
     table.to_csv(out / "summary.csv", index=False)
@@ -185,22 +230,40 @@ def _write_tables(out: Path, frame: pd.DataFrame, table: pd.DataFrame, main_tabl
 def _report_markdown(runs: list[dict], roots, filters, frame, table, main_md, figures, problems) -> str:
     pareto, ranks = figures
     failed = frame[frame["status"] != "success"] if runs else frame
-    lines = ["# Report", "", f"{len(runs)} runs read from {', '.join(map(str, roots))}"
-             + (f" (--where {' '.join(filters)})" if filters else "")
-             + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded.", ""]
+    lines = [
+        "# Report",
+        "",
+        f"{len(runs)} runs read from {', '.join(map(str, roots))}"
+        + (f" (--where {' '.join(filters)})" if filters else "")
+        + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded.",
+        "",
+    ]
     for note in warnings_for(frame) if runs else []:
         lines += [f"> warning: {note}", ""]
-    lines += ["## Main table (primary metric, mean ± std over seeds, n runs per cell)", "", main_md,
-              report_table.LEGEND, ""]
+    lines += [
+        "## Main table (primary metric, mean ± std over seeds, n runs per cell)",
+        "",
+        main_md,
+        report_table.LEGEND,
+        "",
+    ]
     lines += [f"![metric against cost]({pareto.name})" if pareto else "no metric to plot", ""]
-    lines += ["## Rank allocation (final rank per layer and module)", "",
-              f"![rank allocation]({ranks.name})" if ranks else "no run reports a rank pattern", ""]
-    lines += ["## Summary (successful runs, mean ± std over seeds)", "",
-              table.to_markdown(index=False) if not table.empty else "no successful runs", ""]
+    lines += [
+        "## Rank allocation (final rank per layer and module)",
+        "",
+        f"![rank allocation]({ranks.name})" if ranks else "no run reports a rank pattern",
+        "",
+    ]
+    lines += [
+        "## Summary (successful runs, mean ± std over seeds)",
+        "",
+        table.to_markdown(index=False) if not table.empty else "no successful runs",
+        "",
+    ]
     lines += ["## Failures", ""]
-    lines += ([_failure_line(r) for r in failed.itertuples()] or ["none"])
+    lines += [_failure_line(r) for r in failed.itertuples()] or ["none"]
     lines += ["", "## Unreadable result files", ""]
-    lines += ([f"- `{p['path']}`: {p['problem']}" for p in problems] or ["none"])
+    lines += [f"- `{p['path']}`: {p['problem']}" for p in problems] or ["none"]
     return "\n".join(lines) + "\n"
 
 
@@ -217,8 +280,10 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
     main_md = _write_tables(out, frame, table, report_table.wide(points))
     from bench import report_plots  # matplotlib loads only when a report is written
 
-    figures = (report_plots.pareto(points, out / "pareto.png"),
-               report_plots.rank_allocation(rank_patterns(runs, frame) if runs else {}, out / "rank_allocation.png"))
+    figures = (
+        report_plots.pareto(points, out / "pareto.png"),
+        report_plots.rank_allocation(rank_patterns(runs, frame) if runs else {}, out / "rank_allocation.png"),
+    )
     (out / "report.md").write_text(_report_markdown(runs, roots, filters, frame, table, main_md, figures, problems))
     return {"runs": len(runs), "problems": problems, "out": out, "figures": [p for p in figures if p]}
 
@@ -227,9 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("roots", nargs="*", type=Path, default=[Path("runs")], help="folders with run directories")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first root>/report)")
-    parser.add_argument("--where", action="append", default=[], metavar="KEY=V1,V2",
-                        help="keep only matching runs; KEY is a runs.csv column (model, task, method, sparsity, "
-                             "seed, status, ...) or a config path (method.r); KEY!=V drops; repeat to combine (AND)")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="keep only matching runs; KEY is a runs.csv column (model, task, method, sparsity, "
+        "seed, status, ...) or a config path (method.r); KEY!=V drops; repeat to combine (AND)",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.roots[0] / "report"
     try:

@@ -7,6 +7,7 @@ rank_allocation.png  for the methods whose report holds a final `rank_pattern` {
                      (AdaLoRA, PrunedLoRA, L1RA): rank per layer (columns) and module type (rows),
                      averaged over seeds.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,11 @@ matplotlib.use("Agg")  # before pyplot: files only, also on machines without a d
 import matplotlib.pyplot as plt
 import pandas as pd
 
-COSTS = [("peak_memory_gb", "peak memory (GB)", False), ("trainable_params", "trainable parameters", True),
-         ("train_time_s", "train time (s)", False)]  # column, axis label, log scale
+COSTS = [
+    ("peak_memory_gb", "peak memory (GB)", False),
+    ("trainable_params", "trainable parameters", True),
+    ("train_time_s", "train time (s)", False),
+]  # column, axis label, log scale
 _LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "error")
 _LAYER = re.compile(r"\.(\d+)\.")
 
@@ -68,11 +72,19 @@ def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
             shown = rows[rows[column].notna()]
             xs, ys = shown[column].astype(float).tolist(), shown["mean"].astype(float).tolist()
             for method, of_method in shown.groupby("method", sort=True):
-                ax.errorbar(of_method[column].astype(float), of_method["mean"].astype(float),
-                            yerr=of_method["std"].fillna(0), fmt="o", capsize=3, color=colour[method], label=method)
+                ax.errorbar(
+                    of_method[column].astype(float),
+                    of_method["mean"].astype(float),
+                    yerr=of_method["std"].fillna(0),
+                    fmt="o",
+                    capsize=3,
+                    color=colour[method],
+                    label=method,
+                )
             for x, y, p in zip(xs, ys, shown.itertuples()):
-                ax.annotate(_variant(p.sparsity, p.setting), (x, y), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7)
+                ax.annotate(
+                    _variant(p.sparsity, p.setting), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
+                )
             if xs:
                 keep = front(xs, ys, higher)
                 ax.plot([xs[i] for i in keep], [ys[i] for i in keep], "--", color="grey", linewidth=1)
@@ -98,10 +110,14 @@ def rank_grids(patterns: dict[tuple, list[dict]]) -> dict[tuple, pd.DataFrame]:
     """{group: [rank_pattern per run]} -> {group: DataFrame (module type x layer) of mean ranks}."""
     grids = {}
     for key, runs in patterns.items():
-        cells = pd.DataFrame([(*module_position(name), rank) for pattern in runs for name, rank in pattern.items()],
-                             columns=["module", "layer", "rank"])
+        cells = pd.DataFrame(
+            [(*module_position(name), rank) for pattern in runs for name, rank in pattern.items()],
+            columns=["module", "layer", "rank"],
+        )
         grid = cells.groupby(["module", "layer"], sort=False)["rank"].mean().unstack("layer")
-        grids[key] = grid.reindex(columns=sorted(grid.columns, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c)))
+        grids[key] = grid.reindex(
+            columns=sorted(grid.columns, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
+        )
     return grids
 
 
@@ -116,7 +132,7 @@ def rank_allocation(patterns: dict[tuple, list[dict]], path: Path) -> Path | Non
     height = max(len(g) for g in grids.values()) * 0.5 + 2
     width = max(5.5, 0.3 * max(g.shape[1] for g in grids.values()) + 2.5)  # ~0.3 inch per layer
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[len(grids):]:
+    for ax in axes.flat[len(grids) :]:
         ax.axis("off")
     for ax, ((model, task, method, sparsity, setting), grid) in zip(axes.flat, grids.items()):
         image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis", vmin=0, vmax=top)
@@ -125,8 +141,11 @@ def rank_allocation(patterns: dict[tuple, list[dict]], path: Path) -> Path | Non
         if grid.shape[1] <= 16:  # numbers stay legible
             for (i, j), value in pd.DataFrame(grid.to_numpy()).stack().items():
                 ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
-        ax.set_title(f"{method} {_variant(sparsity, setting)}\n{model} / {task} (runs: {len(patterns[(model, task, method, sparsity, setting)])})",
-                     fontsize=9)
+        ax.set_title(
+            f"{method} {_variant(sparsity, setting)}\n{model} / {task} "
+            f"(runs: {len(patterns[(model, task, method, sparsity, setting)])})",
+            fontsize=9,
+        )
         ax.set_xlabel("layer")
         fig.colorbar(image, ax=ax, label="final rank")
     fig.tight_layout()

@@ -26,6 +26,7 @@ and no verdict. "cheaper": train time and peak memory both lower by more than th
 "allocation": the share of the final rank held by the feed-forward layers and the attention output
 projection exceeds its share at the start (uniform ranks) by more than its seed-to-seed std.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PARTS = {  # part: (main preset, learning-rate search preset, what it measures)
-    "asdiv": ("study_asdiv", "study_lr_asdiv",
-              "SmolLM2-135M, ASDiv exact match on 100 held-out problems (task=asdiv), adapters on q_proj, v_proj"),
-    "sentiment": ("study_sentiment", "study_lr_sentiment",
-                  "SmolLM2-135M + classification head, movie-review sentiment accuracy on 500 validation sentences, "
-                  "adapters on all linear layers"),
+    "asdiv": (
+        "study_asdiv",
+        "study_lr_asdiv",
+        "SmolLM2-135M, ASDiv exact match on 100 held-out problems (task=asdiv), adapters on q_proj, v_proj",
+    ),
+    "sentiment": (
+        "study_sentiment",
+        "study_lr_sentiment",
+        "SmolLM2-135M + classification head, movie-review sentiment accuracy on 500 validation sentences, "
+        "adapters on all linear layers",
+    ),
 }
 TASKS = {"asdiv": "asdiv", "sentiment": "movie_review_sentiment"}  # the task name each part's preset runs
 LR_GRID = ("1e-4", "3e-4", "1e-3")
@@ -71,10 +78,21 @@ MAIN = (
     ("asdiv", "cla", ("method=cla", "method.r=16")),
     ("asdiv", "c3la", ("method=c3la", "method.r=16")),
     # the criteria at the first sparsity only: the study must fit an afternoon on two cores
-    ("asdiv", "prunedlora", ("method=prunedlora", "method.r_target=8", "method.sparsity=0.5",
-                             "method.criterion=obs_gradient,magnitude,wanda")),
-    ("asdiv", "prunedlora", ("method=prunedlora", "method.r_target=8", "method.sparsity=0.75",
-                             "method.criterion=obs_gradient")),
+    (
+        "asdiv",
+        "prunedlora",
+        (
+            "method=prunedlora",
+            "method.r_target=8",
+            "method.sparsity=0.5",
+            "method.criterion=obs_gradient,magnitude,wanda",
+        ),
+    ),
+    (
+        "asdiv",
+        "prunedlora",
+        ("method=prunedlora", "method.r_target=8", "method.sparsity=0.75", "method.criterion=obs_gradient"),
+    ),
     ("sentiment", "lora", ("method=lora", "method.r=8")),
     ("sentiment", "l1ra", ("method=l1ra", "method.r=8")),
     ("sentiment", "adalora", ("method=adalora", "method.target_r=8")),
@@ -92,22 +110,30 @@ class Arm:
         return next(w.split("=", 1)[1] for w in self.where if w.startswith("method="))
 
 
-ARMS = {a.name: a for a in (
-    Arm("LoRA r=6", "asdiv", ("method=lora", "method.r=6")),
-    Arm("LoRA r=8", "asdiv", ("method=lora", "method.r=8")),
-    Arm("LoRA r=16", "asdiv", ("method=lora", "method.r=16")),
-    Arm("LoRA r=32", "asdiv", ("method=lora", "method.r=32")),
-    Arm("full FT", "asdiv", ("method=full",)),
-    Arm("cLA r=16", "asdiv", ("method=cla", "method.r=16")),
-    Arm("c3LA r=16", "asdiv", ("method=c3la", "method.r=16")),
-    *(Arm(f"PrunedLoRA {crit} 16->8" if s == "0.5" else f"PrunedLoRA {crit} 32->8", "asdiv",
-          ("method=prunedlora", "method.r_target=8", f"method.sparsity={s}", f"method.criterion={crit}"))
-      for s, crits in (("0.5", ("obs_gradient", "magnitude", "wanda")), ("0.75", ("obs_gradient",)))
-      for crit in crits),
-    Arm("LoRA r=8 all-linear", "sentiment", ("method=lora", "method.r=8")),
-    Arm("L1RA r=8 all-linear", "sentiment", ("method=l1ra", "method.r=8")),
-    Arm("AdaLoRA r=8 all-linear", "sentiment", ("method=adalora", "method.target_r=8")),
-)}
+ARMS = {
+    a.name: a
+    for a in (
+        Arm("LoRA r=6", "asdiv", ("method=lora", "method.r=6")),
+        Arm("LoRA r=8", "asdiv", ("method=lora", "method.r=8")),
+        Arm("LoRA r=16", "asdiv", ("method=lora", "method.r=16")),
+        Arm("LoRA r=32", "asdiv", ("method=lora", "method.r=32")),
+        Arm("full FT", "asdiv", ("method=full",)),
+        Arm("cLA r=16", "asdiv", ("method=cla", "method.r=16")),
+        Arm("c3LA r=16", "asdiv", ("method=c3la", "method.r=16")),
+        *(
+            Arm(
+                f"PrunedLoRA {crit} 16->8" if s == "0.5" else f"PrunedLoRA {crit} 32->8",
+                "asdiv",
+                ("method=prunedlora", "method.r_target=8", f"method.sparsity={s}", f"method.criterion={crit}"),
+            )
+            for s, crits in (("0.5", ("obs_gradient", "magnitude", "wanda")), ("0.75", ("obs_gradient",)))
+            for crit in crits
+        ),
+        Arm("LoRA r=8 all-linear", "sentiment", ("method=lora", "method.r=8")),
+        Arm("L1RA r=8 all-linear", "sentiment", ("method=l1ra", "method.r=8")),
+        Arm("AdaLoRA r=8 all-linear", "sentiment", ("method=adalora", "method.target_r=8")),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -120,36 +146,98 @@ class Claim:
 
 
 CLAIMS = (
-    Claim("Beyond LoRA", "cLA is competitive with LoRA at matched trainable parameters", "competitive",
-          "cLA r=16", "LoRA r=6"),
-    Claim("Beyond LoRA", "c3LA is competitive with LoRA at matched trainable parameters", "competitive",
-          "c3LA r=16", "LoRA r=6"),
+    Claim(
+        "Beyond LoRA",
+        "cLA is competitive with LoRA at matched trainable parameters",
+        "competitive",
+        "cLA r=16",
+        "LoRA r=6",
+    ),
+    Claim(
+        "Beyond LoRA",
+        "c3LA is competitive with LoRA at matched trainable parameters",
+        "competitive",
+        "c3LA r=16",
+        "LoRA r=6",
+    ),
     Claim("Beyond LoRA", "cLA is competitive with LoRA at the same rank", "competitive", "cLA r=16", "LoRA r=16"),
     Claim("Beyond LoRA", "c3LA is competitive with LoRA at the same rank", "competitive", "c3LA r=16", "LoRA r=16"),
-    Claim("Beyond LoRA", "cLA trains in less time and memory than LoRA at the same rank", "cheaper",
-          "cLA r=16", "LoRA r=16"),
-    Claim("Beyond LoRA", "c3LA trains in less time and memory than LoRA at the same rank", "cheaper",
-          "c3LA r=16", "LoRA r=16"),
+    Claim(
+        "Beyond LoRA",
+        "cLA trains in less time and memory than LoRA at the same rank",
+        "cheaper",
+        "cLA r=16",
+        "LoRA r=16",
+    ),
+    Claim(
+        "Beyond LoRA",
+        "c3LA trains in less time and memory than LoRA at the same rank",
+        "cheaper",
+        "c3LA r=16",
+        "LoRA r=16",
+    ),
     Claim("Beyond LoRA", "full fine-tuning is the ceiling (better than LoRA r=16)", "better", "full FT", "LoRA r=16"),
-    *(Claim("PrunedLoRA", f"PrunedLoRA {r} is better than LoRA at r_target", "better",
-            f"PrunedLoRA obs_gradient {r}", "LoRA r=8") for r in ("16->8", "32->8")),
-    Claim("PrunedLoRA", "PrunedLoRA 16->8 is competitive with LoRA at r_init", "competitive",
-          "PrunedLoRA obs_gradient 16->8", "LoRA r=16"),
-    Claim("PrunedLoRA", "PrunedLoRA 32->8 is competitive with LoRA at r_init", "competitive",
-          "PrunedLoRA obs_gradient 32->8", "LoRA r=32"),
-    *(Claim("PrunedLoRA", f"the OBS-gradient criterion beats {crit} pruning at {r}", "better",
-            f"PrunedLoRA obs_gradient {r}", f"PrunedLoRA {crit} {r}")
-      for r in ("16->8",) for crit in ("magnitude", "wanda")),
-    Claim("L1RA", "L1RA scores the same or better than LoRA at the same total rank", "competitive",
-          "L1RA r=8 all-linear", "LoRA r=8 all-linear"),
-    Claim("L1RA", "L1RA scores the same or better than AdaLoRA at the same final budget", "competitive",
-          "L1RA r=8 all-linear", "AdaLoRA r=8 all-linear"),
-    Claim("L1RA", "the freed ranks move to the feed-forward layers and the attention output projection",
-          "allocation", "L1RA r=8 all-linear"),
+    *(
+        Claim(
+            "PrunedLoRA",
+            f"PrunedLoRA {r} is better than LoRA at r_target",
+            "better",
+            f"PrunedLoRA obs_gradient {r}",
+            "LoRA r=8",
+        )
+        for r in ("16->8", "32->8")
+    ),
+    Claim(
+        "PrunedLoRA",
+        "PrunedLoRA 16->8 is competitive with LoRA at r_init",
+        "competitive",
+        "PrunedLoRA obs_gradient 16->8",
+        "LoRA r=16",
+    ),
+    Claim(
+        "PrunedLoRA",
+        "PrunedLoRA 32->8 is competitive with LoRA at r_init",
+        "competitive",
+        "PrunedLoRA obs_gradient 32->8",
+        "LoRA r=32",
+    ),
+    *(
+        Claim(
+            "PrunedLoRA",
+            f"the OBS-gradient criterion beats {crit} pruning at {r}",
+            "better",
+            f"PrunedLoRA obs_gradient {r}",
+            f"PrunedLoRA {crit} {r}",
+        )
+        for r in ("16->8",)
+        for crit in ("magnitude", "wanda")
+    ),
+    Claim(
+        "L1RA",
+        "L1RA scores the same or better than LoRA at the same total rank",
+        "competitive",
+        "L1RA r=8 all-linear",
+        "LoRA r=8 all-linear",
+    ),
+    Claim(
+        "L1RA",
+        "L1RA scores the same or better than AdaLoRA at the same final budget",
+        "competitive",
+        "L1RA r=8 all-linear",
+        "AdaLoRA r=8 all-linear",
+    ),
+    Claim(
+        "L1RA",
+        "the freed ranks move to the feed-forward layers and the attention output projection",
+        "allocation",
+        "L1RA r=8 all-linear",
+    ),
 )
 # module names that count as feed-forward or attention output (Llama and BERT naming)
-RECEIVERS = re.compile(r"(gate_proj|up_proj|down_proj|o_proj|fc1|fc2|intermediate\.dense|output\.dense|"
-                       r"attention\.output\.dense|mlp)")
+RECEIVERS = re.compile(
+    r"(gate_proj|up_proj|down_proj|o_proj|fc1|fc2|intermediate\.dense|output\.dense|"
+    r"attention\.output\.dense|mlp)"
+)
 
 
 # -- the numbers --------------------------------------------------------------------------------
@@ -198,8 +286,11 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
     if not a or (claim.kind != "allocation" and not b):
         return "–", "not run"
     if claim.kind == "allocation":
-        shares = [receiver_share(r["method_report"]["rank_pattern"]) for r in a
-                  if isinstance(r["method_report"].get("rank_pattern"), dict) and r["method_report"]["rank_pattern"]]
+        shares = [
+            receiver_share(r["method_report"]["rank_pattern"])
+            for r in a
+            if isinstance(r["method_report"].get("rank_pattern"), dict) and r["method_report"]["rank_pattern"]
+        ]
         if not shares:
             return "–", "no rank pattern reported"
         final, sd, n = _stats([s[0] for s in shares])
@@ -211,11 +302,13 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
     if claim.kind == "cheaper":
         parts, ok = [], True
         for key, unit in (("train_time_s", "s"), ("peak_memory", "GB")):
-            def value(r):
+
+            def value(r, key=key):
                 if key == "train_time_s":
                     return r["metrics"].get("train_time_s")
                 mem = r["metrics"].get("peak_memory") or {}
                 return (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None
+
             (ma, sa, na), (mb, sb, nb) = _stats([value(r) for r in a]), _stats([value(r) for r in b])
             spread = max(sa, sb)
             parts.append(f"{key.replace('_s', '')} {ma:.3g} vs {mb:.3g} {unit} (Δ {ma - mb:+.3g}, spread {spread:.3g})")
@@ -264,13 +357,21 @@ def _lr_text(lr: float) -> str:
     return f"{lr:g}"
 
 
-def commands(root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid: str | None,
-             winners: dict | None) -> list[list[str]]:
+def commands(
+    root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid: str | None, winners: dict | None
+) -> list[list[str]]:
     """The bench.run commands of stage 1 (winners None) or stage 3."""
-    launch = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"train.threads={max(1, (os.cpu_count() or 2) // jobs)}"] \
-        if jobs > 1 else []
+    launch = (
+        [
+            "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={jobs}",
+            f"train.threads={max(1, (os.cpu_count() or 2) // jobs)}",
+        ]
+        if jobs > 1
+        else []
+    )
     out = []
-    for part, method, overrides in (LR_SEARCH if winners is None else MAIN):
+    for part, method, overrides in LR_SEARCH if winners is None else MAIN:
         main_preset, lr_preset = PARTS[part][:2]
         if winners is None:
             grid = lr_grid or ",".join(LR_GRID_FULL if method == "full" else LR_GRID)
@@ -278,8 +379,12 @@ def commands(root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid
         else:
             if (part, method) not in winners:
                 continue  # its search did not produce a score; the verdict says "not run"
-            cmd = [f"sweep={main_preset}", *overrides, f"method.lr={_lr_text(winners[(part, method)])}",
-                   f"run.root={root}"] + ([f"seed={seeds}"] if seeds else [])
+            cmd = [
+                f"sweep={main_preset}",
+                *overrides,
+                f"method.lr={_lr_text(winners[(part, method)])}",
+                f"run.root={root}",
+            ] + ([f"seed={seeds}"] if seeds else [])
         mine = [e.split(":", 1)[1] if _part_of(e) else e for e in extra if _part_of(e) in (None, part)]
         # the preset chooses the task too; naming it here lets bench.run check task.* keys of `mine`
         out.append([sys.executable, "-m", "bench.run", *cmd, f"task={TASKS[part]}", "logger=none", *launch, *mine])
@@ -287,7 +392,7 @@ def commands(root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid
 
 
 def _part_of(override: str) -> str | None:
-    """"asdiv:task.asdiv_test=4" applies to part asdiv only; a plain KEY=VALUE to every part."""
+    """ "asdiv:task.asdiv_test=4" applies to part asdiv only; a plain KEY=VALUE to every part."""
     head = override.split("=", 1)[0]
     return head.split(":", 1)[0] if ":" in head and head.split(":", 1)[0] in PARTS else None
 
@@ -404,6 +509,8 @@ training set loses those 40 problems (and any with the same question), so quicks
 changes (5c4b34b503 before); other runs keep theirs, since both new keys are left out of the hash
 at their neutral value 0.
 """
+
+
 def verdict_markdown(main_runs: list[dict], winners: dict) -> str:
     lines = ["| paper | claim | arms | numbers | verdict |", "|---|---|---|---|---|"]
     for c in CLAIMS:
@@ -424,13 +531,23 @@ def plan_markdown() -> str:
     lines = ["## Plan", ""]
     for part, (main_preset, lr_preset, what) in PARTS.items():
         lines.append(f"- part `{part}` ({what}): `sweep={main_preset}`, rates from `sweep={lr_preset}`")
-    lines += ["", "Learning-rate search (seed 0; the winner has the best score on the held-out split, "
-              "`eval.heldout`, which is neither trained on nor reported; ties go to the smaller rate): "
-              f"grid {', '.join(LR_GRID)} (full fine-tuning {', '.join(LR_GRID_FULL)}).", "",
-              "| part | method | search runs with |", "|---|---|---|"]
+    lines += [
+        "",
+        "Learning-rate search (seed 0; the winner has the best score on the held-out split, "
+        "`eval.heldout`, which is neither trained on nor reported; ties go to the smaller rate): "
+        f"grid {', '.join(LR_GRID)} (full fine-tuning {', '.join(LR_GRID_FULL)}).",
+        "",
+        "| part | method | search runs with |",
+        "|---|---|---|",
+    ]
     lines += [f"| {p} | {m} | `{' '.join(o)}` |" for p, m, o in LR_SEARCH]
-    lines += ["", "Main grids (seeds 0, 1, 2, each method at its chosen rate):", "",
-              "| part | method | grid |", "|---|---|---|"]
+    lines += [
+        "",
+        "Main grids (seeds 0, 1, 2, each method at its chosen rate):",
+        "",
+        "| part | method | grid |",
+        "|---|---|---|",
+    ]
     lines += [f"| {p} | {m} | `{' '.join(o)}` |" for p, m, o in MAIN]
     lines += ["", "## Claims", "", "| paper | claim | kind | arms |", "|---|---|---|---|"]
     lines += [f"| {c.paper} | {c.text} | {c.kind} | {c.a}{' vs ' + c.b if c.b else ''} |" for c in CLAIMS]
@@ -439,33 +556,69 @@ def plan_markdown() -> str:
 
 def plan_page() -> str:
     """docs/study.md before the study has run: the plan and the estimate, no results."""
-    return "\n".join([HEAD_MD.rstrip() + "\n", DATA_MD, plan_markdown(), RULES_MD,
-                      "## Size and time estimate\n", ESTIMATE_MD, QUICKSTART_MD])
+    return "\n".join(
+        [
+            HEAD_MD.rstrip() + "\n",
+            DATA_MD,
+            plan_markdown(),
+            RULES_MD,
+            "## Size and time estimate\n",
+            ESTIMATE_MD,
+            QUICKSTART_MD,
+        ]
+    )
 
 
-def document(root: Path, report_md: str, lr_rows: list[tuple], winners: dict, main_runs: list[dict],
-             argv: list[str], wall_s: float) -> str:
+def document(
+    root: Path,
+    report_md: str,
+    lr_rows: list[tuple],
+    winners: dict,
+    main_runs: list[dict],
+    argv: list[str],
+    wall_s: float,
+) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
-    lines = ["# Study: the three papers' claims on small offline models (issue #17)", "",
-             "Generated by `make study` (`python -m bench.report_study run`); do not edit by hand.", "",
-             f"- command: `python -m bench.report_study {' '.join(shlex.quote(a) for a in argv)}`",
-             f"- commit: {commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}",
-             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, "
-             f"Python {platform.python_version()}",
-             f"- wall time of this invocation: {wall_s / 60:.1f} min (a resumed study counts only its last part); "
-             f"the estimate made before the first run: see 'Size and time estimate' below", "",
-             DATA_MD, plan_markdown(), RULES_MD,
-             "## Learning-rate search (seed 0, held-out score)", "",
-             "| part | method | lr | status | held-out score |", "|---|---|---|---|---|"]
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        "# Study: the three papers' claims on small offline models (issue #17)",
+        "",
+        "Generated by `make study` (`python -m bench.report_study run`); do not edit by hand.",
+        "",
+        f"- command: `python -m bench.report_study {' '.join(shlex.quote(a) for a in argv)}`",
+        f"- commit: {commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}",
+        f"- wall time of this invocation: {wall_s / 60:.1f} min (a resumed study counts only its last part); "
+        f"the estimate made before the first run: see 'Size and time estimate' below",
+        "",
+        DATA_MD,
+        plan_markdown(),
+        RULES_MD,
+        "## Learning-rate search (seed 0, held-out score)",
+        "",
+        "| part | method | lr | status | held-out score |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {p} | {m} | {lr} | {s} | {'–' if h is None else f'{h:.4f}'} |" for p, m, lr, s, h in lr_rows]
-    lines += ["", "Chosen: " + (", ".join(f"{p}/{m} {_lr_text(lr)}" for (p, m), lr in sorted(winners.items())) or "none"),
-              "", "## Verdicts", "",
-              "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "
-              "larger of the two arms' seed standard deviations (ddof=1). A claim the data do not support says so.", "",
-              verdict_markdown(main_runs, winners), report_md,
-              "## Size and time estimate", "", ESTIMATE_MD, QUICKSTART_MD]
+    lines += [
+        "",
+        "Chosen: " + (", ".join(f"{p}/{m} {_lr_text(lr)}" for (p, m), lr in sorted(winners.items())) or "none"),
+        "",
+        "## Verdicts",
+        "",
+        "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "
+        "larger of the two arms' seed standard deviations (ddof=1). A claim the data do not support says so.",
+        "",
+        verdict_markdown(main_runs, winners),
+        report_md,
+        "## Size and time estimate",
+        "",
+        ESTIMATE_MD,
+        QUICKSTART_MD,
+    ]
     return "\n".join(lines)
 
 
@@ -495,12 +648,19 @@ def run(args, extra: list[str]) -> int:
         for name in ("pareto.png", "rank_allocation.png"):
             if (out / name).exists():
                 (figures / f"{part}_{name}").write_bytes((out / name).read_bytes())
-        text = re.sub(r"(?m)^\d+ runs read from .*?;", f"{len(mine)} runs (part {part}: the main grids at the chosen "
-                      f"rates; full report in {out});", (out / "report.md").read_text(), count=1)
-        reports.append(f"## Report, part {part} (bench.report)\n\n"
-                       + text.replace("# Report", "", 1).replace("## ", "### ").replace("](", f"](study/{part}_"))
-    doc.write_text(document(root, "\n".join(reports), lr_rows, winners, main_runs, sys.argv[1:],
-                            time.perf_counter() - t0))
+        text = re.sub(
+            r"(?m)^\d+ runs read from .*?;",
+            f"{len(mine)} runs (part {part}: the main grids at the chosen rates; full report in {out});",
+            (out / "report.md").read_text(),
+            count=1,
+        )
+        reports.append(
+            f"## Report, part {part} (bench.report)\n\n"
+            + text.replace("# Report", "", 1).replace("## ", "### ").replace("](", f"](study/{part}_")
+        )
+    doc.write_text(
+        document(root, "\n".join(reports), lr_rows, winners, main_runs, sys.argv[1:], time.perf_counter() - t0)
+    )
     print(f"written: {doc} (figures in {figures}, the full reports in {root / 'report'})")
     return 0
 
@@ -513,11 +673,15 @@ def _call(cmd: list[str], dry_run: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.report_study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "verdict", "plan"),
-                        help="run: the study; verdict: print the verdicts of what has finished; plan: write --doc "
-                             "as the not-yet-run plan")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report_study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "action",
+        choices=("run", "verdict", "plan"),
+        help="run: the study; verdict: print the verdicts of what has finished; plan: write --doc "
+        "as the not-yet-run plan",
+    )
     parser.add_argument("--root", default="runs/study", help="where the runs go")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at once (joblib); 1 = sequential")
     parser.add_argument("--doc", default="docs/study.md", help="the document written at the end")

@@ -6,6 +6,7 @@ references of a sparsity sweep): the config keys that differ between runs of tha
 task. Keys that differ only between tasks (per-task sizes) do not split a row, so one row holds one
 configuration across the task columns.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,20 @@ import re
 
 import pandas as pd
 
-ROW = ["model", "method", "sparsity", "setting"]
 from bench import config as bench_config
+
+ROW = ["model", "method", "sparsity", "setting"]
 
 # What never tells two configurations apart in a table: the row keys themselves, the seed (averaged
 # over), and what does not change what a run computes (left out of the run hash by bench.config).
-_NOT_A_SETTING = ("seed", "method.name", "method.sparsity", "model.name", "task.name",
-                  *(".".join(k) for k in getattr(bench_config, "HASH_EXCLUDE_KEYS", ())))
+_NOT_A_SETTING = (
+    "seed",
+    "method.name",
+    "method.sparsity",
+    "model.name",
+    "task.name",
+    *(".".join(k) for k in getattr(bench_config, "HASH_EXCLUDE_KEYS", ())),
+)
 _NOT_A_SETTING_PREFIX = tuple(f"{k}." for k in bench_config.HASH_EXCLUDE)
 
 
@@ -51,7 +59,8 @@ def setting_labels(configs: list[dict]) -> list[str]:
     for (model, method, _task), members in by_cell.items():
         keys = set().union(*(flat[i] for i in members))
         varying.setdefault((model, method), set()).update(
-            k for k in keys if len({flat[i].get(k, "<absent>") for i in members}) > 1)
+            k for k in keys if len({flat[i].get(k, "<absent>") for i in members}) > 1
+        )
     labels = []
     for c, f in zip(configs, flat):
         keys = sorted(varying[(c["model"]["name"], c["method"]["name"])])
@@ -65,16 +74,20 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok["sparsity"] = ok["sparsity"].astype(object).where(ok["sparsity"].notna(), "–")
-    return ok.groupby(ROW + ["task", "metric"], dropna=False).agg(
-        mean=("score", "mean"),
-        std=("score", lambda v: v.std(ddof=1) if v.count() > 1 else math.nan),
-        n=("score", "count"),
-        runs=("status", "size"),
-        trainable_params=("trainable_params", "median"),
-        params_end=("params_end", "median"),
-        train_time_s=("train_time_s", "mean"),
-        peak_memory_gb=("peak_memory_gb", "max"),
-    ).reset_index()
+    return (
+        ok.groupby(ROW + ["task", "metric"], dropna=False)
+        .agg(
+            mean=("score", "mean"),
+            std=("score", lambda v: v.std(ddof=1) if v.count() > 1 else math.nan),
+            n=("score", "count"),
+            runs=("status", "size"),
+            trainable_params=("trainable_params", "median"),
+            params_end=("params_end", "median"),
+            train_time_s=("train_time_s", "mean"),
+            peak_memory_gb=("peak_memory_gb", "max"),
+        )
+        .reset_index()
+    )
 
 
 def _natural(text) -> tuple:
@@ -101,9 +114,17 @@ def wide(pts: pd.DataFrame) -> pd.DataFrame:
     # the row's mean train time over all of its runs: each task's mean weighted by its run count
     if "params_end" not in pts:  # points from before the column existed
         pts = pts.assign(params_end=pts["trainable_params"])
-    costs = pts.assign(time_sum=pts["train_time_s"] * pts["runs"]).groupby(ROW).agg(
-        trainable_params=("trainable_params", "median"), time_sum=("time_sum", "sum"), runs=("runs", "sum"),
-        peak_memory_gb=("peak_memory_gb", "max"), params_end=("params_end", "median"))
+    costs = (
+        pts.assign(time_sum=pts["train_time_s"] * pts["runs"])
+        .groupby(ROW)
+        .agg(
+            trainable_params=("trainable_params", "median"),
+            time_sum=("time_sum", "sum"),
+            runs=("runs", "sum"),
+            peak_memory_gb=("peak_memory_gb", "max"),
+            params_end=("params_end", "median"),
+        )
+    )
     costs.insert(1, "train_time_s", costs.pop("time_sum") / costs.pop("runs"))
     table = cells.join(costs).reset_index().sort_values(ROW, key=_sort_key, ignore_index=True)
     table["matched"], table["reference"] = matched_groups(table)
@@ -119,12 +140,14 @@ def wide(pts: pd.DataFrame) -> pd.DataFrame:
 MATCH_TOLERANCE = 0.10
 REFERENCE_METHOD = "lora"
 WITHIN_MARK = "≈"
-LEGEND = (f"Parameter-matched groups (column `matched`): rows of one model whose final trainable parameters are within "
-          f"{MATCH_TOLERANCE:.0%} of each other share a label P1, P2, ...; `ref` marks the group's reference row "
-          f"({REFERENCE_METHOD.upper()}). `{WITHIN_MARK}` after a cell: its mean is within one standard deviation "
-          f"(over seeds, the larger of the two rows') of the reference row's mean on that task, a difference the "
-          f"seed-to-seed spread can explain; no mark: the difference exceeds it, or the group has no reference, "
-          f"or a row has one seed only.")
+LEGEND = (
+    f"Parameter-matched groups (column `matched`): rows of one model whose final trainable parameters are within "
+    f"{MATCH_TOLERANCE:.0%} of each other share a label P1, P2, ...; `ref` marks the group's reference row "
+    f"({REFERENCE_METHOD.upper()}). `{WITHIN_MARK}` after a cell: its mean is within one standard deviation "
+    f"(over seeds, the larger of the two rows') of the reference row's mean on that task, a difference the "
+    f"seed-to-seed spread can explain; no mark: the difference exceeds it, or the group has no reference, "
+    f"or a row has one seed only."
+)
 
 
 def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
@@ -155,7 +178,7 @@ def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
 def within_spread(table: pd.DataFrame, task: str) -> list[bool]:
     """Per row: is its mean on `task` within one std of its group's reference row (see LEGEND)?"""
     out = [False] * len(table)
-    for label, rows in table[table["matched"] != ""].groupby("matched"):
+    for _label, rows in table[table["matched"] != ""].groupby("matched"):
         ref = rows[rows["reference"]]
         if ref.empty:
             continue
@@ -179,7 +202,7 @@ def _cell(mean, std, n) -> str:
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
     """The wide table as text cells: `mean ± std (n=k)` per task, costs rounded."""
-    tasks = [c[:-len(" mean")] for c in table.columns if c.endswith(" mean")]
+    tasks = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
     out = table[ROW].copy()
     out["setting"] = out["setting"].replace("", "–")
     out["sparsity"] = out["sparsity"].map(str)
@@ -187,8 +210,10 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
         table = table.assign(**dict(zip(("matched", "reference"), matched_groups(table))))
     for task in tasks:
         marks = within_spread(table, task)
-        out[task] = [_cell(m, s, n) + (f" {WITHIN_MARK}" if mark else "") for m, s, n, mark in
-                     zip(table[f"{task} mean"], table[f"{task} std"], table[f"{task} n"], marks)]
+        out[task] = [
+            _cell(m, s, n) + (f" {WITHIN_MARK}" if mark else "")
+            for m, s, n, mark in zip(table[f"{task} mean"], table[f"{task} std"], table[f"{task} n"], marks)
+        ]
     out["trainable params"] = table["trainable_params"].map(lambda v: "–" if pd.isna(v) else f"{int(v):,}")
     out["train time s (mean)"] = table["train_time_s"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
     out["peak memory GB (max)"] = table["peak_memory_gb"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")

@@ -6,6 +6,7 @@ status, device, ...) or a path into the run's config (method.r, train.max_steps,
 Filters are parsed with one regular expression and compared as values, never evaluated: a filter
 cannot run code.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,7 @@ class Where:
 def parse(text: str) -> Where:
     match = _FILTER.match(text)
     if not match or "==" in text or any(c in text for c in "<>"):
-        raise WhereError(f"--where {text!r} is not a filter; write {SYNTAX}. "
-                         "Only = and != are supported")
+        raise WhereError(f"--where {text!r} is not a filter; write {SYNTAX}. Only = and != are supported")
     values = tuple(v.strip() for v in match["values"].split(","))
     if any(v == "" for v in values):
         raise WhereError(f"--where {text!r} has an empty value; write {SYNTAX}")
@@ -63,10 +63,11 @@ def select(rows: list[dict], configs: list[dict], filters: list[Where]) -> list[
     for f in filters:
         if rows and all(lookup(r, c, f.key) is _ABSENT for r, c in zip(rows, configs)):
             columns = ", ".join(k for k in rows[0] if k not in ("path", "error"))
-            raise WhereError(f"--where key '{f.key}' is not a column of the runs table ({columns}) "
-                             f"nor a config path of any run (e.g. method.r, train.max_steps)")
-    return [i for i, (r, c) in enumerate(zip(rows, configs))
-            if all(f.matches(lookup(r, c, f.key)) for f in filters)]
+            raise WhereError(
+                f"--where key '{f.key}' is not a column of the runs table ({columns}) "
+                f"nor a config path of any run (e.g. method.r, train.max_steps)"
+            )
+    return [i for i, (r, c) in enumerate(zip(rows, configs)) if all(f.matches(lookup(r, c, f.key)) for f in filters)]
 
 
 def _equal(value, wanted: str) -> bool:

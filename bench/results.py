@@ -8,6 +8,7 @@ Layout of a run directory, `<run.root>/<model>__<task>__<method>/<hash[:10]>/`:
   attempts/       earlier result.json files of runs that did not succeed (never overwritten)
   eval/, eval_base/, adapter/, wandb/
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 One run: compose -> check -> seed -> model -> (base eval) -> method -> data -> loop -> eval ->
 export -> result.json. Every outcome, failures included, ends in a result.json.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -130,9 +131,15 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
     metrics: dict = {}
     method_report: dict = {}
     artifacts: dict = {"config": "config.yaml", "metrics_log": "metrics.jsonl", "log": "run.log"}
-    prov: dict = {"git_commit": None, "git_dirty": None, "packages": {}, "python": sys.version.split()[0],
-                  "device": {"type": "unknown", "name": "unknown"}, "data": {},
-                  "model": {"name": cfg.model.name, "source": cfg.model.source, "init": cfg.model.init}}
+    prov: dict = {
+        "git_commit": None,
+        "git_dirty": None,
+        "packages": {},
+        "python": sys.version.split()[0],
+        "device": {"type": "unknown", "name": "unknown"},
+        "data": {},
+        "model": {"name": cfg.model.name, "source": cfg.model.source, "init": cfg.model.init},
+    }
     metrics_log = results.MetricsLog(run_dir / "metrics.jsonl", write=main)
     tracker = NoTracker()
     status, error, stage, caught = "success", None, "setup", None
@@ -148,8 +155,12 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         prov.update(provenance.collect(device_type))
         metrics["distributed"] = distributed.layout(accelerator, cfg.train)
         if main:
-            tracker = make_tracker(cfg.logger, run_dir, redact(config),
-                                   name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}")
+            tracker = make_tracker(
+                cfg.logger,
+                run_dir,
+                redact(config),
+                name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}",
+            )
         artifacts["wandb"] = tracker.run_info
 
         stage = "model"
@@ -169,13 +180,17 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
                 else:
                     t = time.perf_counter()
                     with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
-                        metrics["eval_base"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval_base",
-                                                             seed=cfg.seed)
+                        metrics["eval_base"] = task.evaluate(
+                            model, tokenizer, cfg.eval, run_dir / "eval_base", seed=cfg.seed
+                        )
                     metrics["eval_base_time_s"] = time.perf_counter() - t
-                    metrics["eval_base_throughput"] = M.eval_throughput(metrics["eval_base"]["n"],
-                                                                        metrics["eval_base_time_s"], generated)
-                    results.atomic_write_text(saved, json.dumps({k: metrics[k] for k in (
-                        "eval_base", "eval_base_time_s", "eval_base_throughput")}))
+                    metrics["eval_base_throughput"] = M.eval_throughput(
+                        metrics["eval_base"]["n"], metrics["eval_base_time_s"], generated
+                    )
+                    results.atomic_write_text(
+                        saved,
+                        json.dumps({k: metrics[k] for k in ("eval_base", "eval_base_time_s", "eval_base_throughput")}),
+                    )
                 prov["data"]["test"] = metrics["eval_base"].pop("data")
             accelerator.wait_for_everyone()
 
@@ -190,14 +205,27 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         model = method.apply(model)
         model.to(accelerator.device)
         trainable, total = M.count_params(model)
-        metrics.update(trainable_params=trainable, total_params=total,
-                       trainable_fraction=trainable / total if total else 0.0)
+        metrics.update(
+            trainable_params=trainable, total_params=total, trainable_fraction=trainable / total if total else 0.0
+        )
         log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
 
         stage = "train"
         M.reset_peak_memory(device_type)
-        out = train.train(model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
-                          checkpoints, resume_from=resume_from)
+        out = train.train(
+            model,
+            method,
+            task,
+            examples,
+            tokenizer,
+            cfg,
+            accelerator,
+            tracker,
+            metrics_log,
+            stop,
+            checkpoints,
+            resume_from=resume_from,
+        )
         model = out.pop("model")
         metrics.update(out)
         metrics["peak_memory"] = distributed.peak_memory(accelerator, M.peak_memory(device_type))
@@ -211,8 +239,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
                 with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
                     metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
                 metrics["eval_time_s"] = time.perf_counter() - t
-                metrics["eval_throughput"] = M.eval_throughput(metrics["eval"]["n"], metrics["eval_time_s"],
-                                                               generated)
+                metrics["eval_throughput"] = M.eval_throughput(metrics["eval"]["n"], metrics["eval_time_s"], generated)
                 prov["data"]["test"] = metrics["eval"].pop("data")
             accelerator.wait_for_everyone()
 
@@ -224,8 +251,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
     except BaseException as err:  # every outcome becomes a result; Ctrl-C is re-raised below
         caught = err
         status = _status_of(err)
-        error = {"type": type(err).__name__, "message": str(err), "stage": stage,
-                 "traceback": traceback.format_exc()}
+        error = {"type": type(err).__name__, "message": str(err), "stage": stage, "traceback": traceback.format_exc()}
         log.error("run %s at stage '%s': %s: %s", status, stage, type(err).__name__, err)
     finally:
         stop.restore()
@@ -268,26 +294,34 @@ def summary_line(result: dict, path: Path) -> str:
     line = f"{result['status']}: {path}"
     if result["status"] != "success":
         return f"{line}\n  error: {result['error']['type']}: {result['error']['message']}"
-    parts = [f"train {m['train_time_s']:.1f}s", f"{m['tokens_per_s']:.0f} tok/s",
-             f"trainable {m['trainable_params']:,}"]
+    parts = [
+        f"train {m['train_time_s']:.1f}s",
+        f"{m['tokens_per_s']:.0f} tok/s",
+        f"trainable {m['trainable_params']:,}",
+    ]
     for key in ("eval_base", "eval"):
         if key in m:
-            parts.append(f"{'base' if key == 'eval_base' else 'tuned'} {m[key]['primary']}="
-                         f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']})")
+            parts.append(
+                f"{'base' if key == 'eval_base' else 'tuned'} {m[key]['primary']}="
+                f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']})"
+            )
     for key in ("eval_base", "eval"):  # the training source's held-out score, where the task reports one
         held = (m.get(key) or {}).get("heldout") or {}
         if held.get("primary") in held:
-            parts.append(f"{'base' if key == 'eval_base' else 'tuned'} held-out {held['primary']}="
-                         f"{held[held['primary']]:.4f}"
-                         + (f", answer loss {held['answer_nll']:.3f}" if held.get("answer_nll") is not None else "")
-                         + f" (n={held['n']})")
+            parts.append(
+                f"{'base' if key == 'eval_base' else 'tuned'} held-out {held['primary']}="
+                f"{held[held['primary']]:.4f}"
+                + (f", answer loss {held['answer_nll']:.3f}" if held.get("answer_nll") is not None else "")
+                + f" (n={held['n']})"
+            )
     return f"{line}\n  " + ", ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
-                        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, force=True, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+    )
     for h in logging.getLogger().handlers:
         h.addFilter(RedactingFilter())
     single = HydraConfig.get().mode == RunMode.RUN

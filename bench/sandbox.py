@@ -20,6 +20,7 @@ A run passes only if the child exits with status 0 *and* printed a random sentin
 writes only after the program has returned: code that exits early (`sys.exit(0)`, `os._exit(0)`)
 before its tests ran is a failure, not a pass.
 """
+
 from __future__ import annotations
 
 import functools
@@ -173,8 +174,9 @@ def namespace_prefix() -> tuple[str, ...]:
         return ()
     command = _unshare_command()
     try:
-        probe = subprocess.run([*command, sys.executable, "-S", "-c", "pass"], capture_output=True, timeout=30,
-                               check=False)
+        probe = subprocess.run(
+            [*command, sys.executable, "-S", "-c", "pass"], capture_output=True, timeout=30, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return ()
     return tuple(command) if probe.returncode == 0 else ()
@@ -255,8 +257,16 @@ def run(program: str, limits: Limits = Limits(), tmp_root: Optional[Path] = None
     timed_out = False
     try:
         with open(box / "stdout", "wb") as out, open(box / "stderr", "wb") as err:
-            proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir,
-                                    env=_minimal_env(workdir, box), start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=_minimal_env(workdir, box),
+                start_new_session=True,
+                close_fds=True,
+            )
             try:
                 try:
                     proc.stdin.write(job)
@@ -285,8 +295,9 @@ def run(program: str, limits: Limits = Limits(), tmp_root: Optional[Path] = None
         status = "passed"
     else:
         status = "exited_early"
-    return Outcome(status=status, returncode=None if timed_out else returncode, duration_s=duration,
-                   stderr_tail=stderr_tail)
+    return Outcome(
+        status=status, returncode=None if timed_out else returncode, duration_s=duration, stderr_tail=stderr_tail
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -296,12 +307,15 @@ def check_works(limits: Limits = Limits()) -> None:
     completion would just score 0."""
     outcome = run("assert sum([1, 2]) == 3\n", limits)
     if not outcome.passed:
-        raise RuntimeError(f"the code-execution sandbox cannot run a trivial program on this machine "
-                           f"(status {outcome.status}, exit code {outcome.returncode}): {outcome.stderr_tail[-800:]}")
+        raise RuntimeError(
+            f"the code-execution sandbox cannot run a trivial program on this machine "
+            f"(status {outcome.status}, exit code {outcome.returncode}): {outcome.stderr_tail[-800:]}"
+        )
 
 
-def run_many(programs: Sequence[str], limits: Limits = Limits(), workers: int = 1,
-             tmp_root: Optional[Path] = None) -> list[Outcome]:
+def run_many(
+    programs: Sequence[str], limits: Limits = Limits(), workers: int = 1, tmp_root: Optional[Path] = None
+) -> list[Outcome]:
     """`run` for each program, `workers` at a time (each is its own process); results in input order."""
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")

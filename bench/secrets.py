@@ -4,6 +4,7 @@ Any environment variable whose name looks like a credential (TOKEN, KEY, SECRET,
 CREDENTIAL) has its value replaced by "***" in result.json, config.yaml, the run log and the config
 sent to W&B, wherever the value appears inside a string.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ Outside the training loop a signal raises Cancelled at once. Inside it the signa
 the loop finishes the optimizer step it is in, writes a checkpoint and then raises Cancelled, so
 that a pre-empted job resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import signal

@@ -4,6 +4,7 @@ the run directory, and every job finishes its own W&B run (multirun jobs never m
 W&B group: `logger.group` if set; else, in a sweep (`-m`), one group per sweep invocation
 (`<preset>-<sweep folder name>`, the same for every job whatever the launcher); else
 `<model>__<task>`. Tags: the model, task and method names, plus `logger.tags`."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,7 @@ class WandbTracker:
             config=config,
             reinit="finish_previous",
         )
-        self.run_info = {"backend": "wandb", "mode": logger_cfg.mode, "id": self.run.id,
-                         "project": logger_cfg.project}
+        self.run_info = {"backend": "wandb", "mode": logger_cfg.mode, "id": self.run.id, "project": logger_cfg.project}
         if logger_cfg.mode == "offline":
             # <run_dir>/wandb/offline-run-<time>-<id>/files -> the offline-run folder
             self.run_info["dir"] = os.path.relpath(Path(self.run.dir).parent, run_dir)
@@ -88,8 +88,7 @@ def sweep_group() -> str | None:
 
 
 def group_for(logger_cfg, config: dict) -> str:
-    return (logger_cfg.get("group") or sweep_group()
-            or f"{config['model']['name']}__{config['task']['name']}")
+    return logger_cfg.get("group") or sweep_group() or f"{config['model']['name']}__{config['task']['name']}"
 
 
 def tags_for(logger_cfg, config: dict) -> list[str]:

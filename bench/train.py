@@ -2,10 +2,12 @@
 
 accelerate places the model and runs mixed precision and, under `accelerate launch` or
 `torchrun`, data parallelism: every process draws the same global micro-batch and trains on its
-slice, DDP averages the gradients, and the logged loss and token counts are reduced over processes. Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer
-step; every metric counts optimizer steps. The batch order is a pure function of (seed, epoch), so
-a resumed run sees exactly the batches an uninterrupted one would have seen.
+slice, DDP averages the gradients, and the logged loss and token counts are reduced over processes.
+Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer step; every
+metric counts optimizer steps. The batch order is a pure function of (seed, epoch), so a resumed
+run sees exactly the batches an uninterrupted one would have seen.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +43,11 @@ def make_accelerator(tcfg):
     """The accelerate state for `cfg.train`: device, mixed precision and torch.compile."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=tcfg.device == "cpu", mixed_precision=tcfg.mixed_precision,
-                       dynamo_backend="inductor" if tcfg.compile else "no")
+    return Accelerator(
+        cpu=tcfg.device == "cpu",
+        mixed_precision=tcfg.mixed_precision,
+        dynamo_backend="inductor" if tcfg.compile else "no",
+    )
 
 
 def build_optimizer(method, model, tcfg):
@@ -54,8 +59,7 @@ def build_optimizer(method, model, tcfg):
 
         # The fine-tuning setting (absolute learning rate, no parameter scaling): the group's lr
         # and the schedule mean what they mean for AdamW; the update's moments are what differ.
-        return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False,
-                         warmup_init=False)
+        return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False, warmup_init=False)
     params = [p for g in groups for p in g["params"]]
     return torch.optim.AdamW(groups, eps=tcfg.adam_eps, **optimizer_kwargs(tcfg.optimizer_impl, params))
 
@@ -94,8 +98,8 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, l
     if lengths is None:
         return order
     window = batch_size * LENGTH_WINDOW_BATCHES
-    order = [i for w in range(0, n, window) for i in sorted(order[w:w + window], key=lambda i: -lengths[i])]
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    order = [i for w in range(0, n, window) for i in sorted(order[w : w + window], key=lambda i: -lengths[i])]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if shuffle:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
     return [i for b in batches for i in b]
@@ -109,7 +113,7 @@ def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int 
     while True:
         order = epoch_order(n, batch_size, seed, epoch, shuffle, lengths)
         for i in range(index, per_epoch):
-            yield order[i * batch_size:(i + 1) * batch_size]
+            yield order[i * batch_size : (i + 1) * batch_size]
         epoch, index = epoch + 1, 0
 
 
@@ -120,8 +124,20 @@ def _agree(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device), "sum").item())
 
 
-def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracker, metrics_log, stop,
-          checkpoints: CheckpointStore, resume_from=None) -> dict:
+def train(
+    raw_model,
+    method,
+    task,
+    examples,
+    tokenizer,
+    cfg,
+    accelerator,
+    tracker,
+    metrics_log,
+    stop,
+    checkpoints: CheckpointStore,
+    resume_from=None,
+) -> dict:
     """`raw_model` is what the method hooks see; `model` (the same, or its data-parallel wrapper)
     is what runs forward and backward."""
     tcfg = cfg.train
@@ -145,11 +161,16 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
     clock.times = list(loop.step_times)
     # Every process draws the same global micro-batch (batch_size x processes) and trains on its slice.
     lengths = [len(e["input_ids"]) for e in examples] if tcfg.group_by_length else None
-    batches = batch_indices(len(examples), tcfg.batch_size * world, cfg.seed, tcfg.shuffle,
-                            start=loop.step * tcfg.grad_accum, lengths=lengths)
+    batches = batch_indices(
+        len(examples),
+        tcfg.batch_size * world,
+        cfg.seed,
+        tcfg.shuffle,
+        start=loop.step * tcfg.grad_accum,
+        lengths=lengths,
+    )
     model.train()
-    bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step", disable=not main,
-               dynamic_ncols=True)
+    bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     prior_s = loop.elapsed_s  # training time of earlier attempts
     started = time.perf_counter()
     stop.deferred = True  # a signal now ends the run at the next step boundary, with a checkpoint
@@ -164,9 +185,10 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
             step_tokens = torch.zeros((), device=device, dtype=torch.long)
             step_loss_tokens = torch.zeros((), device=device, dtype=torch.long)
             for micro in range(tcfg.grad_accum):
-                mine = next(batches)[rank * tcfg.batch_size:(rank + 1) * tcfg.batch_size]
-                batch = {k: v.to(device) for k, v in task.collate([examples[i] for i in mine],
-                                                                   tokenizer=tokenizer).items()}
+                mine = next(batches)[rank * tcfg.batch_size : (rank + 1) * tcfg.batch_size]
+                batch = {
+                    k: v.to(device) for k, v in task.collate([examples[i] for i in mine], tokenizer=tokenizer).items()
+                }
                 last = micro == tcfg.grad_accum - 1
                 # prepare() already wraps forward in autocast when mixed precision is on
                 with accelerator.no_sync(model) if not last else nullcontext():
@@ -213,7 +235,8 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
                     f"no gradient reached the trainable parameters at optimizer step {step}: the gradient norm "
                     f"over all {sum(p.numel() for p in raw_model.parameters() if p.requires_grad):,} trainable "
                     f"parameters is exactly 0, so the step trained nothing (method '{method.name}'; a trainable "
-                    f"tensor cut off from the loss, e.g. by a custom autograd op that torch.compile traced wrongly)")
+                    f"tensor cut off from the loss, e.g. by a custom autograd op that torch.compile traced wrongly)"
+                )
             loop.step, loop.last_loss = step, loss_value
             loop.train_tokens += int(step_tokens.item())
             loop.loss_tokens += int(step_loss_tokens.item())
@@ -234,8 +257,12 @@ def train(raw_model, method, task, examples, tokenizer, cfg, accelerator, tracke
                 if main:
                     tracker.log(row, step=step)
             elapsed = prior_s + time.perf_counter() - started
-            bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{loop.train_tokens / elapsed:.0f}",
-                            mem=f"{current_memory(device.type):.1f}G", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_value:.3f}",
+                tok_s=f"{loop.train_tokens / elapsed:.0f}",
+                mem=f"{current_memory(device.type):.1f}G",
+                refresh=False,
+            )
             bar.update(1)
             every = cfg.run.checkpoint_every
             stopping = _agree(accelerator, bool(stop.signal))

@@ -8,6 +8,7 @@ The schedule is derived from the run's length: tinit = tinit_ratio * steps of fu
 tfinal = tfinal_ratio * steps at the final budget. PEFT's `update_and_allocate` runs after every
 optimizer step, before the gradients are cleared (the runner's `after_step`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,20 +44,27 @@ class AdaLoRA(peft_common.PeftMethod):
         if self.init_r is None:
             self.init_r = derived
         elif self.sparsity is not None and self.init_r != derived:
-            raise ConfigError(f"method.init_r={self.init_r} contradicts method.sparsity={self.sparsity} "
-                              f"(target_r={self.target_r} gives init_r={derived}); set only one of them")
+            raise ConfigError(
+                f"method.init_r={self.init_r} contradicts method.sparsity={self.sparsity} "
+                f"(target_r={self.target_r} gives init_r={derived}); set only one of them"
+            )
         if self.init_r < self.target_r:
-            raise ConfigError(f"method.target_r={self.target_r} is larger than method.init_r={self.init_r}; "
-                              f"AdaLoRA only prunes")
+            raise ConfigError(
+                f"method.target_r={self.target_r} is larger than method.init_r={self.init_r}; AdaLoRA only prunes"
+            )
         if self.init_r == self.target_r:  # PEFT's allocator fails with nothing to prune
-            raise ConfigError(f"method.init_r = method.target_r = {self.init_r} leaves AdaLoRA nothing to prune; "
-                              f"use sparsity > 0 (or method=lora for a fixed rank)")
+            raise ConfigError(
+                f"method.init_r = method.target_r = {self.init_r} leaves AdaLoRA nothing to prune; "
+                f"use sparsity > 0 (or method=lora for a fixed rank)"
+            )
         for key in ("tinit_ratio", "tfinal_ratio"):
             if not 0 <= getattr(self, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(self, key)} must be in [0, 1)")
         if self.tinit_ratio + self.tfinal_ratio >= 1:
-            raise ConfigError(f"method.tinit_ratio + method.tfinal_ratio = {self.tinit_ratio + self.tfinal_ratio} "
-                              f"leaves no steps for pruning; keep the sum below 1")
+            raise ConfigError(
+                f"method.tinit_ratio + method.tfinal_ratio = {self.tinit_ratio + self.tfinal_ratio} "
+                f"leaves no steps for pruning; keep the sum below 1"
+            )
         for key in ("beta1", "beta2"):
             if not 0 < getattr(self, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(self, key)} must be in (0, 1)")
@@ -73,11 +81,21 @@ class AdaLoRA(peft_common.PeftMethod):
     def peft_config(self, model, total_steps: int = 1):
         from peft import AdaLoraConfig
 
-        return AdaLoraConfig(init_r=self.init_r, target_r=self.target_r, lora_alpha=self.peft_alpha(),
-                             lora_dropout=self.dropout, target_modules=list(self.target_modules),
-                             tinit=0, tfinal=0, deltaT=self.delta_t, beta1=self.beta1, beta2=self.beta2,
-                             orth_reg_weight=self.orth_reg_weight, total_step=total_steps,
-                             task_type=peft_common.task_type(model))
+        return AdaLoraConfig(
+            init_r=self.init_r,
+            target_r=self.target_r,
+            lora_alpha=self.peft_alpha(),
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            tinit=0,
+            tfinal=0,
+            deltaT=self.delta_t,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            orth_reg_weight=self.orth_reg_weight,
+            total_step=total_steps,
+            task_type=peft_common.task_type(model),
+        )
 
     def peft_alpha(self) -> float:
         """PEFT's AdaLoRA scales by lora_alpha / init_r: `scaled` keeps alpha / target_r across a
@@ -113,21 +131,32 @@ class AdaLoRA(peft_common.PeftMethod):
 
     def state_dict(self, model) -> dict:
         allocator = model.base_model.rankallocator
-        return {"history": list(self.history), "rank_pattern": model.peft_config["default"].rank_pattern,
-                "ipt": allocator.ipt, "exp_avg_ipt": allocator.exp_avg_ipt, "exp_avg_unc": allocator.exp_avg_unc}
+        return {
+            "history": list(self.history),
+            "rank_pattern": model.peft_config["default"].rank_pattern,
+            "ipt": allocator.ipt,
+            "exp_avg_ipt": allocator.exp_avg_ipt,
+            "exp_avg_unc": allocator.exp_avg_unc,
+        }
 
     def load_state_dict(self, model, state: dict) -> None:
         allocator = model.base_model.rankallocator
         self.history = list(state["history"])
         model.peft_config["default"].rank_pattern = state["rank_pattern"]
-        allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (state["ipt"], state["exp_avg_ipt"],
-                                                                       state["exp_avg_unc"])
+        allocator.ipt, allocator.exp_avg_ipt, allocator.exp_avg_unc = (
+            state["ipt"],
+            state["exp_avg_ipt"],
+            state["exp_avg_unc"],
+        )
 
     @staticmethod
     def rank_pattern(model) -> dict:
         """Active rank (non-zero E entries) of every adapted matrix."""
-        return {name.replace(".lora_E.default", "").replace("base_model.model.", ""): int((p != 0).sum())
-                for name, p in model.named_parameters() if "lora_E.default" in name}
+        return {
+            name.replace(".lora_E.default", "").replace("base_model.model.", ""): int((p != 0).sum())
+            for name, p in model.named_parameters()
+            if "lora_E.default" in name
+        }
 
     def total_rank(self, model) -> int:
         # one device sync per step, however many adapters
@@ -139,8 +168,16 @@ class AdaLoRA(peft_common.PeftMethod):
 
     def report(self, model) -> dict:
         pattern = self.rank_pattern(model)
-        return {"init_r": self.init_r, "target_r": self.target_r,
-                "sparsity": 1 - self.target_r / self.init_r, "alpha": self.alpha, "alpha_rule": self.alpha_rule,
-                "scaling": self.peft_alpha() / self.init_r,
-                "budget_initial": self.init_r * self._matrices, "budget_target": self.target_r * self._matrices,
-                "total_rank_final": sum(pattern.values()), "rank_pattern": pattern, "rank_history": self.history}
+        return {
+            "init_r": self.init_r,
+            "target_r": self.target_r,
+            "sparsity": 1 - self.target_r / self.init_r,
+            "alpha": self.alpha,
+            "alpha_rule": self.alpha_rule,
+            "scaling": self.peft_alpha() / self.init_r,
+            "budget_initial": self.init_r * self._matrices,
+            "budget_target": self.target_r * self._matrices,
+            "total_rank_final": sum(pattern.values()),
+            "rank_pattern": pattern,
+            "rank_history": self.history,
+        }

@@ -5,6 +5,7 @@ also preconditions B's gradient.
 `random_init`: kaiming (PEFT's default A init, the ProjectModelsTwo code) or normal (N(0, 0.02^2),
 the ProjectModelsOne code). Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ class AsymLoRA(LoRA):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.random_init not in RANDOM_INITS:
-            raise ConfigError(f"method.random_init={self.random_init!r} is not valid; "
-                              f"choose one of: {', '.join(RANDOM_INITS)}")
+            raise ConfigError(
+                f"method.random_init={self.random_init!r} is not valid; choose one of: {', '.join(RANDOM_INITS)}"
+            )
 
     def apply(self, model):
         peft_model = super().apply(model)
@@ -47,16 +49,18 @@ class AsymLoRA(LoRA):
         if self.random_init == "normal":
             nn.init.normal_(random, std=0.02)
         else:
-            nn.init.kaiming_uniform_(random, a=5 ** 0.5)
+            nn.init.kaiming_uniform_(random, a=5**0.5)
         zero.zero_()
         if self.frozen:
             getattr(layer, self.frozen)["default"].weight.requires_grad_(False)
 
     def adapter_params(self, model) -> int:
-        trained = {"lora_A": lambda d_in, d_out: d_out, "lora_B": lambda d_in, d_out: d_in,
-                   None: lambda d_in, d_out: d_in + d_out}[self.frozen]
-        return sum(self.r * trained(d_in, d_out)
-                   for d_in, d_out in peft_common.shapes(model, self.target_modules))
+        trained = {
+            "lora_A": lambda d_in, d_out: d_out,
+            "lora_B": lambda d_in, d_out: d_in,
+            None: lambda d_in, d_out: d_in + d_out,
+        }[self.frozen]
+        return sum(self.r * trained(d_in, d_out) for d_in, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
         return {**super().report(model), "frozen": self.frozen, "random_init": self.random_init}

@@ -3,6 +3,7 @@ initialisation, only A trained (from zero, so the untrained adapter changes noth
 
 Trainable parameters per adapted matrix: r * d_in.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,6 +7,7 @@ rank `match_lora_rank` (b ~ d_in d_out / (r (d_in + d_out))).
 PEFT initialises the kernel with xavier_uniform by default (`init_weights`), so Delta W is not zero at
 step 0 and the outputs change before any training; `init_weights: true` starts from zero.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ class C3A(peft_common.PeftMethod):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.init_weights not in INITS:
-            raise ConfigError(f"method.init_weights={self.init_weights!r} is not valid; choose one of: "
-                              f"{', '.join(map(str, INITS))}")
+            raise ConfigError(
+                f"method.init_weights={self.init_weights!r} is not valid; choose one of: {', '.join(map(str, INITS))}"
+            )
         if self.block_size is None and self.match_lora_rank is None:
             raise ConfigError("method.block_size and method.match_lora_rank are both null; set one of them")
         self.zero_init = self.init_weights is True
@@ -44,8 +46,10 @@ class C3A(peft_common.PeftMethod):
         divisors = peft_common.common_divisors([d for pair in dims for d in pair])
         if self.block_size is not None:
             if self.block_size not in divisors:
-                raise ConfigError(f"method.block_size={self.block_size} does not divide every adapted dimension "
-                                  f"{sorted({d for pair in dims for d in pair})}; valid block sizes: {divisors}")
+                raise ConfigError(
+                    f"method.block_size={self.block_size} does not divide every adapted dimension "
+                    f"{sorted({d for pair in dims for d in pair})}; valid block sizes: {divisors}"
+                )
             return self.block_size
         budget = peft_common.lora_params(model, self.target_modules, self.match_lora_rank)
         return peft_common.best_divisor(divisors, lambda b: sum(i * o // b for i, o in dims), budget)
@@ -53,8 +57,12 @@ class C3A(peft_common.PeftMethod):
     def peft_config(self, model):
         from peft import C3AConfig
 
-        return C3AConfig(block_size=self._b, target_modules=list(self.target_modules), init_weights=self.init_weights,
-                         task_type=peft_common.task_type(model))
+        return C3AConfig(
+            block_size=self._b,
+            target_modules=list(self.target_modules),
+            init_weights=self.init_weights,
+            task_type=peft_common.task_type(model),
+        )
 
     def resolve(self, model) -> None:
         self._b = self.block(model)
@@ -67,5 +75,9 @@ class C3A(peft_common.PeftMethod):
         return sum(d_in * d_out // b for d_in, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
-        return {"block_size": self._b, "init_weights": self.init_weights, "adapted_modules": self._adapted,
-                **self._matched}
+        return {
+            "block_size": self._b,
+            "init_weights": self.init_weights,
+            "adapted_modules": self._adapted,
+            **self._matched,
+        }

@@ -7,6 +7,7 @@ of the visited windows.
 
 Trainable parameters per adapted matrix: r * d_out live in each phase.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -10,6 +10,7 @@ false keeps it, moments and schedule included, as the TinyLlama / Llama-3 traine
 
 Trainable parameters per adapted matrix: r * d_out live in each phase.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ kept and re-applied to the new columns, and the optimizer keeps its moments. The
 
 Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ with merge, B reset and fresh optimizer moments at each boundary as in c3LA.
 
 Trainable parameters per adapted matrix: r * d_out live in each phase.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ Use this to reproduce those table rows; use `c3la` for the method as the paper s
 
 Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

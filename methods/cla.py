@@ -4,6 +4,7 @@ the first r input columns. Computed by gathering x[..., :r], never with a dense 
 
 Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

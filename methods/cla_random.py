@@ -6,6 +6,7 @@ window, a dense normalised Gaussian A); this is the first, the one the paper's f
 
 Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

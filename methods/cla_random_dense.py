@@ -11,6 +11,7 @@ in the suite.
 
 Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,5 +42,4 @@ class DenseRandomCheapLoRA(AsymLoRA):
         return peft_model
 
     def report(self, model) -> dict:
-        return {**super().report(model), "random_init": "row_normalised_gaussian",
-                "selector_seed": self.selector_seed}
+        return {**super().report(model), "random_init": "row_normalised_gaussian", "selector_seed": self.selector_seed}

@@ -4,6 +4,7 @@ k phases; at each boundary W0 += s B A, A restarts random, B = 0, fresh optimize
 Trainable parameters per adapted matrix: r * (d_in + d_out) live in each phase; the final
 Delta W has rank <= k * r.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

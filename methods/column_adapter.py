@@ -9,6 +9,7 @@ Trainable parameters per adapted matrix (d_out x d_in): r * d_out. Column sparsi
 1 - r / d_in (reported; not a rank-sparsity knob, so method.sparsity must stay null).
 Export: a standard PEFT LoRA adapter with A = the selector (chains: one stacked term per phase).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -27,7 +28,7 @@ from methods.lora import check_rank_alpha_dropout
 
 def layer_generator(seed: int, name: str) -> torch.Generator:
     """A generator per (seed, layer): the same columns on every process and every rerun."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 7) % (2 ** 63))
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(name.encode()) * 7) % (2**63))
 
 
 def random_columns(seed: int, name: str, d_in: int, r: int) -> torch.Tensor:
@@ -73,15 +74,18 @@ class ColumnMethod(Method):
 
     # -- building -------------------------------------------------------------------------------
     def _check_shapes(self, model) -> None:
-        narrow = sorted({(n.rsplit(".", 1)[-1], d_in) for n, (d_in, _) in self._shapes(model).items()
-                         if d_in < self.r})
+        narrow = sorted({(n.rsplit(".", 1)[-1], d_in) for n, (d_in, _) in self._shapes(model).items() if d_in < self.r})
         if narrow:
-            raise ConfigError(f"method.r={self.r} is larger than the input width of {narrow} "
-                              f"(a selector picks r distinct input columns)")
+            raise ConfigError(
+                f"method.r={self.r} is larger than the input width of {narrow} "
+                f"(a selector picks r distinct input columns)"
+            )
 
     def _shapes(self, model) -> dict:
-        return {n: (m.in_features, m.out_features)
-                for n, m in peft_common.target_linears(model, self.target_modules).items()}
+        return {
+            n: (m.in_features, m.out_features)
+            for n, m in peft_common.target_linears(model, self.target_modules).items()
+        }
 
     def apply(self, model):
         self._check_shapes(model)
@@ -105,8 +109,10 @@ class ColumnMethod(Method):
     # -- results --------------------------------------------------------------------------------
     def terms(self) -> dict:
         """{module: [(A_j, B_j), ...]} with Delta W = s * sum_j B_j A_j (A_j selectors)."""
-        return {name: [(lora_export.selector(layer.cols, layer.in_features), layer.factor())]
-                for name, layer in self.layers.items()}
+        return {
+            name: [(lora_export.selector(layer.cols, layer.in_features), layer.factor())]
+            for name, layer in self.layers.items()
+        }
 
     def columns_used(self) -> dict:
         """{module: the input columns its Delta W may touch}."""
@@ -115,20 +121,38 @@ class ColumnMethod(Method):
     def column_report(self) -> dict:
         touched = {name: len(cols) for name, cols in self.columns_used().items()}
         width = {name: layer.in_features for name, layer in self.layers.items()}
-        return {"nonzero_columns_total": sum(touched.values()), "input_columns_total": sum(width.values()),
-                "column_sparsity": 1 - sum(touched.values()) / sum(width.values())}
+        return {
+            "nonzero_columns_total": sum(touched.values()),
+            "input_columns_total": sum(width.values()),
+            "column_sparsity": 1 - sum(touched.values()) / sum(width.values()),
+        }
 
     def report(self, model) -> dict:
         first = next(iter(self.layers.items()), None)
-        return {"r": self.r, "alpha": self.alpha, "scaling": self.scale, "adapted_modules": len(self.layers),
-                **self.column_report(),
-                "example_columns": {first[0]: first[1].cols.tolist()} if first else {}}
+        return {
+            "r": self.r,
+            "alpha": self.alpha,
+            "scaling": self.scale,
+            "adapted_modules": len(self.layers),
+            **self.column_report(),
+            "example_columns": {first[0]: first[1].cols.tolist()} if first else {},
+        }
 
     def export(self, model, out_dir: Path) -> dict:
-        heads = {f"base_model.model.{name}.{key}": value for name, head in self._heads.items()
-                 for key, value in head.state_dict().items()}
-        return lora_export.write_lora_adapter(out_dir, self.terms(), self.scale, self.target_modules, self._task_type,
-                                              extra_tensors=heads, modules_to_save=list(self._heads) or None)
+        heads = {
+            f"base_model.model.{name}.{key}": value
+            for name, head in self._heads.items()
+            for key, value in head.state_dict().items()
+        }
+        return lora_export.write_lora_adapter(
+            out_dir,
+            self.terms(),
+            self.scale,
+            self.target_modules,
+            self._task_type,
+            extra_tensors=heads,
+            modules_to_save=list(self._heads) or None,
+        )
 
 
 @dataclass(kw_only=True)
@@ -151,8 +175,12 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
         """End the current phase: merge (if this variant merges) and move every window."""
         with torch.no_grad():
             if self.merge_at_boundary:
-                self.history.append({name: (layer.cols.cpu().clone(), layer.factor().detach().cpu().clone())
-                                     for name, layer in self.layers.items()})
+                self.history.append(
+                    {
+                        name: (layer.cols.cpu().clone(), layer.factor().detach().cpu().clone())
+                        for name, layer in self.layers.items()
+                    }
+                )
                 for layer in self.layers.values():
                     layer.merge_and_reset()
             self.phase += 1
@@ -161,8 +189,11 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
 
     # -- checkpoints: the merged phases live in the frozen W0, which checkpoints do not hold -----
     def state_dict(self, model) -> dict:
-        return {**self.phase_state(), "history": self.history,
-                "cols": {name: layer.cols.cpu().clone() for name, layer in self.layers.items()}}
+        return {
+            **self.phase_state(),
+            "history": self.history,
+            "cols": {name: layer.cols.cpu().clone() for name, layer in self.layers.items()},
+        }
 
     def load_state_dict(self, model, state: dict) -> None:
         with torch.no_grad():
@@ -183,9 +214,16 @@ class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
 
     def terms(self) -> dict:
         current = super().terms()
-        return {name: [(lora_export.selector(m[name][0], layer.in_features), m[name][1]) for m in self.history]
-                + current[name] for name, layer in self.layers.items()}
+        return {
+            name: [(lora_export.selector(m[name][0], layer.in_features), m[name][1]) for m in self.history]
+            + current[name]
+            for name, layer in self.layers.items()
+        }
 
     def report(self, model) -> dict:
-        return {**super().report(model), **self.phase_report(), "merges": len(self.history),
-                "merge_at_boundary": self.merge_at_boundary}
+        return {
+            **super().report(model),
+            **self.phase_report(),
+            "merges": len(self.history),
+            "merge_at_boundary": self.merge_at_boundary,
+        }

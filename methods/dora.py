@@ -4,6 +4,7 @@ m * (W0 + s B A) / ||W0 + s B A||_row, with the magnitude m initialised to W0's 
 Trainable parameters per adapted matrix: r * (d_in + d_out) + d_out.
 With `match_lora_rank`, r is the largest rank whose count does not exceed LoRA's at that rank.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

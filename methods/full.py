@@ -1,4 +1,5 @@
 """Full fine-tuning: every parameter of the model is trained."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,5 +23,8 @@ class FullFineTuning(Method):
 
     def export(self, model, out_dir: Path) -> dict:
         model.save_pretrained(str(out_dir))
-        return {"format": "transformers", "path": str(out_dir),
-                "load_with": "transformers.AutoModel*.from_pretrained(path)"}
+        return {
+            "format": "transformers",
+            "path": str(out_dir),
+            "load_with": "transformers.AutoModel*.from_pretrained(path)",
+        }

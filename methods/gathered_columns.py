@@ -28,6 +28,7 @@ Merged phases (c3LA and its chains) are kept as M (d_out x m, the adapter dtype)
 columns visited so far rather than added into a half-precision W0, where bf16 rounding would
 lose ~3-30% of a small update (issue #19). M is frozen, so its term saves nothing but M itself.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,9 @@ from torch import Tensor, nn
 
 
 @torch.library.custom_op("peft_bench::gathered_columns_linear", mutates_args=())
-def gathered_columns_linear(x: Tensor, xc: Tensor, xm: Tensor, weight: Tensor, bias: Tensor | None,
-                            lora_b: Tensor, merged: Tensor, scale: float) -> Tensor:
+def gathered_columns_linear(
+    x: Tensor, xc: Tensor, xm: Tensor, weight: Tensor, bias: Tensor | None, lora_b: Tensor, merged: Tensor, scale: float
+) -> Tensor:
     """x W0^T + b + s * xc B^T + xm M^T, with xc = x[..., c] and xm = x[..., m] gathered by the caller."""
     with torch.autocast(x.device.type, enabled=False):  # the dtypes are the caller's decision
         y = F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
@@ -81,8 +83,18 @@ def _backward(ctx, grad_y):
 gathered_columns_linear.register_autograd(_backward, setup_context=_setup_context)
 
 
-def gathered_forward(x, weight, bias, lora_b, cols, scale: float, merged=None, merged_cols=None,
-                     dropout: float = 0.0, training: bool = False) -> Tensor:
+def gathered_forward(
+    x,
+    weight,
+    bias,
+    lora_b,
+    cols,
+    scale: float,
+    merged=None,
+    merged_cols=None,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> Tensor:
     """The layer's forward as a function: decide the dtypes (module docstring), gather, call the op."""
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
@@ -111,8 +123,9 @@ class ColumnAdapterLinear(nn.Module):
     themselves, so its parameter starts at W0[:, c] and the update is its change from there.
     """
 
-    def __init__(self, base: nn.Linear, cols: torch.Tensor, scale: float, dropout: float = 0.0,
-                 init: torch.Tensor | None = None):
+    def __init__(
+        self, base: nn.Linear, cols: torch.Tensor, scale: float, dropout: float = 0.0, init: torch.Tensor | None = None
+    ):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight = base.weight
@@ -128,8 +141,7 @@ class ColumnAdapterLinear(nn.Module):
         start = torch.zeros(self.out_features, r, device=device, dtype=dtype) if init is None else init.to(dtype)
         self.lora_B = nn.Parameter(start.clone())
         self.register_buffer("offset", None if init is None else start.clone())
-        self.register_buffer("merged", torch.zeros(self.out_features, 0, device=device, dtype=dtype),
-                             persistent=False)
+        self.register_buffer("merged", torch.zeros(self.out_features, 0, device=device, dtype=dtype), persistent=False)
         self.register_buffer("merged_cols", torch.zeros(0, device=device, dtype=torch.long), persistent=False)
         self.scale = scale
         self.dropout = dropout
@@ -151,8 +163,18 @@ class ColumnAdapterLinear(nn.Module):
         return delta
 
     def forward(self, x):
-        return gathered_forward(x, self.weight, self.bias, self.factor(), self.cols, self.scale, self.merged,
-                                self.merged_cols, self.dropout, self.training)
+        return gathered_forward(
+            x,
+            self.weight,
+            self.bias,
+            self.factor(),
+            self.cols,
+            self.scale,
+            self.merged,
+            self.merged_cols,
+            self.dropout,
+            self.training,
+        )
 
     @torch.no_grad()
     def add_merged(self, cols: torch.Tensor, factor: torch.Tensor) -> None:
@@ -183,8 +205,11 @@ class ColumnAdapterLinear(nn.Module):
         phases their m-wide forward and input gradient."""
         base, adapter = 2 * self.in_features * self.out_features, 2 * self.r * self.out_features
         merged = 2 * int(self.merged_cols.numel()) * self.out_features
-        return {"forward": base + adapter + merged, "backward_input": base + adapter + merged,
-                "backward_weight": adapter}
+        return {
+            "forward": base + adapter + merged,
+            "backward_input": base + adapter + merged,
+            "backward_weight": adapter,
+        }
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, scale={self.scale}"

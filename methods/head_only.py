@@ -4,6 +4,7 @@
 Trainable parameters: those of the matched head modules (a head tied to the input embeddings
 trains them too, and counts once). Export: the whole model, as a transformers checkpoint.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,8 +32,9 @@ class HeadOnly(Method):
                     params[id(p)] = p
         if not params:
             top = ", ".join(n for n, _ in model.named_children())
-            raise ValueError(f"none of head_modules={self.head_modules} is in {type(model).__name__}; "
-                             f"its top-level modules: {top}")
+            raise ValueError(
+                f"none of head_modules={self.head_modules} is in {type(model).__name__}; its top-level modules: {top}"
+            )
         return params
 
     def apply(self, model):
@@ -49,5 +51,8 @@ class HeadOnly(Method):
 
     def export(self, model, out_dir: Path) -> dict:
         model.save_pretrained(str(out_dir))
-        return {"format": "transformers", "path": str(out_dir),
-                "load_with": "transformers.AutoModel*.from_pretrained(path)"}
+        return {
+            "format": "transformers",
+            "path": str(out_dir),
+            "load_with": "transformers.AutoModel*.from_pretrained(path)",
+        }

@@ -33,6 +33,7 @@ the gates are folded into A and the adapter is written as a standard PEFT LoRA w
 and an `alpha_pattern` that keeps each module's training scaling (alpha / r, or alpha / sqrt(r)
 with `use_rslora`, for the configured r).
 """
+
 from __future__ import annotations
 
 import re
@@ -100,8 +101,10 @@ class L1RA(LoRA):
     def param_groups(self, model, weight_decay: float) -> list[dict]:
         gate_ids = {id(g) for g in self.gates().values()}
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]
-        return [{"params": others, "lr": self.lr, "weight_decay": weight_decay},
-                {"params": list(self.gates().values()), "lr": self.eta_c, "weight_decay": 0.0, "constant_lr": True}]
+        return [
+            {"params": others, "lr": self.lr, "weight_decay": weight_decay},
+            {"params": list(self.gates().values()), "lr": self.eta_c, "weight_decay": 0.0, "constant_lr": True},
+        ]
 
     def adapter_params(self, model) -> int:
         return sum(self.r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
@@ -157,8 +160,9 @@ class L1RA(LoRA):
                 layer = self.layers[name]
                 self._resize(layer, list(range(int(layer.r["default"]))), added=extra)
         ranks = self.ranks()
-        self.events.append({"step": step, "pruned": pruned, "reassigned": given, "budget": sum(ranks.values()),
-                            "ranks": ranks})
+        self.events.append(
+            {"step": step, "pruned": pruned, "reassigned": given, "budget": sum(ranks.values()), "ranks": ranks}
+        )
         return bool(pruned or given)
 
     def _resize(self, layer, keep: list[int], added: int) -> None:
@@ -200,14 +204,24 @@ class L1RA(LoRA):
             kind = name.rsplit(".", 1)[-1]
             by_type[kind] = by_type.get(kind, 0) + rank
         total = sum(ranks.values())
-        return {"r": self.r, "alpha": self.alpha, "l1_lambda": self.l1_lambda, "eta_c": self.eta_c,
-                "l1_mode": self.l1_mode, "reassign": self.reassign, "budget_initial": self.budget,
-                "budget_final": total, "trainable_params_initial": self.trainable_initial,
-                "trainable_params_final": count_params(model)[0], "rank_pattern": ranks,
-                "rank_by_module_type": {k: {"rank": v, "share": v / total} for k, v in
-                                        sorted(by_type.items(), key=lambda kv: -kv[1])},
-                "gates_zero": sum(int((g.detach() <= self.prune_threshold).sum()) for g in self.gates().values()),
-                "events": self.events}
+        return {
+            "r": self.r,
+            "alpha": self.alpha,
+            "l1_lambda": self.l1_lambda,
+            "eta_c": self.eta_c,
+            "l1_mode": self.l1_mode,
+            "reassign": self.reassign,
+            "budget_initial": self.budget,
+            "budget_final": total,
+            "trainable_params_initial": self.trainable_initial,
+            "trainable_params_final": count_params(model)[0],
+            "rank_pattern": ranks,
+            "rank_by_module_type": {
+                k: {"rank": v, "share": v / total} for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])
+            },
+            "gates_zero": sum(int((g.detach() <= self.prune_threshold).sum()) for g in self.gates().values()),
+            "events": self.events,
+        }
 
     def export(self, model, out_dir: Path) -> dict:
         ranks = self.ranks()
@@ -220,6 +234,8 @@ class L1RA(LoRA):
         config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
         # PEFT rebuilds each module's scaling as alpha_i / r_i (alpha_i / sqrt(r_i) with rsLoRA); the
         # scaling trained with stayed that of the configured r, so solve for alpha_i from it
-        config.alpha_pattern = {re.escape(n): layer.scaling["default"] * (r ** 0.5 if self.use_rslora else r)
-                                for (n, layer), r in zip(self.layers.items(), ranks.values())}
+        config.alpha_pattern = {
+            re.escape(n): layer.scaling["default"] * (r**0.5 if self.use_rslora else r)
+            for (n, layer), r in zip(self.layers.items(), ranks.values())
+        }
         return peft_common.PeftMethod.export(self, model, out_dir)

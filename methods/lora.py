@@ -3,6 +3,7 @@
 Trainable parameters per adapted matrix W0 (d_out x d_in): r * (d_in + d_out).
 `use_rslora` scales by alpha / sqrt(r) instead (rsLoRA, Kalajdzievski 2023).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,15 @@ class LoRA(peft_common.PeftMethod):
         check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
 
     def lora_kwargs(self, model) -> dict:
-        return dict(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_modules),
-                    use_rslora=self.use_rslora, bias="none", task_type=peft_common.task_type(model))
+        return dict(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            use_rslora=self.use_rslora,
+            bias="none",
+            task_type=peft_common.task_type(model),
+        )
 
     def peft_config(self, model):
         from peft import LoraConfig
@@ -47,5 +55,9 @@ class LoRA(peft_common.PeftMethod):
         return peft_common.lora_params(model, self.target_modules, self.r)
 
     def report(self, model) -> dict:
-        return {"r": self.r, "alpha": self.alpha, "scaling": self.alpha / (self.r ** 0.5 if self.use_rslora else self.r),
-                "adapted_modules": self._adapted}
+        return {
+            "r": self.r,
+            "alpha": self.alpha,
+            "scaling": self.alpha / (self.r**0.5 if self.use_rslora else self.r),
+            "adapted_modules": self._adapted,
+        }

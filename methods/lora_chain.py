@@ -13,6 +13,7 @@ and 2 r (d_in + d_out) FLOPs per token. The method also keeps each term (A_j, B_
 resumed run replays them, and the export stacks them into one standard PEFT LoRA of rank k * r on
 the original base weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ class LoRAChain(phases.PhasedTraining, AsymLoRA):
 
     @property
     def scale(self) -> float:
-        return self.alpha / (self.r ** 0.5 if self.use_rslora else self.r)
+        return self.alpha / (self.r**0.5 if self.use_rslora else self.r)
 
     def apply(self, model):
         peft_model = super().apply(model)
@@ -93,8 +94,10 @@ class LoRAChain(phases.PhasedTraining, AsymLoRA):
     def state_dict(self, model) -> dict:
         frozen = {}
         if self.frozen:  # a frozen random factor is not among the checkpointed trainable weights
-            frozen = {name: getattr(layer, self.frozen)["default"].weight.detach().cpu().clone()
-                      for name, layer in self.layers.items()}
+            frozen = {
+                name: getattr(layer, self.frozen)["default"].weight.detach().cpu().clone()
+                for name, layer in self.layers.items()
+            }
         return {**self.phase_state(), "history": self.history, "frozen": frozen}
 
     def load_state_dict(self, model, state: dict) -> None:
@@ -112,13 +115,19 @@ class LoRAChain(phases.PhasedTraining, AsymLoRA):
         return {**super().report(model), **self.phase_report(), "merges": len(self.history)}
 
     def export(self, model, out_dir: Path) -> dict:
-        terms = {name: [*(m[name] for m in self.history),
-                        (layer.lora_A["default"].weight, layer.lora_B["default"].weight)]
-                 for name, layer in self.layers.items()}
+        terms = {
+            name: [*(m[name] for m in self.history), (layer.lora_A["default"].weight, layer.lora_B["default"].weight)]
+            for name, layer in self.layers.items()
+        }
         from peft import get_peft_model_state_dict
 
         heads = {k: v for k, v in get_peft_model_state_dict(model).items() if "lora_" not in k}  # a classifier head
-        return lora_export.write_lora_adapter(out_dir, terms, self.scale, self.target_modules,
-                                              peft_common.task_type(model), extra_tensors=heads,
-                                              modules_to_save=list(model.peft_config["default"].modules_to_save or [])
-                                              or None)
+        return lora_export.write_lora_adapter(
+            out_dir,
+            terms,
+            self.scale,
+            self.target_modules,
+            peft_common.task_type(model),
+            extra_tensors=heads,
+            modules_to_save=list(model.peft_config["default"].modules_to_save or []) or None,
+        )

@@ -4,6 +4,7 @@ PEFT's convention (create_loraplus_optimizer): lr_B = lr_ratio * lr, lr_A = lr. 
 code uses other conventions (lr/ratio for A); the ratio used is recorded in the report.
 Trainable parameters: as LoRA.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ class LoRAPlus(LoRA):
         for name, p in model.named_parameters():
             if p.requires_grad:
                 (b if "lora_B" in name else a).append(p)
-        return [{"params": a, "weight_decay": weight_decay, "lr": self.lr},
-                {"params": b, "weight_decay": weight_decay, "lr": self.lr * self.lr_ratio}]
+        return [
+            {"params": a, "weight_decay": weight_decay, "lr": self.lr},
+            {"params": b, "weight_decay": weight_decay, "lr": self.lr * self.lr_ratio},
+        ]
 
     def report(self, model) -> dict:
         return {**super().report(model), "lr_A": self.lr, "lr_B": self.lr * self.lr_ratio, "lr_ratio": self.lr_ratio}

@@ -15,6 +15,7 @@ The layer then computes W0 x + (alpha / r) (P - P0) x[c].
 
 Trainable parameters per adapted matrix: r * d_out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Shared pieces of the methods that wrap HF PEFT."""
+
 from __future__ import annotations
 
 import math
@@ -55,18 +56,23 @@ Targets = Union[list[str], str]  # a list of layer names (PEFT's suffix rule) or
 def check_targets(targets: Targets) -> None:
     if isinstance(targets, str):
         if targets not in PRESETS:
-            raise ConfigError(f"method.target_modules={targets!r} is not a preset; name one of: {', '.join(PRESETS)}, "
-                              f"or give a list of linear layer names (e.g. [q_proj, v_proj])")
+            raise ConfigError(
+                f"method.target_modules={targets!r} is not a preset; name one of: {', '.join(PRESETS)}, "
+                f"or give a list of linear layer names (e.g. [q_proj, v_proj])"
+            )
         return
     if not targets:
-        raise ConfigError("method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj]) "
-                          f"or a preset ({', '.join(PRESETS)})")
+        raise ConfigError(
+            "method.target_modules is empty; name at least one linear layer (e.g. [q_proj, v_proj]) "
+            f"or a preset ({', '.join(PRESETS)})"
+        )
 
 
 def _is_attention(model, name: str) -> bool:
     parts = name.split(".")
-    return any("attention" in type(model.get_submodule(".".join(parts[:i]))).__name__.lower()
-               for i in range(1, len(parts)))
+    return any(
+        "attention" in type(model.get_submodule(".".join(parts[:i]))).__name__.lower() for i in range(1, len(parts))
+    )
 
 
 def _body_linears(model) -> list[str]:
@@ -96,8 +102,10 @@ def auto_targets(model) -> tuple[Targets, str]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in PEFT_TARGETS:
         found = PEFT_TARGETS[model_type]
-        return (found if isinstance(found, str) else list(found),
-                f"peft {peft.__version__}'s default LoRA targets for model_type {model_type}")
+        return (
+            found if isinstance(found, str) else list(found),
+            f"peft {peft.__version__}'s default LoRA targets for model_type {model_type}",
+        )
     attention = {n.rsplit(".", 1)[-1] for n in _body_linears(model) if _is_attention(model, n)}
     missing = f"model_type {model_type!r} is not in peft {peft.__version__}'s default LoRA targets: "
     for pair in QUERY_VALUE:
@@ -106,10 +114,12 @@ def auto_targets(model) -> tuple[Targets, str]:
     for name in FUSED_QKV:
         if name in attention:
             return [name], missing + "its attention's fused query-key-value projection"
-    raise ConfigError(f"adapter targets 'auto': {missing}and its attention layers "
-                      f"({', '.join(sorted(attention)) or 'none found'}) have no query/value projection the suite "
-                      f"knows by name; name the layers (model.adapter_targets=[...]) or use a preset: all-linear, "
-                      f"attention, mlp")
+    raise ConfigError(
+        f"adapter targets 'auto': {missing}and its attention layers "
+        f"({', '.join(sorted(attention)) or 'none found'}) have no query/value projection the suite "
+        f"knows by name; name the layers (model.adapter_targets=[...]) or use a preset: all-linear, "
+        f"attention, mlp"
+    )
 
 
 def preset_linears(model, preset: str) -> list[str]:
@@ -128,8 +138,10 @@ def preset_linears(model, preset: str) -> list[str]:
         chosen = [n for n in linears if not _is_attention(model, n) and any(p.isdigit() for p in n.split("."))]
     if not chosen:
         names = sorted({n.rsplit(".", 1)[-1] for n in linears})
-        raise ConfigError(f"the target preset {preset!r} selects no linear layer of {type(model).__name__}; "
-                          f"name the layers instead (its linear layers are named: {', '.join(names)})")
+        raise ConfigError(
+            f"the target preset {preset!r} selects no linear layer of {type(model).__name__}; "
+            f"name the layers instead (its linear layers are named: {', '.join(names)})"
+        )
     return chosen
 
 
@@ -168,8 +180,10 @@ def target_linears(model, targets: Targets) -> dict:
     found = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and _matches(n, names)}
     if not found:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-        raise ValueError(f"none of target_modules={targets} is a linear layer of {type(model).__name__}; "
-                         f"its linear layers are named: {', '.join(names)}")
+        raise ValueError(
+            f"none of target_modules={targets} is a linear layer of {type(model).__name__}; "
+            f"its linear layers are named: {', '.join(names)}"
+        )
     return found
 
 
@@ -230,9 +244,11 @@ def matched_report(model, targets: Targets, match_lora_rank: int | None, realise
     """What a parameter-matched method was matched to, and what it realised."""
     if match_lora_rank is None:
         return {}
-    return {"matched_to_lora_rank": match_lora_rank,
-            "lora_params_at_that_rank": lora_params(model, targets, match_lora_rank),
-            "realised_params": realised}
+    return {
+        "matched_to_lora_rank": match_lora_rank,
+        "lora_params_at_that_rank": lora_params(model, targets, match_lora_rank),
+        "realised_params": realised,
+    }
 
 
 def best_divisor(candidates: list[int], cost, target: int) -> int:
@@ -249,5 +265,8 @@ def common_divisors(numbers: list[int]) -> list[int]:
 
 def lora_layers(peft_model) -> dict:
     """name in the base model -> PEFT LoRA layer, for every layer holding the default adapter."""
-    return {name.replace("base_model.model.", "", 1): m for name, m in peft_model.named_modules()
-            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+    return {
+        name.replace("base_model.model.", "", 1): m
+        for name, m in peft_model.named_modules()
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
+    }

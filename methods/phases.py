@@ -11,6 +11,7 @@ The learning rate after a boundary that rebuilds the optimizer (`lr_after_reset`
             (ProjectModelsOne `rebuild_optimizer_after_chain(keep_group_lrs=True,
             disable_scheduler=True)`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ LR_AFTER_RESET = ("continue", "constant")
 
 def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:
     if (phases is None) == (phase_steps is None):
-        raise ConfigError(f"set exactly one of method.phases (number of chain phases) and method.phase_steps "
-                          f"(steps per phase); got phases={phases}, phase_steps={phase_steps} "
-                          f"(set the other to null)")
+        raise ConfigError(
+            f"set exactly one of method.phases (number of chain phases) and method.phase_steps "
+            f"(steps per phase); got phases={phases}, phase_steps={phase_steps} "
+            f"(set the other to null)"
+        )
     if phases is not None and phases < 1:
         raise ConfigError(f"method.phases={phases} must be >= 1")
     if phase_steps is not None and phase_steps < 1:
@@ -34,8 +37,9 @@ def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:
 
 def check_fits(phases: int | None, phase_steps: int | None, total_steps: int) -> None:
     if phases is not None and phases > total_steps:
-        raise ConfigError(f"method.phases={phases} does not fit in train.max_steps={total_steps}: every phase "
-                          f"needs at least one step")
+        raise ConfigError(
+            f"method.phases={phases} does not fit in train.max_steps={total_steps}: every phase needs at least one step"
+        )
 
 
 def boundaries(phases: int | None, phase_steps: int | None, total_steps: int) -> list[int]:
@@ -60,12 +64,16 @@ class PhasedTraining:
         super().__post_init__()
         check_phase_settings(self.phases, self.phase_steps)
         if self.lr_after_reset not in LR_AFTER_RESET:
-            raise ConfigError(f"method.lr_after_reset={self.lr_after_reset!r} is not valid; "
-                              f"choose one of: {', '.join(LR_AFTER_RESET)}")
+            raise ConfigError(
+                f"method.lr_after_reset={self.lr_after_reset!r} is not valid; "
+                f"choose one of: {', '.join(LR_AFTER_RESET)}"
+            )
         if self.lr_after_reset == "constant" and not self.boundary_change:
-            raise ConfigError("method.lr_after_reset=constant applies when a boundary rebuilds the optimizer; "
-                              f"method {self.name} keeps its optimizer and schedule across boundaries "
-                              "(leave it at continue)")
+            raise ConfigError(
+                "method.lr_after_reset=constant applies when a boundary rebuilds the optimizer; "
+                f"method {self.name} keeps its optimizer and schedule across boundaries "
+                "(leave it at continue)"
+            )
         self.phase = 0
         self._boundaries: list[int] = []
         self.lr_factor: float | None = None  # lr_after_reset=constant: the schedule's factor at the first boundary
@@ -100,9 +108,14 @@ class PhasedTraining:
         raise NotImplementedError
 
     def phase_report(self) -> dict:
-        return {"phases": self.phases, "phase_steps": self.phase_steps, "boundaries": self._boundaries,
-                "phases_completed": self.phase + 1, "lr_after_reset": self.lr_after_reset,
-                "lr_factor_after_reset": self.lr_factor}
+        return {
+            "phases": self.phases,
+            "phase_steps": self.phase_steps,
+            "boundaries": self._boundaries,
+            "phases_completed": self.phase + 1,
+            "lr_after_reset": self.lr_after_reset,
+            "lr_factor_after_reset": self.lr_factor,
+        }
 
 
 def schedule_factor(optimizer) -> float:

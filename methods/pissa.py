@@ -6,6 +6,7 @@ but the frozen base weights are the residual, so the export converts the trained
 a plain LoRA (of rank 2r) that applies to the original base model.
 `svd_niter`: iterations of PEFT's fast randomised SVD; null runs the full SVD.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -46,8 +47,12 @@ class PiSSA(LoRA):
     def export(self, model, out_dir: Path) -> dict:
         model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=str(self._initial))
         shutil.rmtree(self._initial, ignore_errors=True)
-        return {"format": "peft", "path": str(out_dir), "rank": 2 * self.r,
-                "load_with": "peft.PeftModel.from_pretrained(original_base_model, path)  # a plain LoRA"}
+        return {
+            "format": "peft",
+            "path": str(out_dir),
+            "rank": 2 * self.r,
+            "load_with": "peft.PeftModel.from_pretrained(original_base_model, path)  # a plain LoRA",
+        }
 
     def report(self, model) -> dict:
         return {**super().report(model), "init": self.lora_kwargs(model)["init_lora_weights"]}

@@ -48,6 +48,7 @@ whatever the sparsity (with use_rslora the square roots of those ratios).
 Trainable parameters at the start: r_init (d_in + d_out) per adapter; at the end r_target (d_in +
 d_out). Export: a standard PEFT LoRA with `rank_pattern` and `alpha_pattern` (keeping the scaling).
 """
+
 from __future__ import annotations
 
 import copy
@@ -98,7 +99,7 @@ def remove_component(w: torch.Tensor, g: torch.Tensor, hinv: torch.Tensor, j: in
         delta = torch.zeros_like(w)
         delta[:, j] = -w[:, j]
     elif recovery == "obs":
-        delta = -(w[:, j:j + 1] / hinv[j, j]) * hinv[j][None, :]
+        delta = -(w[:, j : j + 1] / hinv[j, j]) * hinv[j][None, :]
     else:  # obs_newton
         newton = g @ hinv
         mu = (w[:, j] - newton[:, j]) / hinv[j, j]
@@ -135,8 +136,10 @@ class PrunedLoRA(LoRA):
                 raise ConfigError(f"method.sparsity={self.sparsity} must be in [0, 1)")
             derived = round(self.r_target / (1 - self.sparsity))
             if self.r_init is not None and self.r_init != derived:
-                raise ConfigError(f"method.r_init={self.r_init} contradicts method.sparsity={self.sparsity} "
-                                  f"(r_target={self.r_target} gives r_init={derived}); set only one of them")
+                raise ConfigError(
+                    f"method.r_init={self.r_init} contradicts method.sparsity={self.sparsity} "
+                    f"(r_target={self.r_target} gives r_init={derived}); set only one of them"
+                )
             self.r_init = derived
         if self.r_init is None:
             self.r_init = 2 * self.r_target
@@ -145,22 +148,30 @@ class PrunedLoRA(LoRA):
         if self.r_target < 1:
             raise ConfigError(f"method.r_target={self.r_target} must be >= 1")
         if self.r_target > self.r_init:
-            raise ConfigError(f"method.r_target={self.r_target} is larger than method.r_init={self.r_init}; "
-                              f"PrunedLoRA only prunes")
-        for key, value, valid in (("criterion", self.criterion, CRITERIA), ("recovery", self.recovery, RECOVERIES),
-                                  ("schedule", self.schedule, SCHEDULES), ("selection", self.selection, SELECTIONS),
-                                  ("alpha_rule", self.alpha_rule, ALPHA_RULES)):
+            raise ConfigError(
+                f"method.r_target={self.r_target} is larger than method.r_init={self.r_init}; PrunedLoRA only prunes"
+            )
+        for key, value, valid in (
+            ("criterion", self.criterion, CRITERIA),
+            ("recovery", self.recovery, RECOVERIES),
+            ("schedule", self.schedule, SCHEDULES),
+            ("selection", self.selection, SELECTIONS),
+            ("alpha_rule", self.alpha_rule, ALPHA_RULES),
+        ):
             if value not in valid:
                 raise ConfigError(f"method.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
         for key in ("prune_every", "prune_k", "first_event"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(self, key)} must be >= 1 (or null)")
         if not (0 <= self.tinit_ratio < 1 and 0 <= self.tfinal_ratio < 1 and self.tinit_ratio + self.tfinal_ratio < 1):
-            raise ConfigError(f"method.tinit_ratio={self.tinit_ratio}, method.tfinal_ratio={self.tfinal_ratio}: "
-                              f"each in [0, 1) and their sum below 1")
+            raise ConfigError(
+                f"method.tinit_ratio={self.tinit_ratio}, method.tfinal_ratio={self.tfinal_ratio}: "
+                f"each in [0, 1) and their sum below 1"
+            )
         # the one place where `auto` is resolved
-        self.recovery_used = self.recovery if self.recovery != "auto" else \
-            ("obs" if self.criterion == "obs_gradient" else "none")
+        self.recovery_used = (
+            self.recovery if self.recovery != "auto" else ("obs" if self.criterion == "obs_gradient" else "none")
+        )
         self.history: list[dict] = []
 
     # -- scaling ------------------------------------------------------------------------------
@@ -193,8 +204,12 @@ class PrunedLoRA(LoRA):
         """Prune 2 rank -> rank inside the warm-up, then compact: the timed steps are the steady
         state, compared with LoRA at rank r_target."""
         total = warmup + steps
-        return [f"method.r_target={rank}", f"method.r_init={2 * rank}", "method.prune_every=1",
-                f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}"]
+        return [
+            f"method.r_target={rank}",
+            f"method.r_init={2 * rank}",
+            "method.prune_every=1",
+            f"method.tfinal_ratio={1 - (warmup - 1) / total:.6f}",
+        ]
 
     def events(self, total_steps: int) -> list[int]:
         start, end = self.window(total_steps)
@@ -219,7 +234,7 @@ class PrunedLoRA(LoRA):
         if step >= end:
             return self.r_target
         left = 1 - (step - start) / (end - start)
-        return self.r_target + int((self.r_init - self.r_target) * left ** 3)
+        return self.r_target + int((self.r_init - self.r_target) * left**3)
 
     def final_rank(self, total_steps: int) -> int:
         """The rank the schedule leaves at the end of training."""
@@ -227,27 +242,36 @@ class PrunedLoRA(LoRA):
         return self.target_rank(events[-1], total_steps) if events else self.r_init
 
     def _settings(self, total: int) -> str:
-        return (f"schedule={self.schedule}, r_init={self.r_init}, r_target={self.r_target}, "
-                f"prune_every={self.every(total)}{'' if self.prune_every else ' (derived)'}, "
-                + (f"prune_k={self.per_event(total)}{'' if self.prune_k else ' (derived)'}, "
-                   if self.schedule == "linear" else "")
-                + f"first_event={self.first_event}, tinit_ratio={self.tinit_ratio}, tfinal_ratio={self.tfinal_ratio}, "
-                f"train.max_steps={total}")
+        return (
+            f"schedule={self.schedule}, r_init={self.r_init}, r_target={self.r_target}, "
+            f"prune_every={self.every(total)}{'' if self.prune_every else ' (derived)'}, "
+            + (
+                f"prune_k={self.per_event(total)}{'' if self.prune_k else ' (derived)'}, "
+                if self.schedule == "linear"
+                else ""
+            )
+            + f"first_event={self.first_event}, tinit_ratio={self.tinit_ratio}, tfinal_ratio={self.tfinal_ratio}, "
+            f"train.max_steps={total}"
+        )
 
     def check(self, cfg) -> None:
         total = cfg.train.max_steps
         start, _ = self.window(total)
         if self.first_event is not None and self.first_event <= start:
-            raise ConfigError(f"method=prunedlora: method.first_event={self.first_event} falls in the wait before "
-                              f"pruning (steps 1..{start}, tinit_ratio={self.tinit_ratio}); set first_event > {start} "
-                              f"or tinit_ratio=0")
+            raise ConfigError(
+                f"method=prunedlora: method.first_event={self.first_event} falls in the wait before "
+                f"pruning (steps 1..{start}, tinit_ratio={self.tinit_ratio}); set first_event > {start} "
+                f"or tinit_ratio=0"
+            )
         if self.r_init == self.r_target or self.final_rank(total) <= self.r_target:
             return
         events = self.events(total)
         if not events:
-            raise ConfigError(f"method=prunedlora: no pruning event fits in the run ({self._settings(total)}); "
-                              f"lower method.prune_every or method.first_event, lower method.tfinal_ratio, "
-                              f"or train longer")
+            raise ConfigError(
+                f"method=prunedlora: no pruning event fits in the run ({self._settings(total)}); "
+                f"lower method.prune_every or method.first_event, lower method.tfinal_ratio, "
+                f"or train longer"
+            )
         if self.schedule == "linear":
             k, every = self.per_event(total), self.every(total)
             needed = math.ceil((self.r_init - self.r_target) / k)
@@ -255,22 +279,37 @@ class PrunedLoRA(LoRA):
                 f"method=prunedlora: {len(events)} events of prune_k={k} cannot take r_init={self.r_init} to "
                 f"r_target={self.r_target} ({self._settings(total)}); {needed} events are needed, the last at step "
                 f"{events[0] + (needed - 1) * every} (pruning must end by step {self.window(total)[1]}): raise "
-                f"method.prune_k, lower method.prune_every, leave prune_k=null, or train longer")
-        working = next((e for e in range(self.every(total) - 1, 0, -1)
-                        if _with(self, prune_every=e).final_rank(total) <= self.r_target), None)
+                f"method.prune_k, lower method.prune_every, leave prune_k=null, or train longer"
+            )
+        working = next(
+            (
+                e
+                for e in range(self.every(total) - 1, 0, -1)
+                if _with(self, prune_every=e).final_rank(total) <= self.r_target
+            ),
+            None,
+        )
         raise ConfigError(
             f"method=prunedlora: the cubic schedule's last event (step {events[-1]}) leaves rank "
             f"{self.final_rank(total)} > r_target={self.r_target} ({self._settings(total)}): no event falls late "
-            f"enough; " + (f"method.prune_every={working} would end at r_target, " if working else "")
-            + ("or leave prune_every=null, " if self.prune_every is not None
-               and _with(self, prune_every=None).final_rank(total) <= self.r_target else "")
-            + "or train longer")
+            f"enough; "
+            + (f"method.prune_every={working} would end at r_target, " if working else "")
+            + (
+                "or leave prune_every=null, "
+                if self.prune_every is not None and _with(self, prune_every=None).final_rank(total) <= self.r_target
+                else ""
+            )
+            + "or train longer"
+        )
 
     # -- building ---------------------------------------------------------------------------
     def apply(self, model):
         peft_model = super().apply(model)
-        self.layers = {name.replace("base_model.model.", ""): m for name, m in peft_model.named_modules()
-                       if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+        self.layers = {
+            name.replace("base_model.model.", ""): m
+            for name, m in peft_model.named_modules()
+            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
+        }
         device = next(peft_model.parameters()).device
         self.masks = {n: torch.ones(self.r_init, dtype=torch.bool, device=device) for n in self.layers}
         self._rank = {n: self.r_init for n in self.layers}
@@ -281,7 +320,8 @@ class PrunedLoRA(LoRA):
         if self.criterion == "wanda":
             for name, layer in self.layers.items():
                 layer.lora_A["default"].register_forward_hook(
-                    lambda mod, inp, out, name=name: self._record_activation(name, out))
+                    lambda mod, inp, out, name=name: self._record_activation(name, out)
+                )
         return peft_model
 
     def _record_activation(self, name: str, out: torch.Tensor) -> None:
@@ -399,9 +439,10 @@ class PrunedLoRA(LoRA):
                     group["params"] = [new if p is old else p for p in group["params"]]
                 moments = optimizer.state.pop(old, None)
                 if moments is not None and _elementwise(moments, old):
-                    optimizer.state[new] = {k: v.index_select(dim, idx).contiguous()
-                                            if torch.is_tensor(v) and v.shape == old.shape else v
-                                            for k, v in moments.items()}
+                    optimizer.state[new] = {
+                        k: v.index_select(dim, idx).contiguous() if torch.is_tensor(v) and v.shape == old.shape else v
+                        for k, v in moments.items()
+                    }
                 # else (Adafactor's row and column factors): the slice starts with fresh state
         layer.lora_A["default"].out_features = len(idx)
         layer.lora_B["default"].in_features = len(idx)
@@ -410,8 +451,11 @@ class PrunedLoRA(LoRA):
 
     # -- checkpoints and results --------------------------------------------------------------
     def state_dict(self, model) -> dict:
-        return {"masks": {n: m.cpu() for n, m in self.masks.items()}, "compacted": sorted(self.compacted),
-                "history": list(self.history)}
+        return {
+            "masks": {n: m.cpu() for n, m in self.masks.items()},
+            "compacted": sorted(self.compacted),
+            "history": list(self.history),
+        }
 
     def load_state_dict(self, model, state: dict) -> None:
         for name in state["compacted"]:
@@ -423,16 +467,29 @@ class PrunedLoRA(LoRA):
         self.history = list(state["history"])
 
     def report(self, model) -> dict:
-        dims = {n: (layer.lora_A["default"].in_features, layer.lora_B["default"].out_features)
-                for n, layer in self.layers.items()}
+        dims = {
+            n: (layer.lora_A["default"].in_features, layer.lora_B["default"].out_features)
+            for n, layer in self.layers.items()
+        }
         ranks = self.ranks()
-        return {"r_init": self.r_init, "r_target": self.r_target, "sparsity": 1 - self.r_target / self.r_init,
-                "alpha": self.alpha, "alpha_rule": self.alpha_rule, "peft_alpha": self.peft_alpha(),
-                "scaling": self.scaling(), "criterion": self.criterion, "recovery": self.recovery_used,
-                "selection": self.selection, "schedule": self.schedule,
-                "params_start": sum(self.r_init * (i + o) for i, o in dims.values()),
-                "params_end": sum(ranks[n] * (i + o) for n, (i, o) in dims.items()),
-                "rank_pattern": ranks, "compacted": sorted(self.compacted), "rank_history": self.history}
+        return {
+            "r_init": self.r_init,
+            "r_target": self.r_target,
+            "sparsity": 1 - self.r_target / self.r_init,
+            "alpha": self.alpha,
+            "alpha_rule": self.alpha_rule,
+            "peft_alpha": self.peft_alpha(),
+            "scaling": self.scaling(),
+            "criterion": self.criterion,
+            "recovery": self.recovery_used,
+            "selection": self.selection,
+            "schedule": self.schedule,
+            "params_start": sum(self.r_init * (i + o) for i, o in dims.values()),
+            "params_end": sum(ranks[n] * (i + o) for n, (i, o) in dims.items()),
+            "rank_pattern": ranks,
+            "compacted": sorted(self.compacted),
+            "rank_history": self.history,
+        }
 
     def export(self, model, out_dir: Path) -> dict:
         for name, layer in self.layers.items():
@@ -442,8 +499,9 @@ class PrunedLoRA(LoRA):
         config = model.peft_config["default"]
         config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
         # PEFT scales module i by alpha_i / r_i (alpha_i / sqrt(r_i) with rsLoRA); keep the training scaling
-        config.alpha_pattern = {re.escape(n): self.scaling() * (math.sqrt(r) if self.use_rslora else r)
-                                for n, r in ranks.items()}
+        config.alpha_pattern = {
+            re.escape(n): self.scaling() * (math.sqrt(r) if self.use_rslora else r) for n, r in ranks.items()
+        }
         return peft_common.PeftMethod.export(self, model, out_dir)
 
 

@@ -5,6 +5,7 @@ CoLA; this follows the paper and the code paths that freeze A.)
 
 Trainable parameters per adapted matrix: r * d_out live in each phase.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

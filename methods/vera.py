@@ -6,6 +6,7 @@ Trainable parameters per adapted matrix: r + d_out.
 With `match_lora_rank`, r is chosen so the total matches LoRA's count at that rank; VeRA is far
 smaller per rank, so this needs a very large r (and large frozen projections).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,14 +49,25 @@ class VeRA(peft_common.PeftMethod):
     def peft_config(self, model):
         from peft import VeraConfig
 
-        return VeraConfig(r=self.r, target_modules=list(self.target_modules), d_initial=self.d_initial,
-                          vera_dropout=self.dropout, projection_prng_key=self.projection_prng_key,
-                          save_projection=True, task_type=peft_common.task_type(model))
+        return VeraConfig(
+            r=self.r,
+            target_modules=list(self.target_modules),
+            d_initial=self.d_initial,
+            vera_dropout=self.dropout,
+            projection_prng_key=self.projection_prng_key,
+            save_projection=True,
+            task_type=peft_common.task_type(model),
+        )
 
     def adapter_params(self, model) -> int:
         self.resolve(model)
         return sum(self.r + d_out for _, d_out in peft_common.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
-        return {"r": self.r, "d_initial": self.d_initial, "projection_prng_key": self.projection_prng_key,
-                "adapted_modules": self._adapted, **self._matched}
+        return {
+            "r": self.r,
+            "d_initial": self.d_initial,
+            "projection_prng_key": self.projection_prng_key,
+            "adapted_modules": self._adapted,
+            **self._matched,
+        }

@@ -12,6 +12,7 @@ train.max_length=256 truncates 6% of them (the passage's end), 512 truncates 0.2
 
 A sentence-pair task to run offline; it is not a GLUE task.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,19 +46,37 @@ def _jsonl(path) -> list[dict]:
 def boolq_splits() -> tuple[Split, Split]:
     combined, version = _checked(*COMBINED)
     dev, _ = _checked(*DEV)
-    validation = [{"text": [r["question"], f"{r['title']} -- {r['passage']}"], "label": int(r["answer"] == "True")}
-                  for r in _jsonl(dev)]
+    validation = [
+        {"text": [r["question"], f"{r['title']} -- {r['passage']}"], "label": int(r["answer"] == "True")}
+        for r in _jsonl(dev)
+    ]
     held = {tuple(r["text"]) for r in validation}
-    train = [{"text": [r["question"], r["passage"]], "label": int(r["label"])} for r in _jsonl(combined)
-             if r.get("label") is not None and (r["question"], r["passage"]) not in held]
+    train = [
+        {"text": [r["question"], r["passage"]], "label": int(r["label"])}
+        for r in _jsonl(combined)
+        if r.get("label") is not None and (r["question"], r["passage"]) not in held
+    ]
     source = {"name": "boolq", "source": f"package:{PACKAGE}=={version}"}
     splits = []
     for name, rows, (relpath, sha) in (("train", train, COMBINED), ("validation", validation, DEV)):
         if len(rows) != EXPECTED_ROWS[name]:
-            raise RuntimeError(f"BoolQ {name} from {PACKAGE}=={version} has {len(rows)} rows, "
-                               f"not {EXPECTED_ROWS[name]}")
-        splits.append(Split(name, rows, {**source, "file": relpath, "file_sha256": sha, "split": name,
-                                         "rows": len(rows), "rows_sha256": rows_sha256(rows)}))
+            raise RuntimeError(
+                f"BoolQ {name} from {PACKAGE}=={version} has {len(rows)} rows, not {EXPECTED_ROWS[name]}"
+            )
+        splits.append(
+            Split(
+                name,
+                rows,
+                {
+                    **source,
+                    "file": relpath,
+                    "file_sha256": sha,
+                    "split": name,
+                    "rows": len(rows),
+                    "rows_sha256": rows_sha256(rows),
+                },
+            )
+        )
     return splits[0], splits[1]
 
 

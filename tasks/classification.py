@@ -18,6 +18,7 @@ argmax for classes, the raw output for regression; per-example predictions go to
 `<out_dir>/predictions_<split>.jsonl`. `heldout_rows` (default off) holds a fixed slice of the
 training rows out of training, for model selection; it is scored too, under "heldout".
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +79,9 @@ def encode(tokenizer, texts: Sequence[str], fields: Sequence[str], max_length: i
     elif tokenizer.sep_token is not None:
         enc = tokenizer(texts[0], texts[1], truncation="longest_first", max_length=max_length)
     else:  # no pair template: name the fields so that the boundary is visible in the text
-        enc = tokenizer(f"{fields[0]}: {texts[0]}", f"\n{fields[1]}: {texts[1]}", truncation="longest_first",
-                        max_length=max_length)
+        enc = tokenizer(
+            f"{fields[0]}: {texts[0]}", f"\n{fields[1]}: {texts[1]}", truncation="longest_first", max_length=max_length
+        )
     out = {"input_ids": list(enc["input_ids"])}
     if "token_type_ids" in enc:
         out["token_type_ids"] = list(enc["token_type_ids"])
@@ -124,8 +126,11 @@ class ClassificationTask(Task):
 
     def model_head(self) -> dict:
         spec = self.spec()
-        return {"type": "sequence_classification", "num_labels": spec.num_labels,
-                "problem_type": "regression" if spec.regression else "single_label_classification"}
+        return {
+            "type": "sequence_classification",
+            "num_labels": spec.num_labels,
+            "problem_type": "regression" if spec.regression else "single_label_classification",
+        }
 
     def split_train(self) -> tuple[Split, Optional[Split]]:
         """(rows to train on, held-out rows or None). The held-out slice is the first `heldout_rows`
@@ -135,14 +140,24 @@ class ClassificationTask(Task):
         rows = full.rows
         if self.heldout_rows is not None:
             if self.heldout_rows >= len(rows):
-                raise ConfigError(f"task.heldout_rows={self.heldout_rows} leaves no training rows "
-                                  f"({len(rows)} in {self.name}'s training split)")
+                raise ConfigError(
+                    f"task.heldout_rows={self.heldout_rows} leaves no training rows "
+                    f"({len(rows)} in {self.name}'s training split)"
+                )
             chosen = set(stable_order(rows)[: self.heldout_rows])
             held = [r for i, r in enumerate(rows) if i in chosen]
             rows = [r for i, r in enumerate(rows) if i not in chosen]
-            heldout = Split("heldout", held, {**full.info, "split": f"{full.info.get('split', 'train')} (held out)",
-                                              "rows": len(held), "rows_sha256": rows_sha256(held),
-                                              "selection": "first heldout_rows rows by sha256 of their content"})
+            heldout = Split(
+                "heldout",
+                held,
+                {
+                    **full.info,
+                    "split": f"{full.info.get('split', 'train')} (held out)",
+                    "rows": len(held),
+                    "rows_sha256": rows_sha256(held),
+                    "selection": "first heldout_rows rows by sha256 of their content",
+                },
+            )
         if self.train_limit is not None:
             rows = rows[: self.train_limit]
         info = {**full.info, "rows": len(rows), "rows_sha256": rows_sha256(rows)}
@@ -176,9 +191,12 @@ class ClassificationTask(Task):
         def padded(key: str, value: int) -> list[list[int]]:
             return [e[key] + [value] * (width - len(e[key])) for e in examples]
 
-        batch = {"input_ids": torch.tensor(padded("input_ids", pad)),
-                 "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"]))
-                                                 for e in examples])}
+        batch = {
+            "input_ids": torch.tensor(padded("input_ids", pad)),
+            "attention_mask": torch.tensor(
+                [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples]
+            ),
+        }
         if "token_type_ids" in examples[0]:
             batch["token_type_ids"] = torch.tensor(padded("token_type_ids", 0))
         dtype = torch.float32 if self.spec().regression else torch.long
@@ -233,8 +251,13 @@ class ClassificationTask(Task):
         scores = classification_metrics.compute(spec.metrics, labels, predictions)
         with open(out_dir / f"predictions_{split.name}.jsonl", "w", encoding="utf-8") as f:
             for i, (row, pred, out) in enumerate(zip(rows, predictions, outputs)):
-                f.write(json.dumps({"i": i, "text": row["text"], "label": row["label"], "prediction": pred,
-                                    "outputs": out}, ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {"i": i, "text": row["text"], "label": row["label"], "prediction": pred, "outputs": out},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
         info = {**split.info, "rows_evaluated": len(rows)}
         return scores, info
 
@@ -256,7 +279,7 @@ def predict(model, tokenizer, task: ClassificationTask, examples: list[dict], ba
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
-                chosen = order[start:start + batch_size]
+                chosen = order[start : start + batch_size]
                 batch = task.collate([examples[i] for i in chosen], tokenizer)
                 batch.pop("labels")
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits

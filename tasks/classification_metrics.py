@@ -6,6 +6,7 @@ value instead of NaN, so that every result.json holds numbers:
   f1                    of the positive class (label 1); 0.0 when nothing is predicted or labelled positive
   pearson, spearman     0.0 when predictions (or labels) are constant: no relation can be measured
 """
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@ GLUE is on no PyPI package: with the hub unreachable (HF_DATASETS_OFFLINE=1, no 
 fails and names the offline real-data tasks instead (movie_review_sentiment, boolq). They are
 different datasets and are never substituted silently.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,10 @@ from bench.provenance import rows_sha256
 from tasks.classification import ClassificationTask, Spec, Split
 
 HUB_ID = "nyu-mll/glue"
-OFFLINE_ALTERNATIVES = ("task=movie_review_sentiment (Rotten Tomatoes sentences, binary; like SST-2 but not "
-                        "SST-2) or task=boolq (BoolQ question/passage yes-no pairs)")
+OFFLINE_ALTERNATIVES = (
+    "task=movie_review_sentiment (Rotten Tomatoes sentences, binary; like SST-2 but not "
+    "SST-2) or task=boolq (BoolQ question/passage yes-no pairs)"
+)
 
 
 @dataclass(frozen=True)
@@ -34,21 +37,29 @@ class GlueSubset:
 # Metrics as GLUE defines them; the primary one is what PEFT papers report (LoRA, VeRA, AdaLoRA tables:
 # MCC for CoLA, Pearson for STS-B, accuracy elsewhere, MNLI matched).
 SUBSETS: dict[str, GlueSubset] = {
-    "cola": GlueSubset(Spec(("sentence",), 2, ("matthews_correlation", "accuracy"), "matthews_correlation",
-                            ("unacceptable", "acceptable"))),
+    "cola": GlueSubset(
+        Spec(
+            ("sentence",),
+            2,
+            ("matthews_correlation", "accuracy"),
+            "matthews_correlation",
+            ("unacceptable", "acceptable"),
+        )
+    ),
     "sst2": GlueSubset(Spec(("sentence",), 2, ("accuracy",), "accuracy", ("negative", "positive"))),
-    "mrpc": GlueSubset(Spec(("sentence1", "sentence2"), 2, ("accuracy", "f1"), "accuracy",
-                            ("not_equivalent", "equivalent"))),
-    "qqp": GlueSubset(Spec(("question1", "question2"), 2, ("accuracy", "f1"), "accuracy",
-                           ("not_duplicate", "duplicate"))),
+    "mrpc": GlueSubset(
+        Spec(("sentence1", "sentence2"), 2, ("accuracy", "f1"), "accuracy", ("not_equivalent", "equivalent"))
+    ),
+    "qqp": GlueSubset(
+        Spec(("question1", "question2"), 2, ("accuracy", "f1"), "accuracy", ("not_duplicate", "duplicate"))
+    ),
     "stsb": GlueSubset(Spec(("sentence1", "sentence2"), 1, ("pearson", "spearman"), "pearson")),
-    "mnli": GlueSubset(Spec(("premise", "hypothesis"), 3, ("accuracy",), "accuracy",
-                            ("entailment", "neutral", "contradiction")),
-                       eval_splits=(("validation_matched", "matched"), ("validation_mismatched", "mismatched"))),
-    "qnli": GlueSubset(Spec(("question", "sentence"), 2, ("accuracy",), "accuracy",
-                            ("entailment", "not_entailment"))),
-    "rte": GlueSubset(Spec(("sentence1", "sentence2"), 2, ("accuracy",), "accuracy",
-                           ("entailment", "not_entailment"))),
+    "mnli": GlueSubset(
+        Spec(("premise", "hypothesis"), 3, ("accuracy",), "accuracy", ("entailment", "neutral", "contradiction")),
+        eval_splits=(("validation_matched", "matched"), ("validation_mismatched", "mismatched")),
+    ),
+    "qnli": GlueSubset(Spec(("question", "sentence"), 2, ("accuracy",), "accuracy", ("entailment", "not_entailment"))),
+    "rte": GlueSubset(Spec(("sentence1", "sentence2"), 2, ("accuracy",), "accuracy", ("entailment", "not_entailment"))),
 }
 
 
@@ -90,12 +101,21 @@ class Glue(ClassificationTask):
         fields = self.spec().fields
         missing = [f for f in (*fields, "label") if records and f not in records[0]]
         if missing:
-            raise RuntimeError(f"{HUB_ID} ({self.subset}, {split}) has no column(s) {missing}; "
-                               f"it has {sorted(records[0])}")
+            raise RuntimeError(
+                f"{HUB_ID} ({self.subset}, {split}) has no column(s) {missing}; it has {sorted(records[0])}"
+            )
         labelled = [r for r in records if r["label"] != -1]  # -1: GLUE's hidden label
         rows = [{"text": [r[f] for f in fields], "label": r["label"]} for r in labelled]
-        info = {"name": f"glue/{self.subset}", "source": f"hub:{HUB_ID}", "config": self.subset, "split": split,
-                "revision": self.revision, **hub_info, "rows": len(rows), "rows_sha256": rows_sha256(rows)}
+        info = {
+            "name": f"glue/{self.subset}",
+            "source": f"hub:{HUB_ID}",
+            "config": self.subset,
+            "split": split,
+            "revision": self.revision,
+            **hub_info,
+            "rows": len(rows),
+            "rows_sha256": rows_sha256(rows),
+        }
         if len(labelled) < len(records):
             info["rows_unlabelled_skipped"] = len(records) - len(labelled)
         return Split(split, rows, info, suffix)

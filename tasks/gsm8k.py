@@ -28,6 +28,7 @@ Prompt: "Question: <question>\nAnswer: <answer>" (lm-eval's gsm8k format); the l
 answer only. Evaluation: lm-eval `generate_until` (greedy), exact match after the strict filter
 ("#### N") and the flexible one (last number); `primary_filter` names the headline one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -92,9 +93,14 @@ def asdiv_rows() -> tuple[list[dict], dict]:
         number = m.group(1).replace(",", "")
         question = f"{r['passage'].strip()} {r['question'].strip()}"
         rows.append({"question": question, "answer": f"{r['answer'].strip()}\n#### {number}"})
-    info = {"name": "asdiv", "source": f"package:{ASDIV[0]}=={version}", "file": ASDIV[1],
-            "file_sha256": sha256_file(path), "rows_skipped_no_number": skipped,
-            "note": "ASDiv, not GSM8K: an offline stand-in for the GSM8K train split"}
+    info = {
+        "name": "asdiv",
+        "source": f"package:{ASDIV[0]}=={version}",
+        "file": ASDIV[1],
+        "file_sha256": sha256_file(path),
+        "rows_skipped_no_number": skipped,
+        "note": "ASDiv, not GSM8K: an offline stand-in for the GSM8K train split",
+    }
     return rows, info
 
 
@@ -104,18 +110,28 @@ def asdiv_splits(heldout: int, test: int) -> tuple[list[dict], list[dict], list[
 
     rows, info = asdiv_rows()
     if heldout + test >= len(rows):
-        raise ConfigError(f"task.asdiv_heldout + task.asdiv_test = {heldout + test} leaves no ASDiv rows to "
-                          f"train on ({len(rows)} in all)")
+        raise ConfigError(
+            f"task.asdiv_heldout + task.asdiv_test = {heldout + test} leaves no ASDiv rows to "
+            f"train on ({len(rows)} in all)"
+        )
     order = stable_order(rows)
     held = [rows[i] for i in order[:heldout]]
-    tested = [rows[i] for i in order[heldout:heldout + test]]
+    tested = [rows[i] for i in order[heldout : heldout + test]]
     kept_out = {r["question"] for r in held + tested}
     train = [r for r in rows if r["question"] not in kept_out]
-    rule = "ASDiv rows ordered by sha256 of their canonical JSON; heldout = the first asdiv_heldout, " \
-           "test = the next asdiv_test; training excludes both and any row with one of their questions"
-    info = {**info, "split_rule": rule, "heldout_rows": len(held), "heldout_sha256": rows_sha256(held),
-            "test_rows": len(tested), "test_sha256": rows_sha256(tested),
-            "excluded_from_training": len(rows) - len(train)}
+    rule = (
+        "ASDiv rows ordered by sha256 of their canonical JSON; heldout = the first asdiv_heldout, "
+        "test = the next asdiv_test; training excludes both and any row with one of their questions"
+    )
+    info = {
+        **info,
+        "split_rule": rule,
+        "heldout_rows": len(held),
+        "heldout_sha256": rows_sha256(held),
+        "test_rows": len(tested),
+        "test_sha256": rows_sha256(tested),
+        "excluded_from_training": len(rows) - len(train),
+    }
     return train, held, tested, info
 
 
@@ -132,9 +148,11 @@ class GSM8K(Task):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key, value, valid in (("train_source", self.train_source, TRAIN_SOURCES),
-                                  ("test_source", self.test_source, TEST_SOURCES),
-                                  ("primary_filter", self.primary_filter, FILTERS)):
+        for key, value, valid in (
+            ("train_source", self.train_source, TRAIN_SOURCES),
+            ("test_source", self.test_source, TEST_SOURCES),
+            ("primary_filter", self.primary_filter, FILTERS),
+        ):
             if value not in valid:
                 raise ConfigError(f"task.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
         if self.train_limit is not None and self.train_limit < 1:
@@ -143,12 +161,16 @@ class GSM8K(Task):
             if getattr(self, key) < 0:
                 raise ConfigError(f"task.{key}={getattr(self, key)} must be >= 0 (0 = off)")
         if (self.test_source == "asdiv") != (self.asdiv_test > 0):
-            raise ConfigError("task.test_source=asdiv needs task.asdiv_test > 0 (the number of held-out test "
-                              "problems), and task.asdiv_test > 0 needs task.test_source=asdiv; "
-                              f"got test_source={self.test_source!r}, asdiv_test={self.asdiv_test}")
+            raise ConfigError(
+                "task.test_source=asdiv needs task.asdiv_test > 0 (the number of held-out test "
+                "problems), and task.asdiv_test > 0 needs task.test_source=asdiv; "
+                f"got test_source={self.test_source!r}, asdiv_test={self.asdiv_test}"
+            )
         if (self.asdiv_heldout or self.asdiv_test) and self.train_source != "asdiv":
-            raise ConfigError("task.asdiv_heldout / task.asdiv_test hold ASDiv problems out of training, so they need "
-                              f"task.train_source=asdiv (got {self.train_source!r})")
+            raise ConfigError(
+                "task.asdiv_heldout / task.asdiv_test hold ASDiv problems out of training, so they need "
+                f"task.train_source=asdiv (got {self.train_source!r})"
+            )
         if self.test_source == "asdiv" and self.num_fewshot:
             raise ConfigError("task.test_source=asdiv is scored zero-shot; set task.num_fewshot=0")
 
@@ -197,10 +219,19 @@ class GSM8K(Task):
         path = Path(out_dir) / f"asdiv_{which}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        return ({"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
-                {"name": f"asdiv ({which})", "source": info["source"], "file": info["file"],
-                 "file_sha256": info["file_sha256"], "split": which, "split_rule": info["split_rule"],
-                 "rows": len(rows), "rows_sha256": info[f"{which}_sha256"]})
+        return (
+            {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
+            {
+                "name": f"asdiv ({which})",
+                "source": info["source"],
+                "file": info["file"],
+                "file_sha256": info["file_sha256"],
+                "split": which,
+                "split_rule": info["split_rule"],
+                "rows": len(rows),
+                "rows_sha256": info[f"{which}_sha256"],
+            },
+        )
 
     def answer_nll(self, model, tokenizer, rows: list[dict], batch_size: int) -> dict:
         """Mean negative log-likelihood per answer token of the reference answers (the training
@@ -209,7 +240,8 @@ class GSM8K(Task):
         import torch
 
         examples, _ = prompt_completion.tokenize_pairs(
-            tokenizer, ((prompt(r["question"]), " " + r["answer"]) for r in rows), ANSWER_NLL_MAX_LENGTH)
+            tokenizer, ((prompt(r["question"]), " " + r["answer"]) for r in rows), ANSWER_NLL_MAX_LENGTH
+        )
         hf = lm_eval_bridge.unwrap(model)
         was_training, device = hf.training, next(hf.parameters()).device
         hf.eval()
@@ -217,9 +249,10 @@ class GSM8K(Task):
         try:
             with torch.no_grad():
                 for i in range(0, len(examples), batch_size):
-                    batch = self.collate(examples[i:i + batch_size], tokenizer)
-                    logits = hf(input_ids=batch["input_ids"].to(device),
-                                attention_mask=batch["attention_mask"].to(device)).logits.float()
+                    batch = self.collate(examples[i : i + batch_size], tokenizer)
+                    logits = hf(
+                        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                    ).logits.float()
                     labels = batch["labels"][:, 1:].to(device)
                     mask = labels != -100
                     logp = logits[:, :-1].log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -236,17 +269,33 @@ class GSM8K(Task):
                 raise ValueError("test_source=asdiv writes its split to a file: pass out_dir")
             return self._asdiv_data("test", out_dir)
         if self.test_source == "hub":
-            return ({"dataset_path": HUB_ID, "dataset_name": HUB_CONFIG, "training_split": "train",
-                     "fewshot_split": "train"},
-                    {"name": "gsm8k", "source": f"hub:{HUB_ID}", "config": HUB_CONFIG, "split": "test"})
+            return (
+                {
+                    "dataset_path": HUB_ID,
+                    "dataset_name": HUB_CONFIG,
+                    "training_split": "train",
+                    "fewshot_split": "train",
+                },
+                {"name": "gsm8k", "source": f"hub:{HUB_ID}", "config": HUB_CONFIG, "split": "test"},
+            )
         path, version = package_file(*PACKAGE_TEST)
         digest = sha256_file(path)
         if digest != GSM8K_TEST_SHA256:
-            raise RuntimeError(f"{PACKAGE_TEST[1]} in {PACKAGE_TEST[0]}=={version} has sha256 {digest}, "
-                               f"not the GSM8K test split's {GSM8K_TEST_SHA256}")
-        return ({"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
-                {"name": "gsm8k", "source": f"package:{PACKAGE_TEST[0]}=={version}", "file": PACKAGE_TEST[1],
-                 "split": "test", "file_sha256": digest, "rows": 1319})
+            raise RuntimeError(
+                f"{PACKAGE_TEST[1]} in {PACKAGE_TEST[0]}=={version} has sha256 {digest}, "
+                f"not the GSM8K test split's {GSM8K_TEST_SHA256}"
+            )
+        return (
+            {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
+            {
+                "name": "gsm8k",
+                "source": f"package:{PACKAGE_TEST[0]}=={version}",
+                "file": PACKAGE_TEST[1],
+                "split": "test",
+                "file_sha256": digest,
+                "rows": 1319,
+            },
+        )
 
     def lm_eval_yaml(self, dataset: dict) -> dict:
         return {
@@ -256,18 +305,37 @@ class GSM8K(Task):
             "test_split": "test",
             "doc_to_text": "Question: {{question}}\nAnswer:",
             "doc_to_target": "{{answer}}",
-            "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                             "ignore_case": True, "ignore_punctuation": False,
-                             "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}],
+            "metric_list": [
+                {
+                    "metric": "exact_match",
+                    "aggregation": "mean",
+                    "higher_is_better": True,
+                    "ignore_case": True,
+                    "ignore_punctuation": False,
+                    "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
+                }
+            ],
             # "\n\n" ends an answer early: trained models stop there, base models stop rambling
-            "generation_kwargs": {"until": ["Question:", "</s>", "<|im_end|>", "\n\n"], "do_sample": False,
-                                  "temperature": 0.0},
+            "generation_kwargs": {
+                "until": ["Question:", "</s>", "<|im_end|>", "\n\n"],
+                "do_sample": False,
+                "temperature": 0.0,
+            },
             "filter_list": [
-                {"name": "strict-match", "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
-                                                    {"function": "take_first"}]},
-                {"name": "flexible-extract", "filter": [{"function": "regex", "group_select": -1,
-                                                         "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
-                                                        {"function": "take_first"}]},
+                {
+                    "name": "strict-match",
+                    "filter": [
+                        {"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
+                        {"function": "take_first"},
+                    ],
+                },
+                {
+                    "name": "flexible-extract",
+                    "filter": [
+                        {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+                        {"function": "take_first"},
+                    ],
+                },
             ],
             "num_fewshot": self.num_fewshot,
             "metadata": {"version": 1.0},
@@ -280,23 +348,47 @@ class GSM8K(Task):
         gen = self.max_gen_toks if eval_cfg.max_gen_toks is None else eval_cfg.max_gen_toks
         if self.test_source == "asdiv":
             gen, eval_cfg = min(gen, ASDIV_GEN_TOKS), _whole_split(eval_cfg)
-        out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_yaml(dataset), eval_cfg, out_dir,
-                                 num_fewshot=shots, max_gen_toks=gen, seed=seed)
+        out = lm_eval_bridge.run(
+            model,
+            tokenizer,
+            self.lm_eval_yaml(dataset),
+            eval_cfg,
+            out_dir,
+            num_fewshot=shots,
+            max_gen_toks=gen,
+            seed=seed,
+        )
         scores = out["scores"]
         primary = f"exact_match,{self.primary_filter}"
         if primary not in scores:
             raise RuntimeError(f"lm-eval returned no '{primary}' (got {sorted(scores)})")
         data_info.update(rows_evaluated=out["n"], num_fewshot=shots, max_gen_toks=gen)
-        result = {"primary": primary, **scores, "n": out["n"], "data": data_info,
-                  "lm_eval_version": out["lm_eval_version"]}
+        result = {
+            "primary": primary,
+            **scores,
+            "n": out["n"],
+            "data": data_info,
+            "lm_eval_version": out["lm_eval_version"],
+        }
         if self.asdiv_heldout:
             held, held_info = self._asdiv_data("heldout", out_dir / "heldout")
-            out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_yaml(held), _whole_split(eval_cfg),
-                                     out_dir / "heldout", num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS, seed=seed)
+            out = lm_eval_bridge.run(
+                model,
+                tokenizer,
+                self.lm_eval_yaml(held),
+                _whole_split(eval_cfg),
+                out_dir / "heldout",
+                num_fewshot=0,
+                max_gen_toks=ASDIV_GEN_TOKS,
+                seed=seed,
+            )
             _, held_rows, _, _ = asdiv_splits(self.asdiv_heldout, self.asdiv_test)
-            result["heldout"] = {**{k: v for k, v in out["scores"].items() if k.startswith("exact_match,")},
-                                 **self.answer_nll(model, tokenizer, held_rows, eval_cfg.batch_size),
-                                 "primary": primary, "n": out["n"]}
+            result["heldout"] = {
+                **{k: v for k, v in out["scores"].items() if k.startswith("exact_match,")},
+                **self.answer_nll(model, tokenizer, held_rows, eval_cfg.batch_size),
+                "primary": primary,
+                "n": out["n"],
+            }
             held_info.update(rows_evaluated=out["n"], num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS)
             data_info["heldout"] = held_info
         return result

@@ -15,6 +15,7 @@ task stops; every completion is executed by bench/sandbox.py, which needs `eval.
 true`. pass@1 is the primary metric; with `n_samples` > 1 and `temperature` > 0, pass@k for each k in
 `pass_k` with the unbiased estimator. Per-execution outcomes go to `<eval dir>/executions.jsonl`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,10 +39,12 @@ HUMANEVAL_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee069
 HUMANEVAL_ROWS = 164
 TRAIN_SOURCES = ("hub", "stdlib")
 LM_EVAL_TASK = "bench_humaneval"
-OPT_IN = ("task 'humaneval' scores a model by executing the Python code it generates. That needs your explicit "
-          "consent: add eval.allow_code_execution=true (each program runs in its own process with time, memory "
-          "and process limits and no network where the machine allows it; what is and is not protected: "
-          "docs/sandbox.md), or eval.enabled=false to train without evaluating.")
+OPT_IN = (
+    "task 'humaneval' scores a model by executing the Python code it generates. That needs your explicit "
+    "consent: add eval.allow_code_execution=true (each program runs in its own process with time, memory "
+    "and process limits and no network where the machine allows it; what is and is not protected: "
+    "docs/sandbox.md), or eval.enabled=false to train without evaluating."
+)
 
 
 def problems() -> list[dict]:
@@ -55,10 +58,18 @@ def checked_test_file() -> tuple[Path, dict]:
     path, version = package_file(*HUMANEVAL_FILE)
     digest = sha256_file(path)
     if digest != HUMANEVAL_SHA256:
-        raise RuntimeError(f"{HUMANEVAL_FILE[1]} in {HUMANEVAL_FILE[0]}=={version} has sha256 {digest}, "
-                           f"not HumanEval's {HUMANEVAL_SHA256}")
-    return path, {"name": "humaneval", "source": f"package:{HUMANEVAL_FILE[0]}=={version}",
-                  "file": HUMANEVAL_FILE[1], "split": "test", "file_sha256": digest, "rows": HUMANEVAL_ROWS}
+        raise RuntimeError(
+            f"{HUMANEVAL_FILE[1]} in {HUMANEVAL_FILE[0]}=={version} has sha256 {digest}, "
+            f"not HumanEval's {HUMANEVAL_SHA256}"
+        )
+    return path, {
+        "name": "humaneval",
+        "source": f"package:{HUMANEVAL_FILE[0]}=={version}",
+        "file": HUMANEVAL_FILE[1],
+        "split": "test",
+        "file_sha256": digest,
+        "rows": HUMANEVAL_ROWS,
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,8 +87,10 @@ def _hub_rows(dataset: str, config: Optional[str], split: str, query: str, answe
         ) from err
     missing = [c for c in (query, answer) if c not in ds.column_names]
     if missing:
-        raise ConfigError(f"{dataset} has no column {', '.join(missing)} (columns: {', '.join(ds.column_names)}); "
-                          f"set task.hub_query_column / task.hub_answer_column")
+        raise ConfigError(
+            f"{dataset} has no column {', '.join(missing)} (columns: {', '.join(ds.column_names)}); "
+            f"set task.hub_query_column / task.hub_answer_column"
+        )
     return tuple({"query": r[query], "answer": r[answer]} for r in ds)
 
 
@@ -106,8 +119,9 @@ class HumanEval(Task):
         super().__post_init__()
         errors = []
         if self.train_source not in TRAIN_SOURCES:
-            errors.append(f"task.train_source={self.train_source!r} is not valid; choose one of: "
-                            f"{', '.join(TRAIN_SOURCES)}")
+            errors.append(
+                f"task.train_source={self.train_source!r} is not valid; choose one of: {', '.join(TRAIN_SOURCES)}"
+            )
         if "{query}" not in self.hub_prompt_template:
             errors.append(f"task.hub_prompt_template={self.hub_prompt_template!r} must contain {{query}}")
         if self.train_limit is not None and self.train_limit < 1:
@@ -119,8 +133,10 @@ class HumanEval(Task):
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             errors.append(f"task.temperature={self.temperature} must be >= 0 and task.top_p={self.top_p} in (0, 1]")
         if self.n_samples > 1 and self.temperature == 0:
-            errors.append(f"task.n_samples={self.n_samples} with task.temperature=0 draws the same greedy completion "
-                            f"{self.n_samples} times; set task.temperature > 0 (e.g. 0.2 or 0.8) or task.n_samples=1")
+            errors.append(
+                f"task.n_samples={self.n_samples} with task.temperature=0 draws the same greedy completion "
+                f"{self.n_samples} times; set task.temperature > 0 (e.g. 0.2 or 0.8) or task.n_samples=1"
+            )
         bad_k = [k for k in self.pass_k if not 1 <= k <= self.n_samples]
         if not self.pass_k or bad_k:
             errors.append(f"task.pass_k={self.pass_k}: every k must be in 1..task.n_samples={self.n_samples}")
@@ -134,13 +150,16 @@ class HumanEval(Task):
         if cfg.eval.enabled and not cfg.eval.get("allow_code_execution", False):
             raise ConfigError(OPT_IN)
         if cfg.eval.num_fewshot:
-            raise ConfigError(f"eval.num_fewshot={cfg.eval.num_fewshot}: HumanEval is evaluated 0-shot "
-                              f"(lm-eval's convention); leave eval.num_fewshot=null or 0")
+            raise ConfigError(
+                f"eval.num_fewshot={cfg.eval.num_fewshot}: HumanEval is evaluated 0-shot "
+                f"(lm-eval's convention); leave eval.num_fewshot=null or 0"
+            )
         checked_test_file()
         if cfg.eval.enabled:
             sandbox.check_works(self.limits())
-        if self.train_source == "hub" and (os.environ.get("HF_DATASETS_OFFLINE") == "1"
-                                           or os.environ.get("HF_HUB_OFFLINE") == "1"):
+        if self.train_source == "hub" and (
+            os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        ):
             self.train_rows()  # with the hub off, find out now whether it is cached, not after loading the model
 
     # -- training data --------------------------------------------------------------------
@@ -148,13 +167,20 @@ class HumanEval(Task):
         """[{prompt, target}] and their provenance."""
         if self.train_source == "hub":
             # replace, not str.format: a template may hold other braces (code, JSON)
-            rows = [{"prompt": self.hub_prompt_template.replace("{query}", r["query"]), "target": r["answer"]}
-                    for r in _hub_rows(self.hub_dataset, self.hub_config, self.hub_split, self.hub_query_column,
-                                       self.hub_answer_column)]
-            info = {"name": self.hub_dataset.split("/")[-1], "source": f"hub:{self.hub_dataset}",
-                    "config": self.hub_config, "split": self.hub_split,
-                    "columns": [self.hub_query_column, self.hub_answer_column],
-                    "prompt_template": self.hub_prompt_template}
+            rows = [
+                {"prompt": self.hub_prompt_template.replace("{query}", r["query"]), "target": r["answer"]}
+                for r in _hub_rows(
+                    self.hub_dataset, self.hub_config, self.hub_split, self.hub_query_column, self.hub_answer_column
+                )
+            ]
+            info = {
+                "name": self.hub_dataset.split("/")[-1],
+                "source": f"hub:{self.hub_dataset}",
+                "config": self.hub_config,
+                "split": self.hub_split,
+                "columns": [self.hub_query_column, self.hub_answer_column],
+                "prompt_template": self.hub_prompt_template,
+            }
         else:
             examples, stdlib_info = humaneval_stdlib.stdlib_examples(self.train_limit)
             rows = [{"prompt": e["prompt"], "target": e["target"]} for e in examples]
@@ -166,7 +192,9 @@ class HumanEval(Task):
 
     def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:
         rows, info = self.train_rows()
-        examples, counts = prompt_completion.tokenize_pairs(tokenizer, ((r["prompt"], r["target"]) for r in rows), max_length)
+        examples, counts = prompt_completion.tokenize_pairs(
+            tokenizer, ((r["prompt"], r["target"]) for r in rows), max_length
+        )
         info.update(counts)
         return examples, info
 
@@ -175,8 +203,11 @@ class HumanEval(Task):
         return sandbox.Limits(timeout_s=self.exec_timeout_s, memory_mb=self.exec_memory_mb)
 
     def lm_eval_config(self, test_file: Path, scorer: SandboxScorer) -> dict:
-        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} \
-            if self.temperature > 0 else {"do_sample": False, "temperature": 0.0}
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+            if self.temperature > 0
+            else {"do_sample": False, "temperature": 0.0}
+        )
         return {
             "task": LM_EVAL_TASK,
             "dataset_path": "json",
@@ -193,8 +224,9 @@ class HumanEval(Task):
             "repeats": self.n_samples,
             "filter_list": [{"name": "sandbox", "filter": [{"function": "take_first_k", "k": self.n_samples}]}],
             "process_results": scorer,
-            "metric_list": [{"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True}
-                            for k in self.pass_k],
+            "metric_list": [
+                {"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True} for k in self.pass_k
+            ],
             "num_fewshot": 0,
             "metadata": {"version": 1.0},
         }
@@ -207,9 +239,17 @@ class HumanEval(Task):
         sandbox.check_works(self.limits())
         scorer = SandboxScorer(self.pass_k, self.limits(), workers=self.exec_workers)
         out_dir = Path(out_dir)
-        out = lm_eval_bridge.run(model, tokenizer, self.lm_eval_config(test_file, scorer), eval_cfg, out_dir,
-                                 num_fewshot=0, max_gen_toks=gen, seed=seed,
-                                 confirm_run_unsafe_code=bool(eval_cfg.allow_code_execution))
+        out = lm_eval_bridge.run(
+            model,
+            tokenizer,
+            self.lm_eval_config(test_file, scorer),
+            eval_cfg,
+            out_dir,
+            num_fewshot=0,
+            max_gen_toks=gen,
+            seed=seed,
+            confirm_run_unsafe_code=bool(eval_cfg.allow_code_execution),
+        )
         with open(out_dir / "executions.jsonl", "w") as f:
             for record in scorer.records:
                 f.write(json.dumps(record) + "\n")
@@ -217,10 +257,23 @@ class HumanEval(Task):
         scores = {key.split(",")[0]: value for key, value in out["scores"].items()}
         if "pass@1" not in scores and 1 in self.pass_k:
             raise RuntimeError(f"lm-eval returned no pass@1 (got {sorted(out['scores'])})")
-        data_info.update(rows_evaluated=out["n"], max_gen_toks=gen, n_samples=self.n_samples,
-                         temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else None,
-                         stop_sequences=list(STOP_SEQUENCES), sandbox=sandbox.isolation(),
-                         exec_timeout_s=self.exec_timeout_s, exec_memory_mb=self.exec_memory_mb)
+        data_info.update(
+            rows_evaluated=out["n"],
+            max_gen_toks=gen,
+            n_samples=self.n_samples,
+            temperature=self.temperature,
+            top_p=self.top_p if self.temperature > 0 else None,
+            stop_sequences=list(STOP_SEQUENCES),
+            sandbox=sandbox.isolation(),
+            exec_timeout_s=self.exec_timeout_s,
+            exec_memory_mb=self.exec_memory_mb,
+        )
         primary = "pass@1" if "pass@1" in scores else f"pass@{min(self.pass_k)}"
-        return {"primary": primary, **scores, "n": out["n"], "executions": scorer.status_counts(),
-                "data": data_info, "lm_eval_version": out["lm_eval_version"]}
+        return {
+            "primary": primary,
+            **scores,
+            "n": out["n"],
+            "executions": scorer.status_counts(),
+            "data": data_info,
+            "lm_eval_version": out["lm_eval_version"],
+        }

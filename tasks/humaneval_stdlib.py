@@ -10,6 +10,7 @@ source order): public top-level functions (`def`, not `async def`) without decor
 docstring and at least one real statement after it, and at most MAX_BODY_LINES lines of body.
 Test suites, site-packages and files that do not parse are skipped.
 """
+
 from __future__ import annotations
 
 import ast
@@ -54,8 +55,8 @@ def examples_from_source(source: str, file: str) -> list[dict]:
             continue
         if node.end_lineno - docstring.end_lineno > MAX_BODY_LINES:
             continue
-        prompt = "".join(lines[node.lineno - 1: docstring.end_lineno])
-        target = "".join(lines[docstring.end_lineno: node.end_lineno])
+        prompt = "".join(lines[node.lineno - 1 : docstring.end_lineno])
+        target = "".join(lines[docstring.end_lineno : node.end_lineno])
         if not target.endswith("\n"):
             target += "\n"
         found.append({"file": file, "function": node.name, "prompt": prompt, "target": target})
@@ -69,8 +70,10 @@ def stdlib_root() -> Path:
 def extract(root: Path, limit: Optional[int] = None) -> tuple[list[dict], int, int]:
     """Examples from the modules under `root`, in path order (the first `limit` of them, reading no
     further file than needed); also how many files were read and how many did not parse."""
-    files = sorted((p for p in root.rglob("*.py") if not SKIPPED_DIRS & set(p.relative_to(root).parts)),
-                   key=lambda p: p.relative_to(root).as_posix())
+    files = sorted(
+        (p for p in root.rglob("*.py") if not SKIPPED_DIRS & set(p.relative_to(root).parts)),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
     examples, read, unparsable = [], 0, 0
     for path in files:
         if limit is not None and len(examples) >= limit:
@@ -89,13 +92,15 @@ def stdlib_examples(limit: Optional[int] = None) -> tuple[tuple[dict, ...], dict
     and their provenance."""
     examples, files_read, unparsable = extract(stdlib_root(), limit)
     if not examples:
-        raise RuntimeError("found no documented function in the Python standard library; "
-                           "is this interpreter installed without its .py sources?")
+        raise RuntimeError(
+            "found no documented function in the Python standard library; "
+            "is this interpreter installed without its .py sources?"
+        )
     info = {
         "name": "stdlib",
         "source": f"python-stdlib:{platform.python_implementation()}-{platform.python_version()}",
         "note": "offline stand-in, not Code-Feedback: signature + docstring -> body of documented functions "
-                "from the Python standard library of the interpreter that ran this; contains no HumanEval problem",
+        "from the Python standard library of the interpreter that ran this; contains no HumanEval problem",
         "python": platform.python_version(),
         "files_read": files_read,
         "files_unparsable": unparsable,
@@ -103,4 +108,3 @@ def stdlib_examples(limit: Optional[int] = None) -> tuple[tuple[dict, ...], dict
         "functions_sha256": rows_sha256(examples),
     }
     return tuple(examples), info
-

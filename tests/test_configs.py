@@ -1,4 +1,5 @@
 """Every config in conf/ composes, validates and instantiates."""
+
 from __future__ import annotations
 
 import pytest
@@ -65,8 +66,10 @@ def test_big_models_compose_gpu_defaults():
 
 def test_method_targets_follow_the_model():
     assert list(compose("model=minilm").method.target_modules) == ["query", "value"]
-    assert list(compose("model=tiny-llama", "method.target_modules=[q_proj,k_proj]").method.target_modules) == \
-        ["q_proj", "k_proj"]
+    assert list(compose("model=tiny-llama", "method.target_modules=[q_proj,k_proj]").method.target_modules) == [
+        "q_proj",
+        "k_proj",
+    ]
 
 
 def test_quickstart_is_offline_and_names_its_data():

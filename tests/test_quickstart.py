@@ -1,4 +1,5 @@
 """The README's default job on the real SmolLM2-135M (minutes: `make test-slow`)."""
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ One step of the tiny Llama, per-parameter gradients compiled vs eager, in fp32 a
 autocast. Methods whose compile is expected to differ are listed in COMPILE_EXCEPTIONS with the
 reason, never skipped silently.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,7 @@ NO_DROPOUT = ("method.dropout=0.0",)
 
 def _method(name: str):
     keys = compose("model=tiny-llama", f"method={name}").method
-    return build(compose("model=tiny-llama", f"method={name}",
-                         *(NO_DROPOUT if "dropout" in keys else ())).method)
+    return build(compose("model=tiny-llama", f"method={name}", *(NO_DROPOUT if "dropout" in keys else ())).method)
 
 
 def one_layer_llama(dtype):
@@ -38,9 +38,18 @@ def one_layer_llama(dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return LlamaForCausalLM(cfg).to(dtype)
 
 
@@ -76,9 +85,16 @@ def _check(name, trainable, eager, compiled, rtol, atol):
 
 # bf16 autocast in make test for the methods the GPU kit times, for the others in make test-slow:
 # the fast file stays near a minute of CPU on the shared 2-core machine.
-CASES = [pytest.param(name, autocast, id=f"{name}-{'bf16-autocast' if autocast else 'fp32'}",
-                      marks=[pytest.mark.slow] if autocast and name not in GPU_COMMAND_METHODS else [])
-         for name in METHODS for autocast in (False, True)]
+CASES = [
+    pytest.param(
+        name,
+        autocast,
+        id=f"{name}-{'bf16-autocast' if autocast else 'fp32'}",
+        marks=[pytest.mark.slow] if autocast and name not in GPU_COMMAND_METHODS else [],
+    )
+    for name in METHODS
+    for autocast in (False, True)
+]
 
 
 @pytest.mark.parametrize("name,autocast", CASES)
@@ -107,8 +123,7 @@ def test_cuda_bf16_compiled_gradients_match_eager(name):
         pytest.skip("needs a CUDA device")
     if name in COMPILE_EXCEPTIONS:
         pytest.xfail(COMPILE_EXCEPTIONS[name])
-    _check(name, *compiled_vs_eager(name, "inductor", True, device="cuda", dtype=torch.bfloat16),
-           rtol=5e-2, atol=5e-3)
+    _check(name, *compiled_vs_eager(name, "inductor", True, device="cuda", dtype=torch.bfloat16), rtol=5e-2, atol=5e-3)
 
 
 # Methods that change the set or shapes of trainable tensors, with settings that put change events
@@ -147,8 +162,17 @@ def test_recompiles_only_at_change_events(tmp_path, monkeypatch, name):
 
     torch._dynamo.reset()
     monkeypatch.setattr(train, "make_accelerator", accelerator)
-    cfg = compose(*TINY, f"run.root={tmp_path}", "logger=none", "eval.enabled=false", f"method={name}",
-                  "train.compile=true", "train.max_steps=8", "train.shuffle=false", *CHANGING[name])
+    cfg = compose(
+        *TINY,
+        f"run.root={tmp_path}",
+        "logger=none",
+        "eval.enabled=false",
+        f"method={name}",
+        "train.compile=true",
+        "train.max_steps=8",
+        "train.shuffle=false",
+        *CHANGING[name],
+    )
     method, task, config, config_hash = prepare(cfg)
     seen = []
     after_step = method.after_step
@@ -180,9 +204,19 @@ def test_training_stays_compiled_after_a_change_event(tmp_path, monkeypatch):
 
     torch._dynamo.reset()
     monkeypatch.setattr(train, "make_accelerator", lambda tcfg: Accelerator(cpu=True, dynamo_backend="aot_eager"))
-    cfg = compose(*TINY, f"run.root={tmp_path}", "logger=none", "eval.enabled=false", "method=prunedlora",
-                  "method.r_init=4", "method.r_target=2", "method.prune_every=2", "train.compile=true",
-                  "train.max_steps=6", "train.shuffle=false")
+    cfg = compose(
+        *TINY,
+        f"run.root={tmp_path}",
+        "logger=none",
+        "eval.enabled=false",
+        "method=prunedlora",
+        "method.r_init=4",
+        "method.r_target=2",
+        "method.prune_every=2",
+        "train.compile=true",
+        "train.max_steps=6",
+        "train.shuffle=false",
+    )
     method, task, config, config_hash = prepare(cfg)
     after_step, eager_calls, changed = method.after_step, [], []
 

@@ -1,4 +1,5 @@
 """Bad input fails before anything is loaded, naming the key, the value and what is valid."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,14 @@ OK = ("task.train_source=asdiv",)  # the rest of the config is valid offline
 BAD_CONFIGS = [
     (("train.scheduler=cosin",), "train.scheduler='cosin' is not valid; choose one of: cosine, linear, constant"),
     (("train.optimizer=adam",), "train.optimizer='adam' is not valid; choose one of: adamw, adafactor"),
-    (("train.optimizer=adafactor", "train.optimizer_impl=fused"),
-     "train.optimizer_impl='fused' applies to AdamW only; with train.optimizer=adafactor leave it at auto"),
-    (("train.optimizer_impl=adam8bit",), "train.optimizer_impl='adam8bit' is not valid; choose one of: auto, fused, foreach, for_loop"),
+    (
+        ("train.optimizer=adafactor", "train.optimizer_impl=fused"),
+        "train.optimizer_impl='fused' applies to AdamW only; with train.optimizer=adafactor leave it at auto",
+    ),
+    (
+        ("train.optimizer_impl=adam8bit",),
+        "train.optimizer_impl='adam8bit' is not valid; choose one of: auto, fused, foreach, for_loop",
+    ),
     (("method=c3la", "method.phases=9", "train.max_steps=4"), "method.phases=9 does not fit in train.max_steps=4"),
     (("train.mixed_precision=fp8",), "train.mixed_precision='fp8' is not valid; choose one of: no, bf16, fp16"),
     (("train.device=tpu",), "train.device='tpu' is not valid; choose one of: auto, cpu, cuda"),

@@ -1,5 +1,6 @@
 """Two processes on the CPU (gloo): one result, identical replicas, and the same training as one
 process with the same global batch."""
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,31 @@ def results_under(root: Path) -> list[dict]:
 
 
 # lora in `make test`; the rank-changing methods in `make test-slow` (each is two process launches)
-@pytest.mark.parametrize("method", [m if m == "lora" else pytest.param(m, marks=pytest.mark.slow)
-                                    for m in sorted(METHODS)])
+@pytest.mark.parametrize(
+    "method", [m if m == "lora" else pytest.param(m, marks=pytest.mark.slow) for m in sorted(METHODS)]
+)
 def test_two_processes_train_like_one_with_the_same_global_batch(method, tmp_path):
     overrides = (*JOB, f"method={method}", *METHODS[method])
     single = run_cli(*overrides, "train.batch_size=4", f"run.root={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr[-3000:]
-    two = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "bench.run", *overrides,
-                          "train.batch_size=2", f"run.root={tmp_path / 'two'}"], cwd=REPO, capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    two = subprocess.run(
+        [
+            TORCHRUN,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "bench.run",
+            *overrides,
+            "train.batch_size=2",
+            f"run.root={tmp_path / 'two'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     (a,), found = results_under(tmp_path / "one"), results_under(tmp_path / "two")
     assert len(found) == 1  # only the main process writes

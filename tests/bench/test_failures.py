@@ -1,4 +1,5 @@
 """Failures are results: each ends in a result.json with the right status and the error."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,14 @@ from bench.run import execute, prepare
 from tests.conftest import REPO, TINY, compose, run_cli
 
 
-@pytest.mark.parametrize("target,status,fragment", [
-    ("tests.helpers.faults.NaNLoss", "diverged", "loss is nan at optimizer step 2"),
-    ("tests.helpers.faults.RaisingHook", "failed", "hook failed at step 1"),
-    ("tests.helpers.faults.OutOfMemory", "oom", "out of memory"),
-])
+@pytest.mark.parametrize(
+    "target,status,fragment",
+    [
+        ("tests.helpers.faults.NaNLoss", "diverged", "loss is nan at optimizer step 2"),
+        ("tests.helpers.faults.RaisingHook", "failed", "hook failed at step 1"),
+        ("tests.helpers.faults.OutOfMemory", "oom", "out of memory"),
+    ],
+)
 def test_fault_ends_in_its_status(tmp_path, target, status, fragment):
     cfg = compose(*TINY, f"run.root={tmp_path}", "logger=none", "eval.enabled=false", f"method._target_={target}")
     method, task, config, config_hash = prepare(cfg)
@@ -31,9 +35,22 @@ def test_fault_ends_in_its_status(tmp_path, target, status, fragment):
 
 def test_sigterm_ends_as_cancelled(tmp_path):
     root = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.run", *TINY, f"run.root={root}", "logger=none",
-                             "eval.enabled=false", "train.max_steps=100000"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            *TINY,
+            f"run.root={root}",
+            "logger=none",
+            "eval.enabled=false",
+            "train.max_steps=100000",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.stat().st_size for p in root.rglob("metrics.jsonl")):
         time.sleep(0.5)
@@ -49,15 +66,24 @@ def test_sigterm_ends_as_cancelled(tmp_path):
 @pytest.mark.slow  # the same property at sweep scale is in tests/bench/test_sweep_resume.py (make test)
 def test_sweep_goes_on_after_a_failure_and_resumes(tmp_path):
     root = tmp_path / "runs"
-    sweep = ("-m", "method._target_=tests.helpers.faults.RaisingHook,methods.lora.LoRA", *TINY,
-             f"run.root={root}", "logger=none", "eval.base=false")
+    sweep = (
+        "-m",
+        "method._target_=tests.helpers.faults.RaisingHook,methods.lora.LoRA",
+        *TINY,
+        f"run.root={root}",
+        "logger=none",
+        "eval.base=false",
+    )
     first = run_cli(*sweep)
     assert first.returncode == 0, first.stderr
     results = [json.loads(p.read_text()) for p in root.rglob("result.json") if "attempts" not in p.parts]
     assert sorted(r["status"] for r in results) == ["failed", "success"]
     second = run_cli(*sweep)
     assert "skipped" in second.stdout  # the finished job is not redone
-    failed_dir = next(p.parent for p in root.rglob("result.json")
-                      if "attempts" not in p.parts and json.loads(p.read_text())["status"] == "failed")
+    failed_dir = next(
+        p.parent
+        for p in root.rglob("result.json")
+        if "attempts" not in p.parts and json.loads(p.read_text())["status"] == "failed"
+    )
     assert len(list((failed_dir / "attempts").glob("result-*.json"))) == 1  # the first failure is kept
     assert list(root.glob(".sweeps/*/multirun.yaml"))

@@ -1,4 +1,5 @@
 """The FLOP counter and the MFU arithmetic against hand-computed values."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,11 @@ def test_lora_adds_its_factors_and_their_gradients():
     model = method_from_config("lora", "method.r=4").apply(tiny_llama())
     adapter = L * 4 * ((H + H) + (H + KV))  # q: 32 -> 32, v: 32 -> 16, r (d_in + d_out) each
     counts = flops.linear_flops_per_token(model)
-    assert counts == {"forward": 2 * (LINEAR + adapter), "backward_input": 2 * (LINEAR + adapter),
-                      "backward_weight": 2 * adapter}
+    assert counts == {
+        "forward": 2 * (LINEAR + adapter),
+        "backward_input": 2 * (LINEAR + adapter),
+        "backward_weight": 2 * adapter,
+    }
 
 
 def test_asym_lora_skips_the_frozen_a_gradient():
@@ -44,8 +48,11 @@ def test_cla_counts_only_r_columns():
     model = method_from_config("cla", "method.r=4").apply(tiny_llama())
     adapter = L * 4 * (H + KV)  # r * d_out per matrix
     counts = flops.linear_flops_per_token(model)
-    assert counts == {"forward": 2 * (LINEAR + adapter), "backward_input": 2 * (LINEAR + adapter),
-                      "backward_weight": 2 * adapter}
+    assert counts == {
+        "forward": 2 * (LINEAR + adapter),
+        "backward_input": 2 * (LINEAR + adapter),
+        "backward_weight": 2 * adapter,
+    }
 
 
 def test_attention_and_totals_per_step():
@@ -60,10 +67,18 @@ def test_attention_and_totals_per_step():
     assert step["attention"] == tokens * attention
 
 
-@pytest.mark.parametrize("name,key", [
-    ("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H100 PCIe", "H100 PCIe"), ("NVIDIA H200", "H200"),
-    ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA L40S", "L40S"), ("NVIDIA L4", "L4"), ("Tesla T4", None),
-])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 PCIe", "H100 PCIe"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA L4", "L4"),
+        ("Tesla T4", None),
+    ],
+)
 def test_device_names_map_to_the_peak_table(name, key):
     assert flops.device_key(name) == key
 
@@ -82,8 +97,16 @@ def test_counter_accepts_a_model_on_the_meta_device():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     with torch.device("meta"):  # a 7B shape costs no memory
-        model = LlamaForCausalLM(LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                             num_attention_heads=32, num_key_value_heads=32, vocab_size=32000))
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                num_key_value_heads=32,
+                vocab_size=32000,
+            )
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     linear_params = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008) + 4096 * 32000

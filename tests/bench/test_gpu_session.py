@@ -1,5 +1,6 @@
 """scripts/gpu_session.sh and requirements/device.txt: what a lent GPU machine runs (issue #9).
 The GPU itself is not here; the script runs as a CPU smoke test on the tiny model."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -48,13 +49,36 @@ def test_the_perf_command_of_the_script_takes_every_method_it_names():
 def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
     import sys
 
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "WHEELS": str(tmp_path / "none"),
-           "SITE": str(tmp_path / "none"), "RUNS": str(tmp_path / "runs"), "MODEL": "tiny-llama", "DEVICE": "cpu",
-           "PRECISION": "bf16", "SEQ": "16", "BATCH": "2", "RANK": "4", "STEPS": "2", "WARMUP": "1",
-           "METHODS": "lora,full", "MFU_BATCHES": "1", "MFU_CKPT": "false", "E2E_STEPS": "2", "E2E_LIMIT": "2",
-           "MODEL_ARGS": "model.dtype=bfloat16"}  # the GPU's dtype path, under CPU autocast
-    out = subprocess.run(["bash", "scripts/gpu_session.sh", "setup", "perf-nockpt", "mfu", "e2e"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+        "WHEELS": str(tmp_path / "none"),
+        "SITE": str(tmp_path / "none"),
+        "RUNS": str(tmp_path / "runs"),
+        "MODEL": "tiny-llama",
+        "DEVICE": "cpu",
+        "PRECISION": "bf16",
+        "SEQ": "16",
+        "BATCH": "2",
+        "RANK": "4",
+        "STEPS": "2",
+        "WARMUP": "1",
+        "METHODS": "lora,full",
+        "MFU_BATCHES": "1",
+        "MFU_CKPT": "false",
+        "E2E_STEPS": "2",
+        "E2E_LIMIT": "2",
+        "MODEL_ARGS": "model.dtype=bfloat16",
+    }  # the GPU's dtype path, under CPU autocast
+    out = subprocess.run(
+        ["bash", "scripts/gpu_session.sh", "setup", "perf-nockpt", "mfu", "e2e"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert files == {"versions.txt", "perf-nockpt.md", "mfu.md", "e2e-result.json", "log.txt"}
@@ -69,6 +93,7 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
     assert result["config"]["model"]["dtype"] == "bfloat16" and result["config"]["train"]["mixed_precision"] == "bf16"
     assert result["metrics"]["eval"]["n"] == 2
 
-    bad = subprocess.run(["bash", "scripts/gpu_session.sh", "nonsense"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        ["bash", "scripts/gpu_session.sh", "nonsense"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 1 and "unknown step 'nonsense'" in bad.stderr

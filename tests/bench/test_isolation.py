@@ -1,4 +1,5 @@
 """Secrets stay out of run directories; concurrent processes never corrupt or share a run."""
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,24 @@ def test_log_filter_masks_secrets(monkeypatch):
 def test_planted_secret_appears_nowhere_under_the_run_directory(tmp_path):
     env = {**os.environ, "HF_TOKEN": SECRET, "WANDB_API_KEY": SECRET[::-1], "MY_SERVICE_PASSWORD": SECRET + "x"}
     # the secret also reaches the config, through an interpolation a user might write
-    out = subprocess.run([sys.executable, "-m", "bench.run", *TINY, f"run.root={tmp_path}", "logger=wandb",
-                          "logger.mode=offline", "logger.project=${oc.env:HF_TOKEN}", "train.max_steps=2"],
-                         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            *TINY,
+            f"run.root={tmp_path}",
+            "logger=wandb",
+            "logger.mode=offline",
+            "logger.project=${oc.env:HF_TOKEN}",
+            "train.max_steps=2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files) and any(p.name == "result.json" for p in files)
@@ -47,8 +63,9 @@ def test_planted_secret_appears_nowhere_under_the_run_directory(tmp_path):
 
 def test_second_process_on_the_same_run_is_refused(tmp_path):
     job = (*TINY, f"run.root={tmp_path}", "logger=none", "eval.enabled=false", "train.max_steps=100000")
-    first = subprocess.Popen([sys.executable, "-m", "bench.run", *job], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", *job], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not list(tmp_path.rglob("metrics.jsonl")):

@@ -41,11 +41,21 @@ def test_generation_counter_counts_new_positions_of_each_generate_call():
     model = tiny_llama()
     ids = torch.randint(3, 128, (2, 5))
     with M.GenerationCounter(model) as counter:
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, min_new_tokens=4,
-                       do_sample=False, pad_token_id=0)
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=4,
+            min_new_tokens=4,
+            do_sample=False,
+            pad_token_id=0,
+        )
         model.generate(ids[:1], max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0)
     assert counter.calls == 2 and counter.new_tokens == 2 * 4 + 1 * 3
     assert "generate" not in vars(model)  # the method is the class's again
-    assert M.eval_throughput(10, 2.0, counter) == {"questions_per_s": 5.0, "new_tokens": 11,
-                                                   "new_tokens_per_s": 5.5, "generate_calls": 2}
+    assert M.eval_throughput(10, 2.0, counter) == {
+        "questions_per_s": 5.0,
+        "new_tokens": 11,
+        "new_tokens_per_s": 5.5,
+        "generate_calls": 2,
+    }
     assert M.eval_throughput(10, 2.0, M.GenerationCounter(model))["new_tokens"] is None  # no generation task

@@ -1,5 +1,6 @@
 """The model files of the families researchers use: each composes, builds on the meta device from
 its architecture fields, and has its published parameter count."""
+
 from __future__ import annotations
 
 import functools
@@ -65,7 +66,7 @@ def test_parameter_count_is_the_published_one(name):
     got = counts(model)
     assert info["total_params"] == got["total"]
     for figure, digits, what in PUBLISHED[name]:
-        assert abs(got[what] / 1e9 - figure) < 10 ** -digits, (name, what, got[what])
+        assert abs(got[what] / 1e9 - figure) < 10**-digits, (name, what, got[what])
 
 
 @pytest.mark.parametrize("name", [n for n in PUBLISHED if n != "deberta-v3-large"])

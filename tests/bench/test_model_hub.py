@@ -1,6 +1,7 @@
 """`model=hub`: any hub model by its id; architecture, dtype and kind (causal LM or encoder) from its
 own config.json (local cache offline) or from the suite's model file for that id; offline and
 uncached, a clear error."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,22 @@ from bench.config import ConfigError, resolved, validate
 from bench.run import prepare
 from tests.conftest import CONF, compose
 
-GEMMA2 = {"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "hidden_size": 48,
-          "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-          "head_dim": 16, "vocab_size": 1000, "dtype": "bfloat16", "tie_word_embeddings": True,
-          "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 1}
+GEMMA2 = {
+    "model_type": "gemma2",
+    "architectures": ["Gemma2ForCausalLM"],
+    "hidden_size": 48,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": 1000,
+    "dtype": "bfloat16",
+    "tie_word_embeddings": True,
+    "pad_token_id": 0,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+}
 
 
 T5 = {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "d_model": 32}
@@ -64,8 +77,12 @@ def test_a_hub_model_is_named_by_its_id_and_needs_a_size():
 
 
 def test_random_init_builds_the_shape_from_the_cached_config_json(hub_cache):
-    cfg = hub("model.hub_id=someorg/tiny-gemma2", "model.init=random", "model.tokenizer=gpt2-offline",
-              "model.adapter_targets=all-linear")
+    cfg = hub(
+        "model.hub_id=someorg/tiny-gemma2",
+        "model.init=random",
+        "model.tokenizer=gpt2-offline",
+        "model.adapter_targets=all-linear",
+    )
     models.check_available(cfg.model)
     model, _, info = models.load(cfg.model, fit_vocab=False)
     assert info["architecture"] == "gemma2" and info["architecture_from"] == "config.json of someorg/tiny-gemma2"
@@ -81,12 +98,19 @@ def test_default_targets_are_peft_s_for_the_type_and_recorded(hub_cache):
     cfg = hub("model.hub_id=someorg/tiny-gemma2", "model.init=random", "model.tokenizer=gpt2-offline")
     assert cfg.model.adapter_targets == "auto"
     _, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
-    assert info["adapter_targets_auto"] == {"targets": ["q_proj", "v_proj"],
-                                            "rule": "peft 0.21.2's default LoRA targets for model_type gemma2"}
+    assert info["adapter_targets_auto"] == {
+        "targets": ["q_proj", "v_proj"],
+        "rule": "peft 0.21.2's default LoRA targets for model_type gemma2",
+    }
 
 
-@pytest.mark.parametrize("repo, task, kind", [("someorg/tiny-gemma2", "gsm8k task.train_source=asdiv", "causal_lm"),
-                                              ("someorg/minilm", "movie_review_sentiment", "encoder")])
+@pytest.mark.parametrize(
+    "repo, task, kind",
+    [
+        ("someorg/tiny-gemma2", "gsm8k task.train_source=asdiv", "causal_lm"),
+        ("someorg/minilm", "movie_review_sentiment", "encoder"),
+    ],
+)
 def test_kind_is_read_from_config_json_before_the_task_check(hub_cache, repo, task, kind):
     """kind=auto (conf/model/hub.yaml) becomes the model's kind in `prepare`: the recorded config and
     the run hash are those of naming the kind."""
@@ -103,9 +127,12 @@ def test_an_encoder_found_by_auto_is_refused_by_a_generation_task(hub_cache):
 
 
 def test_an_explicit_kind_wins(hub_cache):
-    assert prepare(hub("model.hub_id=someorg/minilm", "task=gsm8k", "task.train_source=asdiv",
-                       "model.kind=causal_lm"))[2]["model"]["kind"] \
+    assert (
+        prepare(hub("model.hub_id=someorg/minilm", "task=gsm8k", "task.train_source=asdiv", "model.kind=causal_lm"))[2][
+            "model"
+        ]["kind"]
         == "causal_lm"
+    )
 
 
 def test_an_encoder_found_by_auto_is_built_as_a_classifier(hub_cache):
@@ -125,23 +152,30 @@ def test_a_kind_config_json_does_not_tell_is_a_config_error(hub_cache):
 
 
 def test_uncached_offline_the_kind_is_the_shipped_file_s(hub_cache):
-    cfg = hub("model.hub_id=microsoft/deberta-v3-large", "model.init=random", "model.tokenizer=bert-uncased-offline",
-              "task=movie_review_sentiment")
+    cfg = hub(
+        "model.hub_id=microsoft/deberta-v3-large",
+        "model.init=random",
+        "model.tokenizer=bert-uncased-offline",
+        "task=movie_review_sentiment",
+    )
     assert prepare(cfg)[2]["model"]["kind"] == "encoder"
     assert models.model_kind(cfg.model) == ("encoder", "model.kind")  # prepare wrote it into the config
 
 
-@pytest.mark.parametrize("config, kind", [
-    ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}, "causal_lm"),
-    ({"architectures": ["BertForMaskedLM"], "model_type": "bert"}, "encoder"),  # bert-base-uncased
-    ({"architectures": ["BertLMHeadModel"], "model_type": "bert"}, "causal_lm"),  # BERT trained as a decoder
-    ({"architectures": ["RobertaForSequenceClassification"], "model_type": "roberta"}, "encoder"),
-    ({"architectures": ["LlamaForSequenceClassification"], "model_type": "llama"}, "causal_lm"),  # a reward model
-    ({"model_type": "deberta-v2"}, "encoder"),  # microsoft/deberta-v3-large names no architectures
-    ({"model_type": "phi3"}, "causal_lm"),
-    ({"architectures": ["BartForConditionalGeneration"], "model_type": "bart"}, None),
-    ({"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}, None),
-])
+@pytest.mark.parametrize(
+    "config, kind",
+    [
+        ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}, "causal_lm"),
+        ({"architectures": ["BertForMaskedLM"], "model_type": "bert"}, "encoder"),  # bert-base-uncased
+        ({"architectures": ["BertLMHeadModel"], "model_type": "bert"}, "causal_lm"),  # BERT trained as a decoder
+        ({"architectures": ["RobertaForSequenceClassification"], "model_type": "roberta"}, "encoder"),
+        ({"architectures": ["LlamaForSequenceClassification"], "model_type": "llama"}, "causal_lm"),  # a reward model
+        ({"model_type": "deberta-v2"}, "encoder"),  # microsoft/deberta-v3-large names no architectures
+        ({"model_type": "phi3"}, "causal_lm"),
+        ({"architectures": ["BartForConditionalGeneration"], "model_type": "bart"}, None),
+        ({"architectures": ["T5ForConditionalGeneration"], "model_type": "t5"}, None),
+    ],
+)
 def test_kind_from_config_fields(config, kind):
     assert models.kind_from_config(config) == kind
 

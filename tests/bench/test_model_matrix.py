@@ -6,6 +6,7 @@ its closed-form parameter count; with the model's q/v default targets and with a
 The default run covers every method on Phi-3.5 (fused qkv/gate_up, untied) and the suite's own and
 PEFT's main methods on Gemma 2 and DeBERTa-v3, at two layers (each layer's shapes are the true
 ones); the full matrix (every family, every layer, both target choices) is marked slow."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,20 @@ from bench.run import build
 from tests.conftest import CONF, compose
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
-FAMILIES = ["llama3.1-8b", "llama3.2-1b", "llama3.2-3b", "qwen2.5-1.5b", "qwen2.5-7b", "qwen3-0.6b", "qwen3-8b",
-            "mistral-7b-v0.3", "gemma2-2b", "gemma2-9b", "phi3.5-mini", "deberta-v3-large"]
+FAMILIES = [
+    "llama3.1-8b",
+    "llama3.2-1b",
+    "llama3.2-3b",
+    "qwen2.5-1.5b",
+    "qwen2.5-7b",
+    "qwen3-0.6b",
+    "qwen3-8b",
+    "mistral-7b-v0.3",
+    "gemma2-2b",
+    "gemma2-9b",
+    "phi3.5-mini",
+    "deberta-v3-large",
+]
 # PiSSA's initialisation is an SVD of each adapted weight: no values on the meta device. It runs on
 # the CPU at the family's layer structure with every width divided by 16 (its count is LoRA's form).
 NEEDS_VALUES = {"pissa"}
@@ -26,8 +39,11 @@ def scaled_down(model: str) -> list[str]:
     arch = compose(f"model={model}").model.arch
     keys = [k for k in ("hidden_size", "intermediate_size", "head_dim") if k in arch]
     tokens = [f"model.arch.{k}=0" for k in ("pad_token_id", "bos_token_id", "eos_token_id") if k in arch]
-    return [f"model.arch.{k}={arch[k] // 16}" for k in keys] + tokens + ["model.arch.num_hidden_layers=1",
-                                                                         "model.arch.vocab_size=1000"]
+    return (
+        [f"model.arch.{k}={arch[k] // 16}" for k in keys]
+        + tokens
+        + ["model.arch.num_hidden_layers=1", "model.arch.vocab_size=1000"]
+    )
 
 
 def check(method_name: str, model: str, targets: str | None, layers: int | None):

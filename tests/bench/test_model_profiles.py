@@ -1,5 +1,6 @@
 """Hardware/size profiles: a model file names its size class, a task file its family, and
 conf/profile/ sets the train/eval sizes per class (and per class x family)."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,18 +13,44 @@ MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "hu
 
 # The nine per-pair files these profiles replaced (conf/model_task/, four distinct contents),
 # transcribed: each pair must still compose to exactly these values.
-SEVEN_B = {"train": {"device": "cuda", "mixed_precision": "bf16", "gradient_checkpointing": True, "batch_size": 4,
-                     "grad_accum": 4, "max_length": 768, "max_steps": 1000}, "eval": {"batch_size": 32}}
-ONE_B = {"train": {"device": "cuda", "mixed_precision": "bf16", "batch_size": 16, "grad_accum": 1,
-                   "max_length": 768, "max_steps": 1000}, "eval": {"batch_size": 64}}
-TEST_SIZED = {"train": {"max_steps": 4, "batch_size": 4, "max_length": 128}, "task": {"train_limit": 64},
-              "eval": {"limit": 4, "max_gen_toks": 16}}
+SEVEN_B = {
+    "train": {
+        "device": "cuda",
+        "mixed_precision": "bf16",
+        "gradient_checkpointing": True,
+        "batch_size": 4,
+        "grad_accum": 4,
+        "max_length": 768,
+        "max_steps": 1000,
+    },
+    "eval": {"batch_size": 32},
+}
+ONE_B = {
+    "train": {
+        "device": "cuda",
+        "mixed_precision": "bf16",
+        "batch_size": 16,
+        "grad_accum": 1,
+        "max_length": 768,
+        "max_steps": 1000,
+    },
+    "eval": {"batch_size": 64},
+}
+TEST_SIZED = {
+    "train": {"max_steps": 4, "batch_size": 4, "max_length": 128},
+    "task": {"train_limit": 64},
+    "eval": {"limit": 4, "max_gen_toks": 16},
+}
 FORMER_PAIRS = {
-    ("llama2-7b", "gsm8k"): SEVEN_B, ("llama3-8b", "gsm8k"): SEVEN_B, ("mistral-7b", "gsm8k"): SEVEN_B,
-    ("qwen2.5-0.5b", "gsm8k"): ONE_B, ("tinyllama-1.1b", "gsm8k"): ONE_B,
+    ("llama2-7b", "gsm8k"): SEVEN_B,
+    ("llama3-8b", "gsm8k"): SEVEN_B,
+    ("mistral-7b", "gsm8k"): SEVEN_B,
+    ("qwen2.5-0.5b", "gsm8k"): ONE_B,
+    ("tinyllama-1.1b", "gsm8k"): ONE_B,
     ("smollm2-135m", "gsm8k"): {"train": {"batch_size": 8, "max_length": 384}},
     ("smollm2-135m", "humaneval"): {"train": {"batch_size": 8, "max_length": 384}, "task": {"max_gen_toks": 256}},
-    ("tiny-llama", "gsm8k"): TEST_SIZED, ("tiny-llama", "humaneval"): TEST_SIZED,
+    ("tiny-llama", "gsm8k"): TEST_SIZED,
+    ("tiny-llama", "humaneval"): TEST_SIZED,
 }
 
 
@@ -103,8 +130,10 @@ def test_model_hub_without_size_is_refused_by_the_command_line():
     from tests.conftest import run_cli
 
     out = run_cli("model=hub", "model.hub_id=someorg/some-model")
-    assert out.returncode == 2 and "model=hub (conf/model/hub.yaml) needs the size class on the command line: " \
-        "size=<class>" in out.stderr
+    assert (
+        out.returncode == 2
+        and "model=hub (conf/model/hub.yaml) needs the size class on the command line: size=<class>" in out.stderr
+    )
 
 
 def test_every_shipped_model_file_names_a_size_class():

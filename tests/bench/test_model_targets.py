@@ -1,6 +1,7 @@
 """Adapter target presets (`model.adapter_targets=all-linear | attention | mlp | auto`), resolved from the
 module tree: checked against PEFT's own all-linear and default targets, hand-listed layer names and
 hand-computed counts."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ from tests.helpers.tiny import tiny_llama
 
 def meta_model(model_type: str, cls=AutoModelForCausalLM, device: str = "meta", **arch):
     with torch.device(device):
-        return cls.from_config(AutoConfig.for_model(model_type, vocab_size=100, pad_token_id=0, bos_token_id=1,
-                                                    eos_token_id=2, **arch))
+        return cls.from_config(
+            AutoConfig.for_model(model_type, vocab_size=100, pad_token_id=0, bos_token_id=1, eos_token_id=2, **arch)
+        )
 
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
@@ -28,8 +30,15 @@ MODELS = {
     "phi3": lambda **kw: meta_model("phi3", num_key_value_heads=4, **SMALL, **kw),
     "gemma2": lambda **kw: meta_model("gemma2", num_key_value_heads=2, head_dim=8, **SMALL, **kw),
     "bert": lambda **kw: meta_model("bert", AutoModelForSequenceClassification, **SMALL, **kw),
-    "deberta-v2": lambda **kw: meta_model("deberta-v2", AutoModelForSequenceClassification, relative_attention=True,
-                                          pos_att_type=["p2c", "c2p"], share_att_key=True, **SMALL, **kw),
+    "deberta-v2": lambda **kw: meta_model(
+        "deberta-v2",
+        AutoModelForSequenceClassification,
+        relative_attention=True,
+        pos_att_type=["p2c", "c2p"],
+        share_att_key=True,
+        **SMALL,
+        **kw,
+    ),
 }
 
 
@@ -40,7 +49,8 @@ def test_all_linear_is_peft_all_linear(family):
 
     model = MODELS[family]()
     theirs = _maybe_include_all_linear_layers(
-        LoraConfig(target_modules="all-linear", task_type=peft_common.task_type(model)), model).target_modules
+        LoraConfig(target_modules="all-linear", task_type=peft_common.task_type(model)), model
+    ).target_modules
     assert set(peft_common.target_linears(model, "all-linear")) == set(theirs)
 
 
@@ -52,11 +62,14 @@ def test_roberta_head_is_left_out_whole():
     assert len(chosen) == 2 * 6 and not any(n.startswith("classifier") for n in chosen)
 
 
-@pytest.mark.parametrize("family, attention, mlp", [
-    ("llama", ["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "up_proj", "down_proj"]),
-    ("gemma2", ["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "up_proj", "down_proj"]),
-    ("phi3", ["o_proj", "qkv_proj"], ["gate_up_proj", "down_proj"]),
-])
+@pytest.mark.parametrize(
+    "family, attention, mlp",
+    [
+        ("llama", ["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "up_proj", "down_proj"]),
+        ("gemma2", ["q_proj", "k_proj", "v_proj", "o_proj"], ["gate_proj", "up_proj", "down_proj"]),
+        ("phi3", ["o_proj", "qkv_proj"], ["gate_up_proj", "down_proj"]),
+    ],
+)
 def test_decoder_presets_name_the_projections(family, attention, mlp):
     model = MODELS[family]()
     assert peft_common.resolve_targets(model, "attention") == attention
@@ -88,8 +101,15 @@ def test_lora_all_linear_count_and_peft_targets():
     assert method.expected_trainable_params(base) == 2 * per_layer
     model = method.apply(base)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * per_layer
-    assert set(model.peft_config["default"].target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                                "gate_proj", "up_proj", "down_proj"}
+    assert set(model.peft_config["default"].target_modules) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
 
 
 def test_column_method_exports_the_layers_a_preset_chose(tmp_path):
@@ -100,8 +120,9 @@ def test_column_method_exports_the_layers_a_preset_chose(tmp_path):
     assert expected == sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * 4 * (64 + 64 + 32)
     method.export(model, tmp_path)
     saved = json.loads((tmp_path / "adapter_config.json").read_text())["target_modules"]
-    assert sorted(saved) == sorted(f"model.layers.{i}.mlp.{p}" for i in range(2)
-                                   for p in ("gate_proj", "up_proj", "down_proj"))
+    assert sorted(saved) == sorted(
+        f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")
+    )
 
 
 @pytest.mark.parametrize("value", ["everything", "[]"])
@@ -144,8 +165,15 @@ def test_auto_lora_count_on_phi_is_the_hand_formula():
     the fused qkv_proj, 3072 -> 3 x 3072, in 32 layers."""
     from bench import models
 
-    cfg = compose("model=hub", "size=3b", "model.hub_id=microsoft/Phi-3.5-mini-instruct", "model.init=random",
-                  "model.tokenizer=gpt2-offline", "method=lora", "method.r=8")
+    cfg = compose(
+        "model=hub",
+        "size=3b",
+        "model.hub_id=microsoft/Phi-3.5-mini-instruct",
+        "model.init=random",
+        "model.tokenizer=gpt2-offline",
+        "method=lora",
+        "method.r=8",
+    )
     base, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
     assert info["adapter_targets_auto"]["targets"] == ["qkv_proj"]
     method = build(cfg.method)

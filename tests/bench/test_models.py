@@ -1,4 +1,5 @@
 """Model loading: random init from the config, offline tokenizers, clear errors for the hub."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,12 +34,16 @@ def test_exact_shape_of_a_big_model_without_download():
     """llama2-7b's architecture, scaled down in depth/width only to fit a test, keeps its fields."""
     cfg = compose("model=llama2-7b", "model.init=random", "model.tokenizer=gpt2-offline", "model.dtype=float32")
     mcfg = OmegaConf.to_container(cfg.model)
-    mcfg["arch"].update(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
-                        num_key_value_heads=4)
+    mcfg["arch"].update(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4
+    )
     model, tok, info = models.load(OmegaConf.create(mcfg))
     # the GPT-2 tokenizer has more tokens than Llama-2's 32000: the change is recorded
-    assert info["vocab_size_overridden"] == {"architecture": 32000, "used": 50257,
-                                             "why": "the tokenizer has more tokens than the architecture"}
+    assert info["vocab_size_overridden"] == {
+        "architecture": 32000,
+        "used": 50257,
+        "why": "the tokenizer has more tokens than the architecture",
+    }
     assert model.config.rope_parameters["rope_theta"] == 10000.0
     assert model.config.max_position_embeddings == 4096 and model.config.num_key_value_heads == 4
 
@@ -74,4 +79,4 @@ def test_smollm2_converts_once_and_loads(tmp_path, monkeypatch):
     torch.testing.assert_close(again.model.layers[3].mlp.up_proj.weight, model.model.layers[3].mlp.up_proj.weight)
     ids = tok("The capital of France is", return_tensors="pt").input_ids
     out = again.generate(ids, max_new_tokens=3, do_sample=False)
-    assert "Paris" in tok.decode(out[0][ids.shape[1]:])
+    assert "Paris" in tok.decode(out[0][ids.shape[1] :])

@@ -1,4 +1,5 @@
 """bench.perf's arithmetic and the fairness of its per-method settings (no timing assertions)."""
+
 from __future__ import annotations
 
 import statistics
@@ -19,14 +20,31 @@ def test_prunedlora_is_compacted_before_the_timed_steps():
 
 
 def row(method, t, mem, ckpt=False, bare=False):
-    return {"method": method, "checkpointing": ckpt, "bare": bare, "step_time_p50_s": t, "step_time_p90_s": t,
-            "tokens_per_s": 512 / t, "peak_memory": {"kind": "cuda", "allocated_bytes": mem}, "trainable_params": 10}
+    return {
+        "method": method,
+        "checkpointing": ckpt,
+        "bare": bare,
+        "step_time_p50_s": t,
+        "step_time_p90_s": t,
+        "tokens_per_s": 512 / t,
+        "peak_memory": {"kind": "cuda", "allocated_bytes": mem},
+        "trainable_params": 10,
+    }
 
 
 def test_table_ratios_are_against_lora_with_the_same_checkpointing():
-    text = perf.table([row("lora", 0.5, 1000), row("cla", 0.4, 800), row("lora", 1.0, 500, ckpt=True),
-                       row("cla", 0.9, 450, ckpt=True), row("lora", 0.4, 0, bare=True)])
-    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    text = perf.table(
+        [
+            row("lora", 0.5, 1000),
+            row("cla", 0.4, 800),
+            row("lora", 1.0, 500, ckpt=True),
+            row("cla", 0.9, 450, ckpt=True),
+            row("lora", 0.4, 0, bare=True),
+        ]
+    )
+    lines = {
+        tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")
+    }
     assert "| 0.800 | 0.800 |" in lines[("cla", "False")] and "(n=1)" in lines[("cla", "False")]
     assert "| 0.900 | 0.900 |" in lines[("cla", "True")]
     assert "suite step p50 0.5000 s / bare PEFT+torch loop 0.4000 s = **1.250×**" in text
@@ -53,20 +71,40 @@ def test_beyond_lora_methods_are_timed_at_the_same_rank_as_lora():
 
 def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     out = tmp_path / "perf.md"
-    code = perf.main(["--model", "tiny-llama", "--methods", "lora,cla", "--steps", "2", "--warmup", "1",
-                      "--seq", "16", "--batch", "2", "--checkpointing", "false", "--out", str(out)])
+    code = perf.main(
+        [
+            "--model",
+            "tiny-llama",
+            "--methods",
+            "lora,cla",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--checkpointing",
+            "false",
+            "--out",
+            str(out),
+        ]
+    )
     text = out.read_text()
     assert code == 0, text
     assert "| cla | False |" in text and "Harness overhead" in text and "error" not in text
 
 
 def test_overrides_for_one_method_only():
-    assert perf.per_method_overrides(["full:train.optimizer=adafactor", "full:train.batch_size=1"],
-                                     ["lora", "full"]) == {"full": ["train.optimizer=adafactor", "train.batch_size=1"]}
+    assert perf.per_method_overrides(
+        ["full:train.optimizer=adafactor", "full:train.batch_size=1"], ["lora", "full"]
+    ) == {"full": ["train.optimizer=adafactor", "train.batch_size=1"]}
     with pytest.raises(SystemExit, match="method 'dora' is not in --methods"):
         perf.per_method_overrides(["dora:method.r=4"], ["lora", "full"])
-    assert perf.per_method_overrides(["full@adafactor:train.optimizer=adafactor"], ["full", "full@adafactor"]) == \
-        {"full@adafactor": ["train.optimizer=adafactor"]}
+    assert perf.per_method_overrides(["full@adafactor:train.optimizer=adafactor"], ["full", "full@adafactor"]) == {
+        "full@adafactor": ["train.optimizer=adafactor"]
+    }
     assert perf.base_method("full@adafactor") == "full" and perf.base_method("lora") == "lora"
     with pytest.raises(SystemExit, match="unknown method.s. lorra; known: .*lora"):
         perf.main(["--methods", "lora,lorra"])
@@ -86,8 +124,14 @@ def test_the_gpu_commands_methods_build_at_the_7b_shape():
 
     counts = {}
     for name in GPU_COMMAND_METHODS:
-        cfg = compose("model=llama2-7b", "model.init=random", "model.tokenizer=gpt2-offline", f"method={name}",
-                      "task.train_source=asdiv", *perf.method_overrides(name, 16, 3, 10))
+        cfg = compose(
+            "model=llama2-7b",
+            "model.init=random",
+            "model.tokenizer=gpt2-offline",
+            f"method={name}",
+            "task.train_source=asdiv",
+            *perf.method_overrides(name, 16, 3, 10),
+        )
         model, _, _ = models.load(cfg.model, device="meta", fit_vocab=False)  # as bench.perf builds it
         method = build(cfg.method)
         expected = method.expected_trainable_params(model)
@@ -105,8 +149,9 @@ def test_the_gpu_commands_methods_build_at_the_7b_shape():
 
 
 def _one(*argv):
-    args = perf.parser().parse_args(["--one", "--model", "tiny-llama", "--steps", "2", "--warmup", "1", "--seq", "16",
-                                     "--batch", "2", *argv])
+    args = perf.parser().parse_args(
+        ["--one", "--model", "tiny-llama", "--steps", "2", "--warmup", "1", "--seq", "16", "--batch", "2", *argv]
+    )
     args.checkpointing = args.checkpointing == "true"
     return args
 
@@ -136,9 +181,12 @@ def test_flops_and_tokens_count_the_micro_batches_run():
 
 
 def test_a_row_whose_parameters_get_no_gradient_is_refused():
-    row = perf.measure(_one("--method", "lora", "--checkpointing", "false",
-                            "method._target_=tests.helpers.faults.Unreachable"))
-    assert "no gradient reached the trainable parameters" in row.get("invalid", ["(none)"])[0], {k: row.get(k) for k in ("no_gradient", "trainable_params", "work", "step_times_s")}
+    row = perf.measure(
+        _one("--method", "lora", "--checkpointing", "false", "method._target_=tests.helpers.faults.Unreachable")
+    )
+    assert "no gradient reached the trainable parameters" in row.get("invalid", ["(none)"])[0], {
+        k: row.get(k) for k in ("no_gradient", "trainable_params", "work", "step_times_s")
+    }
     text = perf.table([row])
     assert "invalid measurement, not a result" in text and "| 0." not in text
 
@@ -165,13 +213,27 @@ def test_without_gradient_judges_each_trainable_tensor():
 
 
 def test_the_heading_names_the_work_and_rows_that_differ():
-    work = {"grad_accum": 1, "batch": 1, "seq": 2048, "targets": "q_proj,v_proj", "checkpointing": False,
-            "compile": False, "precision": "bf16", "dtype": "bfloat16", "optimizer": "adamw"}
-    rows = [{**row("lora", 0.2, 10), "work": work}, {**row("cla", 0.2, 10), "work": work},
-            {**row("full", 0.5, 30), "work": {**work, "targets": "none", "optimizer": "adafactor"}}]
+    work = {
+        "grad_accum": 1,
+        "batch": 1,
+        "seq": 2048,
+        "targets": "q_proj,v_proj",
+        "checkpointing": False,
+        "compile": False,
+        "precision": "bf16",
+        "dtype": "bfloat16",
+        "optimizer": "adamw",
+    }
+    rows = [
+        {**row("lora", 0.2, 10), "work": work},
+        {**row("cla", 0.2, 10), "work": work},
+        {**row("full", 0.5, 30), "work": {**work, "targets": "none", "optimizer": "adafactor"}},
+    ]
     text, differ = perf.heading(rows)
-    assert text == ("grad_accum 1, batch 1, seq 2048, targets q_proj,v_proj, compile False, precision bf16, "
-                    "dtype bfloat16, optimizer adamw")
+    assert text == (
+        "grad_accum 1, batch 1, seq 2048, targets q_proj,v_proj, compile False, precision bf16, "
+        "dtype bfloat16, optimizer adamw"
+    )
     assert differ == {0: {}, 1: {}, 2: {"targets": "none", "optimizer": "adafactor"}}
     assert "| full targets=none optimizer=adafactor | False |" in perf.table(rows)
 
@@ -191,7 +253,10 @@ def test_change_events_are_timed_apart_from_the_steady_state():
 def test_c3las_phase_switches_get_their_own_row():
     row = perf.measure(_one("--method", "c3la", "--checkpointing", "false", "--steps", "5"))
     assert "invalid" not in row and row["change_steps"] and row["timed_events"] >= 1
-    steady = [t for s, t in enumerate(row["step_times_s"], 1)
-              if s > 1 and s not in row["change_steps"] and s - 1 not in row["change_steps"]]
+    steady = [
+        t
+        for s, t in enumerate(row["step_times_s"], 1)
+        if s > 1 and s not in row["change_steps"] and s - 1 not in row["change_steps"]
+    ]
     assert row["step_time_p50_s"] == statistics.median(steady)
     assert "c3la: one change event" in perf.table([row])

@@ -1,4 +1,5 @@
 """The report: numbers equal a hand computation from the result files; bad files are reported."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,11 @@ def test_a_run_from_before_a_key_existed_is_not_a_different_setting(tmp_path):
     same["train"]["optimizer"], same["seed"] = "adamw", 2
     other["train"]["optimizer"], other["seed"] = "adafactor", 3
     assert setting_labels([old, same]) == ["", ""]
-    assert setting_labels([old, same, other]) == ["train.optimizer=adamw", "train.optimizer=adamw",
-                                                  "train.optimizer=adafactor"]
+    assert setting_labels([old, same, other]) == [
+        "train.optimizer=adamw",
+        "train.optimizer=adamw",
+        "train.optimizer=adafactor",
+    ]
 
 
 def test_truncated_and_off_schema_files_are_reported_not_fatal(tmp_path):
@@ -101,15 +105,30 @@ def test_sparsity_comes_from_the_method_report_when_not_configured(tmp_path):
 GSM8K, MRPC = ("gsm8k", "exact_match,strict-match"), ("mrpc", "acc")
 
 
-def synthetic(root, *, method, seed, score, task=GSM8K, sparsity=None, r=None, max_steps=4,
-              params=1000, time_s=1.0, memory_gb=1.0, rank_pattern=None):
+def synthetic(
+    root,
+    *,
+    method,
+    seed,
+    score,
+    task=GSM8K,
+    sparsity=None,
+    r=None,
+    max_steps=4,
+    params=1000,
+    time_s=1.0,
+    memory_gb=1.0,
+    rank_pattern=None,
+):
     r_ = minimal_result()
     cfg = r_["config"]
     cfg.update(seed=seed)
     cfg["task"]["name"], cfg["train"]["max_steps"] = task[0], max_steps
     cfg["method"] = {"name": method, "sparsity": sparsity, **({"r": r} if r is not None else {"r_target": 8})}
     m = r_["metrics"]
-    m.update(trainable_params=params, train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9})
+    m.update(
+        trainable_params=params, train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9}
+    )
     m["eval"] = {"primary": task[1], task[1]: score, "n": 10}
     r_["method_report"] = {"rank_pattern": rank_pattern} if rank_pattern else {}
     d = root / f"{method}-{task[0]}-{sparsity}-{r}-{seed}"
@@ -119,16 +138,53 @@ def synthetic(root, *, method, seed, score, task=GSM8K, sparsity=None, r=None, m
 
 def sweep_fixture(root) -> list[dict]:
     """LoRA r=8 (3 seeds on GSM8K, 2 on MRPC with another max_steps), LoRA r=16 and PrunedLoRA s=0.5."""
-    runs = [{"method": "lora", "r": 8, "seed": s, "score": 0.1 * s + 0.05, "params": 8000, "time_s": 10.0 + s,
-             "memory_gb": 1.0 + s / 10} for s in (1, 2, 3)]
-    runs += [{"method": "lora", "r": 8, "seed": s, "task": MRPC, "max_steps": 7, "score": 0.8 + s / 20, "params": 8000,
-              "time_s": 30.0, "memory_gb": 2.5} for s in (1, 2)]
-    runs += [{"method": "lora", "r": 16, "seed": s, "score": 0.5 + s / 7, "params": 16000, "time_s": 12.0,
-              "memory_gb": 1.5} for s in (1, 2)]
-    runs += [{"method": "prunedlora", "sparsity": 0.5, "seed": s, "score": 0.4 + s / 9, "params": 8000,
-              "time_s": 14.0 + s, "memory_gb": 1.6,
-              "rank_pattern": {"model.layers.0.self_attn.q_proj": 6 + s, "model.layers.1.self_attn.q_proj": 8,
-                               "model.layers.0.self_attn.v_proj": 10 - s}} for s in (1, 2)]
+    runs = [
+        {
+            "method": "lora",
+            "r": 8,
+            "seed": s,
+            "score": 0.1 * s + 0.05,
+            "params": 8000,
+            "time_s": 10.0 + s,
+            "memory_gb": 1.0 + s / 10,
+        }
+        for s in (1, 2, 3)
+    ]
+    runs += [
+        {
+            "method": "lora",
+            "r": 8,
+            "seed": s,
+            "task": MRPC,
+            "max_steps": 7,
+            "score": 0.8 + s / 20,
+            "params": 8000,
+            "time_s": 30.0,
+            "memory_gb": 2.5,
+        }
+        for s in (1, 2)
+    ]
+    runs += [
+        {"method": "lora", "r": 16, "seed": s, "score": 0.5 + s / 7, "params": 16000, "time_s": 12.0, "memory_gb": 1.5}
+        for s in (1, 2)
+    ]
+    runs += [
+        {
+            "method": "prunedlora",
+            "sparsity": 0.5,
+            "seed": s,
+            "score": 0.4 + s / 9,
+            "params": 8000,
+            "time_s": 14.0 + s,
+            "memory_gb": 1.6,
+            "rank_pattern": {
+                "model.layers.0.self_attn.q_proj": 6 + s,
+                "model.layers.1.self_attn.q_proj": 8,
+                "model.layers.0.self_attn.v_proj": 10 - s,
+            },
+        }
+        for s in (1, 2)
+    ]
     for run in runs:
         synthetic(root, **run)
     return runs
@@ -140,10 +196,16 @@ def hand_row(runs: list[dict], **match) -> dict:
     by_task: dict = {}
     for r in mine:
         by_task.setdefault(r.get("task", GSM8K), []).append(r["score"])
-    cells = {f"{t[0]}:{t[1]}": (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
-             for t, v in by_task.items()}
-    return {"cells": cells, "params": statistics.median(r["params"] for r in mine),
-            "time": statistics.mean(r["time_s"] for r in mine), "memory": max(r["memory_gb"] for r in mine)}
+    cells = {
+        f"{t[0]}:{t[1]}": (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
+        for t, v in by_task.items()
+    }
+    return {
+        "cells": cells,
+        "params": statistics.median(r["params"] for r in mine),
+        "time": statistics.mean(r["time_s"] for r in mine),
+        "memory": max(r["memory_gb"] for r in mine),
+    }
 
 
 def test_main_table_equals_a_hand_computation(tmp_path):
@@ -151,15 +213,18 @@ def test_main_table_equals_a_hand_computation(tmp_path):
     report.write([tmp_path / "runs"], tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False, na_values=[""])
     assert len(table) == 3, "LoRA r=8 on two tasks with different max_steps is still one row"
-    for match, setting, sparsity in (({"method": "lora", "r": 8}, "r=8", "–"), ({"method": "lora", "r": 16}, "r=16", "–"),
-                                     ({"method": "prunedlora"}, "", "0.5")):
+    for match, setting, sparsity in (
+        ({"method": "lora", "r": 8}, "r=8", "–"),
+        ({"method": "lora", "r": 16}, "r=16", "–"),
+        ({"method": "prunedlora"}, "", "0.5"),
+    ):
         want = hand_row(runs, **match)
         got = table[(table["method"] == match["method"]) & (table["setting"].fillna("") == setting)]
         assert len(got) == 1 and str(got.iloc[0]["sparsity"]) == sparsity
         got = got.iloc[0]
         for column, (mean, std, n) in want["cells"].items():
             assert got[f"{column} mean"] == pytest.approx(mean) and got[f"{column} n"] == n
-            assert (pd.isna(got[f"{column} std"]) if std is None else got[f"{column} std"] == pytest.approx(std))
+            assert pd.isna(got[f"{column} std"]) if std is None else got[f"{column} std"] == pytest.approx(std)
         assert got["trainable_params"] == want["params"]
         assert got["train_time_s"] == pytest.approx(want["time"])
         assert got["peak_memory_gb"] == pytest.approx(want["memory"])
@@ -213,8 +278,15 @@ def test_pareto_front_keeps_the_points_nothing_beats():
 def kept(tmp_path, *filters) -> set:
     """(method, task, seed, trainable params) of the runs the report keeps: one per run of the fixture."""
     runs = report.where(report.load([tmp_path / "runs"])[0], [parse(f) for f in filters])
-    return {(r["config"]["method"]["name"], r["config"]["task"]["name"], r["config"]["seed"],
-             r["metrics"]["trainable_params"]) for r in runs}
+    return {
+        (
+            r["config"]["method"]["name"],
+            r["config"]["task"]["name"],
+            r["config"]["seed"],
+            r["metrics"]["trainable_params"],
+        )
+        for r in runs
+    }
 
 
 def test_where_filters_by_column_list_negation_and_config_path(tmp_path):
@@ -224,8 +296,9 @@ def test_where_filters_by_column_list_negation_and_config_path(tmp_path):
     assert kept(tmp_path, "method=lora", "task=gsm8k") == {m for m in everything if m[:2] == ("lora", "gsm8k")}
     assert kept(tmp_path, "method!=lora") == {m for m in everything if m[0] == "prunedlora"}
     assert kept(tmp_path, "task=mrpc,gsm8k", "seed=1,3") == {m for m in everything if m[2] in (1, 3)}
-    assert kept(tmp_path, "trainable_params=8000", "method=lora") == {m for m in everything if m[0] == "lora"
-                                                                      and m[3] == 8000}
+    assert kept(tmp_path, "trainable_params=8000", "method=lora") == {
+        m for m in everything if m[0] == "lora" and m[3] == 8000
+    }
     assert kept(tmp_path, "sparsity=0.50") == kept(tmp_path, "method=prunedlora")  # compared as numbers
     assert kept(tmp_path, "sparsity=none") == kept(tmp_path, "method=lora")
     assert kept(tmp_path, "method.r=16") == {m for m in everything if m[3] == 16000}
@@ -233,8 +306,10 @@ def test_where_filters_by_column_list_negation_and_config_path(tmp_path):
     info = report.write([tmp_path / "runs"], tmp_path / "out", ["method=lora", "task=gsm8k"])
     assert info["runs"] == len(kept(tmp_path, "method=lora", "task=gsm8k"))
     assert len(pd.read_csv(tmp_path / "out" / "runs.csv")) == info["runs"]
-    assert f"{info['runs']} runs read from {tmp_path / 'runs'} (--where method=lora task=gsm8k)" in \
-        (tmp_path / "out" / "report.md").read_text()
+    assert (
+        f"{info['runs']} runs read from {tmp_path / 'runs'} (--where method=lora task=gsm8k)"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
 
 
 def test_where_keeps_failures_of_the_selection_only(tmp_path):
@@ -244,11 +319,18 @@ def test_where_keeps_failures_of_the_selection_only(tmp_path):
     assert "dora" not in (tmp_path / "out" / "report.md").read_text().split("## Failures")[1]
 
 
-@pytest.mark.parametrize("text,says", [
-    ("method", "is not a filter"), ("method==lora", "is not a filter"), ("=lora", "is not a filter"),
-    ("seed>=2", "Only = and != are supported"), ("method=", "has an empty value"), ("method=lora,", "has an empty value"),
-    ("__import__('os').system('true')=1", "is not a filter"),
-])
+@pytest.mark.parametrize(
+    "text,says",
+    [
+        ("method", "is not a filter"),
+        ("method==lora", "is not a filter"),
+        ("=lora", "is not a filter"),
+        ("seed>=2", "Only = and != are supported"),
+        ("method=", "has an empty value"),
+        ("method=lora,", "has an empty value"),
+        ("__import__('os').system('true')=1", "is not a filter"),
+    ],
+)
 def test_malformed_where_is_rejected_with_what_is_valid(tmp_path, capsys, text, says):
     with pytest.raises(WhereError, match="key=value"):
         parse(text)
@@ -270,12 +352,12 @@ def test_where_with_an_unknown_key_names_the_valid_ones(tmp_path, capsys):
 def test_main_table_marks_parameter_matched_groups_and_differences_within_one_std(tmp_path):
     root = tmp_path / "runs"
     arms = {  # method, r: (params, scores over seeds 1 and 2)
-        ("lora", 8): (8000, (0.10, 0.30)),     # reference of the 8000-parameter group
-        ("cla", 16): (8400, (0.25, 0.35)),     # |0.30 - 0.20| = 0.10 <= std(lora) = 0.1414: within
-        ("c3la", 16): (8790, (0.60, 0.62)),    # |0.61 - 0.20| = 0.41: beyond the spread
+        ("lora", 8): (8000, (0.10, 0.30)),  # reference of the 8000-parameter group
+        ("cla", 16): (8400, (0.25, 0.35)),  # |0.30 - 0.20| = 0.10 <= std(lora) = 0.1414: within
+        ("c3la", 16): (8790, (0.60, 0.62)),  # |0.61 - 0.20| = 0.41: beyond the spread
         ("asym_lora", 16): (8900, (0.2, 0.2)),  # 8900 > 8000 * 1.10: not matched to the group
-        ("lora", 16): (16000, (0.5, 0.6)),     # alone: no group
-        ("paca", 4): (30000, (0.3, 0.3)),      # a group without a LoRA row: labelled, never marked
+        ("lora", 16): (16000, (0.5, 0.6)),  # alone: no group
+        ("paca", 4): (30000, (0.3, 0.3)),  # a group without a LoRA row: labelled, never marked
         ("rac", 4): (30500, (0.3, 0.3)),
     }
     for (method, r), (params, scores) in arms.items():
@@ -283,8 +365,10 @@ def test_main_table_marks_parameter_matched_groups_and_differences_within_one_st
             synthetic(root, method=method, seed=seed, score=score, r=r, params=params)
     report.write([root], tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False)
-    got = {(m, s): (g, ref) for m, s, g, ref in zip(table["method"], table["setting"], table["matched"],
-                                                    table["reference"])}
+    got = {
+        (m, s): (g, ref)
+        for m, s, g, ref in zip(table["method"], table["setting"], table["matched"], table["reference"])
+    }
     assert got[("lora", "r=8")] == ("P1", True)
     assert got[("cla", "")] == ("P1", False) and got[("c3la", "")] == ("P1", False)
     assert got[("asym_lora", "")][0] == "" and got[("lora", "r=16")][0] == ""

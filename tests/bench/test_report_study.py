@@ -1,5 +1,6 @@
 """The study (bench/report_study.py): verdicts on synthetic result files with known numbers, the
 learning-rate pick on the held-out split, and the whole chain on the tiny model (slow)."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,19 @@ BASE = minimal_result()
 TASK = {"asdiv": "asdiv", "sentiment": "movie_review_sentiment"}
 
 
-def write(root, arm: str, seed: int, score: float, lr: float, *, heldout=None, time_s=1.0, memory_gb=1.0,
-          rank_pattern=None, status="success"):
+def write(
+    root,
+    arm: str,
+    seed: int,
+    score: float,
+    lr: float,
+    *,
+    heldout=None,
+    time_s=1.0,
+    memory_gb=1.0,
+    rank_pattern=None,
+    status="success",
+):
     """A result of one arm of the study (its --where filters turned into config values)."""
     a = ARMS[arm]
     r = copy.deepcopy(BASE)
@@ -29,12 +41,17 @@ def write(root, arm: str, seed: int, score: float, lr: float, *, heldout=None, t
         if key == "method":
             method["name"] = value
         else:
-            method[key.removeprefix("method.")] = float(value) if "." in value else (
-                int(value) if value.isdigit() else value)
+            method[key.removeprefix("method.")] = (
+                float(value) if "." in value else (int(value) if value.isdigit() else value)
+            )
     r["config"]["method"] = method
     r["metrics"].update(train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9})
-    r["metrics"]["eval"] = {"primary": "acc", "acc": score, "n": 10,
-                            **({"heldout": {"acc": heldout, "n": 5}} if heldout is not None else {})}
+    r["metrics"]["eval"] = {
+        "primary": "acc",
+        "acc": score,
+        "n": 10,
+        **({"heldout": {"acc": heldout, "n": 5}} if heldout is not None else {}),
+    }
     r["method_report"] = {"rank_pattern": rank_pattern} if rank_pattern else {}
     d = root / f"{arm}-{seed}-{lr}".replace(" ", "_").replace(">", "")
     results.write_result(d, r)
@@ -64,8 +81,7 @@ def test_verdicts_follow_the_difference_against_the_seed_spread(tmp_path):
         write(tmp_path, "PrunedLoRA obs_gradient 16->8", seed, PL16[seed], lr)
         write(tmp_path, "PrunedLoRA obs_gradient 32->8", seed, PL32[seed], lr)
     write(tmp_path, "LoRA r=6", 0, 0.99, 1e-3)  # another rate than the chosen one: never counted
-    winners = {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 3e-4, ("asdiv", "full"): 1e-5,
-               ("asdiv", "prunedlora"): 3e-4}
+    winners = {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 3e-4, ("asdiv", "full"): 1e-5, ("asdiv", "prunedlora"): 3e-4}
     v = verdicts(tmp_path, winners)
     # hand computation: cLA 0.32 ± 0.02 vs LoRA r=6 0.21 ± 0.01: +0.11 beyond the spread 0.02
     numbers, verdict = v["cLA is competitive with LoRA at matched trainable parameters"]
@@ -76,8 +92,10 @@ def test_verdicts_follow_the_difference_against_the_seed_spread(tmp_path):
     assert f"spread {statistics.stdev(LORA8):.4f}" in numbers
     assert verdict == "not supported by the data (within the spread)"
     assert v["PrunedLoRA 32->8 is better than LoRA at r_target"][1] == "supported (the difference exceeds the spread)"
-    assert v["full fine-tuning is the ceiling (better than LoRA r=16)"][1] == \
-        "not supported by the data (worse beyond the spread)"
+    assert (
+        v["full fine-tuning is the ceiling (better than LoRA r=16)"][1]
+        == "not supported by the data (worse beyond the spread)"
+    )
     assert v["cLA trains in less time and memory than LoRA at the same rank"][1] == "supported"
     assert v["c3LA is competitive with LoRA at matched trainable parameters"] == ("–", "not run")
     assert v["PrunedLoRA 32->8 is competitive with LoRA at r_init"] == ("–", "not run")
@@ -91,24 +109,34 @@ def test_a_single_seed_gives_no_verdict(tmp_path):
 
 
 def test_rank_allocation_claim_compares_the_final_share_with_the_uniform_start(tmp_path):
-    modules = [f"model.layers.{i}.{m}" for i in range(2) for m in ("self_attn.q_proj", "self_attn.o_proj",
-                                                                 "mlp.up_proj", "self_attn.k_proj")]
-    moved = [{m: (12 if ("o_proj" in m or "up_proj" in m) else 4) + (s if "up_proj" in m else 0) for m in modules}
-             for s in range(3)]
+    modules = [
+        f"model.layers.{i}.{m}"
+        for i in range(2)
+        for m in ("self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "self_attn.k_proj")
+    ]
+    moved = [
+        {m: (12 if ("o_proj" in m or "up_proj" in m) else 4) + (s if "up_proj" in m else 0) for m in modules}
+        for s in range(3)
+    ]
     for seed, pattern in enumerate(moved):
         write(tmp_path, "L1RA r=8 all-linear", seed, 0.8, 3e-4, rank_pattern=pattern)
     numbers, verdict = verdicts(tmp_path, {("sentiment", "l1ra"): 3e-4})[
-        "the freed ranks move to the feed-forward layers and the attention output projection"]
+        "the freed ranks move to the feed-forward layers and the attention output projection"
+    ]
     shares = [sum(v for k, v in p.items() if "o_proj" in k or "up_proj" in k) / sum(p.values()) for p in moved]
-    assert numbers.startswith(f"final share {statistics.mean(shares):.3f} ± {statistics.stdev(shares):.3f} (n=3) "
-                              f"vs 0.500 at the start")
+    assert numbers.startswith(
+        f"final share {statistics.mean(shares):.3f} ± {statistics.stdev(shares):.3f} (n=3) vs 0.500 at the start"
+    )
     assert verdict == "supported"
     flat = tmp_path / "flat"
     for seed in range(3):
         write(flat, "L1RA r=8 all-linear", seed, 0.8, 3e-4, rank_pattern={m: 8 for m in modules})
-    assert verdicts(flat, {("sentiment", "l1ra"): 3e-4})[
-        "the freed ranks move to the feed-forward layers and the attention output projection"][1] == \
-        "not supported by the data"
+    assert (
+        verdicts(flat, {("sentiment", "l1ra"): 3e-4})[
+            "the freed ranks move to the feed-forward layers and the attention output projection"
+        ][1]
+        == "not supported by the data"
+    )
 
 
 def test_the_rate_is_picked_on_the_heldout_split_ties_to_the_smaller(tmp_path):
@@ -118,8 +146,11 @@ def test_the_rate_is_picked_on_the_heldout_split_ties_to_the_smaller(tmp_path):
     write(tmp_path, "cLA r=16", 0, 0.9, 1e-3, heldout=None, status="success")  # no held-out score: no winner
     winners, rows = report_study.pick_rates(report_study.load_runs(tmp_path))
     assert winners == {("asdiv", "lora"): 3e-4}
-    assert sorted((r[2], r[4]) for r in rows if r[1] == "lora" and r[0] == "asdiv") == \
-        [(1e-4, 0.2), (3e-4, 0.4), (1e-3, 0.4)]
+    assert sorted((r[2], r[4]) for r in rows if r[1] == "lora" and r[0] == "asdiv") == [
+        (1e-4, 0.2),
+        (3e-4, 0.4),
+        (1e-3, 0.4),
+    ]
 
 
 def test_every_claim_names_arms_that_the_main_grids_run():
@@ -127,10 +158,12 @@ def test_every_claim_names_arms_that_the_main_grids_run():
     for claim in CLAIMS:
         for name in filter(None, (claim.a, claim.b)):
             arm = ARMS[name]
-            grids = [dict(kv.split("=", 1) for kv in o) for p, m, o in report_study.MAIN
-                     if p == arm.part and m == arm.method]
-            assert any(all(f.split("=", 1)[1] in g.get(f.split("=", 1)[0], "").split(",") for f in arm.where)
-                       for g in grids), f"no main grid runs {name} ({arm.where})"
+            grids = [
+                dict(kv.split("=", 1) for kv in o) for p, m, o in report_study.MAIN if p == arm.part and m == arm.method
+            ]
+            assert any(
+                all(f.split("=", 1)[1] in g.get(f.split("=", 1)[0], "").split(",") for f in arm.where) for g in grids
+            ), f"no main grid runs {name} ({arm.where})"
 
 
 def test_the_reported_runs_are_the_main_grids_at_the_chosen_rates(tmp_path):
@@ -143,8 +176,10 @@ def test_the_reported_runs_are_the_main_grids_at_the_chosen_rates(tmp_path):
     r["config"]["method"]["r"] = 64
     results.write_result(tmp_path / "lora-64", {k: v for k, v in r.items() if k != "_path"})
     got = report_study.chosen(report_study.load_runs(tmp_path), {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 1e-3})
-    assert sorted((g["config"]["method"]["name"], g["config"]["method"]["lr"], g["config"]["method"]["r"])
-                  for g in got) == [("cla", 1e-3, 16)] * 3 + [("lora", 3e-4, 16)] * 3
+    assert (
+        sorted((g["config"]["method"]["name"], g["config"]["method"]["lr"], g["config"]["method"]["r"]) for g in got)
+        == [("cla", 1e-3, 16)] * 3 + [("lora", 3e-4, 16)] * 3
+    )
 
 
 @pytest.mark.slow
@@ -156,14 +191,44 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
     from tests.conftest import REPO
 
     doc = tmp_path / "study.md"
-    cmd = [sys.executable, "-m", "bench.report_study", "run", "--root", str(tmp_path / "runs"), "--jobs", "1",
-           "--doc", str(doc), "--seeds", "0", "--lr-grid", "1e-3", "model=tiny-llama", "train.max_steps=4",
-           "train.batch_size=2", "asdiv:task.asdiv_heldout=4", "asdiv:task.asdiv_test=4",
-           "sentiment:task.heldout_rows=8",
-           "eval.limit=8", "eval.batch_size=8", "train.max_length=64"]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                              "TOKENIZERS_PARALLELISM": "false"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.report_study",
+        "run",
+        "--root",
+        str(tmp_path / "runs"),
+        "--jobs",
+        "1",
+        "--doc",
+        str(doc),
+        "--seeds",
+        "0",
+        "--lr-grid",
+        "1e-3",
+        "model=tiny-llama",
+        "train.max_steps=4",
+        "train.batch_size=2",
+        "asdiv:task.asdiv_heldout=4",
+        "asdiv:task.asdiv_test=4",
+        "sentiment:task.heldout_rows=8",
+        "eval.limit=8",
+        "eval.batch_size=8",
+        "train.max_length=64",
+    ]
+    out = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={
+            **__import__("os").environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        },
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = doc.read_text()
     every = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json") if "attempts" not in p.parts]

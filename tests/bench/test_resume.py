@@ -1,5 +1,6 @@
 """Crash and resume: a rerun continues from the newest checkpoint and ends where an uninterrupted
 run ends (CPU, same seed)."""
+
 from __future__ import annotations
 
 import json
@@ -14,18 +15,30 @@ import pytest
 
 from tests.conftest import REPO, TINY, run_cli
 
-JOB = (*TINY, "logger=none", "eval.base=false", "eval.limit=2", "eval.max_gen_toks=4", "train.max_steps=30",
-       "run.checkpoint_every=5", "run.keep_checkpoints=2", "train.log_every=1")
+JOB = (
+    *TINY,
+    "logger=none",
+    "eval.base=false",
+    "eval.limit=2",
+    "eval.max_gen_toks=4",
+    "train.max_steps=30",
+    "run.checkpoint_every=5",
+    "run.keep_checkpoints=2",
+    "train.log_every=1",
+)
 
 
 # adalora: importance scores and budget history live in the checkpoint; l1ra: ranks move (tensor
 # shapes change) before the kill, so the resume must rebuild the shapes first
-METHODS = {"lora": (), "adalora": (),
-           "l1ra": ("method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3", "method.rank_update_ratio=0.1"),
-           # prunedlora: pruned and compacted (smaller tensors, sliced moments) before the kill
-           "prunedlora": ("method.r_init=12", "method.r_target=8", "method.prune_every=2", "method.prune_k=2"),
-           # c3la: phases merged (fp32 side terms beside the frozen W0, replayed on resume) before the kill
-           "c3la": ("method.r=4", "method.phases=10")}
+METHODS = {
+    "lora": (),
+    "adalora": (),
+    "l1ra": ("method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3", "method.rank_update_ratio=0.1"),
+    # prunedlora: pruned and compacted (smaller tensors, sliced moments) before the kill
+    "prunedlora": ("method.r_init=12", "method.r_target=8", "method.prune_every=2", "method.prune_k=2"),
+    # c3la: phases merged (fp32 side terms beside the frozen W0, replayed on resume) before the kill
+    "c3la": ("method.r=4", "method.phases=10"),
+}
 
 
 # "<method>:bf16" cases: bf16 weights under bf16 autocast, as on a GPU (c3la merges beside a bf16 W0,
@@ -49,9 +62,14 @@ def result_of(root: Path) -> dict:
 
 
 def start(root: Path, method: str = "lora") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.run", *JOB, *job_for(method), f"run.root={root}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.run", *JOB, *job_for(method), f"run.root={root}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def wait_for(predicate, timeout=120):

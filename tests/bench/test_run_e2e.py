@@ -1,4 +1,5 @@
 """Whole jobs through `python -m bench.run`, on the tiny random Llama."""
+
 from __future__ import annotations
 
 import json
@@ -113,8 +114,14 @@ def test_bad_value_fails_before_any_work(tmp_path):
 
 
 def test_unreachable_hub_model_fails_before_any_work(tmp_path):
-    out = run_cli("model=tinyllama-1.1b", "train.device=cpu", "task.train_source=asdiv", f"run.root={tmp_path}",
-                  "logger=none", timeout=120)
+    out = run_cli(
+        "model=tinyllama-1.1b",
+        "train.device=cpu",
+        "task.train_source=asdiv",
+        f"run.root={tmp_path}",
+        "logger=none",
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "TinyLlama/TinyLlama-1.1B" in out.stderr and "model.init=random" in out.stderr
     assert not list(tmp_path.rglob("result.json"))
@@ -122,8 +129,14 @@ def test_unreachable_hub_model_fails_before_any_work(tmp_path):
 
 def test_failed_run_is_recorded_as_failed(tmp_path):
     root = tmp_path / "runs"
-    out = run_cli(*TINY, "method._target_=tests.helpers.faults.RaisingHook", f"run.root={root}", "logger=none",
-                  "eval.base=false", timeout=120)
+    out = run_cli(
+        *TINY,
+        "method._target_=tests.helpers.faults.RaisingHook",
+        f"run.root={root}",
+        "logger=none",
+        "eval.base=false",
+        timeout=120,
+    )
     assert out.returncode == 1
     result = json.loads(only_result(root).read_text())
     validate_result(result)

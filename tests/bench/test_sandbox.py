@@ -1,5 +1,6 @@
 """The code-execution sandbox against hostile programs: each must fail, and leave the host as it was
 (canary file intact, no process left running, no temporary directory left behind)."""
+
 from __future__ import annotations
 
 import os
@@ -139,8 +140,10 @@ def test_environment_is_minimal_and_hashing_reproducible(host, monkeypatch):
     """
     import subprocess
     import sys
-    expected = subprocess.run([sys.executable, "-c", "print(hash('abc'))"], capture_output=True, text=True,
-                              env={"PYTHONHASHSEED": "0"}).stdout.strip()
+
+    expected = subprocess.run(
+        [sys.executable, "-c", "print(hash('abc'))"], capture_output=True, text=True, env={"PYTHONHASHSEED": "0"}
+    ).stdout.strip()
     assert run(program.format(expected=expected), boxes).passed
 
 
@@ -153,8 +156,9 @@ def test_a_socket_past_the_guard_reaches_nothing(host):
         listener.setblocking(False)
         port = listener.getsockname()[1]
         # socket.SocketType is the raw type the guard leaves alone: only the namespace stops this
-        outcome = run(f"import socket\ns = socket.SocketType()\ns.settimeout(1)\ns.connect(('127.0.0.1', {port}))\n",
-                      boxes)
+        outcome = run(
+            f"import socket\ns = socket.SocketType()\ns.settimeout(1)\ns.connect(('127.0.0.1', {port}))\n", boxes
+        )
         assert not outcome.passed and ("unreachable" in outcome.stderr_tail or "refused" in outcome.stderr_tail)
         with pytest.raises(BlockingIOError):
             listener.accept()

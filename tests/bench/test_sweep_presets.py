@@ -1,5 +1,6 @@
 """Sweep presets (conf/sweep/) and launcher configs (conf/hydra/launcher/) compose to what
 docs/sweeps.md promises: the design's grids, matched ranks, jobs identical to hand-typed ones."""
+
 from __future__ import annotations
 
 import pytest
@@ -110,6 +111,7 @@ def test_joblib_launcher_composes():
 
 # --- the study (bench/report_study.py, docs/study.md) ---------------------------------------------
 
+
 def _smollm2_on_meta():
     import torch
     import transformers
@@ -130,8 +132,9 @@ def test_study_lora_references_match_cla_in_parameters_and_in_rank():
     model = _smollm2_on_meta()
 
     def count(method, r):
-        return build(compose("model=smollm2-135m", f"method={method}", f"method.r={r}").method) \
-            .expected_trainable_params(model)
+        return build(
+            compose("model=smollm2-135m", f"method={method}", f"method.r={r}").method
+        ).expected_trainable_params(model)
 
     grids = {m: dict(kv.split("=", 1) for kv in o) for p, m, o in MAIN if p == "asdiv"}
     lora_ranks = [int(r) for r in grids["lora"]["method.r"].split(",")]
@@ -164,5 +167,6 @@ def test_study_search_and_main_presets_differ_only_in_rates_and_seeds(part):
     main, search = (grid(p) for p in PARTS[part][:2])
     assert main["seed"] == ["0", "1", "2"] and search["seed"] == ["0"]
     assert len(search["method.lr"]) >= 3 and "method.lr" not in main
-    assert {k: v for k, v in main.items() if k != "seed"} == \
-        {k: v for k, v in search.items() if k not in ("seed", "method.lr")}
+    assert {k: v for k, v in main.items() if k != "seed"} == {
+        k: v for k, v in search.items() if k not in ("seed", "method.lr")
+    }

@@ -1,5 +1,6 @@
 """A sweep through `python -m bench.run` on tiny runs: it finishes, a rerun skips what succeeded, and
 one failing job never stops the others; the report lists it under Failures."""
+
 from __future__ import annotations
 
 import json
@@ -19,12 +20,17 @@ def run_dir_of(*overrides: str):
 
 
 def statuses(root) -> dict:
-    return {p.parent: json.loads(p.read_text())["status"] for p in root.rglob("result.json") if "attempts" not in p.parts}
+    return {
+        p.parent: json.loads(p.read_text())["status"] for p in root.rglob("result.json") if "attempts" not in p.parts
+    }
 
 
 def finished_at(root) -> dict:
-    return {p.parent: json.loads(p.read_text())["finished_at"] for p in root.rglob("result.json")
-            if "attempts" not in p.parts}
+    return {
+        p.parent: json.loads(p.read_text())["finished_at"]
+        for p in root.rglob("result.json")
+        if "attempts" not in p.parts
+    }
 
 
 def test_sweep_completes_skips_on_rerun_and_survives_a_failing_job(tmp_path):

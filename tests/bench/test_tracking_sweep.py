@@ -1,5 +1,6 @@
 """W&B in sweeps: one W&B run per job, finished, grouped by sweep, tagged with model, task, method;
 here through the joblib launcher, so the jobs run in separate worker processes."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,20 @@ def run_records(path) -> list:
 
 def test_each_job_of_a_joblib_sweep_is_one_finished_wandb_run_in_the_sweep_group(tmp_path):
     root = tmp_path / "runs"
-    out = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "method=lora,full",
-                  *TINY, f"run.root={root}", "logger=wandb", "logger.mode=offline", "logger.tags=[study]",
-                  "eval.enabled=false", "train.max_steps=1", "train.threads=1")
+    out = run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "method=lora,full",
+        *TINY,
+        f"run.root={root}",
+        "logger=wandb",
+        "logger.mode=offline",
+        "logger.tags=[study]",
+        "eval.enabled=false",
+        "train.max_steps=1",
+        "train.threads=1",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     sweeps = list((root / ".sweeps").iterdir())
     assert len(sweeps) == 1

@@ -1,4 +1,5 @@
 """The training loop's contract with methods: optimizer rebuilds, schedules, accumulation, checkpointing."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ def run_tiny(tmp_path, *overrides):
 
 
 def test_optimizer_rebuild_keeps_the_schedule(tmp_path):
-    status, method, result = run_tiny(tmp_path, "method._target_=tests.helpers.faults.RebuildOnce",
-                                      "train.max_steps=6", "train.warmup_ratio=0", "train.scheduler=linear")
+    status, method, result = run_tiny(
+        tmp_path,
+        "method._target_=tests.helpers.faults.RebuildOnce",
+        "train.max_steps=6",
+        "train.warmup_ratio=0",
+        "train.scheduler=linear",
+    )
     assert status == "success"
     assert len(set(method.optimizers_seen[:2])) == 1 and method.optimizers_seen[2] != method.optimizers_seen[1]
     lr0 = result["config"]["method"]["lr"]
@@ -77,8 +83,10 @@ def test_length_grouping_pads_less_and_stays_a_seeded_permutation():
     assert sorted(grouped) == list(range(400))  # every example once per epoch
 
     def padding(order):
-        return sum(8 * max(lengths[i] for i in order[k:k + 8]) - sum(lengths[i] for i in order[k:k + 8])
-                   for k in range(0, 400, 8))
+        return sum(
+            8 * max(lengths[i] for i in order[k : k + 8]) - sum(lengths[i] for i in order[k : k + 8])
+            for k in range(0, 400, 8)
+        )
 
     assert padding(grouped) < padding(plain) / 3
     assert grouped == epoch_order(400, 8, seed=1, epoch=0, shuffle=True, lengths=lengths)
@@ -101,8 +109,9 @@ def test_optimizer_implementation_choice():
 
 
 def test_training_with_length_grouping_and_a_named_optimizer(tmp_path):
-    status, _, result = run_tiny(tmp_path, "train.group_by_length=true", "train.optimizer_impl=for_loop",
-                                 "train.max_steps=2")
+    status, _, result = run_tiny(
+        tmp_path, "train.group_by_length=true", "train.optimizer_impl=for_loop", "train.max_steps=2"
+    )
     assert status == "success" and result["config"]["train"]["group_by_length"] is True
 
 
@@ -145,8 +154,15 @@ def test_adafactor_keeps_factored_state_and_learns_at_the_same_rate():
 
 
 def test_prunedlora_compacts_under_adafactor(tmp_path):
-    status, method, result = run_tiny(tmp_path, "method=prunedlora", "method.r_init=4", "method.r_target=2",
-                                      "method.prune_every=1", "train.optimizer=adafactor", "train.max_steps=8")
+    status, method, result = run_tiny(
+        tmp_path,
+        "method=prunedlora",
+        "method.r_init=4",
+        "method.r_target=2",
+        "method.prune_every=1",
+        "train.optimizer=adafactor",
+        "train.max_steps=8",
+    )
     assert status == "success"
     assert set(method.ranks().values()) == {2} and method.compacted == set(method.layers)
     assert all(layer.lora_A["default"].weight.shape[0] == 2 for layer in method.layers.values())
@@ -172,13 +188,18 @@ def test_compiled_training_matches_eager(tmp_path):
 def test_gpu_dtype_path_trains_every_timed_method(tmp_path, name):
     """bf16 weights under bf16 autocast, as `train=gpu` runs on a GPU (CPU autocast here): the
     custom autograd layers, the rank-changing methods and the export must all take it."""
-    extra = {"prunedlora": ("method.r_init=4", "method.r_target=2", "method.prune_every=1"),
-             "full": ("train.optimizer=adafactor",)}.get(name, ())
-    status, _, result = run_tiny(tmp_path, f"method={name}", "model.dtype=bfloat16", "train.mixed_precision=bf16",
-                                 "train.max_steps=4", *extra)
+    extra = {
+        "prunedlora": ("method.r_init=4", "method.r_target=2", "method.prune_every=1"),
+        "full": ("train.optimizer=adafactor",),
+    }.get(name, ())
+    status, _, result = run_tiny(
+        tmp_path, f"method={name}", "model.dtype=bfloat16", "train.mixed_precision=bf16", "train.max_steps=4", *extra
+    )
     assert status == "success", result.get("error")
     assert len(result["history"]) == 4 and all(math.isfinite(h["loss"]) for h in result["history"])
-    assert result["metrics"]["trainable_params"] == result["metrics"]["expected_trainable_params"] or name == "prunedlora"
+    assert (
+        result["metrics"]["trainable_params"] == result["metrics"]["expected_trainable_params"] or name == "prunedlora"
+    )
     assert any(p.is_file() for p in (tmp_path).rglob("*.safetensors"))
 
 

@@ -1,4 +1,5 @@
 """Methods that fail on purpose, for fault-injection tests (selected with method._target_=...)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ The file is a LevelDB-style log: a 7-byte header, then 32 KiB blocks of records
 (crc32 4 bytes, length 2, type 1: full/first/middle/last), each payload a protobuf Record.
 wandb no longer ships a Python reader for it.
 """
+
 from __future__ import annotations
 
 import struct
@@ -23,8 +24,8 @@ def payloads(path: Path):
         if left_in_block < HEADER:  # block trailer
             pos += left_in_block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
-        chunk = data[pos + HEADER:pos + HEADER + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        chunk = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind == FULL:
             yield chunk

@@ -1,5 +1,6 @@
 """The Beyond-LoRA family (asym_lora, cla, cla_random, c3la, c3la_shift, c3la_random, cola, rac,
 paca): what each method's definition promises, beyond the shared method matrix."""
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,7 @@ COLUMN_METHODS = ["cla", "cla_random", "c3la", "c3la_shift", "c3la_random", "c3l
 
 def adapted_shapes(model):
     """(d_in, d_out) of q_proj and v_proj in every layer of the tiny Llama."""
-    return [(m.in_features, m.out_features) for n, m in model.named_modules()
-            if n.endswith(("q_proj", "v_proj"))]
+    return [(m.in_features, m.out_features) for n, m in model.named_modules() if n.endswith(("q_proj", "v_proj"))]
 
 
 # -- the gathered-columns kernel ------------------------------------------------------------------
@@ -44,8 +44,7 @@ def test_gathered_kernel_matches_the_dense_selector_in_float64():
     want_grads = torch.autograd.grad(want, (x, lora_b), g)
     for a, b in zip(got_grads, want_grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(
-        lambda x, b: gathered_forward(x, weight, bias, b, cols, 0.5), (x, lora_b))
+    assert torch.autograd.gradcheck(lambda x, b: gathered_forward(x, weight, bias, b, cols, 0.5), (x, lora_b))
 
 
 def test_backward_keeps_only_the_gathered_columns_of_the_input():
@@ -111,10 +110,12 @@ def test_trainable_params_are_r_times_d_out(name):
 
 def test_asym_lora_b_trains_a_only_and_cola_both():
     base = tiny_llama()
-    assert method_from_config("asym_lora_b", "method.r=4").expected_trainable_params(base) == \
-        sum(4 * d_in for d_in, _ in adapted_shapes(base))
-    assert method_from_config("cola", "method.r=4").expected_trainable_params(base) == \
-        sum(4 * (d_in + d_out) for d_in, d_out in adapted_shapes(base))
+    assert method_from_config("asym_lora_b", "method.r=4").expected_trainable_params(base) == sum(
+        4 * d_in for d_in, _ in adapted_shapes(base)
+    )
+    assert method_from_config("cola", "method.r=4").expected_trainable_params(base) == sum(
+        4 * (d_in + d_out) for d_in, d_out in adapted_shapes(base)
+    )
 
 
 @pytest.mark.parametrize("name", ["cla", "cla_random", "paca"])
@@ -149,8 +150,8 @@ def test_merged_weight_gives_the_adapted_forward(name):
     x = torch.randn(3, 32)
     for layer in method.layers.values():
         layer.eval()
-        merged = torch.nn.functional.linear(x[:, :layer.in_features], layer.weight + layer.delta_weight(), layer.bias)
-        torch.testing.assert_close(layer(x[:, :layer.in_features]), merged, atol=1e-6, rtol=1e-5)
+        merged = torch.nn.functional.linear(x[:, : layer.in_features], layer.weight + layer.delta_weight(), layer.bias)
+        torch.testing.assert_close(layer(x[:, : layer.in_features]), merged, atol=1e-6, rtol=1e-5)
 
 
 # -- chains -----------------------------------------------------------------------------------------
@@ -158,8 +159,10 @@ def run_chain(name, steps, *overrides):
     """Train with a boundary check after every step: returns (method, model, W0 before, events)."""
     method = method_from_config(name, "method.r=4", "method.lr=1e-2", *overrides)
     model = method.apply(tiny_llama())
-    before = {n: layer.weight.detach().clone() if hasattr(layer, "cols") else
-              layer.get_base_layer().weight.detach().clone() for n, layer in method.layers.items()}
+    before = {
+        n: layer.weight.detach().clone() if hasattr(layer, "cols") else layer.get_base_layer().weight.detach().clone()
+        for n, layer in method.layers.items()
+    }
     optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
     method.on_train_begin(model, steps)
     batch, events = fixed_batch(), []
@@ -272,14 +275,17 @@ def test_export_is_a_standard_lora_with_one_term_per_phase(name, rank, tmp_path)
 
 
 # -- bad settings ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,overrides,message", [
-    ("c3la", ("method.phase_steps=5",), "set exactly one of method.phases"),
-    ("cola", ("method.phases=null",), "set exactly one of method.phases"),
-    ("c3la", ("method.phases=0",), "must be >= 1"),
-    ("cla_random", ("method.selector=diagonal",), "choose one of: random_cols, random_window"),
-    ("asym_lora", ("method.random_init=zeros",), "choose one of: kaiming, normal"),
-    ("cla", ("method.r=0",), "must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "name,overrides,message",
+    [
+        ("c3la", ("method.phase_steps=5",), "set exactly one of method.phases"),
+        ("cola", ("method.phases=null",), "set exactly one of method.phases"),
+        ("c3la", ("method.phases=0",), "must be >= 1"),
+        ("cla_random", ("method.selector=diagonal",), "choose one of: random_cols, random_window"),
+        ("asym_lora", ("method.random_init=zeros",), "choose one of: kaiming, normal"),
+        ("cla", ("method.r=0",), "must be >= 1"),
+    ],
+)
 def test_bad_settings_are_refused(name, overrides, message):
     with pytest.raises(ConfigError, match=message):
         method_from_config(name, *overrides)
@@ -317,11 +323,24 @@ def test_classifier_head_trains_and_exports_with_the_adapter(name, tmp_path):
 
     def encoder():
         torch.manual_seed(0)
-        return BertForSequenceClassification(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                        intermediate_size=64, vocab_size=100, num_labels=3)).eval()
+        return BertForSequenceClassification(
+            BertConfig(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+                vocab_size=100,
+                num_labels=3,
+            )
+        ).eval()
 
-    method = method_from_config(name, "method.r=4", "method.target_modules=[query,value]", "method.lr=1e-2",
-                                *(("method.phases=2",) if name == "cola" else ()))
+    method = method_from_config(
+        name,
+        "method.r=4",
+        "method.target_modules=[query,value]",
+        "method.lr=1e-2",
+        *(("method.phases=2",) if name == "cola" else ()),
+    )
     base = encoder()
     head = sum(p.numel() for p in base.classifier.parameters())
     expected = method.expected_trainable_params(base)
@@ -355,8 +374,10 @@ def test_paca_alpha_is_the_reference_parameterisation():
     for _ in range(steps):
         x = torch.randn(5, layer.in_features, generator=g, dtype=torch.float64)
         target = torch.randn(5, layer.out_features, generator=g, dtype=torch.float64)
-        for opt, out in ((theirs, lambda: torch.nn.functional.linear(x, w0.index_copy(1, cols, s * p), layer.bias)),
-                         (ours, lambda: layer(x))):
+        for opt, out in (
+            (theirs, lambda: torch.nn.functional.linear(x, w0.index_copy(1, cols, s * p), layer.bias)),
+            (ours, lambda: layer(x)),
+        ):
             opt.zero_grad()
             ((out() - target) ** 2).sum().backward()
             opt.step()

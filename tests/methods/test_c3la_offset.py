@@ -1,5 +1,6 @@
 """c3la_offset / c3la_offset_shift (the random-offset r-c3LA of the ProjectModelsTwo trainers) and
 cla_random_dense (their dense row-normalised r-cLA)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The learning rate after a chain boundary (method.lr_after_reset), through the runner's own
 bench.train.build_optimizer / build_scheduler, against the cosine formula written out here."""
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,18 @@ def cosine(step: int) -> float:
 def rates(name, mode, resume_at=None):
     """Rates the runner's loop would use at steps 1..STEPS (rebuilding at boundaries as it does).
     `resume_at`: after that step, continue in a fresh method restored from the state_dict."""
-    cfg = compose("model=tiny-llama", f"method={name}", "method.r=4", "method.phases=2", "method.lr=1e-3",
-                  f"method.lr_after_reset={mode}", f"train.max_steps={STEPS}", "train.scheduler=cosine",
-                  f"train.warmup_ratio={WARMUP / STEPS}", "train.device=cpu")
+    cfg = compose(
+        "model=tiny-llama",
+        f"method={name}",
+        "method.r=4",
+        "method.phases=2",
+        "method.lr=1e-3",
+        f"method.lr_after_reset={mode}",
+        f"train.max_steps={STEPS}",
+        "train.scheduler=cosine",
+        f"train.warmup_ratio={WARMUP / STEPS}",
+        "train.device=cpu",
+    )
     method = build(cfg.method)
     model = method.apply(tiny_llama())
     optimizer = build_optimizer(method, model, cfg.train)

@@ -1,5 +1,6 @@
 """Merged phases of the chain methods (c3LA family, CoLA, RAC) are exact, also on a bf16 base
 (issue #19): the update the run evaluates is the one it records and exports."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,9 +32,10 @@ def recorded_delta(method, name):
 def export_terms(method):
     if hasattr(method, "columns_used"):
         return method.terms()
-    return {name: [*(m[name] for m in method.history),
-                   (layer.lora_A["default"].weight, layer.lora_B["default"].weight)]
-            for name, layer in method.layers.items()}
+    return {
+        name: [*(m[name] for m in method.history), (layer.lora_A["default"].weight, layer.lora_B["default"].weight)]
+        for name, layer in method.layers.items()
+    }
 
 
 def train_chain(name, base, *overrides, steps=6):

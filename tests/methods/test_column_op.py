@@ -2,6 +2,7 @@
 trained nothing while eager trained). Proof at two levels: the op itself (opcheck: schema,
 autograd, fake tensors, AOT dispatch), and the column methods on the tiny Llama, whose
 per-parameter gradients must be the same compiled and eager, in float32 and under bf16 autocast."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,16 @@ def op_args(dtype=torch.float64, merged=3, bias=True):
     xm = x.detach().index_select(-1, merged_cols).requires_grad_()
     weight = torch.randn(7, 12, generator=g, dtype=dtype)
     lora_b = torch.randn(7, 4, generator=g, dtype=dtype, requires_grad=True)
-    return (x, xc, xm, weight, torch.randn(7, generator=g, dtype=dtype) if bias else None, lora_b,
-            torch.randn(7, merged, generator=g, dtype=dtype), 0.5)
+    return (
+        x,
+        xc,
+        xm,
+        weight,
+        torch.randn(7, generator=g, dtype=dtype) if bias else None,
+        lora_b,
+        torch.randn(7, merged, generator=g, dtype=dtype),
+        0.5,
+    )
 
 
 @pytest.mark.parametrize("merged,bias", [(3, True), (0, False)])
@@ -40,7 +49,8 @@ def test_merged_columns_term_matches_a_dense_update_in_float64():
     got = gathered_forward(x, weight, bias, lora_b, cols, 0.5, merged, merged_cols)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda x, b: gathered_forward(x, weight, bias, b, cols, 0.5, merged, merged_cols), (x, lora_b))
+        lambda x, b: gathered_forward(x, weight, bias, b, cols, 0.5, merged, merged_cols), (x, lora_b)
+    )
 
 
 def test_dtypes_under_bf16_autocast_and_on_a_bf16_base():
@@ -59,8 +69,10 @@ def test_dtypes_under_bf16_autocast_and_on_a_bf16_base():
     b.grad = None
     y = gathered_forward(xb, weight.bfloat16(), bias.bfloat16(), b, cols, 0.5)
     assert y.dtype == torch.bfloat16
-    want = (torch.nn.functional.linear(xb, weight.bfloat16(), bias.bfloat16()).float()
-            + 0.5 * xb.detach().float()[..., cols] @ b.detach().t()).bfloat16()
+    want = (
+        torch.nn.functional.linear(xb, weight.bfloat16(), bias.bfloat16()).float()
+        + 0.5 * xb.detach().float()[..., cols] @ b.detach().t()
+    ).bfloat16()
     torch.testing.assert_close(y, want, rtol=0, atol=0)
     y.float().sum().backward()
     assert b.grad.dtype == torch.float32 and xb.grad.dtype == torch.bfloat16
@@ -77,7 +89,9 @@ def gradients(model, batch, autocast: bool, run=None):
 
 def trained_method(name):
     """A column method with non-zero B (and, for c3la, one merged phase) so every gradient path counts."""
-    method = method_from_config(name, "method.r=4", "method.dropout=0.0", *(["method.phases=2"] if name == "c3la" else []))
+    method = method_from_config(
+        name, "method.r=4", "method.dropout=0.0", *(["method.phases=2"] if name == "c3la" else [])
+    )
     model = method.apply(tiny_llama())
     torch.manual_seed(1)
     with torch.no_grad():
@@ -103,7 +117,7 @@ def test_compiled_gradients_equal_eager(name, autocast):
     for n, g in eager.items():
         assert float(g.abs().max()) > 0, n
         # bf16: the compiled graph may round in another order; two bf16 steps at the largest entry
-        tol = dict(rtol=2e-2, atol=2 ** -6 * float(g.abs().max())) if autocast else dict(rtol=1e-5, atol=1e-7)
+        tol = dict(rtol=2e-2, atol=2**-6 * float(g.abs().max())) if autocast else dict(rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(compiled[n], g, **tol, msg=n)
 
 

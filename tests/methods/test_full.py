@@ -1,4 +1,5 @@
 """Full fine-tuning specifics; shared properties are in test_matrix.py."""
+
 from __future__ import annotations
 
 from methods.full import FullFineTuning

@@ -1,4 +1,5 @@
 """L1RA: gates, the proximal L1 step, rank updates that conserve the budget and keep outputs."""
+
 from __future__ import annotations
 
 import json
@@ -102,9 +103,18 @@ def test_an_adapter_keeps_its_last_component():
 
 
 def test_training_with_rank_moves_runs_and_reports(tmp_path):
-    cfg = compose(*TINY, "method=l1ra", "method.r=4", "method.eta_c=0.5", "method.l1_lambda=0.3",
-                  "method.rank_update_ratio=0.25", "train.max_steps=20", f"run.root={tmp_path}", "logger=none",
-                  "eval.enabled=false")
+    cfg = compose(
+        *TINY,
+        "method=l1ra",
+        "method.r=4",
+        "method.eta_c=0.5",
+        "method.l1_lambda=0.3",
+        "method.rank_update_ratio=0.25",
+        "train.max_steps=20",
+        f"run.root={tmp_path}",
+        "logger=none",
+        "eval.enabled=false",
+    )
     method, task, config, config_hash = prepare(cfg)
     assert execute(cfg, method, task, config, config_hash) == "success"
     result = json.loads(next(tmp_path.rglob("result.json")).read_text())
@@ -194,8 +204,9 @@ def test_exact_ties_go_to_the_adapter_with_fewer_ranks_then_in_module_order():
 def test_when_every_adapter_lost_ranks_all_of_them_take_the_spare_ranks():
     method, model, names = prepared()
     # unclamped weakest gates order the adapters: names[2] (0.0), [0] (-0.1), [3] (-0.2), [1] (-0.3)
-    set_gates(method, names, [[-0.1, 0.5, 0.5, 0.5], [-0.3, -0.2, 0.5, 0.5], [0.0, 0.9, 0.9, 0.9],
-                              [-0.2, 0.8, 0.8, 0.8]])
+    set_gates(
+        method, names, [[-0.1, 0.5, 0.5, 0.5], [-0.3, -0.2, 0.5, 0.5], [0.0, 0.9, 0.9, 0.9], [-0.2, 0.8, 0.8, 0.8]]
+    )
     method.update_ranks(step=1)
     event = method.events[-1]
     assert event["pruned"] == {names[0]: 1, names[1]: 2, names[2]: 1, names[3]: 1}
@@ -274,8 +285,16 @@ def llama_with_layers(n: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=n,
-                                        num_attention_heads=2, num_key_value_heads=1)).eval()
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=n,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    ).eval()
 
 
 def step_ops(layers: int, mode: str) -> list[str]:
@@ -303,11 +322,22 @@ def test_reference_preset_is_one_override_and_adapts_every_linear_layer():
     cfg = compose(*TINY, "experiment=l1ra_reference")
     assert cfg.method.name == "l1ra"
     assert (cfg.method.lr, cfg.method.dropout, cfg.method.r, cfg.method.alpha) == (1e-4, 0.1, 16, 16.0)
-    assert (cfg.train.weight_decay, cfg.train.max_grad_norm, cfg.train.scheduler, cfg.train.warmup_ratio) == \
-        (0.1, 0.3, "cosine", 0.1)
+    assert (cfg.train.weight_decay, cfg.train.max_grad_norm, cfg.train.scheduler, cfg.train.warmup_ratio) == (
+        0.1,
+        0.3,
+        "cosine",
+        0.1,
+    )
     method = build(cfg.method)
     model = method.apply(tiny_llama())
     report = method.report(model)
-    assert set(report["rank_by_module_type"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                  "down_proj"}
+    assert set(report["rank_by_module_type"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     assert report["budget_final"] == 16 * 7 * 2  # 7 linear layers in each of 2 blocks, not the LM head

@@ -1,4 +1,5 @@
 """LoRA specifics; the properties every method shares are in test_matrix.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,9 @@ from tests.helpers.tiny import tiny_llama
 
 
 def make(**kw) -> LoRA:
-    return LoRA(name="lora", lr=1e-2, **{"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
-                                         **kw})
+    return LoRA(
+        name="lora", lr=1e-2, **{"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], **kw}
+    )
 
 
 def test_trainable_count_matches_closed_form():
@@ -32,13 +34,16 @@ def test_report_names_rank_and_modules():
     assert report["r"] == 4 and report["adapted_modules"] == 4 and report["scaling"] == 2.0
 
 
-@pytest.mark.parametrize("kw,fragment", [
-    ({"r": 0}, "method.r=0"),
-    ({"alpha": -1.0}, "method.alpha"),
-    ({"dropout": 1.0}, "method.dropout"),
-    ({"target_modules": []}, "target_modules"),
-    ({"r": "8"}, "method.r='8'"),
-])
+@pytest.mark.parametrize(
+    "kw,fragment",
+    [
+        ({"r": 0}, "method.r=0"),
+        ({"alpha": -1.0}, "method.alpha"),
+        ({"dropout": 1.0}, "method.dropout"),
+        ({"target_modules": []}, "target_modules"),
+        ({"r": "8"}, "method.r='8'"),
+    ],
+)
 def test_bad_hyperparameters_are_rejected(kw, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
         make(**kw)

@@ -3,6 +3,7 @@
 A new method gets all of these by adding its two files; the class variables `zero_init`,
 `supports_merge` and `supports_sparsity` declare which properties it claims.
 """
+
 from __future__ import annotations
 
 import copy
@@ -125,8 +126,16 @@ def test_sparsity_is_used_or_refused(name):
 
 @pytest.mark.parametrize("name", METHODS)
 def test_runs_end_to_end_through_the_runner(name, tmp_path):
-    cfg = compose(*TINY, f"method={name}", f"run.root={tmp_path}", "logger=none", "eval.base=false",
-                  "eval.limit=2", "eval.max_gen_toks=4", "train.max_steps=4")  # 4: the chain methods merge
+    cfg = compose(
+        *TINY,
+        f"method={name}",
+        f"run.root={tmp_path}",
+        "logger=none",
+        "eval.base=false",
+        "eval.limit=2",
+        "eval.max_gen_toks=4",
+        "train.max_steps=4",
+    )  # 4: the chain methods merge
     method, task, config, config_hash = prepare(cfg)
     assert execute(cfg, method, task, config, config_hash) == "success"
     result = json.loads(next(tmp_path.rglob("result.json")).read_text())
@@ -165,8 +174,9 @@ def test_c3a_rejects_a_block_size_that_does_not_divide():
 
 
 def test_adalora_budget_follows_the_schedule_and_ends_at_target():
-    method = method_from_config("adalora", "method.target_r=2", "method.sparsity=0.5", "method.tinit_ratio=0.2",
-                                "method.tfinal_ratio=0.2")
+    method = method_from_config(
+        "adalora", "method.target_r=2", "method.sparsity=0.5", "method.tinit_ratio=0.2", "method.tfinal_ratio=0.2"
+    )
     assert method.init_r == 4
     model = method.apply(tiny_llama())
     steps = 20
@@ -184,11 +194,14 @@ def test_adalora_budget_follows_the_schedule_and_ends_at_target():
     assert sum(report["rank_pattern"].values()) == 2 * matrices
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (("method.target_r=8", "method.init_r=4"), "is larger than method.init_r=4"),
-    (("method.sparsity=0.5", "method.init_r=12"), "contradicts method.sparsity"),
-    (("method.tinit_ratio=0.6", "method.tfinal_ratio=0.5"), "leaves no steps for pruning"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (("method.target_r=8", "method.init_r=4"), "is larger than method.init_r=4"),
+        (("method.sparsity=0.5", "method.init_r=12"), "contradicts method.sparsity"),
+        (("method.tinit_ratio=0.6", "method.tfinal_ratio=0.5"), "leaves no steps for pruning"),
+    ],
+)
 def test_adalora_rejects_impossible_budgets(overrides, message):
     with pytest.raises(ConfigError, match=message):
         method_from_config("adalora", *overrides)

