@@ -16,7 +16,7 @@ import torch
 from bench.run import build
 from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import CONF, compose
-from tests.helpers.tiny import fixed_batch
+from tests.helpers.tiny import fixed_batch, tiny_llama
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 
@@ -35,22 +35,7 @@ def _method(name: str):
 def one_layer_llama(dtype):
     """The tiny Llama with one decoder layer: dynamo traces every layer, and one is enough to
     exercise each adapter (half the compile time of tests.helpers.tiny.tiny_llama)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    return LlamaForCausalLM(cfg).to(dtype)
+    return tiny_llama(layers=1).train().to(dtype)
 
 
 def _grads(model, run, batch, autocast: bool) -> dict:

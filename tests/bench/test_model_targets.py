@@ -14,7 +14,7 @@ from bench.config import ConfigError, validate
 from bench.run import build
 from methods import peft_common
 from tests.conftest import compose
-from tests.helpers.tiny import tiny_llama
+from tests.helpers.tiny import LLAMA_LINEARS, tiny_llama
 
 
 def meta_model(model_type: str, cls=AutoModelForCausalLM, device: str = "meta", **arch):
@@ -101,15 +101,7 @@ def test_lora_all_linear_count_and_peft_targets():
     assert method.expected_trainable_params(base) == 2 * per_layer
     model = method.apply(base)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * per_layer
-    assert set(model.peft_config["default"].target_modules) == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
+    assert set(model.peft_config["default"].target_modules) == LLAMA_LINEARS
 
 
 def test_column_method_exports_the_layers_a_preset_chose(tmp_path):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 
+# Every linear layer of a Llama decoder block (what all-linear adapts)
+LLAMA_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
-def tiny_llama(vocab: int = 128, seed: int = 0):
+
+def tiny_llama(vocab: int = 128, seed: int = 0, layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -13,7 +16,7 @@ def tiny_llama(vocab: int = 128, seed: int = 0):
         vocab_size=vocab,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,

@@ -10,7 +10,7 @@ import torch
 from bench.run import build, execute, prepare
 from methods import peft_common
 from tests.conftest import TINY, compose
-from tests.helpers.tiny import fixed_batch, tiny_llama
+from tests.helpers.tiny import LLAMA_LINEARS, fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config
 
 
@@ -331,13 +331,5 @@ def test_reference_preset_is_one_override_and_adapts_every_linear_layer():
     method = build(cfg.method)
     model = method.apply(tiny_llama())
     report = method.report(model)
-    assert set(report["rank_by_module_type"]) == {
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    }
+    assert set(report["rank_by_module_type"]) == LLAMA_LINEARS
     assert report["budget_final"] == 16 * 7 * 2  # 7 linear layers in each of 2 blocks, not the LM head
