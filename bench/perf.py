@@ -60,11 +60,13 @@ WORK_KEYS = ("grad_accum", "batch", "seq", "targets", "checkpointing", "compile"
 
 def work_of(cfg, seq: int) -> dict:
     targets = cfg.method.get("target_modules")
+    if targets and not isinstance(targets, str):  # a preset (all-linear) stays a name, a list joins
+        targets = ",".join(targets)
     return {
         "grad_accum": int(cfg.train.grad_accum),
         "batch": int(cfg.train.batch_size),
         "seq": seq,
-        "targets": ",".join(targets) if targets else "none (the method's own parameters)",
+        "targets": targets or "none (the method's own parameters)",
         "checkpointing": bool(cfg.train.gradient_checkpointing),
         "compile": bool(cfg.train.compile),
         "precision": cfg.train.mixed_precision,

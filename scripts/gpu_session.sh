@@ -14,11 +14,18 @@
 #            method that trains nothing (issue #16: cLA, grad norm 0) is refused by bench.perf
 #            and bench.train as an invalid row / a failed run, not printed as a speed
 #   e2e      a short bench.run on the GPU (train=gpu): ASDiv training, GSM8K evaluation
+#   gputest  the gpu-marked compile check (tests/bench/test_compile.py) for GPU_TEST_METHODS:
+#            per-parameter gradients of one compiled step (inductor, CUDA, bf16) against eager
+#   mfu-compile
+#            LoRA compiled at batch MFU_COMPILE_BATCH (the MFU target: compile allowed, batch >= 2)
+#   alllinear
+#            LoRA and cLA with adapters on all seven linear layers at batch ALL_LINEAR_BATCH,
+#            eager and compiled (the cLA <= 0.75x LoRA target)
 # Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
 # 7B GSM8K profile's grad_accum 4, conf/profile/task/7b_gsm8k.yaml, which made the first H100
 # run's rows do four).
-# Each step writes into $OUT (default ./gpu-out) at most 7 files (the device tool returns 8):
-# versions.txt, perf-nockpt.md, perf-ckpt.md, mfu.md, compile.md, e2e-result.json and log.txt. The knobs below are environment variables so
+# Each step writes into $OUT (default ./gpu-out) one or two files besides versions.txt and log.txt
+# (the device tool returns 8 files per call: choose the steps of one call accordingly). The knobs below are environment variables so
 # that the same script runs as a CPU smoke test on a tiny model (tests/bench/test_gpu_session.py).
 set -euo pipefail
 OUT=${OUT:-gpu-out}
@@ -35,6 +42,9 @@ METHODS=${METHODS:-lora,cla,c3la,prunedlora,l1ra,adalora,dora,full}
 COMPILE_METHODS=${COMPILE_METHODS:-lora,cla,c3la,prunedlora,l1ra}
 MFU_BATCHES=${MFU_BATCHES:-1 2 4}
 MFU_CKPT=${MFU_CKPT:-both}
+MFU_COMPILE_BATCH=${MFU_COMPILE_BATCH:-2}
+ALL_LINEAR_BATCH=${ALL_LINEAR_BATCH:-2}
+GPU_TEST_METHODS=${GPU_TEST_METHODS:-lora,cla,c3la,prunedlora,l1ra}
 E2E_STEPS=${E2E_STEPS:-30}
 E2E_LIMIT=${E2E_LIMIT:-50}
 MODEL_ARGS=${MODEL_ARGS:-model.init=random model.tokenizer=gpt2-offline model.dtype=bfloat16}
@@ -52,6 +62,10 @@ perf() {  # perf CHECKPOINTING NAME METHODS [bench.perf options]
         --checkpointing "$1" "${@:4}" $MODEL_ARGS --out "$OUT/$2.md" 2>&1 | tee -a "$OUT/log.txt"
 }
 
+full_only() {  # full fine-tuning's optimizer, when full is among METHODS
+    case ",$METHODS," in *,full,*) echo "--only full:train.optimizer=adafactor" ;; esac
+}
+
 one_step() {
     local step=$1
     case "$step" in
@@ -67,9 +81,21 @@ print("python", sys.version.split()[0]); print("torch", torch.__version__, "cuda
 print("transformers", transformers.__version__, "peft", peft.__version__, "accelerate", accelerate.__version__)
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'
           nvidia-smi 2>/dev/null || true; } 2>&1 | tee "$OUT/versions.txt" ;;
-    perf-nockpt) perf false perf-nockpt "$METHODS" --only full:train.optimizer=adafactor ;;
-    perf-ckpt) perf true perf-ckpt "$METHODS" --only full:train.optimizer=adafactor ;;
+    perf-nockpt) perf false perf-nockpt "$METHODS" $(full_only) ;;
+    perf-ckpt) perf true perf-ckpt "$METHODS" $(full_only) ;;
     compile) perf false compile "$COMPILE_METHODS" --compile --no-bare ;;
+    mfu-compile) perf false mfu-compile lora --compile --no-bare --batch "$MFU_COMPILE_BATCH" ;;
+    alllinear)
+        perf false alllinear lora,cla --no-bare --batch "$ALL_LINEAR_BATCH" model.adapter_targets=all-linear
+        perf false alllinear-compile lora,cla --compile --no-bare --batch "$ALL_LINEAR_BATCH" \
+            model.adapter_targets=all-linear ;;
+    gputest)
+        local ids=()
+        for m in ${GPU_TEST_METHODS//,/ }; do
+            ids+=("tests/bench/test_compile.py::test_cuda_bf16_compiled_gradients_match_eager[$m]")
+        done
+        "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider "${ids[@]}" 2>&1 | tee "$OUT/gputest.txt"
+        return "${PIPESTATUS[0]}" ;;
     mfu)
         for b in $MFU_BATCHES; do
             # shellcheck disable=SC2086
@@ -85,7 +111,7 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
             train=gpu train.device="$DEVICE" train.mixed_precision="$PRECISION" train.max_steps="$E2E_STEPS" \
             eval.limit="$E2E_LIMIT" eval.batch_size=16 logger=none run.root="$RUNS" 2>&1 | tee -a "$OUT/log.txt"
         find "$RUNS" -name result.json -exec cp {} "$OUT/e2e-result.json" \; ;;
-    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile e2e" >&2; return 2 ;;
+    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile mfu-compile alllinear gputest e2e" >&2; return 2 ;;
     esac
 }
 

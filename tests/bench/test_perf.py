@@ -166,6 +166,16 @@ def test_grad_accum_is_pinned_over_the_model_task_profile():
     assert build(cfg.method).r == 8  # the method's own sizing at --rank
 
 
+def test_the_heading_names_a_target_preset_and_joins_a_list():
+    """A preset such as all-linear is a string; joining it letter by letter once printed
+    'targets a,l,l,-,l,i,n,e,a,r' in the GPU kit's heading."""
+    preset = perf._compose("tiny-llama", "cla", ["model.adapter_targets=all-linear"])
+    assert perf.work_of(preset, 16)["targets"] == "all-linear"
+    listed = perf._compose("tiny-llama", "lora", ["model.adapter_targets=[q_proj,v_proj]"])
+    assert perf.work_of(listed, 16)["targets"] == "q_proj,v_proj"
+    assert perf.work_of(perf._compose("tiny-llama", "full", []), 16)["targets"].startswith("none")
+
+
 def test_flops_and_tokens_count_the_micro_batches_run():
     one = perf.measure(_one("--method", "lora", "--checkpointing", "false"))
     two = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--grad-accum", "2"))
