@@ -1,0 +1,82 @@
+"""AdaLoRA specifics: the layer adds (alpha / init_r) B diag(E) A x (`alpha_rule=scaled`:
+alpha / target_r), a zero in E masks a triplet and the rank pattern counts what is left; init_r
+follows target_r and sparsity. Budget schedule and impossible budgets: test_matrix.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.config import ConfigError
+from tests.helpers.tiny import tiny_llama
+from tests.methods.test_asym_lora import assert_layer_adds, randomise
+from tests.methods.test_matrix import method_from_config
+
+
+def adalora_layers(model) -> dict:
+    return {
+        n.replace("base_model.model.", "", 1): m
+        for n, m in model.named_modules()
+        if hasattr(m, "lora_E") and "default" in m.lora_E
+    }
+
+
+def svd_factors(layer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return layer.lora_A["default"], layer.lora_E["default"], layer.lora_B["default"]
+
+
+@pytest.mark.parametrize("rule,scale", [("fixed", 16.0 / 6), ("scaled", 16.0 / 4)])
+def test_layer_output_is_p_diag_e_q_with_the_rules_scaling(rule, scale):
+    method = method_from_config(
+        "adalora", "method.target_r=4", "method.init_r=6", "method.alpha=16", f"method.alpha_rule={rule}"
+    )
+    model = method.apply(tiny_llama())
+    assert method.report(model)["scaling"] == pytest.approx(scale)
+    for layer in adalora_layers(model).values():
+        a, e, b = svd_factors(layer)
+        randomise(e, b, seed=6)
+        delta = scale * b.detach() @ (e.detach() * a.detach())
+        assert_layer_adds(layer, delta * 6 / (6 + 1e-5))  # PEFT divides by ranknum + 1e-5
+
+
+def test_zeroed_gates_mask_their_triplets_and_the_rank_pattern_counts_the_rest():
+    method = method_from_config("adalora", "method.target_r=2", "method.init_r=4", "method.dropout=0.0")
+    model = method.apply(tiny_llama())
+    layers = adalora_layers(model)
+    keep = {name: i % 4 + 1 for i, name in enumerate(layers)}  # 1..4 live triplets per matrix
+    for name, layer in layers.items():
+        a, e, b = svd_factors(layer)
+        randomise(e, b, seed=7)
+        with torch.no_grad():
+            e[keep[name] :] = 0
+        live = slice(0, keep[name])
+        scale = 32.0 / 4 * 4 / (4 + 1e-5)
+        assert_layer_adds(layer, scale * b.detach()[:, live] @ (e.detach()[live] * a.detach()[live]))
+    assert method.rank_pattern(model) == keep
+    assert method.total_rank(model) == sum(keep.values())
+
+
+@pytest.mark.parametrize(
+    "overrides,init_r",
+    [
+        (("method.target_r=8",), 12),  # 1.5 target_r without sparsity
+        (("method.target_r=8", "method.sparsity=0.5"), 16),
+        (("method.target_r=2", "method.sparsity=0.75"), 8),
+    ],
+)
+def test_init_r_follows_target_r_and_sparsity(overrides, init_r):
+    assert method_from_config("adalora", *overrides).init_r == init_r
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (("method.alpha_rule=linear",), "choose one of: fixed, scaled"),
+        (("method.beta1=1.0",), r"method\.beta1=1\.0 must be in \(0, 1\)"),
+        (("method.delta_t=0",), r"method\.delta_t=0 must be >= 1"),
+        (("method.target_r=4", "method.init_r=4"), "leaves AdaLoRA nothing to prune"),
+    ],
+)
+def test_bad_settings_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        method_from_config("adalora", *overrides)
