@@ -1,0 +1,35 @@
+"""c3LA shift-only specifics: at a boundary only the window moves r columns; B is kept (not merged,
+not reset) and the optimizer too, so lr_after_reset=constant has nothing to act on."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import ConfigError
+from tests.methods.test_c3la import cross_first_boundary
+from tests.methods.test_cla import assert_column_layer_adds
+from tests.methods.test_matrix import method_from_config
+
+
+def assert_window_moved_and_b_kept(name: str) -> dict:
+    """Cross a boundary; B is carried to the new window unchanged, nothing merged. Returns the
+    windows before and after, per layer."""
+    method, change, before = cross_first_boundary(name)
+    assert not change and method.history == []
+    moved = {}
+    for layer_name, layer in method.layers.items():
+        cols, b = before[layer_name]
+        assert layer.lora_B.detach().equal(b) and int(layer.merged_cols.numel()) == 0
+        assert_column_layer_adds(layer, [(layer.cols, b)], method.scale)  # B on the new window alone
+        moved[layer_name] = (cols.tolist(), layer.cols.tolist())
+    return moved
+
+
+def test_boundary_moves_the_window_by_r_and_keeps_b():
+    for old, new in assert_window_moved_and_b_kept("c3la_shift").values():
+        assert old == [0, 1, 2, 3] and new == [4, 5, 6, 7]
+
+
+def test_constant_rate_after_reset_is_refused():
+    with pytest.raises(ConfigError, match="method c3la_shift keeps its optimizer and schedule"):
+        method_from_config("c3la_shift", "+method.lr_after_reset=constant")  # not in its YAML
