@@ -15,8 +15,8 @@ from tests.methods.test_matrix import method_from_config
 
 
 def cross_first_boundary(name: str, *overrides: str):
-    """Train to the first boundary (step 2 of 8, 4 phases) and cross it: returns the method, what
-    `after_step` told the runner, and each layer's (cols, B) just before the boundary."""
+    """Train to the first boundary (step 2 of 8, 4 phases) and cross it: returns the method, the
+    model, what `after_step` told the runner, and each layer's (cols, B) just before the boundary."""
     method = method_from_config(name, "method.r=4", "method.lr=1e-2", "method.phases=4", *overrides)
     model = method.apply(tiny_llama())
     optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
@@ -28,11 +28,11 @@ def cross_first_boundary(name: str, *overrides: str):
         if step == 2:
             before = {n: (layer.cols.clone(), layer.lora_B.detach().clone()) for n, layer in method.layers.items()}
         change = method.after_step(model, step, optimizer)
-    return method, change, before
+    return method, model, change, before
 
 
 def test_boundary_merges_restarts_b_and_moves_to_the_next_window():
-    method, change, before = cross_first_boundary("c3la")
+    method, _, change, before = cross_first_boundary("c3la")
     assert change == REBUILD_OPTIMIZER
     for name, layer in method.layers.items():
         cols, b = before[name]

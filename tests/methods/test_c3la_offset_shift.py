@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config import ConfigError
-from tests.methods.test_c3la_shift import assert_window_moved_and_b_kept
+from tests.methods.test_c3la_shift import assert_resume_continues_on_the_same_windows, assert_window_moved_and_b_kept
 from tests.methods.test_matrix import method_from_config
 
 
@@ -15,6 +15,10 @@ def test_boundary_jumps_to_a_contiguous_window_and_keeps_b():
     for old, new in moved.values():
         assert old == [0, 1, 2, 3] and new == list(range(new[0], new[0] + 4)) and 0 <= new[0] <= 28
     assert len({new[0] for _, new in moved.values()}) > 1  # each matrix draws its own offset
+
+
+def test_resume_continues_on_the_same_windows():
+    assert_resume_continues_on_the_same_windows("c3la_offset_shift")
 
 
 def test_constant_rate_after_reset_is_refused():
