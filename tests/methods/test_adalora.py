@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from tests.helpers.tiny import tiny_llama
+from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_asym_lora import assert_layer_adds, randomise
 from tests.methods.test_matrix import method_from_config
 
@@ -80,3 +80,42 @@ def test_init_r_follows_target_r_and_sparsity(overrides, init_r):
 def test_bad_settings_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         method_from_config("adalora", *overrides)
+
+
+def sgd_steps(method, model, steps) -> None:
+    """Plain SGD (no optimizer state to carry over a resume), with AdaLoRA's step after each."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    for step in steps:
+        optimizer.zero_grad()
+        model(**fixed_batch()).loss.backward()
+        optimizer.step()
+        method.after_step(model, step, optimizer)
+
+
+def test_resume_from_state_prunes_as_an_uninterrupted_run():
+    overrides = ("method.target_r=2", "method.init_r=4", "method.dropout=0.0", "method.tinit_ratio=0.0")
+
+    def fresh():
+        method = method_from_config("adalora", *overrides)
+        model = method.apply(tiny_llama())
+        method.on_train_begin(model, 4)
+        return method, model
+
+    whole, whole_model = fresh()
+    sgd_steps(whole, whole_model, range(1, 5))
+    first, first_model = fresh()
+    sgd_steps(first, first_model, range(1, 3))
+    resumed, resumed_model = fresh()
+    resumed.load_state_dict(resumed_model, first.state_dict(first_model))
+    trained = dict(first_model.named_parameters())
+    with torch.no_grad():
+        for n, p in resumed_model.named_parameters():
+            if p.requires_grad:
+                p.copy_(trained[n])
+    sgd_steps(resumed, resumed_model, range(3, 5))
+    assert resumed.history == whole.history and whole.history[-1]["rank"] == 2 * 4
+    assert resumed.rank_pattern(resumed_model) == whole.rank_pattern(whole_model)
+    want = dict(whole_model.named_parameters())
+    for n, p in resumed_model.named_parameters():
+        torch.testing.assert_close(p, want[n], atol=1e-6, rtol=1e-5)
