@@ -9,7 +9,7 @@ import torch
 
 from bench.config import ConfigError
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds, randomise
+from tests.methods.test_asym_lora import assert_layer_adds, randomise, restore
 from tests.methods.test_matrix import method_from_config
 
 
@@ -107,12 +107,7 @@ def test_resume_from_state_prunes_as_an_uninterrupted_run():
     first, first_model = fresh()
     sgd_steps(first, first_model, range(1, 3))
     resumed, resumed_model = fresh()
-    resumed.load_state_dict(resumed_model, first.state_dict(first_model))
-    trained = dict(first_model.named_parameters())
-    with torch.no_grad():
-        for n, p in resumed_model.named_parameters():
-            if p.requires_grad:
-                p.copy_(trained[n])
+    restore(resumed, resumed_model, first.state_dict(first_model), first_model)
     sgd_steps(resumed, resumed_model, range(3, 5))
     assert resumed.history == whole.history and whole.history[-1]["rank"] == 2 * 4
     assert resumed.rank_pattern(resumed_model) == whole.rank_pattern(whole_model)

@@ -33,6 +33,16 @@ def assert_layer_adds(layer, delta: torch.Tensor, base=None) -> None:
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
+def restore(method, model, state: dict, trained_model) -> None:
+    """What a resume does: the method's state, then the checkpointed trainable tensors."""
+    method.load_state_dict(model, state)
+    trained = dict(trained_model.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(trained[name])
+
+
 def snapshot(layers: dict) -> dict:
     return {name: tuple(f.detach().clone() for f in factors(layer)) for name, layer in layers.items()}
 

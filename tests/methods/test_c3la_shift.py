@@ -8,6 +8,7 @@ import torch
 
 from bench.config import ConfigError
 from tests.helpers.tiny import fixed_batch, tiny_llama
+from tests.methods.test_asym_lora import restore
 from tests.methods.test_c3la import cross_first_boundary
 from tests.methods.test_cla import assert_column_layer_adds
 from tests.methods.test_matrix import logits, method_from_config
@@ -38,12 +39,7 @@ def assert_resume_continues_on_the_same_windows(name: str) -> None:
     method, model, _, _ = cross_first_boundary(name)
     fresh = method_from_config(name, "method.r=4", "method.lr=1e-2", "method.phases=4")
     again = fresh.apply(tiny_llama())
-    fresh.load_state_dict(again, method.state_dict(model))
-    trained = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, p in again.named_parameters():
-            if p.requires_grad:
-                p.copy_(trained[n])
+    restore(fresh, again, method.state_dict(model), model)
     batch = fixed_batch()
     assert torch.equal(logits(again.eval(), batch), logits(model.eval(), batch))
     fresh.on_train_begin(again, 8)
