@@ -8,16 +8,58 @@ concrete method or task.
 
 from __future__ import annotations
 
+import enum
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from bench.config import ConfigError
 
-# What Method.after_step may return besides False/None (nothing changed):
-REBUILD_OPTIMIZER = "rebuild_optimizer"  # trainable tensors changed; build a new optimizer (True means this too)
-PARAMETERS_REPLACED = "parameters_replaced"  # tensors changed, and the method moved the optimizer state itself
+
+class Change(enum.Enum):
+    """What `Method.after_step` reports to the runner. Only NONE is falsy, so `if change:` asks
+    whether anything changed."""
+
+    NONE = "none"
+    # the trainable tensors changed (shapes, the set, or values reset for fresh moments): the
+    # runner builds a new optimizer from `param_groups`; the schedule continues
+    REBUILD_OPTIMIZER = "rebuild_optimizer"
+    # the tensors changed, and the method already moved the optimizer's state onto the new ones
+    PARAMETERS_REPLACED = "parameters_replaced"
+
+    def __bool__(self) -> bool:
+        return self is not Change.NONE
+
+
+# The names the runner and older methods import
+REBUILD_OPTIMIZER = Change.REBUILD_OPTIMIZER
+PARAMETERS_REPLACED = Change.PARAMETERS_REPLACED
+
+
+def required(hook):
+    """Mark a hook every concrete subclass must define (checked when the subclass is defined)."""
+    hook.__required_hook__ = True
+    return hook
+
+
+def missing_hooks(cls) -> list[str]:
+    """The required hooks `cls` (with its bases and mixins) still leaves undefined."""
+    return sorted(name for name in dir(cls) if getattr(getattr(cls, name, None), "__required_hook__", False))
+
+
+def runtime(default: Any = MISSING, *, default_factory: Any = MISSING):
+    """A method's runtime state (layers, budgets, counters, histories), set in `apply` or during
+    training: a dataclass field outside `__init__`, repr and comparison, so a config can never set
+    it and it is no hyperparameter (the run hash comes from the composed config, not the object)."""
+    return field(
+        default=default,
+        default_factory=default_factory,
+        init=False,
+        repr=False,
+        compare=False,
+        metadata={"runtime": True},
+    )
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -46,6 +88,8 @@ def check_field_types(obj: Any, group: str) -> None:
     hints = typing.get_type_hints(type(obj))
     problems = []
     for f in fields(obj):
+        if not f.init:  # runtime state, not config
+            continue
         value = getattr(obj, f.name)
         if not _type_ok(value, hints[f.name]):
             problems.append(f"{group}.{f.name}={value!r}: expected {hints[f.name]}, got {type(value).__name__}")
@@ -59,6 +103,12 @@ class Method:
 
     apply -> param_groups -> on_train_begin -> per micro-step: extra_loss, after_backward ->
     per optimizer step: before_optimizer_step (after clipping), after_step -> report / export.
+
+    Required hooks (`@required`: `apply`, `export`, and any a shared base or mixin adds) must be
+    defined by every concrete subclass; a class missing one fails when it is defined, not at the
+    end of a run. A shared base that leaves some to its subclasses says so:
+    `class PeftMethod(Method, abstract=True)`. Every other hook is optional, with a default that
+    does nothing. Runtime state is declared as `runtime()` fields, beside the hyperparameters.
     """
 
     name: str
@@ -70,8 +120,25 @@ class Method:
     zero_init: ClassVar[bool] = True  # the untrained adapter leaves the model's outputs unchanged
     supports_merge: ClassVar[bool] = False  # merge_and_unload() gives the same outputs
     supports_fsdp: ClassVar[bool] = False  # runs under FSDP (flattened, sharded parameters)
+    _abstract: ClassVar[bool] = True  # set for each subclass by __init_subclass__
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._abstract = abstract  # not inherited as a promise: each class states it
+        missing = missing_hooks(cls)
+        if missing and not abstract:
+            raise TypeError(
+                f"method class {cls.__module__}.{cls.__qualname__} does not define the required hook(s) "
+                f"{', '.join(missing)}; define them, or declare the class a shared base with "
+                f"`class {cls.__name__}(..., abstract=True)`"
+            )
 
     def __post_init__(self) -> None:
+        if self._abstract:
+            raise TypeError(
+                f"{type(self).__qualname__} is an abstract method base (it leaves "
+                f"{', '.join(missing_hooks(type(self)))} to its subclasses); build a concrete method"
+            )
         check_field_types(self, "method")
         if self.sparsity is not None:
             if not self.supports_sparsity:
@@ -87,6 +154,7 @@ class Method:
         """Reject settings that cannot work with the rest of the config (e.g. a schedule that does
         not fit in train.max_steps), before any model is loaded."""
 
+    @required
     def apply(self, model):
         """Inject adapters / unfreeze what this method trains; return the model to train."""
         raise NotImplementedError
@@ -136,14 +204,15 @@ class Method:
         step), but must not replace or reshape trainable tensors: do that in after_step, which can
         report it. Decisions must depend only on state that is the same on every process."""
 
-    def after_step(self, model, step: int, optimizer):
-        """After an optimizer step, before the gradients are cleared. Return False if nothing
-        changed; REBUILD_OPTIMIZER (or True) if the set or shapes of trainable parameters changed and
-        the optimizer must be rebuilt from `param_groups`; PARAMETERS_REPLACED if they changed but
-        the method already moved the optimizer's state onto the new tensors. Either change also
-        re-wraps the model for data parallelism. Decisions must depend only on state that is the
-        same on every process (weights, all-reduced gradients)."""
-        return False
+    def after_step(self, model, step: int, optimizer) -> Change:
+        """After an optimizer step, before the gradients are cleared. Return Change.NONE if nothing
+        changed; Change.REBUILD_OPTIMIZER if the set or shapes of trainable parameters changed (or
+        their optimizer state must restart) and the optimizer must be rebuilt from `param_groups`;
+        Change.PARAMETERS_REPLACED if they changed but the method already moved the optimizer's
+        state onto the new tensors. Either change also re-wraps the model for data parallelism.
+        Decisions must depend only on state that is the same on every process (weights,
+        all-reduced gradients)."""
+        return Change.NONE
 
     def state_dict(self, model) -> dict:
         """The method's own training state beyond the weights (masks, scores, phase, history),
@@ -159,6 +228,7 @@ class Method:
         """JSON-able facts about the method's state at the end (rank pattern, budget, ...)."""
         return {}
 
+    @required
     def export(self, model, out_dir: Path) -> dict:
         """Write the trained weights in a format plain PEFT or transformers loads.
         Return {"format": ..., "path": ...}."""

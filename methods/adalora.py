@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
+from bench.protocols import Change, runtime
 from methods import peft_common
 
 
@@ -36,18 +37,15 @@ class AdaLoRA(peft_common.PeftMethod):
 
     supports_sparsity = True
 
+    history: list = runtime(default_factory=list)  # budget and total rank after each step
+    _matrices: int = runtime(0)  # adapted matrices
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.target_r < 1:
             raise ConfigError(f"method.target_r={self.target_r} must be >= 1")
-        derived = round(self.target_r / (1 - (self.sparsity if self.sparsity is not None else 1 / 3)))
-        if self.init_r is None:
-            self.init_r = derived
-        elif self.sparsity is not None and self.init_r != derived:
-            raise ConfigError(
-                f"method.init_r={self.init_r} contradicts method.sparsity={self.sparsity} "
-                f"(target_r={self.target_r} gives init_r={derived}); set only one of them"
-            )
+        # default 1.5 target_r: sparsity 1/3
+        self.init_r = peft_common.initial_rank(self.target_r, self.init_r, self.sparsity, 1 / 3, ("target_r", "init_r"))
         if self.init_r < self.target_r:
             raise ConfigError(
                 f"method.target_r={self.target_r} is larger than method.init_r={self.init_r}; AdaLoRA only prunes"
@@ -72,7 +70,6 @@ class AdaLoRA(peft_common.PeftMethod):
             raise ConfigError(f"method.delta_t={self.delta_t} must be >= 1")
         if self.alpha_rule not in ("fixed", "scaled"):
             raise ConfigError(f"method.alpha_rule={self.alpha_rule!r} is not valid; choose one of: fixed, scaled")
-        self.history: list[dict] = []
 
     @classmethod
     def perf_sizing(cls, rank: int, warmup: int, steps: int) -> list[str]:
@@ -122,12 +119,12 @@ class AdaLoRA(peft_common.PeftMethod):
         config.tinit, config.tfinal = self.schedule(total_steps)
         config.total_step = total_steps  # the rank allocator reads this same config object
 
-    def after_step(self, model, step: int, optimizer) -> bool:
+    def after_step(self, model, step: int, optimizer) -> Change:
         allocator = model.base_model.rankallocator
         model.base_model.update_and_allocate(step)
         budget, _ = allocator.budget_schedule(step)
         self.history.append({"step": step, "budget": int(budget), "rank": self.total_rank(model)})
-        return False  # ranks are masked in place; the parameter set does not change
+        return Change.NONE  # ranks are masked in place; the parameter set does not change
 
     def state_dict(self, model) -> dict:
         allocator = model.base_model.rankallocator

@@ -36,7 +36,6 @@ class AsymLoRA(LoRA):
 
     def apply(self, model):
         peft_model = super().apply(model)
-        self.layers = peft_common.lora_layers(peft_model)
         for layer in self.layers.values():
             self.restart(layer)
         return peft_model

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from bench.config import ConfigError
+from bench.protocols import runtime
 from methods import peft_common
 
 INITS = ("xavier_uniform", "kaiming_uniform", "gaussian", True)
@@ -26,6 +27,8 @@ class C3A(peft_common.PeftMethod):
     init_weights: Union[bool, str] = "xavier_uniform"
 
     supports_merge = True
+
+    _b: int = runtime(0)  # the block size resolved for the model
 
     def __post_init__(self) -> None:
         super().__post_init__()

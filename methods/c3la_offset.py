@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.protocols import REBUILD_OPTIMIZER
+from bench.protocols import Change
 from methods.column_adapter import ColumnChainMethod, layer_generator
 
 
@@ -41,8 +41,8 @@ class RandomOffsetChainedCheapLoRA(RandomOffsetColumns):
     fresh_moments: bool = True
 
     @property
-    def boundary_change(self):
-        return REBUILD_OPTIMIZER if self.fresh_moments else False
+    def boundary_change(self) -> Change:
+        return Change.REBUILD_OPTIMIZER if self.fresh_moments else Change.NONE
 
     def report(self, model) -> dict:
         return {**super().report(model), "fresh_moments": self.fresh_moments}

@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import REBUILD_OPTIMIZER, Method
+from bench.protocols import Change, Method, required, runtime
 from methods import lora_export, peft_common, phases
 from methods.gathered_columns import ColumnAdapterLinear, replace_linears
 from methods.lora import check_rank_alpha_dropout
@@ -42,7 +42,7 @@ def windows(d_in: int, r: int) -> list[int]:
 
 
 @dataclass(kw_only=True)
-class ColumnMethod(Method):
+class ColumnMethod(Method, abstract=True):
     target_modules: peft_common.Targets = field(default_factory=lambda: ["q_proj", "v_proj"])
     r: int = 16
     alpha: float = 32.0
@@ -51,19 +51,23 @@ class ColumnMethod(Method):
     supports_merge = True
     alpha_optional: ClassVar[bool] = False  # PaCA: alpha null means no scaling
 
+    layers: dict = runtime(default_factory=dict)  # module name -> ColumnAdapterLinear
+    _task_type: str = runtime("")  # PEFT's task type, for the export
+    _heads: dict = runtime(default_factory=dict)  # a classifier's new head, trained in full
+
     def __post_init__(self) -> None:
         super().__post_init__()
         peft_common.check_targets(self.target_modules)
         if self.alpha is None and not self.alpha_optional:
             raise ConfigError(f"method.alpha=null is not valid for method {self.name}: it needs a number > 0")
         check_rank_alpha_dropout(self.r, 1.0 if self.alpha is None else self.alpha, self.dropout)
-        self.layers: dict = {}
 
     @property
     def scale(self) -> float:
         return self.alpha / self.r
 
     # -- what a subclass decides ----------------------------------------------------------------
+    @required
     def columns(self, name: str, d_in: int, phase: int) -> torch.Tensor:
         """The r input columns module `name` adapts in phase `phase` (0-based)."""
         raise NotImplementedError
@@ -156,20 +160,18 @@ class ColumnMethod(Method):
 
 
 @dataclass(kw_only=True)
-class ColumnChainMethod(phases.PhasedTraining, ColumnMethod):
+class ColumnChainMethod(phases.PhasedTraining, ColumnMethod, abstract=True):
     """A column adapter whose window moves at phase boundaries. With `merge_at_boundary` the
     phase's update goes into W0, B restarts at zero and the optimizer is rebuilt (fresh moments);
     without, only the window moves and the same B is applied to the new columns."""
 
     merge_at_boundary: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.history: list[dict] = []  # per merged phase: {module: (cols, B)} on the CPU
+    history: list = runtime(default_factory=list)  # per merged phase: {module: (cols, B)} on the CPU
 
     @property
-    def boundary_change(self):
-        return REBUILD_OPTIMIZER if self.merge_at_boundary else False
+    def boundary_change(self) -> Change:
+        return Change.REBUILD_OPTIMIZER if self.merge_at_boundary else Change.NONE
 
     def advance(self) -> None:
         """End the current phase: merge (if this variant merges) and move every window."""

@@ -8,15 +8,13 @@ trains them too, and counts once). Export: the whole model, as a transformers ch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench.config import ConfigError
-from bench.protocols import Method
+from methods.full import ModelSubset
 
 
 @dataclass(kw_only=True)
-class HeadOnly(Method):
-    supports_fsdp = True
+class HeadOnly(ModelSubset):
     head_modules: list[str] = field(default_factory=lambda: ["classifier", "score", "lm_head"])
 
     def __post_init__(self) -> None:
@@ -24,7 +22,7 @@ class HeadOnly(Method):
         if not self.head_modules:
             raise ConfigError("method.head_modules is empty; name the head module(s), e.g. [classifier]")
 
-    def _head_params(self, model) -> dict:
+    def trained_params(self, model) -> dict:
         params = {}
         for name, module in model.named_modules():
             if name.rsplit(".", 1)[-1] in self.head_modules:
@@ -37,22 +35,5 @@ class HeadOnly(Method):
             )
         return params
 
-    def apply(self, model):
-        head = self._head_params(model)
-        for p in model.parameters():
-            p.requires_grad_(id(p) in head)
-        return model
-
-    def expected_trainable_params(self, model) -> int:
-        return sum(p.numel() for p in self._head_params(model).values())
-
     def report(self, model) -> dict:
         return {"head_modules": self.head_modules}
-
-    def export(self, model, out_dir: Path) -> dict:
-        model.save_pretrained(str(out_dir))
-        return {
-            "format": "transformers",
-            "path": str(out_dir),
-            "load_with": "transformers.AutoModel*.from_pretrained(path)",
-        }

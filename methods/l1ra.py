@@ -36,16 +36,17 @@ with `use_rslora`, for the configured r).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
 from bench.config import ConfigError
 from bench.metrics import count_params
-from methods import peft_common
+from bench.protocols import Change, runtime
+from methods import lora_surgery, peft_common
 from methods.lora import LoRA
 
 MODES = ("proximal", "penalty")
@@ -65,6 +66,12 @@ class L1RA(LoRA):
 
     supports_merge = True
 
+    events: list = runtime(default_factory=list)  # one entry per rank update
+    budget: int = runtime(0)  # total rank, fixed by the configured r
+    trainable_initial: int = runtime(0)
+    _interval: Optional[int] = runtime(None)  # optimizer steps between rank updates
+    _total_steps: int = runtime(0)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.l1_mode not in MODES:
@@ -74,13 +81,10 @@ class L1RA(LoRA):
                 raise ConfigError(f"method.{key}={getattr(self, key)} must be >= 0")
         if not 0 < self.rank_update_ratio <= 1:
             raise ConfigError(f"method.rank_update_ratio={self.rank_update_ratio} must be in (0, 1]")
-        self.events: list[dict] = []
-        self._interval = None
 
     # -- building -----------------------------------------------------------------------------
     def apply(self, model):
         peft_model = super().apply(model)
-        self.layers = peft_common.lora_layers(peft_model)
         for layer in self.layers.values():
             a = layer.lora_A["default"]
             with torch.no_grad():
@@ -96,7 +100,7 @@ class L1RA(LoRA):
         return {name: layer.l1ra_gate for name, layer in self.layers.items()}
 
     def ranks(self) -> dict:
-        return {name: int(layer.r["default"]) for name, layer in self.layers.items()}
+        return lora_surgery.ranks(self.layers)
 
     def param_groups(self, model, weight_decay: float) -> list[dict]:
         gate_ids = {id(g) for g in self.gates().values()}
@@ -120,7 +124,7 @@ class L1RA(LoRA):
         # mean_i ||c_i||_1 as one reduction over all gates
         return self.l1_lambda * torch.cat(list(self.gates().values())).clamp(0, 1).abs().sum() / len(self.layers)
 
-    def after_step(self, model, step: int, optimizer) -> bool:
+    def after_step(self, model, step: int, optimizer) -> Change:
         with torch.no_grad():
             if self.l1_mode == "proximal" and self.l1_lambda:
                 torch._foreach_sub_(list(self.gates().values()), self.eta_c * self.l1_lambda)
@@ -130,7 +134,7 @@ class L1RA(LoRA):
             gates = list(self.gates().values())
             torch._foreach_clamp_min_(gates, 0.0)
             torch._foreach_clamp_max_(gates, 1.0)
-        return changed
+        return Change.REBUILD_OPTIMIZER if changed else Change.NONE  # fresh moments, as the reference
 
     def update_ranks(self, step: int) -> bool:
         """Prune zero-gated components and, with `reassign`, redistribute their rank.
@@ -158,7 +162,7 @@ class L1RA(LoRA):
                 given[eligible[k % len(eligible)]] = given.get(eligible[k % len(eligible)], 0) + 1
             for name, extra in given.items():
                 layer = self.layers[name]
-                self._resize(layer, list(range(int(layer.r["default"]))), added=extra)
+                self._resize(layer, list(range(lora_surgery.rank_of(layer))), added=extra)
         ranks = self.ranks()
         self.events.append(
             {"step": step, "pruned": pruned, "reassigned": given, "budget": sum(ranks.values()), "ranks": ranks}
@@ -166,23 +170,15 @@ class L1RA(LoRA):
         return bool(pruned or given)
 
     def _resize(self, layer, keep: list[int], added: int) -> None:
-        """Keep components `keep` (in order) and append `added` fresh ones, in place."""
-        a, b, gate = layer.lora_A["default"], layer.lora_B["default"], layer.l1ra_gate
-        idx = torch.tensor(keep, dtype=torch.long, device=a.weight.device)
-        new_a = a.weight.detach()[idx]
-        new_b = b.weight.detach()[:, idx]
-        new_c = gate.detach()[idx]
+        """Keep components `keep` (in order) and append `added` fresh ones (c = 1, A ~ N(0, 1) / r,
+        B = 0), in place."""
+        a, gate = layer.lora_A["default"].weight, layer.l1ra_gate
+        fresh = torch.randn(added, a.shape[1], device=a.device, dtype=a.dtype) / self.r if added else None
+        lora_surgery.resize(layer, keep, fresh_a=fresh)
+        new_c = gate.detach()[torch.tensor(keep, dtype=torch.long, device=gate.device)]
         if added:
-            fresh = torch.randn(added, new_a.shape[1], device=new_a.device, dtype=new_a.dtype) / self.r
-            new_a = torch.cat([new_a, fresh])
-            new_b = torch.cat([new_b, torch.zeros(new_b.shape[0], added, device=new_b.device, dtype=new_b.dtype)], 1)
             new_c = torch.cat([new_c, torch.ones(added, device=new_c.device, dtype=new_c.dtype)])
-        a.weight = nn.Parameter(new_a.contiguous())
-        a.out_features = new_a.shape[0]
-        b.weight = nn.Parameter(new_b.contiguous())
-        b.in_features = new_b.shape[1]
         layer.l1ra_gate = nn.Parameter(new_c.contiguous())
-        layer.r["default"] = new_a.shape[0]
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self, model) -> dict:
@@ -191,7 +187,7 @@ class L1RA(LoRA):
     def load_state_dict(self, model, state: dict) -> None:
         for name, rank in state["ranks"].items():
             layer = self.layers[name]
-            current = int(layer.r["default"])
+            current = lora_surgery.rank_of(layer)
             if rank != current:  # shapes only; the weights come from the checkpoint next
                 self._resize(layer, list(range(min(rank, current))), added=max(0, rank - current))
         self.events = list(state["events"])
@@ -229,13 +225,7 @@ class L1RA(LoRA):
             for layer in self.layers.values():  # fold the gates: B diag(c) A = B (diag(c) A)
                 layer.lora_A["default"].weight.mul_(layer.l1ra_gate.clamp(0, 1)[:, None])
                 layer.l1ra_gate.fill_(1.0)
-        config = model.peft_config["default"]
-        # PEFT matches pattern keys as regexes against the end of a module's name
-        config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
-        # PEFT rebuilds each module's scaling as alpha_i / r_i (alpha_i / sqrt(r_i) with rsLoRA); the
-        # scaling trained with stayed that of the configured r, so solve for alpha_i from it
-        config.alpha_pattern = {
-            re.escape(n): layer.scaling["default"] * (r**0.5 if self.use_rslora else r)
-            for (n, layer), r in zip(self.layers.items(), ranks.values())
-        }
+        # the scaling trained with stayed that of the configured r while ranks moved
+        scalings = {n: layer.scaling["default"] for n, layer in self.layers.items()}
+        lora_surgery.set_export_patterns(model.peft_config["default"], ranks, scalings, self.use_rslora)
         return peft_common.PeftMethod.export(self, model, out_dir)

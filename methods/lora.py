@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.config import ConfigError
+from bench.protocols import runtime
 from methods import peft_common
 
 
@@ -31,9 +32,16 @@ class LoRA(peft_common.PeftMethod):
 
     supports_merge = True
 
+    layers: dict = runtime(default_factory=dict)  # module name in the base model -> PEFT LoRA layer
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
+
+    def apply(self, model):
+        peft_model = super().apply(model)
+        self.layers = peft_common.lora_layers(peft_model)
+        return peft_model
 
     def lora_kwargs(self, model) -> dict:
         return dict(

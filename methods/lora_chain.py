@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.protocols import REBUILD_OPTIMIZER
+from bench.protocols import Change, runtime
 from methods import lora_export, peft_common, phases
 from methods.asym_lora import AsymLoRA
 
@@ -63,11 +63,9 @@ def merged_delta(base) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class LoRAChain(phases.PhasedTraining, AsymLoRA):
-    boundary_change = REBUILD_OPTIMIZER
+    boundary_change = Change.REBUILD_OPTIMIZER
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.history: list[dict] = []  # per merged phase: {module: (A, B)} on the CPU
+    history: list = runtime(default_factory=list)  # per merged phase: {module: (A, B)} on the CPU
 
     @property
     def scale(self) -> float:

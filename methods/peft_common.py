@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from bench.config import TARGET_PRESETS, ConfigError
-from bench.protocols import Method
+from bench.protocols import Method, required, runtime
 
 
 def task_type(model) -> str:
@@ -197,15 +197,20 @@ def lora_params(model, targets: Targets, r: int) -> int:
 
 
 @dataclass(kw_only=True)
-class PeftMethod(Method):
-    """A method that is one PEFT config: inject with get_peft_model, export with save_pretrained."""
+class PeftMethod(Method, abstract=True):
+    """A method that is one PEFT config: inject with get_peft_model, export with save_pretrained.
+    A subclass defines `peft_config` and `adapter_params`."""
 
     target_modules: Targets = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    _adapted: int = runtime(0)  # how many matrices the adapter adapts
+    _matched: dict = runtime(default_factory=dict)  # matched_report(), for the report
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_targets(self.target_modules)
 
+    @required
     def peft_config(self, model):
         raise NotImplementedError
 
@@ -217,6 +222,7 @@ class PeftMethod(Method):
         """The LoRA rank this method was sized to match, if any."""
         return getattr(self, "match_lora_rank", None)
 
+    @required
     def adapter_params(self, model) -> int:
         """Closed-form count of the adapter's trainable parameters (without a classifier head)."""
         raise NotImplementedError
@@ -261,6 +267,26 @@ def common_divisors(numbers: list[int]) -> list[int]:
     for n in numbers:
         g = math.gcd(g, n)
     return [d for d in range(1, g + 1) if g % d == 0]
+
+
+def initial_rank(
+    target: int, given: Optional[int], sparsity: Optional[float], default_sparsity: float, names: tuple[str, str]
+) -> int:
+    """The starting rank of a rank-pruning method: `given`, else round(target / (1 - sparsity)) with
+    `default_sparsity` standing in for an unset sparsity. Setting both must agree. `names`: the
+    method's fields for (target, initial), for the message."""
+    if sparsity is not None and not 0 <= sparsity < 1:
+        raise ConfigError(f"method.sparsity={sparsity} must be in [0, 1)")
+    derived = round(target / (1 - (sparsity if sparsity is not None else default_sparsity)))
+    if given is None:
+        return derived
+    if sparsity is not None and given != derived:
+        target_name, initial_name = names
+        raise ConfigError(
+            f"method.{initial_name}={given} contradicts method.sparsity={sparsity} "
+            f"({target_name}={target} gives {initial_name}={derived}); set only one of them"
+        )
+    return given
 
 
 def lora_layers(peft_model) -> dict:

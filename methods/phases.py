@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bench.config import ConfigError
+from bench.protocols import Change, required, runtime
 
 LR_AFTER_RESET = ("continue", "constant")
 
@@ -52,13 +53,17 @@ def boundaries(phases: int | None, phase_steps: int | None, total_steps: int) ->
 @dataclass(kw_only=True)
 class PhasedTraining:
     """Mixin for a Method trained in phases: at each boundary it calls `self.advance()` and tells
-    the runner `boundary_change` (e.g. REBUILD_OPTIMIZER for fresh moments)."""
+    the runner `boundary_change` (e.g. Change.REBUILD_OPTIMIZER for fresh moments)."""
 
     phases: int | None = 4
     phase_steps: int | None = None
     lr_after_reset: str = "continue"
 
-    boundary_change: ClassVar[object] = False
+    boundary_change: ClassVar[Change] = Change.NONE
+
+    phase: int = runtime(0)  # the current phase, from 0
+    lr_factor: float | None = runtime(None)  # lr_after_reset=constant: the schedule's factor at the first boundary
+    _boundaries: list = runtime(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,9 +79,6 @@ class PhasedTraining:
                 f"method {self.name} keeps its optimizer and schedule across boundaries "
                 "(leave it at continue)"
             )
-        self.phase = 0
-        self._boundaries: list[int] = []
-        self.lr_factor: float | None = None  # lr_after_reset=constant: the schedule's factor at the first boundary
 
     def check(self, cfg) -> None:
         check_fits(self.phases, self.phase_steps, cfg.train.max_steps)
@@ -84,9 +86,9 @@ class PhasedTraining:
     def on_train_begin(self, model, total_steps: int) -> None:
         self._boundaries = boundaries(self.phases, self.phase_steps, total_steps)
 
-    def after_step(self, model, step: int, optimizer):
+    def after_step(self, model, step: int, optimizer) -> Change:
         if step not in self._boundaries:
-            return False
+            return Change.NONE
         if self.lr_after_reset == "constant" and self.lr_factor is None:
             self.lr_factor = schedule_factor(optimizer)
         self.advance()
@@ -104,7 +106,9 @@ class PhasedTraining:
     def load_phase_state(self, state: dict) -> None:
         self.phase, self.lr_factor = state["phase"], state.get("lr_factor")
 
+    @required
     def advance(self) -> None:
+        """End the current phase (merge, restart, move windows)."""
         raise NotImplementedError
 
     def phase_report(self) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.config import ConfigError
+from bench.protocols import runtime
 from methods.lora import LoRA
 
 
@@ -24,6 +25,8 @@ class PiSSA(LoRA):
     alpha: float = 16.0  # alpha = r (scale 1), as in the PiSSA paper
     dropout: float = 0.0  # the principal components are the adapter; PiSSA trains them undropped
     svd_niter: Optional[int] = 16
+
+    _initial: Optional[Path] = runtime(None)  # the saved initial adapter, which the export converts against
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -61,8 +60,8 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import PARAMETERS_REPLACED
-from methods import peft_common
+from bench.protocols import Change, runtime
+from methods import lora_surgery, peft_common
 from methods.lora import LoRA
 
 CRITERIA = ("obs_gradient", "magnitude", "taylor", "wanda")
@@ -130,19 +129,19 @@ class PrunedLoRA(LoRA):
 
     supports_sparsity = True
 
+    recovery_used: str = runtime("none")  # `recovery` with auto resolved
+    history: list = runtime(default_factory=list)  # one entry per pruning event
+    masks: dict = runtime(default_factory=dict)  # module -> bool per component of r_init (False: pruned)
+    compacted: set = runtime(default_factory=set)  # modules sliced to their active components
+    _rank: dict = runtime(default_factory=dict)  # module -> active components, beside the masks
+    _act: dict = runtime(default_factory=dict)  # wanda: module -> (sum of squared activations, count)
+    _events: set = runtime(default_factory=set)  # the optimizer steps that prune
+    _recording: bool = runtime(True)  # wanda: record activations in the coming step
+    _total: int = runtime(0)  # the run's optimizer steps
+
     def __post_init__(self) -> None:
-        if self.sparsity is not None:
-            if not 0 <= self.sparsity < 1:
-                raise ConfigError(f"method.sparsity={self.sparsity} must be in [0, 1)")
-            derived = round(self.r_target / (1 - self.sparsity))
-            if self.r_init is not None and self.r_init != derived:
-                raise ConfigError(
-                    f"method.r_init={self.r_init} contradicts method.sparsity={self.sparsity} "
-                    f"(r_target={self.r_target} gives r_init={derived}); set only one of them"
-                )
-            self.r_init = derived
-        if self.r_init is None:
-            self.r_init = 2 * self.r_target
+        # default 2 r_target: sparsity 0.5
+        self.r_init = peft_common.initial_rank(self.r_target, self.r_init, self.sparsity, 0.5, ("r_target", "r_init"))
         self.r = self.r_init  # the LoRA this starts from
         super().__post_init__()
         if self.r_target < 1:
@@ -172,7 +171,6 @@ class PrunedLoRA(LoRA):
         self.recovery_used = (
             self.recovery if self.recovery != "auto" else ("obs" if self.criterion == "obs_gradient" else "none")
         )
-        self.history: list[dict] = []
 
     # -- scaling ------------------------------------------------------------------------------
     def peft_alpha(self) -> float:
@@ -305,18 +303,11 @@ class PrunedLoRA(LoRA):
     # -- building ---------------------------------------------------------------------------
     def apply(self, model):
         peft_model = super().apply(model)
-        self.layers = {
-            name.replace("base_model.model.", ""): m
-            for name, m in peft_model.named_modules()
-            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})
-        }
         device = next(peft_model.parameters()).device
         self.masks = {n: torch.ones(self.r_init, dtype=torch.bool, device=device) for n in self.layers}
         self._rank = {n: self.r_init for n in self.layers}
-        self.compacted: set = set()
-        self._act: dict = {}
-        self._events: set = set()
-        self._recording = True  # wanda: record activations in the coming step (until the schedule is known)
+        self.compacted, self._act, self._events = set(), {}, set()
+        self._recording = True  # until the schedule is known
         if self.criterion == "wanda":
             for name, layer in self.layers.items():
                 layer.lora_A["default"].register_forward_hook(
@@ -355,13 +346,13 @@ class PrunedLoRA(LoRA):
                 self.history.append({"step": step, "target": goal, "ranks": self.ranks()})
         self._act.clear()  # wanda: statistics of this step only
 
-    def after_step(self, model, step: int, optimizer):
+    def after_step(self, model, step: int, optimizer) -> Change:
         self._recording = self.criterion == "wanda" and (step + 1) in self._events
         due = [n for n, r in self._rank.items() if self.compact and n not in self.compacted and r <= self.r_target]
         for name in due:
             self._compact(name, self.layers[name], optimizer)
         # compaction hands the optimizer the sliced tensors with their moments: no restart
-        return PARAMETERS_REPLACED if due else False
+        return Change.PARAMETERS_REPLACED if due else Change.NONE
 
     def _all_reduce_activations(self) -> None:
         """wanda's statistics are per process; the pruning decision must be the same everywhere."""
@@ -429,24 +420,7 @@ class PrunedLoRA(LoRA):
 
     def _compact(self, name: str, layer, optimizer) -> None:
         """Slice the adapter to its active components; the optimizer keeps its moments, sliced."""
-        idx = self.masks[name].nonzero().flatten()
-        for module, dim in ((layer.lora_A["default"], 0), (layer.lora_B["default"], 1)):
-            old = module.weight
-            new = torch.nn.Parameter(old.detach().index_select(dim, idx).contiguous())
-            module.weight = new  # a new tensor: autograd keeps the old one's shape for the old one
-            if optimizer is not None:
-                for group in optimizer.param_groups:
-                    group["params"] = [new if p is old else p for p in group["params"]]
-                moments = optimizer.state.pop(old, None)
-                if moments is not None and _elementwise(moments, old):
-                    optimizer.state[new] = {
-                        k: v.index_select(dim, idx).contiguous() if torch.is_tensor(v) and v.shape == old.shape else v
-                        for k, v in moments.items()
-                    }
-                # else (Adafactor's row and column factors): the slice starts with fresh state
-        layer.lora_A["default"].out_features = len(idx)
-        layer.lora_B["default"].in_features = len(idx)
-        layer.r["default"] = len(idx)
+        lora_surgery.resize(layer, self.masks[name].nonzero().flatten(), optimizer=optimizer)
         self.compacted.add(name)
 
     # -- checkpoints and results --------------------------------------------------------------
@@ -496,12 +470,8 @@ class PrunedLoRA(LoRA):
             if name not in self.compacted:
                 self._compact(name, layer, optimizer=None)
         ranks = self.ranks()
-        config = model.peft_config["default"]
-        config.rank_pattern = {re.escape(n): r for n, r in ranks.items()}
-        # PEFT scales module i by alpha_i / r_i (alpha_i / sqrt(r_i) with rsLoRA); keep the training scaling
-        config.alpha_pattern = {
-            re.escape(n): self.scaling() * (math.sqrt(r) if self.use_rslora else r) for n, r in ranks.items()
-        }
+        scalings = dict.fromkeys(ranks, self.scaling())
+        lora_surgery.set_export_patterns(model.peft_config["default"], ranks, scalings, self.use_rslora)
         return peft_common.PeftMethod.export(self, model, out_dir)
 
 
@@ -511,9 +481,3 @@ def _with(method: PrunedLoRA, **changes) -> PrunedLoRA:
     for key, value in changes.items():
         setattr(twin, key, value)
     return twin
-
-
-def _elementwise(moments: dict, param) -> bool:
-    """Whether every tensor of an optimizer state is per element of `param` (AdamW's moments) or a
-    scalar (step counts), i.e. whether slicing the parameter can slice its state the same way."""
-    return all(not torch.is_tensor(v) or v.dim() == 0 or v.shape == param.shape for v in moments.values())

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from bench.protocols import Change
 from bench.run import build, execute, prepare
 from methods import peft_common
 from tests.conftest import TINY, compose
@@ -181,7 +182,7 @@ def test_reassignment_reads_gates_pushed_above_one_before_the_projection():
     method.on_train_begin(model, 10)  # a rank update at step 5
     # what an optimizer step may leave: above 1 and below 0, before the projection onto [0, 1]
     set_gates(method, names, [[0.0, 0.0, 0.5, 0.9], [1.05, 1.2, 1.1, 1.0], [1.3, 1.4, 1.3, 1.5], [1.1, 1.2, 1.2, 1.1]])
-    assert method.after_step(model, 5, None) is True
+    assert method.after_step(model, 5, None) is Change.REBUILD_OPTIMIZER
     # weakest gates 1.0, 1.3, 1.1 -> names[2] first, then names[3]; clamped they would all tie at 1
     assert method.events[-1]["reassigned"] == {names[2]: 1, names[3]: 1}
     assert method.ranks() == {names[0]: 2, names[1]: 4, names[2]: 5, names[3]: 5}

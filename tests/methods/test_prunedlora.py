@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench.config import ConfigError
+from bench.protocols import Change
 from methods.prunedlora import PrunedLoRA, fisher_inverses, obs_scores, remove_component
 from tests.conftest import TINY, run_cli
 from tests.helpers.tiny import fixed_batch, tiny_llama
@@ -440,7 +441,7 @@ def test_pruning_scores_this_steps_weights_not_the_updated_ones(criterion):
     method.on_train_begin(model, 2)
     method.before_optimizer_step(model, 1, optimizer)
     optimizer.step()
-    assert method.after_step(model, 1, optimizer) == "parameters_replaced"  # compacted after the update
+    assert method.after_step(model, 1, optimizer) is Change.PARAMETERS_REPLACED  # compacted after the update
     for name in method.layers:
         assert (~method.masks[name]).nonzero().flatten().tolist() == [now[name]]
 
