@@ -85,7 +85,9 @@ def run(
         hf_model.train(was_training)
     scores = {k: v for k, v in res["results"][name].items() if k != "alias" and isinstance(v, (int, float))}
     samples = res.get("samples", {}).get(name, [])
-    metric_names = {m["metric"] for m in task_yaml.get("metric_list") or [] if isinstance(m.get("metric"), str)}
+    # the task as lm-eval built it: a YAML's `include:` brings the metrics of the file it names
+    built = res.get("configs", {}).get(name) or task_yaml
+    metric_names = {m["metric"] for m in built.get("metric_list") or [] if isinstance(m.get("metric"), str)}
     if eval_cfg.log_samples and samples:
         with open(out_dir / "samples.jsonl", "w") as f:
             for s in samples:

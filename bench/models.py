@@ -8,8 +8,6 @@ the big models, no download, for speed and memory measurements).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench.assets import hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,30 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def cache_dir() -> Path:
     """Where converted checkpoints live; shared by runs (the only thing written outside a run dir)."""
     return Path(os.environ.get("BENCH_CACHE", REPO_ROOT / ".cache"))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def package_file(package: str, relpath: str) -> tuple[Path, str]:
-    """Locate a file shipped in an installed distribution without importing it (some of these
-    packages import heavy or missing dependencies in their __init__)."""
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            f"the package '{package}' is not installed; it ships the offline asset '{relpath}'. "
-            f"Install the offline assets with `make install` (requirements/assets.txt)."
-        ) from None
-    path = Path(dist.locate_file(relpath))
-    if not path.exists():
-        raise ConfigError(f"'{relpath}' is missing from the installed package {package}=={dist.version}")
-    return path, dist.version
 
 
 # -- size classes -------------------------------------------------------------------------------
@@ -142,12 +117,10 @@ OFFLINE_MODELS = {"causal_lm": "model=smollm2-135m, model=tiny-llama", "encoder"
 
 
 def _hub_error(mcfg, err: Exception) -> ConfigError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    hint = " The hub is disabled here (HF_HUB_OFFLINE=1)." if offline else ""
     packaged = OFFLINE_MODELS.get(mcfg.kind, "; ".join(OFFLINE_MODELS.values()))  # kind=auto: both
     return ConfigError(
         f"could not load '{mcfg.hub_id}' from the Hugging Face hub for model '{mcfg.name}': "
-        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}.{hint} "
+        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}.{offline_hint()} "
         f"Offline, use a model that ships in a package ({packaged}), or "
         f"build this architecture with random weights: model.init=random model.tokenizer=gpt2-offline."
     )
@@ -204,7 +177,7 @@ def architecture(mcfg) -> tuple[dict, str]:
         return (
             OmegaConf.to_container(mcfg.arch) if isinstance(mcfg.arch, DictConfig) else dict(mcfg.arch)
         ), "model.arch"
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    offline = hub_offline()
     shipped = shipped_arch(mcfg.hub_id)
     if mcfg.hub_id and (not offline or _hub_cached(mcfg.hub_id, mcfg.revision, "config.json") or shipped is None):
         own = _own_config(mcfg).to_dict()
@@ -295,11 +268,7 @@ def model_kind(mcfg) -> tuple[str, str]:
     else:
         where = f"config.json of {mcfg.hub_id}" + (f"@{mcfg.revision}" if mcfg.revision else "")
         shipped = _shipped_file(mcfg.hub_id)
-        if (
-            os.environ.get("HF_HUB_OFFLINE") == "1"
-            and shipped is not None
-            and not _hub_cached(mcfg.hub_id, mcfg.revision, "config.json")
-        ):
+        if hub_offline() and shipped is not None and not _hub_cached(mcfg.hub_id, mcfg.revision, "config.json"):
             log.info("model.kind=auto: %s (from conf/model/%s)", shipped[0].kind, shipped[1].name)
             return shipped[0].kind, f"conf/model/{shipped[1].name}"
         config = _config_json(mcfg)
@@ -331,7 +300,7 @@ def check_available(mcfg) -> None:
     if mcfg.init == "pretrained" and mcfg.source in ("gguf_package", "package_dir"):
         package_file(mcfg.package, mcfg.package_path)
     needs_hub = (mcfg.init == "pretrained" and mcfg.source == "hub") or (mcfg.init == "random" and not mcfg.tokenizer)
-    if needs_hub and os.environ.get("HF_HUB_OFFLINE") == "1":
+    if needs_hub and hub_offline():
         if not mcfg.hub_id:
             raise ConfigError(
                 f"model '{mcfg.name}' has no tokenizer: set model.tokenizer "
@@ -343,7 +312,7 @@ def check_available(mcfg) -> None:
     if (
         mcfg.init == "random"
         and not mcfg.arch
-        and os.environ.get("HF_HUB_OFFLINE") == "1"
+        and hub_offline()
         and not (mcfg.hub_id and _hub_cached(mcfg.hub_id, mcfg.revision, "config.json"))
         and shipped_arch(mcfg.hub_id) is None
     ):

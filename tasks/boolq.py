@@ -19,7 +19,7 @@ import functools
 import json
 from dataclasses import dataclass
 
-from bench.models import package_file, sha256_file
+from bench.assets import checked_package_file, package_file
 from bench.provenance import rows_sha256
 from tasks.classification import ClassificationTask, Spec, Split
 
@@ -30,22 +30,14 @@ SPEC = Spec(("question", "passage"), 2, ("accuracy", "f1"), "accuracy", ("no", "
 EXPECTED_ROWS = {"train": 9427, "validation": 3270}  # BoolQ's published split sizes
 
 
-def _checked(relpath: str, sha256: str):
-    path, version = package_file(PACKAGE, relpath)
-    digest = sha256_file(path)
-    if digest != sha256:
-        raise RuntimeError(f"{relpath} in {PACKAGE}=={version} has sha256 {digest}, not {sha256}")
-    return path, version
-
-
 def _jsonl(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @functools.lru_cache(maxsize=1)
 def boolq_splits() -> tuple[Split, Split]:
-    combined, version = _checked(*COMBINED)
-    dev, _ = _checked(*DEV)
+    combined, version = checked_package_file(PACKAGE, *COMBINED, owner="BoolQ")
+    dev, _ = checked_package_file(PACKAGE, *DEV, owner="BoolQ")
     validation = [
         {"text": [r["question"], f"{r['title']} -- {r['passage']}"], "label": int(r["answer"] == "True")}
         for r in _jsonl(dev)

@@ -32,7 +32,7 @@ from bench.protocols import Task
 from bench.provenance import canonical_json, rows_sha256
 from tasks import classification_metrics
 
-DEFAULT_EVAL_MAX_LENGTH = 512  # when evaluate runs before train_examples has said the training length
+DEFAULT_EVAL_MAX_LENGTH = 512  # when evaluate runs on a task whose check has not seen a config
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,10 @@ class ClassificationTask(Task):
 
     train_limit: Optional[int] = None  # first N training rows (after the held-out slice); null = all
     heldout_rows: Optional[int] = None  # training rows held out for model selection; null = none
-    _max_length: Optional[int] = field(default=None, init=False, repr=False)
+    # Evaluation truncates inputs at the training length, train.max_length. `check` reads it: the hook
+    # that sees the whole config, run on every task before a model is loaded, so evaluate gives the
+    # same numbers whether or not train_examples has run.
+    eval_max_length: Optional[int] = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -122,6 +125,7 @@ class ClassificationTask(Task):
     # -- Task ---------------------------------------------------------------------------------
     def check(self, cfg) -> None:
         super().check(cfg)
+        self.eval_max_length = cfg.train.max_length
         self.check_data()
 
     def model_head(self) -> dict:
@@ -168,7 +172,6 @@ class ClassificationTask(Task):
     def train_examples(self, tokenizer, max_length: int) -> tuple[list[dict], dict]:
         spec = self.spec()
         split, _ = self.split_train()
-        self._max_length = max_length
         length = self._input_length(tokenizer, max_length)
         examples, at_limit = [], 0
         for row in split.rows:
@@ -211,7 +214,7 @@ class ClassificationTask(Task):
         spec = self.spec()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        length = self._input_length(tokenizer, self._max_length or DEFAULT_EVAL_MAX_LENGTH)
+        length = self._input_length(tokenizer, self.eval_max_length or DEFAULT_EVAL_MAX_LENGTH)
         splits = self.eval_splits()
         result: dict = {"primary": _metric_key(spec.primary, splits[0].suffix)}
         data = {"name": self.name, "max_length": length, "splits": {}}

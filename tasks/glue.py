@@ -13,10 +13,10 @@ different datasets and are never substituted silently.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Optional
 
+from bench.assets import hub_offline, offline_hint
 from bench.config import ConfigError
 from bench.provenance import rows_sha256
 from tasks.classification import ClassificationTask, Spec, Split
@@ -63,10 +63,6 @@ SUBSETS: dict[str, GlueSubset] = {
 }
 
 
-def _hub_off() -> bool:
-    return os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-
-
 @functools.lru_cache(maxsize=8)
 def load_hub_rows(subset: str, split: str, revision: Optional[str] = None) -> tuple[list[dict], dict]:
     """The hub split's records (every column) and their provenance. Tests replace this function."""
@@ -75,9 +71,9 @@ def load_hub_rows(subset: str, split: str, revision: Optional[str] = None) -> tu
     try:
         ds = load_dataset(HUB_ID, subset, split=split, revision=revision)
     except Exception as err:  # datasets raises many types for "unreachable"
-        offline = " (the hub is switched off: HF_DATASETS_OFFLINE/HF_HUB_OFFLINE=1)" if _hub_off() else ""
         raise ConfigError(
-            f"could not load {HUB_ID} ({subset}, {split}) from the hub{offline}: {type(err).__name__}. "
+            f"could not load {HUB_ID} ({subset}, {split}) from the hub: {type(err).__name__}."
+            f"{offline_hint(datasets=True)} "
             f"GLUE ships in no PyPI package; offline, use {OFFLINE_ALTERNATIVES}."
         ) from err
     return ds.to_list(), {"fingerprint": getattr(ds, "_fingerprint", None)}
@@ -127,6 +123,6 @@ class Glue(ClassificationTask):
         return [self._split(split, suffix) for split, suffix in SUBSETS[self.subset].eval_splits]
 
     def check_data(self) -> None:
-        if _hub_off():  # usable only if the hub cache has it: find out before a model is loaded
+        if hub_offline(datasets=True):  # usable only if the hub cache has it: find out before a model is loaded
             self.train_split()
             self.eval_splits()

