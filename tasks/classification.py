@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional, Sequence
 
 from bench.config import ConfigError
-from bench.protocols import Task
+from bench.protocols import Task, runtime
 from bench.provenance import canonical_json, rows_sha256
 from tasks import classification_metrics
 
@@ -97,7 +97,7 @@ class ClassificationTask(Task):
     # Evaluation truncates inputs at the training length, train.max_length. `check` reads it: the hook
     # that sees the whole config, run on every task before a model is loaded, so evaluate gives the
     # same numbers whether or not train_examples has run.
-    eval_max_length: Optional[int] = field(default=None, init=False, repr=False)
+    eval_max_length: Optional[int] = runtime(None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
