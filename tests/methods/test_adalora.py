@@ -94,21 +94,23 @@ def sgd_steps(method, model, steps) -> None:
 
 
 def test_resume_from_state_prunes_as_an_uninterrupted_run():
+    # 5 steps resumed after 3: zeroed importance averages in the state change the masks from
+    # step 4 on (tried), so this fails if the state stops carrying them
     overrides = ("method.target_r=2", "method.init_r=4", "method.dropout=0.0", "method.tinit_ratio=0.0")
 
     def fresh():
         method = method_from_config("adalora", *overrides)
         model = method.apply(tiny_llama())
-        method.on_train_begin(model, 4)
+        method.on_train_begin(model, 5)
         return method, model
 
     whole, whole_model = fresh()
-    sgd_steps(whole, whole_model, range(1, 5))
+    sgd_steps(whole, whole_model, range(1, 6))
     first, first_model = fresh()
-    sgd_steps(first, first_model, range(1, 3))
+    sgd_steps(first, first_model, range(1, 4))
     resumed, resumed_model = fresh()
     restore(resumed, resumed_model, first.state_dict(first_model), first_model)
-    sgd_steps(resumed, resumed_model, range(3, 5))
+    sgd_steps(resumed, resumed_model, range(4, 6))
     assert resumed.history == whole.history and whole.history[-1]["rank"] == 2 * 4
     assert resumed.rank_pattern(resumed_model) == whole.rank_pattern(whole_model)
     want = dict(whole_model.named_parameters())
