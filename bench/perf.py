@@ -147,11 +147,8 @@ def measure(args) -> dict:
 
     from bench import flops, models
     from bench import metrics as M
-    from bench.checkpoint import CheckpointStore
     from bench.run import build
-    from bench.stop import Stop
-    from bench.tracking import NoTracker
-    from bench.train import NoGradient, make_accelerator, train
+    from bench.train import NoGradient, TrainContext, make_accelerator, train
 
     cfg = _compose(args.model, base_method(args.method), step_overrides(args))
     torch.manual_seed(0)
@@ -190,7 +187,7 @@ def measure(args) -> dict:
         times, processed = _bare_loop(model, method, examples, cfg, device)
         step = {"step_time_p50_s": statistics.median(times[args.warmup :])}
     else:
-        log, changes = _StepLog(), []
+        changes = []
         after_step = method.after_step
 
         def recording(model, step, optimizer):  # a change event: the method reshaped or replaced tensors
@@ -200,20 +197,10 @@ def measure(args) -> dict:
             return change
 
         method.after_step = recording
+        # no run directory: the context's defaults keep the rows in memory and write no checkpoint
+        ctx = TrainContext(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator)
         try:
-            out = train(
-                model,
-                method,
-                _SyntheticTask(name="synthetic"),
-                examples,
-                tokenizer,
-                cfg,
-                accelerator,
-                NoTracker(),
-                log,
-                Stop(),
-                CheckpointStore(Path("/nonexistent"), keep=1),
-            )
+            out = train(ctx)
         except NoGradient as err:
             return {
                 "method": args.method,
@@ -222,9 +209,9 @@ def measure(args) -> dict:
                 "work": work,
                 "invalid": [str(err)],
             }
-        model, processed = out["model"], out["train_tokens"]
-        step = {k: out[k] for k in ("step_time_p50_s", "step_time_p90_s")}
-        step.update(split_events({r["step"]: r["step_time_s"] for r in log.rows}, changes, args.warmup))
+        model, processed = out.model, out.train_tokens
+        step = {"step_time_p50_s": out.step_time_p50_s, "step_time_p90_s": out.step_time_p90_s}
+        step.update(split_events({r["step"]: r["step_time_s"] for r in ctx.metrics_log.rows}, changes, args.warmup))
     # counted on the model as it was timed (PrunedLoRA after compaction)
     trainable, total = M.count_params(model)
     step_flops = flops.training_flops(model, tokens=micro_tokens, seq_len=args.seq)["total"]
@@ -273,19 +260,6 @@ def compute_dtype(cfg, model) -> str:
     if dtype in (torch.bfloat16, torch.float16):
         return "bf16" if dtype == torch.bfloat16 else "fp16"
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
-
-
-class _StepLog:
-    """The loop's per-step rows (train.log_every=1), for the step times."""
-
-    def __init__(self):
-        self.rows: list = []
-
-    def append(self, row):
-        self.rows.append(row)
-
-    def replace(self, rows):
-        self.rows = list(rows)
 
 
 def split_events(times: dict, changes: list[int], warmup: int) -> dict:

@@ -1,31 +1,27 @@
 """python -m bench.run [group=option ...] [key=value ...]   (--help lists the groups)
 
-One run: compose -> check -> seed -> model -> (base eval) -> method -> data -> loop -> eval ->
-export -> result.json. Every outcome, failures included, ends in a result.json.
+One run: compose -> check -> seed -> model -> data -> (base eval) -> method -> loop -> eval ->
+export -> result.json (bench/lifecycle.py). Every outcome, failures included, ends in a result.json.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import traceback
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bench import results
 from bench.config import ConfigError, register_configs, resolved, run_hash, validate
+from bench.lifecycle import Run
 from bench.secrets import RedactingFilter, redact
-from bench.stop import Cancelled, Stop
 
 register_configs()
 log = logging.getLogger("bench.run")
@@ -60,261 +56,181 @@ def build(node):
         raise
 
 
+def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
+    """One run, top to bottom. The Run around the stages (bench/lifecycle.py) holds the lock,
+    run.log and the signal handlers, and turns whatever happens into result.json."""
+    run = Run(cfg, config, config_hash, fresh_accelerator(cfg.train))
+    refused = run.claim()
+    if refused:
+        return refused
+    with run:
+        set_up(run, method)
+        run.stage = "model"
+        model, tokenizer = load_model(run, task)
+        run.stage = "data"
+        examples, run.provenance["data"]["train"] = task.train_examples(tokenizer, cfg.train.max_length)
+        if cfg.eval.enabled and cfg.eval.base:
+            run.stage = "eval_base"
+            evaluate_base(run, model, tokenizer, task)
+        run.stage = "method"
+        model = apply_method(run, model, method)
+        run.stage = "train"
+        model = train_model(run, model, method, task, examples, tokenizer)
+        if cfg.eval.enabled:
+            run.stage = "eval"
+            evaluate_tuned(run, model, tokenizer, task)
+        if cfg.run.save_model and run.main:
+            run.stage = "export"
+            export(run, model, method)
+    return run.status
+
+
+def fresh_accelerator(tcfg):
+    from accelerate.state import AcceleratorState
+
+    from bench import train
+
+    # accelerate keeps one global state per process; a sweep runs many jobs in one process
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return train.make_accelerator(tcfg)
+
+
 def _seed(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
 
 
-def _status_of(err: BaseException) -> str:
+def set_up(run: Run, method) -> None:
+    """Seed, threads, the device and distributed checks, provenance and the tracker."""
     import torch
 
-    from bench.train import Diverged
+    from bench import distributed, provenance
+    from bench.tracking import make_tracker
 
-    if isinstance(err, Diverged):
-        return "diverged"
-    if isinstance(err, torch.OutOfMemoryError):
-        return "oom"
-    if isinstance(err, (KeyboardInterrupt, Cancelled, SystemExit)):
-        return "cancelled"
-    return "failed"
+    cfg, accelerator = run.cfg, run.accelerator
+    _seed(cfg.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    if cfg.train.device == "cuda" and accelerator.device.type != "cuda":
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    distributed.check(accelerator, method)
+    run.provenance.update(provenance.collect(accelerator.device.type))
+    run.metrics["distributed"] = distributed.layout(accelerator, cfg.train)
+    if run.main:
+        run.tracker = make_tracker(
+            cfg.logger,
+            run.run_dir,
+            redact(run.config),
+            name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{run.config_hash[:10]}",
+        )
+    run.artifacts["wandb"] = run.tracker.run_info
 
 
-def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
-    import torch
-    from accelerate.state import AcceleratorState
+def load_model(run: Run, task):
+    from bench import models
 
-    from bench import distributed, lm_eval_bridge, models, provenance, train
+    device = run.accelerator.device
+    build_on = str(device) if run.cfg.model.init == "random" else "cpu"
+    model, tokenizer, run.provenance["model"] = models.load(run.cfg.model, device=build_on, head=task.model_head())
+    model.to(device)
+    return model, tokenizer
+
+
+def evaluate_base(run: Run, model, tokenizer, task) -> None:
+    """Once, on the main process (the others wait). A resume reuses the saved scores: the base
+    model has not changed since."""
+    if run.main:
+        saved = run.run_dir / "eval_base" / "metrics.json"
+        if run.resume_from and saved.exists():
+            run.metrics.update(json.loads(saved.read_text()))
+        else:
+            scores = timed_evaluation(run, model, tokenizer, task, "eval_base")
+            run.metrics.update(scores)
+            results.atomic_write_text(saved, json.dumps(scores))
+        run.provenance["data"]["test"] = run.metrics["eval_base"].pop("data")
+    run.accelerator.wait_for_everyone()
+
+
+def evaluate_tuned(run: Run, model, tokenizer, task) -> None:
+    if run.main:  # evaluation runs once, on the main process; the others wait
+        run.metrics.update(timed_evaluation(run, model, tokenizer, task, "eval"))
+        run.provenance["data"]["test"] = run.metrics["eval"].pop("data")
+    run.accelerator.wait_for_everyone()
+
+
+def timed_evaluation(run: Run, model, tokenizer, task, name: str) -> dict:
+    """`task.evaluate` into <run_dir>/<name>, with its wall time and generation throughput."""
+    from bench import lm_eval_bridge
     from bench import metrics as M
-    from bench.checkpoint import CheckpointStore
-    from bench.tracking import NoTracker, make_tracker
 
-    # accelerate keeps one global state per process; a sweep runs many jobs in one process
-    AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = train.make_accelerator(cfg.train)
-    main = accelerator.is_main_process  # only the main process writes anything
-    run_dir = results.run_dir_for(config, config_hash)
-    lock = None
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / ".lock", "w")
-        try:  # two jobs never run (and write) the same run directory
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            print(f"busy: another process is running {run_dir}; not starting a second one")
-            return "busy"
-        if results.is_finished(run_dir) and not cfg.run.force:  # finished while we waited to start
-            lock.close()
-            print(f"skipped: {run_dir / 'result.json'} already holds a successful result")
-            return "skipped"
-    previous = results.set_aside_previous(run_dir) if main else None
-    checkpoints = CheckpointStore(run_dir, keep=cfg.run.keep_checkpoints)
-    if main and not cfg.run.resume:
-        shutil.rmtree(checkpoints.root, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    resume_from = checkpoints.latest() if cfg.run.resume else None
-    handler = None
-    if main:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(config)))
-        handler = logging.FileHandler(run_dir / "run.log")
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-        handler.addFilter(RedactingFilter())
-        logging.getLogger().addHandler(handler)
-        if previous:
-            log.info("an earlier attempt did not succeed; its result is kept at %s", previous)
-        log.info("run directory: %s", run_dir)
-        if resume_from:
-            log.info("resuming from %s", resume_from)
-
-    started_at, t0 = results.now_iso(), time.perf_counter()
-    metrics: dict = {}
-    method_report: dict = {}
-    artifacts: dict = {"config": "config.yaml", "metrics_log": "metrics.jsonl", "log": "run.log"}
-    prov: dict = {
-        "git_commit": None,
-        "git_dirty": None,
-        "packages": {},
-        "python": sys.version.split()[0],
-        "device": {"type": "unknown", "name": "unknown"},
-        "data": {},
-        "model": {"name": cfg.model.name, "source": cfg.model.source, "init": cfg.model.init},
+    t = time.perf_counter()
+    with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
+        scores = task.evaluate(model, tokenizer, run.cfg.eval, run.run_dir / name, seed=run.cfg.seed)
+    seconds = time.perf_counter() - t
+    return {
+        name: scores,
+        f"{name}_time_s": seconds,
+        f"{name}_throughput": M.eval_throughput(scores["n"], seconds, generated),
     }
-    metrics_log = results.MetricsLog(run_dir / "metrics.jsonl", write=main)
-    tracker = NoTracker()
-    status, error, stage, caught = "success", None, "setup", None
-    stop = Stop().install()
-    try:
-        _seed(cfg.seed)
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        device_type = accelerator.device.type
-        if cfg.train.device == "cuda" and device_type != "cuda":
-            raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
-        distributed.check(accelerator, method)
-        prov.update(provenance.collect(device_type))
-        metrics["distributed"] = distributed.layout(accelerator, cfg.train)
-        if main:
-            tracker = make_tracker(
-                cfg.logger,
-                run_dir,
-                redact(config),
-                name=f"{cfg.model.name}/{cfg.task.name}/{cfg.method.name}/{config_hash[:10]}",
-            )
-        artifacts["wandb"] = tracker.run_info
 
-        stage = "model"
-        build_on = str(accelerator.device) if cfg.model.init == "random" else "cpu"
-        model, tokenizer, prov["model"] = models.load(cfg.model, device=build_on, head=task.model_head())
-        model.to(accelerator.device)
 
-        stage = "data"
-        examples, prov["data"]["train"] = task.train_examples(tokenizer, cfg.train.max_length)
+def apply_method(run: Run, model, method):
+    from bench import metrics as M
 
-        if cfg.eval.enabled and cfg.eval.base:
-            stage = "eval_base"
-            if main:  # evaluation runs once, on the main process; the others wait
-                saved = run_dir / "eval_base" / "metrics.json"
-                if resume_from and saved.exists():  # the base model has not changed since
-                    metrics.update(json.loads(saved.read_text()))
-                else:
-                    t = time.perf_counter()
-                    with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
-                        metrics["eval_base"] = task.evaluate(
-                            model, tokenizer, cfg.eval, run_dir / "eval_base", seed=cfg.seed
-                        )
-                    metrics["eval_base_time_s"] = time.perf_counter() - t
-                    metrics["eval_base_throughput"] = M.eval_throughput(
-                        metrics["eval_base"]["n"], metrics["eval_base_time_s"], generated
-                    )
-                    results.atomic_write_text(
-                        saved,
-                        json.dumps({k: metrics[k] for k in ("eval_base", "eval_base_time_s", "eval_base_throughput")}),
-                    )
-                prov["data"]["test"] = metrics["eval_base"].pop("data")
-            accelerator.wait_for_everyone()
+    cfg = run.cfg
+    # lm-eval reseeds the global RNGs; adapter initialisation must not depend on whether the
+    # base model was evaluated first.
+    _seed(cfg.seed)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    run.metrics["expected_trainable_params"] = method.expected_trainable_params(model)
+    model = method.apply(model)
+    model.to(run.accelerator.device)
+    trainable, total = M.count_params(model)
+    run.metrics.update(
+        trainable_params=trainable, total_params=total, trainable_fraction=trainable / total if total else 0.0
+    )
+    log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
+    return model
 
-        stage = "method"
-        # lm-eval reseeds the global RNGs; adapter initialisation must not depend on whether the
-        # base model was evaluated first.
-        _seed(cfg.seed)
-        if cfg.train.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
-        metrics["expected_trainable_params"] = method.expected_trainable_params(model)
-        model = method.apply(model)
-        model.to(accelerator.device)
-        trainable, total = M.count_params(model)
-        metrics.update(
-            trainable_params=trainable, total_params=total, trainable_fraction=trainable / total if total else 0.0
+
+def train_model(run: Run, model, method, task, examples, tokenizer):
+    from bench import distributed, train
+    from bench import metrics as M
+
+    device_type = run.accelerator.device.type
+    M.reset_peak_memory(device_type)
+    out = train.train(
+        train.TrainContext(
+            model=model,
+            method=method,
+            task=task,
+            examples=examples,
+            tokenizer=tokenizer,
+            cfg=run.cfg,
+            accelerator=run.accelerator,
+            tracker=run.tracker,
+            metrics_log=run.metrics_log,
+            stop=run.stop,
+            checkpoints=run.checkpoints,
+            resume_from=run.resume_from,
         )
-        log.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
-
-        stage = "train"
-        M.reset_peak_memory(device_type)
-        out = train.train(
-            model,
-            method,
-            task,
-            examples,
-            tokenizer,
-            cfg,
-            accelerator,
-            tracker,
-            metrics_log,
-            stop,
-            checkpoints,
-            resume_from=resume_from,
-        )
-        model = out.pop("model")
-        metrics.update(out)
-        metrics["peak_memory"] = distributed.peak_memory(accelerator, M.peak_memory(device_type))
-        metrics["distributed"].update(distributed.replica_check(accelerator, model))
-        method_report = method.report(model)
-
-        if cfg.eval.enabled:
-            stage = "eval"
-            if main:
-                t = time.perf_counter()
-                with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
-                    metrics["eval"] = task.evaluate(model, tokenizer, cfg.eval, run_dir / "eval", seed=cfg.seed)
-                metrics["eval_time_s"] = time.perf_counter() - t
-                metrics["eval_throughput"] = M.eval_throughput(metrics["eval"]["n"], metrics["eval_time_s"], generated)
-                prov["data"]["test"] = metrics["eval"].pop("data")
-            accelerator.wait_for_everyone()
-
-        if cfg.run.save_model and main:
-            stage = "export"
-            artifacts["export"] = method.export(model, run_dir / "adapter")
-            artifacts["export"]["path"] = "adapter"
-            metrics["adapter_bytes"] = M.dir_bytes(run_dir / "adapter")
-    except BaseException as err:  # every outcome becomes a result; Ctrl-C is re-raised below
-        caught = err
-        status = _status_of(err)
-        error = {"type": type(err).__name__, "message": str(err), "stage": stage, "traceback": traceback.format_exc()}
-        log.error("run %s at stage '%s': %s: %s", status, stage, type(err).__name__, err)
-    finally:
-        stop.restore()
-
-    metrics["total_time_s"] = time.perf_counter() - t0
-    if main:
-        result = {
-            "schema_version": results.SCHEMA_VERSION,
-            "run_id": config_hash[:10],
-            "config_hash": config_hash,
-            "status": status,
-            "error": error,
-            "config": config,
-            "metrics": metrics,
-            "history": metrics_log.rows,
-            "method_report": method_report,
-            "artifacts": artifacts,
-            "provenance": prov,
-            "started_at": started_at,
-            "finished_at": results.now_iso(),
-        }
-        path = results.write_result(run_dir, redact(result))
-        if status == "success":
-            shutil.rmtree(checkpoints.root, ignore_errors=True)  # the result and export are what remain
-        tracker.summary({"status": status, **{k: v for k, v in metrics.items()}})
-        tracker.finish(failed=status != "success")
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-        lock.close()
-        print(summary_line(redact(result), path))
-    if isinstance(caught, KeyboardInterrupt) or stop.signal == "SIGINT":
-        raise KeyboardInterrupt  # Ctrl-C stops a whole sweep, after the result is safe
-    if isinstance(caught, SystemExit):
-        raise caught  # e.g. a launcher's exit to requeue the job, after the result is safe
-    return status
+    )
+    run.metrics.update(out.metrics())
+    run.metrics["peak_memory"] = distributed.peak_memory(run.accelerator, M.peak_memory(device_type))
+    run.metrics["distributed"].update(distributed.replica_check(run.accelerator, out.model))
+    run.method_report = method.report(out.model)
+    return out.model
 
 
-def summary_line(result: dict, path: Path) -> str:
-    m = result["metrics"]
-    line = f"{result['status']}: {path}"
-    if result["status"] != "success":
-        return f"{line}\n  error: {result['error']['type']}: {result['error']['message']}"
-    parts = [
-        f"train {m['train_time_s']:.1f}s",
-        f"{m['tokens_per_s']:.0f} tok/s",
-        f"trainable {m['trainable_params']:,}",
-    ]
-    for key in ("eval_base", "eval"):
-        if key in m:
-            parts.append(
-                f"{'base' if key == 'eval_base' else 'tuned'} {m[key]['primary']}="
-                f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']})"
-            )
-    for key in ("eval_base", "eval"):  # the training source's held-out score, where the task reports one
-        held = (m.get(key) or {}).get("heldout") or {}
-        if held.get("primary") in held:
-            parts.append(
-                f"{'base' if key == 'eval_base' else 'tuned'} held-out {held['primary']}="
-                f"{held[held['primary']]:.4f}"
-                + (f", answer loss {held['answer_nll']:.3f}" if held.get("answer_nll") is not None else "")
-                + f" (n={held['n']})"
-            )
-    return f"{line}\n  " + ", ".join(parts)
+def export(run: Run, model, method) -> None:
+    from bench import metrics as M
+
+    run.artifacts["export"] = method.export(model, run.run_dir / "adapter")
+    run.artifacts["export"]["path"] = "adapter"
+    run.metrics["adapter_bytes"] = M.dir_bytes(run.run_dir / "adapter")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -11,17 +11,23 @@ run sees exactly the batches an uninterrupted one would have seen.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from bench.checkpoint import CheckpointStore, LoopState
 from bench.metrics import StepClock, current_memory
-from bench.protocols import PARAMETERS_REPLACED
-from bench.stop import Cancelled
+from bench.protocols import PARAMETERS_REPLACED, Method, Task
+from bench.results import MetricsLog
+from bench.stop import Cancelled, Stop
+from bench.tracking import NoTracker
 
 
 class Diverged(RuntimeError):
@@ -124,36 +130,67 @@ def _agree(accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(int(flag), device=accelerator.device), "sum").item())
 
 
-def train(
-    raw_model,
-    method,
-    task,
-    examples,
-    tokenizer,
-    cfg,
-    accelerator,
-    tracker,
-    metrics_log,
-    stop,
-    checkpoints: CheckpointStore,
-    resume_from=None,
-) -> dict:
+@dataclass
+class TrainContext:
+    """What one training run needs. `model` is what the method hooks see (never a data-parallel
+    wrapper). The defaults are what a caller without a run directory needs (bench.perf): no
+    tracking, rows kept in memory, no signal handling and no checkpoints."""
+
+    model: Any
+    method: Method
+    task: Task
+    examples: list
+    tokenizer: Any
+    cfg: Any
+    accelerator: Any
+    tracker: Any = field(default_factory=NoTracker)
+    metrics_log: MetricsLog = field(default_factory=lambda: MetricsLog(Path(os.devnull), write=False))
+    stop: Stop = field(default_factory=Stop)
+    checkpoints: CheckpointStore | None = None
+    resume_from: Path | None = None
+
+
+@dataclass(kw_only=True)
+class TrainResult:
+    """The trained model and the loop's numbers. The fields after `model`, in their order, are the
+    training metrics of result.json (`metrics()`)."""
+
+    model: Any
+    train_time_s: float
+    step_time_p50_s: float | None
+    step_time_p90_s: float | None
+    step_time_warmup_steps_excluded: int
+    tokens_per_s: float | None
+    tokens_counted: str = "non-padding input tokens (attention_mask sum) of every micro-batch"
+    train_tokens: int
+    loss_tokens: int
+    optimizer_steps: int
+    final_loss: float | None
+    resumed_from_step: int | None
+
+    def metrics(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
+def train(ctx: TrainContext) -> TrainResult:
     """`raw_model` is what the method hooks see; `model` (the same, or its data-parallel wrapper)
     is what runs forward and backward."""
+    raw_model, method, task, cfg, accelerator = ctx.model, ctx.method, ctx.task, ctx.cfg, ctx.accelerator
+    examples, tokenizer, metrics_log, stop = ctx.examples, ctx.tokenizer, ctx.metrics_log, ctx.stop
     tcfg = cfg.train
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     method.on_train_begin(raw_model, tcfg.max_steps)
     loop, resumed_step = LoopState(), None
-    if resume_from is not None:
-        loop = CheckpointStore.loop_state(resume_from)
+    if ctx.resume_from is not None:
+        loop = CheckpointStore.loop_state(ctx.resume_from)
         resumed_step = loop.step
-        CheckpointStore.restore_method(resume_from, raw_model, method)
+        CheckpointStore.restore_method(ctx.resume_from, raw_model, method)
     model = accelerator.prepare_model(raw_model)
     optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
     scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps)
-    if resume_from is not None:
-        CheckpointStore.restore_training(resume_from, raw_model, optimizer, scheduler)
+    if ctx.resume_from is not None:
+        CheckpointStore.restore_training(ctx.resume_from, raw_model, optimizer, scheduler)
         metrics_log.replace(loop.history)  # rows logged after the checkpoint are redone
 
     device = accelerator.device
@@ -255,7 +292,7 @@ def train(
                 }
                 metrics_log.append(row)
                 if main:
-                    tracker.log(row, step=step)
+                    ctx.tracker.log(row, step=step)
             elapsed = prior_s + time.perf_counter() - started
             bar.set_postfix(
                 loss=f"{loss_value:.3f}",
@@ -268,8 +305,8 @@ def train(
             stopping = _agree(accelerator, bool(stop.signal))
             if stopping or (every and step % every == 0 and step < tcfg.max_steps):
                 loop.step_times, loop.history, loop.elapsed_s = list(clock.times), list(metrics_log.rows), elapsed
-                if main:
-                    checkpoints.save(raw_model, method, optimizer, scheduler, loop)
+                if main and ctx.checkpoints is not None:
+                    ctx.checkpoints.save(raw_model, method, optimizer, scheduler, loop)
                 accelerator.wait_for_everyone()
                 if stopping:
                     raise Cancelled(f"received signal {stop.signal or 'on another process'}")
@@ -277,15 +314,14 @@ def train(
         stop.deferred = False
         bar.close()
     train_time = prior_s + time.perf_counter() - started
-    return {
-        "model": raw_model,
-        "train_time_s": train_time,
+    return TrainResult(
+        model=raw_model,
+        train_time_s=train_time,
         **clock.summary(tcfg.timing_warmup_steps),
-        "tokens_per_s": loop.train_tokens / train_time if train_time > 0 else None,
-        "tokens_counted": "non-padding input tokens (attention_mask sum) of every micro-batch",
-        "train_tokens": loop.train_tokens,
-        "loss_tokens": loop.loss_tokens,
-        "optimizer_steps": tcfg.max_steps,
-        "final_loss": loop.last_loss,
-        "resumed_from_step": resumed_step,
-    }
+        tokens_per_s=loop.train_tokens / train_time if train_time > 0 else None,
+        train_tokens=loop.train_tokens,
+        loss_tokens=loop.loss_tokens,
+        optimizer_steps=tcfg.max_steps,
+        final_loss=loop.last_loss,
+        resumed_from_step=resumed_step,
+    )
