@@ -50,6 +50,7 @@ class PiSSA(LoRA):
     def export(self, model, out_dir: Path) -> dict:
         model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=str(self._initial))
         shutil.rmtree(self._initial, ignore_errors=True)
+        _add_trained_modules(model, out_dir)
         return {
             "format": "peft",
             "path": str(out_dir),
@@ -59,3 +60,19 @@ class PiSSA(LoRA):
 
     def report(self, model) -> dict:
         return {**super().report(model), "init": self.lora_kwargs(model)["init_lora_weights"]}
+
+
+def _add_trained_modules(model, out_dir: Path) -> None:
+    """PEFT's PiSSA-to-LoRA conversion writes only the lora_ tensors; a classifier's trained head
+    (modules_to_save) would be left out and the adapter would not load. Add those tensors as PEFT
+    names them in any saved adapter."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    kept = {k: v for k, v in get_peft_model_state_dict(model).items() if "lora_" not in k}
+    if not kept:
+        return
+    path = out_dir / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in kept.items()})
+    save_file(tensors, str(path), metadata={"format": "pt"})

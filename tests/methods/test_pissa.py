@@ -77,13 +77,8 @@ def test_svd_niter_below_one_is_refused():
         method_from_config("pissa", "method.svd_niter=0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PEFT's PiSSA-to-LoRA conversion (save_pretrained with path_initial_model_for_weight_conversion) "
-    "writes only the lora_ tensors: a sequence classifier's trained head (modules_to_save) is left out, "
-    "so PeftModel.from_pretrained fails with KeyError 'base_model.model.classifier.weight'",
-)
 def test_export_on_a_classifier_keeps_the_trained_head(tmp_path):
+    """PEFT's PiSSA-to-LoRA conversion writes only the lora_ tensors; the export adds the trained head."""
     from peft import PeftModel
 
     method = method_from_config("pissa", "method.target_modules=[query,value]", f"method.r={R}")
