@@ -153,6 +153,20 @@ def test_the_rate_is_picked_on_the_heldout_split_ties_to_the_smaller(tmp_path):
     ]
 
 
+def test_a_heldout_tie_goes_to_the_lower_answer_loss_before_the_smaller_rate(tmp_path):
+    """Exact match on 50 held-out problems ties often; the answer loss still tells rates apart."""
+    for lr, nll in ((1e-4, 1.9), (3e-4, 1.2), (1e-3, 0.7)):
+        write(tmp_path, "LoRA r=16", 0, 0.1, lr, heldout=0.02)
+        found = next(tmp_path.glob(f"*-{lr}/result.json"))
+        r = json.loads(found.read_text())
+        r["metrics"]["eval"]["heldout"]["answer_nll"] = nll
+        found.write_text(json.dumps(r))
+    write(tmp_path, "cLA r=16", 0, 0.1, 1e-4, heldout=0.02)  # no answer loss: the smaller rate wins
+    write(tmp_path, "cLA r=16", 0, 0.1, 1e-3, heldout=0.02)
+    winners, _ = report_study.pick_rates(report_study.load_runs(tmp_path))
+    assert winners == {("asdiv", "lora"): 1e-3, ("asdiv", "cla"): 1e-4}
+
+
 def test_every_claim_names_arms_that_the_main_grids_run():
     """Each arm's filters are met by a job of a MAIN command (one value of each swept key)."""
     for claim in CLAIMS:
