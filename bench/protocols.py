@@ -62,6 +62,93 @@ def runtime(default: Any = MISSING, *, default_factory: Any = MISSING):
     )
 
 
+@dataclass(frozen=True)
+class Choices:
+    """The values a field may take, listed in the error in this order. Equal and of the same type:
+    True is no choice of 1. None passes when the field's type allows it (the type check rules on
+    None)."""
+
+    values: tuple
+
+    def allows(self, value: Any) -> bool:
+        return value is None or any(value == v and type(value) is type(v) for v in self.values)
+
+    def problem(self, key: str, value: Any, nullable: bool) -> str:
+        listed = ", ".join(map(str, self.values)) + (", null" if nullable else "")
+        return f"{key}={value!r} is not valid; choose one of: {listed}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of numbers a field may take; either end may be open or absent. None passes when
+    the field's type allows it (the type check rules on None)."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        if self.high is None:  # "x >= 1" reads better than "1 <= x"
+            return f"x {'>' if self.low_open else '>='} {self.low}"
+        lower = "" if self.low is None else f"{self.low} {'<' if self.low_open else '<='} "
+        return f"{lower}x {'<' if self.high_open else '<='} {self.high}"
+
+    def problem(self, key: str, value: Any, nullable: bool) -> str:
+        return f"{key}={value!r} is out of range; valid: {self.describe()}{' or null' if nullable else ''}"
+
+
+def choice(*values: Any, default: Any = MISSING):
+    """A field that takes one of `values`, e.g. `mode: str = choice("penalty", "proximal",
+    default="proximal")`; checked on construction by `check_field_values`."""
+    return field(default=default, metadata={"valid": Choices(values)})
+
+
+def bounded(
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    *,
+    default: Any = MISSING,
+    low_open: bool = False,
+    high_open: bool = False,
+):
+    """A numeric field within [low, high] (an end None: unbounded; `low_open` / `high_open`: the end
+    itself excluded), e.g. `sparsity: float = bounded(0.0, 1.0, default=0.5, low_open=True)`;
+    checked on construction by `check_field_values`."""
+    return field(default=default, metadata={"valid": Range(low, high, low_open, high_open)})
+
+
+def field_rule(cls: type, name: str) -> Optional[Choices | Range]:
+    """The choices or range declared for field `name`, by the nearest class in `cls`'s MRO that
+    declares one: a subclass that only changes a field's default keeps its base's rule."""
+    for klass in cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and "valid" in declared.metadata:
+            return declared.metadata["valid"]
+    return None
+
+
+def check_field_values(obj: Any, group: str) -> None:
+    """Every declared choice and range, checked after the types: one message format, which lists
+    what is valid."""
+    hints = typing.get_type_hints(type(obj))
+    problems = []
+    for f in fields(obj):
+        rule = field_rule(type(obj), f.name) if f.init else None
+        value = getattr(obj, f.name)
+        if rule is not None and not rule.allows(value):
+            problems.append(rule.problem(f"{group}.{f.name}", value, _type_ok(None, hints[f.name])))
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if annotation is Any:
@@ -140,6 +227,7 @@ class Method:
                 f"{', '.join(missing_hooks(type(self)))} to its subclasses); build a concrete method"
             )
         check_field_types(self, "method")
+        check_field_values(self, "method")
         if self.sparsity is not None:
             if not self.supports_sparsity:
                 raise ConfigError(
@@ -245,6 +333,7 @@ class Task:
 
     def __post_init__(self) -> None:
         check_field_types(self, "task")
+        check_field_values(self, "task")
 
     def check(self, cfg) -> None:
         """Reject model/task/eval combinations that cannot work, before any expensive step."""

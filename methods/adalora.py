@@ -17,22 +17,23 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import Change, runtime
+from bench.protocols import Change, bounded, choice, runtime
 from methods import peft_common
 
 
 @dataclass(kw_only=True)
 class AdaLoRA(peft_common.PeftMethod):
-    target_r: int = 8
+    target_r: int = bounded(1, default=8)
     init_r: Optional[int] = None  # null: from sparsity, or 1.5 * target_r (the paper's b0 ~ 1.5 bT)
     alpha: float = 32.0
-    alpha_rule: str = "fixed"  # fixed: scaling alpha / init_r (PEFT's) | scaled: alpha / target_r at any init_r
+    # fixed: scaling alpha / init_r (PEFT's) | scaled: alpha / target_r at any init_r
+    alpha_rule: str = choice("fixed", "scaled", default="fixed")
     dropout: float = 0.0
-    tinit_ratio: float = 0.1
-    tfinal_ratio: float = 0.2
-    delta_t: int = 1
-    beta1: float = 0.85
-    beta2: float = 0.85
+    tinit_ratio: float = bounded(0, 1, default=0.1, high_open=True)
+    tfinal_ratio: float = bounded(0, 1, default=0.2, high_open=True)
+    delta_t: int = bounded(1, default=1)
+    beta1: float = bounded(0, 1, default=0.85, low_open=True, high_open=True)
+    beta2: float = bounded(0, 1, default=0.85, low_open=True, high_open=True)
     orth_reg_weight: float = 0.5
 
     supports_sparsity = True
@@ -42,8 +43,6 @@ class AdaLoRA(peft_common.PeftMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.target_r < 1:
-            raise ConfigError(f"method.target_r={self.target_r} must be >= 1")
         # default 1.5 target_r: sparsity 1/3
         self.init_r = peft_common.initial_rank(self.target_r, self.init_r, self.sparsity, 1 / 3, ("target_r", "init_r"))
         if self.init_r < self.target_r:
@@ -55,21 +54,11 @@ class AdaLoRA(peft_common.PeftMethod):
                 f"method.init_r = method.target_r = {self.init_r} leaves AdaLoRA nothing to prune; "
                 f"use sparsity > 0 (or method=lora for a fixed rank)"
             )
-        for key in ("tinit_ratio", "tfinal_ratio"):
-            if not 0 <= getattr(self, key) < 1:
-                raise ConfigError(f"method.{key}={getattr(self, key)} must be in [0, 1)")
         if self.tinit_ratio + self.tfinal_ratio >= 1:
             raise ConfigError(
                 f"method.tinit_ratio + method.tfinal_ratio = {self.tinit_ratio + self.tfinal_ratio} "
                 f"leaves no steps for pruning; keep the sum below 1"
             )
-        for key in ("beta1", "beta2"):
-            if not 0 < getattr(self, key) < 1:
-                raise ConfigError(f"method.{key}={getattr(self, key)} must be in (0, 1)")
-        if self.delta_t < 1:
-            raise ConfigError(f"method.delta_t={self.delta_t} must be >= 1")
-        if self.alpha_rule not in ("fixed", "scaled"):
-            raise ConfigError(f"method.alpha_rule={self.alpha_rule!r} is not valid; choose one of: fixed, scaled")
 
     @classmethod
     def perf_sizing(cls, rank: int, warmup: int, steps: int) -> list[str]:

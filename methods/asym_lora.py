@@ -14,25 +14,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench.config import ConfigError
+from bench.protocols import choice
 from methods import peft_common
 from methods.lora import LoRA
-
-RANDOM_INITS = ("kaiming", "normal")
 
 
 @dataclass(kw_only=True)
 class AsymLoRA(LoRA):
-    random_init: str = "kaiming"  # how the random factor starts
+    random_init: str = choice("kaiming", "normal", default="kaiming")  # how the random factor starts
 
     frozen: ClassVar[str | None] = "lora_A"  # the factor kept at its random start (None: both trained)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.random_init not in RANDOM_INITS:
-            raise ConfigError(
-                f"method.random_init={self.random_init!r} is not valid; choose one of: {', '.join(RANDOM_INITS)}"
-            )
 
     def apply(self, model):
         peft_model = super().apply(model)

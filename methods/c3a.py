@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from bench.config import ConfigError
-from bench.protocols import runtime
+from bench.protocols import choice, runtime
 from methods import peft_common
-
-INITS = ("xavier_uniform", "kaiming_uniform", "gaussian", True)
 
 
 @dataclass(kw_only=True)
 class C3A(peft_common.PeftMethod):
     block_size: Optional[int] = None
     match_lora_rank: Optional[int] = 16
-    init_weights: Union[bool, str] = "xavier_uniform"
+    init_weights: Union[bool, str] = choice(
+        "xavier_uniform", "kaiming_uniform", "gaussian", True, default="xavier_uniform"
+    )
 
     supports_merge = True
 
@@ -32,10 +32,6 @@ class C3A(peft_common.PeftMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.init_weights not in INITS:
-            raise ConfigError(
-                f"method.init_weights={self.init_weights!r} is not valid; choose one of: {', '.join(map(str, INITS))}"
-            )
         if self.block_size is None and self.match_lora_rank is None:
             raise ConfigError("method.block_size and method.match_lora_rank are both null; set one of them")
         self.zero_init = self.init_weights is True

@@ -13,21 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.config import ConfigError
+from bench.protocols import choice
 from methods.column_adapter import ColumnMethod, layer_generator, random_columns
-
-SELECTORS = ("random_cols", "random_window")
 
 
 @dataclass(kw_only=True)
 class RandomCheapLoRA(ColumnMethod):
-    selector: str = "random_cols"
+    selector: str = choice("random_cols", "random_window", default="random_cols")
     selector_seed: int = 0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.selector not in SELECTORS:
-            raise ConfigError(f"method.selector={self.selector!r} is not valid; choose one of: {', '.join(SELECTORS)}")
 
     def columns(self, name: str, d_in: int, phase: int) -> torch.Tensor:
         if self.selector == "random_window":

@@ -20,10 +20,9 @@ from typing import ClassVar
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import Change, Method, required, runtime
+from bench.protocols import Change, Method, bounded, required, runtime
 from methods import lora_export, peft_common, phases
 from methods.gathered_columns import ColumnAdapterLinear, replace_linears
-from methods.lora import check_rank_alpha_dropout
 
 
 def layer_generator(seed: int, name: str) -> torch.Generator:
@@ -44,9 +43,9 @@ def windows(d_in: int, r: int) -> list[int]:
 @dataclass(kw_only=True)
 class ColumnMethod(Method, abstract=True):
     target_modules: peft_common.Targets = field(default_factory=lambda: ["q_proj", "v_proj"])
-    r: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.0
+    r: int = bounded(1, default=16)
+    alpha: float = bounded(0, default=32.0, low_open=True)
+    dropout: float = bounded(0, 1, default=0.0, high_open=True)
 
     supports_merge = True
     alpha_optional: ClassVar[bool] = False  # PaCA: alpha null means no scaling
@@ -60,7 +59,6 @@ class ColumnMethod(Method, abstract=True):
         peft_common.check_targets(self.target_modules)
         if self.alpha is None and not self.alpha_optional:
             raise ConfigError(f"method.alpha=null is not valid for method {self.name}: it needs a number > 0")
-        check_rank_alpha_dropout(self.r, 1.0 if self.alpha is None else self.alpha, self.dropout)
 
     @property
     def scale(self) -> float:

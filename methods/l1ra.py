@@ -43,23 +43,20 @@ from typing import Optional
 import torch
 from torch import nn
 
-from bench.config import ConfigError
 from bench.metrics import count_params
-from bench.protocols import Change, runtime
+from bench.protocols import Change, bounded, choice, runtime
 from methods import lora_surgery, peft_common
 from methods.lora import LoRA
-
-MODES = ("proximal", "penalty")
 
 
 @dataclass(kw_only=True)
 class L1RA(LoRA):
     supports_fsdp = False  # replaces and reshapes parameters during training
     alpha: float = 16.0
-    l1_lambda: float = 1e-3
-    eta_c: float = 2e-2
-    l1_mode: str = "proximal"
-    rank_update_ratio: float = 0.1
+    l1_lambda: float = bounded(0, default=1e-3)
+    eta_c: float = bounded(0, default=2e-2)
+    l1_mode: str = choice("proximal", "penalty", default="proximal")
+    rank_update_ratio: float = bounded(0, 1, default=0.1, low_open=True)
     prune_threshold: float = 1e-10
     reassign: bool = True
     exclude_pruned: bool = True
@@ -71,16 +68,6 @@ class L1RA(LoRA):
     trainable_initial: int = runtime(0)
     _interval: Optional[int] = runtime(None)  # optimizer steps between rank updates
     _total_steps: int = runtime(0)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.l1_mode not in MODES:
-            raise ConfigError(f"method.l1_mode={self.l1_mode!r} is not valid; choose one of: {', '.join(MODES)}")
-        for key in ("l1_lambda", "eta_c"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"method.{key}={getattr(self, key)} must be >= 0")
-        if not 0 < self.rank_update_ratio <= 1:
-            raise ConfigError(f"method.rank_update_ratio={self.rank_update_ratio} must be in (0, 1]")
 
     # -- building -----------------------------------------------------------------------------
     def apply(self, model):

@@ -8,35 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.config import ConfigError
-from bench.protocols import runtime
+from bench.protocols import bounded, runtime
 from methods import peft_common
-
-
-def check_rank_alpha_dropout(r: int, alpha: float, dropout: float) -> None:
-    if r < 1:
-        raise ConfigError(f"method.r={r} must be >= 1")
-    if alpha <= 0:
-        raise ConfigError(f"method.alpha={alpha} must be > 0")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"method.dropout={dropout} must be in [0, 1)")
 
 
 @dataclass(kw_only=True)
 class LoRA(peft_common.PeftMethod):
     supports_fsdp = True
-    r: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.05
+    r: int = bounded(1, default=16)
+    alpha: float = bounded(0, default=32.0, low_open=True)
+    dropout: float = bounded(0, 1, default=0.05, high_open=True)
     use_rslora: bool = False
 
     supports_merge = True
 
     layers: dict = runtime(default_factory=dict)  # module name in the base model -> PEFT LoRA layer
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_rank_alpha_dropout(self.r, self.alpha, self.dropout)
 
     def apply(self, model):
         peft_model = super().apply(model)

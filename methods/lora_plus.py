@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.config import ConfigError
+from bench.protocols import bounded
 from methods.lora import LoRA
 
 
 @dataclass(kw_only=True)
 class LoRAPlus(LoRA):
-    lr_ratio: float = 16.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.lr_ratio <= 0:
-            raise ConfigError(f"method.lr_ratio={self.lr_ratio} must be > 0")
+    lr_ratio: float = bounded(0, default=16.0, low_open=True)
 
     def param_groups(self, model, weight_decay: float) -> list[dict]:
         a, b = [], []

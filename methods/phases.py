@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from bench.config import ConfigError
-from bench.protocols import Change, required, runtime
-
-LR_AFTER_RESET = ("continue", "constant")
+from bench.protocols import Change, bounded, choice, required, runtime
 
 
 def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:
@@ -30,10 +28,6 @@ def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:
             f"(steps per phase); got phases={phases}, phase_steps={phase_steps} "
             f"(set the other to null)"
         )
-    if phases is not None and phases < 1:
-        raise ConfigError(f"method.phases={phases} must be >= 1")
-    if phase_steps is not None and phase_steps < 1:
-        raise ConfigError(f"method.phase_steps={phase_steps} must be >= 1")
 
 
 def check_fits(phases: int | None, phase_steps: int | None, total_steps: int) -> None:
@@ -55,9 +49,9 @@ class PhasedTraining:
     """Mixin for a Method trained in phases: at each boundary it calls `self.advance()` and tells
     the runner `boundary_change` (e.g. Change.REBUILD_OPTIMIZER for fresh moments)."""
 
-    phases: int | None = 4
-    phase_steps: int | None = None
-    lr_after_reset: str = "continue"
+    phases: int | None = bounded(1, default=4)
+    phase_steps: int | None = bounded(1, default=None)
+    lr_after_reset: str = choice("continue", "constant", default="continue")
 
     boundary_change: ClassVar[Change] = Change.NONE
 
@@ -68,11 +62,6 @@ class PhasedTraining:
     def __post_init__(self) -> None:
         super().__post_init__()
         check_phase_settings(self.phases, self.phase_steps)
-        if self.lr_after_reset not in LR_AFTER_RESET:
-            raise ConfigError(
-                f"method.lr_after_reset={self.lr_after_reset!r} is not valid; "
-                f"choose one of: {', '.join(LR_AFTER_RESET)}"
-            )
         if self.lr_after_reset == "constant" and not self.boundary_change:
             raise ConfigError(
                 "method.lr_after_reset=constant applies when a boundary rebuilds the optimizer; "

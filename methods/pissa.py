@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from bench.config import ConfigError
-from bench.protocols import runtime
+from bench.protocols import bounded, runtime
 from methods.lora import LoRA
 
 
@@ -24,14 +23,9 @@ from methods.lora import LoRA
 class PiSSA(LoRA):
     alpha: float = 16.0  # alpha = r (scale 1), as in the PiSSA paper
     dropout: float = 0.0  # the principal components are the adapter; PiSSA trains them undropped
-    svd_niter: Optional[int] = 16
+    svd_niter: Optional[int] = bounded(1, default=16)  # null: the full SVD
 
     _initial: Optional[Path] = runtime(None)  # the saved initial adapter, which the export converts against
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.svd_niter is not None and self.svd_niter < 1:
-            raise ConfigError(f"method.svd_niter={self.svd_niter} must be >= 1 or null (full SVD)")
 
     def lora_kwargs(self, model) -> dict:
         init = "pissa" if self.svd_niter is None else f"pissa_niter_{self.svd_niter}"

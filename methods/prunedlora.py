@@ -60,15 +60,9 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import Change, runtime
+from bench.protocols import Change, bounded, choice, runtime
 from methods import lora_surgery, peft_common
 from methods.lora import LoRA
-
-CRITERIA = ("obs_gradient", "magnitude", "taylor", "wanda")
-RECOVERIES = ("auto", "none", "obs", "obs_newton")
-SCHEDULES = ("linear", "cubic")
-SELECTIONS = ("greedy", "one_shot")
-ALPHA_RULES = ("fixed", "scaled")
 
 
 # -- the math, on plain tensors (tested against brute force in float64) -------------------------
@@ -111,19 +105,26 @@ def remove_component(w: torch.Tensor, g: torch.Tensor, hinv: torch.Tensor, j: in
 @dataclass(kw_only=True)
 class PrunedLoRA(LoRA):
     supports_fsdp = False  # replaces and reshapes parameters during training
-    r_target: int = 8
+    r_target: int = bounded(1, default=8)
     r_init: Optional[int] = None  # null: r_target / (1 - sparsity)
     alpha: float = 16.0  # LoRA's 32 would double the scaling of the method the YAML runs
-    alpha_rule: str = "fixed"  # fixed: scaling alpha / r_init (the reference) | scaled: alpha / r_target
-    criterion: str = "obs_gradient"
-    recovery: str = "auto"  # auto: obs for obs_gradient, none for the baselines (the reference's)
-    selection: str = "greedy"  # greedy: one at a time, rescored | one_shot: k lowest of one scoring
-    schedule: str = "linear"
-    prune_every: Optional[int] = None  # steps between events; null: spread evenly over the window
-    prune_k: Optional[int] = None  # linear: components per event; null: the fewest that finish in time
-    first_event: Optional[int] = None  # optimizer step (from 1) of the first event; null: one interval in
-    tinit_ratio: float = 0.0
-    tfinal_ratio: float = 0.1
+    # fixed: scaling alpha / r_init (the reference) | scaled: alpha / r_target
+    alpha_rule: str = choice("fixed", "scaled", default="fixed")
+    criterion: str = choice("obs_gradient", "magnitude", "taylor", "wanda", default="obs_gradient")
+    # auto: obs for obs_gradient, none for the baselines (the reference's)
+    recovery: str = choice("auto", "none", "obs", "obs_newton", default="auto")
+    # greedy: one at a time, rescored | one_shot: k lowest of one scoring
+    selection: str = choice("greedy", "one_shot", default="greedy")
+    schedule: str = choice("linear", "cubic", default="linear")
+    prune_every: Optional[int] = bounded(1, default=None)  # steps between events; null: spread evenly over the window
+    prune_k: Optional[int] = bounded(
+        1, default=None
+    )  # linear: components per event; null: the fewest that finish in time
+    first_event: Optional[int] = bounded(
+        1, default=None
+    )  # optimizer step (from 1) of the first event; null: one interval in
+    tinit_ratio: float = bounded(0, 1, default=0.0, high_open=True)
+    tfinal_ratio: float = bounded(0, 1, default=0.1, high_open=True)
     damping: float = 1e-6
     compact: bool = True
 
@@ -144,28 +145,14 @@ class PrunedLoRA(LoRA):
         self.r_init = peft_common.initial_rank(self.r_target, self.r_init, self.sparsity, 0.5, ("r_target", "r_init"))
         self.r = self.r_init  # the LoRA this starts from
         super().__post_init__()
-        if self.r_target < 1:
-            raise ConfigError(f"method.r_target={self.r_target} must be >= 1")
         if self.r_target > self.r_init:
             raise ConfigError(
                 f"method.r_target={self.r_target} is larger than method.r_init={self.r_init}; PrunedLoRA only prunes"
             )
-        for key, value, valid in (
-            ("criterion", self.criterion, CRITERIA),
-            ("recovery", self.recovery, RECOVERIES),
-            ("schedule", self.schedule, SCHEDULES),
-            ("selection", self.selection, SELECTIONS),
-            ("alpha_rule", self.alpha_rule, ALPHA_RULES),
-        ):
-            if value not in valid:
-                raise ConfigError(f"method.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
-        for key in ("prune_every", "prune_k", "first_event"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ConfigError(f"method.{key}={getattr(self, key)} must be >= 1 (or null)")
-        if not (0 <= self.tinit_ratio < 1 and 0 <= self.tfinal_ratio < 1 and self.tinit_ratio + self.tfinal_ratio < 1):
+        if self.tinit_ratio + self.tfinal_ratio >= 1:
             raise ConfigError(
                 f"method.tinit_ratio={self.tinit_ratio}, method.tfinal_ratio={self.tfinal_ratio}: "
-                f"each in [0, 1) and their sum below 1"
+                f"their sum must be below 1"
             )
         # the one place where `auto` is resolved
         self.recovery_used = (

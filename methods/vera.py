@@ -12,15 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from bench.config import ConfigError
+from bench.protocols import bounded
 from methods import peft_common
 
 
 @dataclass(kw_only=True)
 class VeRA(peft_common.PeftMethod):
-    r: int = 256
-    d_initial: float = 0.1
-    dropout: float = 0.0
+    r: int = bounded(1, default=256)
+    # lambda_b starts at 0, so d_initial = 0 would leave every gradient 0 (NoGradient at step 1)
+    d_initial: float = bounded(0, default=0.1, low_open=True)
+    dropout: float = bounded(0, 1, default=0.0, high_open=True)
     projection_prng_key: int = 0
     match_lora_rank: Optional[int] = None
 
@@ -31,13 +32,6 @@ class VeRA(peft_common.PeftMethod):
         # VeRA's r sizes its frozen shared projections, not a LoRA rank; matching LoRA's count
         # (match_lora_rank) would need r in the 100,000s at the 7B shape: timed at its own config.
         return []
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.r < 1:
-            raise ConfigError(f"method.r={self.r} must be >= 1")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"method.dropout={self.dropout} must be in [0, 1)")
 
     def resolve(self, model) -> None:
         if self.match_lora_rank is None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import ClassVar, Optional, Sequence
 
 from bench.config import ConfigError
-from bench.protocols import Task, runtime
+from bench.protocols import Task, bounded, runtime
 from bench.provenance import canonical_json, rows_sha256
 from tasks import classification_metrics
 
@@ -92,19 +92,14 @@ def encode(tokenizer, texts: Sequence[str], fields: Sequence[str], max_length: i
 class ClassificationTask(Task):
     model_kinds: ClassVar[tuple[str, ...]] = ("encoder", "causal_lm")
 
-    train_limit: Optional[int] = None  # first N training rows (after the held-out slice); null = all
-    heldout_rows: Optional[int] = None  # training rows held out for model selection; null = none
+    train_limit: Optional[int] = bounded(
+        1, default=None
+    )  # first N training rows (after the held-out slice); null = all
+    heldout_rows: Optional[int] = bounded(1, default=None)  # training rows held out for model selection; null = none
     # Evaluation truncates inputs at the training length, train.max_length. `check` reads it: the hook
     # that sees the whole config, run on every task before a model is loaded, so evaluate gives the
     # same numbers whether or not train_examples has run.
     eval_max_length: Optional[int] = runtime(None)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for key in ("train_limit", "heldout_rows"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"task.{key}={value} must be >= 1 or null")
 
     # -- what a subclass defines ----------------------------------------------------------------
     def spec(self) -> Spec:

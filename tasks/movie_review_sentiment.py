@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.config import ConfigError
+from bench.protocols import bounded
 from bench.provenance import rows_sha256
 from tasks import sdist_assets
 from tasks.classification import ClassificationTask, Spec, Split
@@ -85,12 +85,7 @@ def splits(path: str, validation_percent: int) -> tuple[Split, Split]:
 
 @dataclass(kw_only=True)
 class MovieReviewSentiment(ClassificationTask):
-    validation_percent: int = 20  # share of sentences in the fixed validation split
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 1 <= self.validation_percent <= 50:
-            raise ConfigError(f"task.validation_percent={self.validation_percent} must be between 1 and 50")
+    validation_percent: int = bounded(1, 50, default=20)  # share of sentences in the fixed validation split
 
     def spec(self) -> Spec:
         return SPEC

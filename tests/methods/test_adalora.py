@@ -72,8 +72,8 @@ def test_init_r_follows_target_r_and_sparsity(overrides, init_r):
     "overrides,message",
     [
         (("method.alpha_rule=linear",), "choose one of: fixed, scaled"),
-        (("method.beta1=1.0",), r"method\.beta1=1\.0 must be in \(0, 1\)"),
-        (("method.delta_t=0",), r"method\.delta_t=0 must be >= 1"),
+        (("method.beta1=1.0",), r"method\.beta1=1\.0 is out of range; valid: 0 < x < 1"),
+        (("method.delta_t=0",), r"method\.delta_t=0 is out of range; valid: x >= 1"),
         (("method.target_r=4", "method.init_r=4"), "leaves AdaLoRA nothing to prune"),
     ],
 )

@@ -280,10 +280,10 @@ def test_export_is_a_standard_lora_with_one_term_per_phase(name, rank, tmp_path)
     [
         ("c3la", ("method.phase_steps=5",), "set exactly one of method.phases"),
         ("cola", ("method.phases=null",), "set exactly one of method.phases"),
-        ("c3la", ("method.phases=0",), "must be >= 1"),
+        ("c3la", ("method.phases=0",), "method.phases=0 is out of range; valid: x >= 1 or null"),
         ("cla_random", ("method.selector=diagonal",), "choose one of: random_cols, random_window"),
         ("asym_lora", ("method.random_init=zeros",), "choose one of: kaiming, normal"),
-        ("cla", ("method.r=0",), "must be >= 1"),
+        ("cla", ("method.r=0",), "method.r=0 is out of range; valid: x >= 1"),
     ],
 )
 def test_bad_settings_are_refused(name, overrides, message):

@@ -46,5 +46,5 @@ def test_report_states_both_rates():
 
 @pytest.mark.parametrize("ratio", [0, -2])
 def test_non_positive_ratio_is_refused(ratio):
-    with pytest.raises(ConfigError, match=f"method.lr_ratio={ratio}(.0)? must be > 0"):
+    with pytest.raises(ConfigError, match=f"method.lr_ratio={ratio}(.0)? is out of range; valid: x > 0"):
         method_from_config("lora_plus", f"method.lr_ratio={ratio}")

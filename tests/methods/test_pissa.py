@@ -73,7 +73,7 @@ def test_export_is_a_rank_2r_lora_that_adds_the_training_to_the_original_w0(tmp_
 
 
 def test_svd_niter_below_one_is_refused():
-    with pytest.raises(ConfigError, match=r"method\.svd_niter=0 must be >= 1 or null"):
+    with pytest.raises(ConfigError, match=r"method\.svd_niter=0 is out of range; valid: x >= 1 or null"):
         method_from_config("pissa", "method.svd_niter=0")
 
 

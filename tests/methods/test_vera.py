@@ -61,11 +61,6 @@ def test_bad_settings_are_refused(overrides, fragment):
         method_from_config("vera", *overrides)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="methods/vera.py accepts d_initial=0: with lambda_b starting at 0 too, every gradient is 0 "
-    "(checked by hand: max |grad| = 0.0), so the run only fails at its first step (NoGradient)",
-)
 def test_zero_d_initial_is_refused_before_training():
     with pytest.raises(ConfigError, match=r"method\.d_initial"):
         method_from_config("vera", "method.d_initial=0.0")

@@ -205,7 +205,7 @@ def test_asdiv_test_data_is_written_and_checksummed(tmp_path):
         ({"test_source": "asdiv"}, "needs task.asdiv_test > 0"),
         ({"asdiv_test": 5}, "needs task.test_source=asdiv"),
         ({"asdiv_heldout": 5, "train_source": "hub"}, "need task.train_source=asdiv"),
-        ({"asdiv_heldout": -1}, "must be >= 0"),
+        ({"asdiv_heldout": -1}, "task.asdiv_heldout=-1 is out of range; valid: x >= 0"),
     ],
 )
 def test_bad_heldout_settings_are_refused(kwargs, match):

@@ -243,7 +243,7 @@ def test_hub_training_data_offline_names_the_stand_in():
         ({"n_samples": 5}, "set task.temperature > 0"),
         ({"n_samples": 2, "temperature": 0.8, "pass_k": [1, 5]}, "every k must be in 1..task.n_samples=2"),
         ({"hub_prompt_template": "no placeholder"}, "must contain {query}"),
-        ({"exec_timeout_s": 0.0}, "exec_timeout_s must be > 0"),
+        ({"exec_timeout_s": 0.0}, "exec_timeout_s=0.0 is out of range; valid: x > 0"),
     ],
 )
 def test_bad_task_values_are_rejected_with_what_is_valid(fields, message):
