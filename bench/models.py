@@ -499,3 +499,10 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
         chosen, rule = auto_targets(model)
         info["adapter_targets_auto"] = {"targets": chosen, "rule": rule}
     return model, tokenizer, info
+
+
+def unwrap(model):
+    """The transformers model inside a PEFT wrapper (with the adapter layers still injected): what
+    lm-eval drives and what generation is counted on."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model

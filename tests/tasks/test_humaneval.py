@@ -316,7 +316,7 @@ def test_evaluate_refuses_without_opt_in_before_generating(tiny_model, tok, tmp_
 
 
 def test_lm_eval_refuses_the_unsafe_task_unless_confirmed(tiny_model, tok, tmp_path):
-    from bench import lm_eval_bridge
+    from tasks import lm_eval_bridge
 
     task = HumanEval(name="humaneval")
     path, _ = humaneval.checked_test_file()

@@ -17,13 +17,6 @@ import yaml
 log = logging.getLogger(__name__)
 
 
-def unwrap(model):
-    """The transformers model that lm-eval can drive: PEFT wrappers hand out the underlying
-    model with the adapter layers still injected."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def _recordable(task_yaml: dict) -> dict:
     """The config with callables replaced by their dotted names, for the YAML record."""
 
@@ -58,6 +51,8 @@ def run(
     name = task_yaml["task"]
     (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(_recordable(task_yaml), sort_keys=False))
     has_callables = any(callable(v) for v in task_yaml.values())
+
+    from bench.models import unwrap  # torch: imported when an evaluation runs, not with the task
 
     hf_model = unwrap(model)
     was_training = hf_model.training
