@@ -19,7 +19,9 @@ Change events (a method's after_step reports reshaped or replaced tensors: Prune
 L1RA reassignment, c3LA phase switches) are timed apart: the row's step p50/p90 are the steady
 steps', and a row below it gives the cost of one event (its step and the next over two steady
 steps). Events that change nothing the loop sees (AdaLoRA's in-place budget masking) stay in the
-steady steps. The window's cadence is the short run's (c3LA derives its phases from max_steps).
+steady steps. Methods schedule their events for the window's own length unless --cadence-steps N
+names a realistic run, of which the window is then the start (L1RA updates ranks every 10 % of the
+run: every step of a 13-step window, every 100 steps of a 1000-step run).
 
 Each method states its own sizing against LoRA at the same rank (`Method.perf_sizing`); methods
 that change size during training (PrunedLoRA) place the change inside the warm-up, so what is
@@ -136,9 +138,16 @@ def step_overrides(args) -> list[str]:
         f"train.device={args.device}",
         f"train.mixed_precision={args.precision}",
         "train.log_every=1",
-        *method_overrides(base_method(args.method), args.rank, args.warmup, args.steps),
+        *method_overrides(base_method(args.method), args.rank, args.warmup, schedule_length(args) - args.warmup),
         *args.override,
     ]
+
+
+def schedule_length(args) -> int:
+    """The run length the method schedules its events for (`on_train_begin`): the timed window's
+    own (warm-up + steps) unless --cadence-steps names a realistic run. In a 13-step window L1RA's
+    rank update every 10 % of the run falls on every step; in a 1000-step run, every 100."""
+    return args.cadence_steps or (args.warmup + args.steps)
 
 
 def measure(args) -> dict:
@@ -198,9 +207,26 @@ def measure(args) -> dict:
 
         method.after_step = recording
         # no run directory: the context's defaults keep the rows in memory and write no checkpoint
-        ctx = TrainContext(model, method, _SyntheticTask(name="synthetic"), examples, tokenizer, cfg, accelerator)
+        ctx = TrainContext(
+            model,
+            method,
+            _SyntheticTask(name="synthetic"),
+            examples,
+            tokenizer,
+            cfg,
+            accelerator,
+            schedule_steps=schedule_length(args),
+        )
+        profiler = _step_profiler(args, device) if args.profile else None
+        if profiler is not None:
+            method.after_step = lambda model, step, optimizer: (recording(model, step, optimizer), profiler.step())[0]
         try:
-            out = train(ctx)
+            if profiler is None:
+                out = train(ctx)
+            else:
+                with profiler:
+                    out = train(ctx)
+                _write_profile(profiler, args, device)
         except NoGradient as err:
             return {
                 "method": args.method,
@@ -248,6 +274,50 @@ def measure(args) -> dict:
     if reasons:
         row["invalid"] = reasons
     return row
+
+
+def _step_profiler(args, device):
+    """torch.profiler over PROFILE_STEPS steady steps after the warm-up (and one step of its own
+    warm-up), stepped from after_step, so the trace holds whole optimizer steps."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    active = max(1, min(PROFILE_STEPS, args.steps - 1))
+    return profile(
+        activities=activities, schedule=schedule(wait=max(0, args.warmup - 1), warmup=1, active=active, repeat=1)
+    )
+
+
+# Steps traced by --profile, and the names that stall the host on the device: each one in a
+# steady step serialises the launch queue (counted per step in the profile's summary line).
+PROFILE_STEPS = 3
+HOST_STALLS = (
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaMemcpy",
+    "aten::_local_scalar_dense",
+    "aten::item",
+)
+
+
+def _write_profile(profiler, args, device) -> None:
+    """The operator table (self device time on a GPU, self CPU time otherwise) and a summary line of
+    host stalls per profiled step, into <--profile>/<method>[-ckpt][-compile].txt."""
+    events = profiler.key_averages()
+    on_gpu = device.type == "cuda"
+    table = events.table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total", row_limit=40)
+    active = max(1, min(PROFILE_STEPS, args.steps - 1))
+    stalls = {e.key: e.count / active for e in events if any(e.key.startswith(n) for n in HOST_STALLS)}
+    calls = sum(e.count for e in events if e.key.startswith("aten::")) / active
+    label = args.method + ("-ckpt" if args.checkpointing else "") + ("-compile" if args.compile else "")
+    args.profile.mkdir(parents=True, exist_ok=True)
+    (args.profile / f"{label}.txt").write_text(
+        f"{label}: {active} profiled steps after {args.warmup} warm-up; per step: {calls:.0f} aten calls; "
+        f"host stalls {json.dumps(stalls) if stalls else 'none'}\n"
+        "(the profiled steps are slower than unprofiled ones: take times from rows without --profile)\n\n"
+        + table
+        + "\n"
+    )
 
 
 def compute_dtype(cfg, model) -> str:
@@ -467,6 +537,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument(
+        "--cadence-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="methods schedule their periodic events (rank updates, phase switches, pruning) for a run of "
+        "N steps, of which the window is the start (default: the window's own length)",
+    )
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument(
@@ -481,6 +559,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="no")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="trace a few steady steps of each row with torch.profiler into DIR/<method>.txt (slows those rows)",
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -530,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         args.precision,
         *(["--threads", str(args.threads)] if args.threads else []),
+        *(["--profile", str(args.profile)] if args.profile else []),
+        *(["--cadence-steps", str(args.cadence_steps)] if args.cadence_steps else []),
     ]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
     methods = args.methods.split(",")

@@ -148,6 +148,9 @@ class TrainContext:
     stop: Stop = field(default_factory=Stop)
     checkpoints: CheckpointStore | None = None
     resume_from: Path | None = None
+    # the run length the method schedules its events for; None: train.max_steps (bench.perf times
+    # the start of a longer run with it, so periodic events come at their configured cadence)
+    schedule_steps: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -180,7 +183,7 @@ def train(ctx: TrainContext) -> TrainResult:
     tcfg = cfg.train
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
-    method.on_train_begin(raw_model, tcfg.max_steps)
+    method.on_train_begin(raw_model, ctx.schedule_steps or tcfg.max_steps)
     loop, resumed_step = LoopState(), None
     if ctx.resume_from is not None:
         loop = CheckpointStore.loop_state(ctx.resume_from)

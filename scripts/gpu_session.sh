@@ -18,6 +18,8 @@
 #            per-parameter gradients of one compiled step (inductor, CUDA, bf16) against eager
 #   mfu-compile
 #            LoRA compiled at batch MFU_COMPILE_BATCH (the MFU target: compile allowed, batch >= 2)
+#   events   EVENT_METHODS at the window's own cadence (every event in the window): one event's cost
+#   profile  a torch.profiler table of 3 steady steps for lora, cla and l1ra (into $OUT/profile/)
 #   alllinear
 #            LoRA and cLA with adapters on all seven linear layers at batch ALL_LINEAR_BATCH,
 #            eager and compiled (the cLA <= 0.75x LoRA target)
@@ -45,6 +47,10 @@ MFU_CKPT=${MFU_CKPT:-both}
 MFU_COMPILE_BATCH=${MFU_COMPILE_BATCH:-2}
 ALL_LINEAR_BATCH=${ALL_LINEAR_BATCH:-2}
 GPU_TEST_METHODS=${GPU_TEST_METHODS:-lora,cla,c3la,prunedlora,l1ra}
+# periodic events (rank updates, phase switches) at the cadence of a run of CADENCE steps; empty:
+# the timed window's own length, where L1RA updates ranks on every step (the H200 run's 1.18x)
+CADENCE=${CADENCE-1000}
+EVENT_METHODS=${EVENT_METHODS:-l1ra,c3la,adalora}
 E2E_STEPS=${E2E_STEPS:-30}
 E2E_LIMIT=${E2E_LIMIT:-50}
 MODEL_ARGS=${MODEL_ARGS:-model.init=random model.tokenizer=gpt2-offline model.dtype=bfloat16}
@@ -59,7 +65,8 @@ perf() {  # perf CHECKPOINTING NAME METHODS [bench.perf options]
     # shellcheck disable=SC2086  # MODEL_ARGS is a list of overrides
     "$PYTHON" -m bench.perf --model "$MODEL" --methods "$3" --device "$DEVICE" --precision "$PRECISION" \
         --seq "$SEQ" --batch "$BATCH" --grad-accum 1 --rank "$RANK" --steps "$STEPS" --warmup "$WARMUP" \
-        --checkpointing "$1" "${@:4}" $MODEL_ARGS --out "$OUT/$2.md" 2>&1 | tee -a "$OUT/log.txt"
+        ${CADENCE:+--cadence-steps "$CADENCE"} --checkpointing "$1" "${@:4}" $MODEL_ARGS --out "$OUT/$2.md" 2>&1 |
+        tee -a "$OUT/log.txt"
 }
 
 full_only() {  # full fine-tuning's optimizer, when full is among METHODS
@@ -85,6 +92,8 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
     perf-ckpt) perf true perf-ckpt "$METHODS" $(full_only) ;;
     compile) perf false compile "$COMPILE_METHODS" --compile --no-bare ;;
     mfu-compile) perf false mfu-compile lora --compile --no-bare --batch "$MFU_COMPILE_BATCH" ;;
+    events) CADENCE='' perf false events "$EVENT_METHODS" --no-bare ;;
+    profile) perf false profile "lora,cla,l1ra" --no-bare --profile "$OUT/profile" ;;
     alllinear)
         perf false alllinear lora,cla --no-bare --batch "$ALL_LINEAR_BATCH" model.adapter_targets=all-linear
         perf false alllinear-compile lora,cla --compile --no-bare --batch "$ALL_LINEAR_BATCH" \
@@ -111,7 +120,7 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
             train=gpu train.device="$DEVICE" train.mixed_precision="$PRECISION" train.max_steps="$E2E_STEPS" \
             eval.limit="$E2E_LIMIT" eval.batch_size=16 logger=none run.root="$RUNS" 2>&1 | tee -a "$OUT/log.txt"
         find "$RUNS" -name result.json -exec cp {} "$OUT/e2e-result.json" \; ;;
-    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile mfu-compile alllinear gputest e2e" >&2; return 2 ;;
+    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile mfu-compile alllinear events profile gputest e2e" >&2; return 2 ;;
     esac
 }
 

@@ -270,3 +270,27 @@ def test_c3las_phase_switches_get_their_own_row():
     ]
     assert row["step_time_p50_s"] == statistics.median(steady)
     assert "c3la: one change event" in perf.table([row])
+
+
+def test_periodic_events_come_at_the_configured_cadence_of_a_longer_run(monkeypatch):
+    """L1RA updates ranks every 10 % of the run: every step of a 6-step window (the first H200 run's
+    L1RA row paid a rank update, with its host sync, on every timed step), every 100 steps of a
+    1000-step run, which --cadence-steps 1000 times the start of."""
+    from methods.l1ra import L1RA
+
+    calls = []
+    real = L1RA.update_ranks
+    monkeypatch.setattr(L1RA, "update_ranks", lambda self, step: calls.append(step) or real(self, step))
+    window = ("--method", "l1ra", "--checkpointing", "false", "--steps", "5", "--warmup", "1")
+    perf.measure(_one(*window))
+    assert calls == [1, 2, 3, 4, 5]  # interval max(1, int(0.1 * 6)) = 1, none on the last step
+    calls.clear()
+    row = perf.measure(_one(*window, "--cadence-steps", "1000"))
+    assert calls == [] and "invalid" not in row
+
+    # PrunedLoRA's sizing follows the longer schedule: it still prunes 2r -> r inside the warm-up
+    pruned = perf.measure(
+        _one("--method", "prunedlora", "--checkpointing", "false", "--warmup", "3", "--cadence-steps", "1000")
+    )
+    lora = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--warmup", "3"))
+    assert pruned["trainable_params"] == lora["trainable_params"]
