@@ -1,5 +1,6 @@
 """One run's lifecycle around its stages (bench/run.py:execute): the run directory's lock,
-checkpoint housekeeping, run.log, graceful signals, and the result.json written whatever happens.
+checkpoint housekeeping, run.log, graceful signals, and the result.json written whatever happens in
+the stages (a failure while entering, before any stage, raises without a record).
 
     run = Run(cfg, config, config_hash, accelerator)
     refused = run.claim()      # "busy" or "skipped"; None once the lock is held

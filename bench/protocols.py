@@ -31,6 +31,20 @@ class Change(enum.Enum):
     def __bool__(self) -> bool:
         return self is not Change.NONE
 
+    @classmethod
+    def reported(cls, value: Any, method: str) -> "Change":
+        """What an after_step returned, as a Change: a bool keeps its old meaning (True: rebuild the
+        optimizer); anything else (say the old string "parameters_replaced", which is truthy but
+        not PARAMETERS_REPLACED) would be misread by the runner, so it is an error."""
+        if isinstance(value, cls):
+            return value
+        if value is None or isinstance(value, bool):
+            return cls.REBUILD_OPTIMIZER if value else cls.NONE
+        raise TypeError(
+            f"method '{method}': after_step returned {value!r}; return a bench.protocols.Change "
+            f"({', '.join(c.name for c in cls)})"
+        )
+
 
 # The names the runner and older methods import
 REBUILD_OPTIMIZER = Change.REBUILD_OPTIMIZER
@@ -62,6 +76,15 @@ def runtime(default: Any = MISSING, *, default_factory: Any = MISSING):
     )
 
 
+def _same_kind(a: Any, b: Any) -> bool:
+    """bool is its own kind (True is not 1); int and float are one kind (1 is the float choice 1.0),
+    as the type check lets an int stand for a float."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b)
+    numbers = (int, float)
+    return type(a) is type(b) or (isinstance(a, numbers) and isinstance(b, numbers))
+
+
 @dataclass(frozen=True)
 class Choices:
     """The values a field may take, listed in the error in this order. Equal and of the same type:
@@ -71,7 +94,7 @@ class Choices:
     values: tuple
 
     def allows(self, value: Any) -> bool:
-        return value is None or any(value == v and type(value) is type(v) for v in self.values)
+        return value is None or any(value == v and _same_kind(value, v) for v in self.values)
 
     def problem(self, key: str, value: Any, nullable: bool) -> str:
         listed = ", ".join(map(str, self.values)) + (", null" if nullable else "")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from bench.checkpoint import CheckpointStore, LoopState
 from bench.metrics import StepClock, current_memory
-from bench.protocols import PARAMETERS_REPLACED, Method, Task
+from bench.protocols import PARAMETERS_REPLACED, Change, Method, Task
 from bench.results import MetricsLog
 from bench.stop import Cancelled, Stop
 from bench.tracking import NoTracker
@@ -176,8 +176,8 @@ class TrainResult:
 
 
 def train(ctx: TrainContext) -> TrainResult:
-    """`raw_model` is what the method hooks see; `model` (the same, or its data-parallel wrapper)
-    is what runs forward and backward."""
+    """One training run. `ctx.model` (`raw_model` below) is what the method hooks see; `model` (the
+    same, or its data-parallel wrapper) is what runs forward and backward."""
     raw_model, method, task, cfg, accelerator = ctx.model, ctx.method, ctx.task, ctx.cfg, ctx.accelerator
     examples, tokenizer, metrics_log, stop = ctx.examples, ctx.tokenizer, ctx.metrics_log, ctx.stop
     tcfg = cfg.train
@@ -248,7 +248,7 @@ def train(ctx: TrainContext) -> TrainResult:
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             optimizer.step()
             scheduler.step()
-            change = method.after_step(raw_model, step, optimizer)
+            change = Change.reported(method.after_step(raw_model, step, optimizer), method.name)
             if change:  # the set or shapes of trainable tensors changed
                 # accelerate marks a model it prepared and hands a marked one back as it is: on one
                 # process that mark sits on raw_model itself, so without this the run went on

@@ -175,6 +175,9 @@ class GSM8K(Task):
                 f"{shots}-shot evaluation draws its examples from the GSM8K train split, which only the hub "
                 f"has; use task.test_source=hub, or eval.num_fewshot=0"
             )
+        # the scoring builds on lm-eval's own task file: a different one stops the run here, not
+        # after training (with eval.base=false the first evaluation comes after it)
+        checked_package_file(*LM_EVAL_GSM8K, owner="lm-eval's gsm8k task")
         if hub_offline(datasets=True):
             # with the hub off, a hub split is usable only if cached: find out now, not after loading the model
             if self.train_source == "hub":

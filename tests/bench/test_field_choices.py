@@ -20,6 +20,7 @@ class Knobs(Task):
     rank: Optional[int] = bounded(1, default=None)
     dropout: float = bounded(0, 1, default=0.0, high_open=True)
     init: Any = choice("gaussian", True, default=True)  # Any: the type check lets 1 through
+    scale: float = choice(0.5, 1.0, default=1.0)
 
 
 @dataclass(kw_only=True)
@@ -46,6 +47,13 @@ def test_a_bad_choice_lists_the_valid_values():
 def test_a_choice_is_compared_with_its_type():
     # 1 == True in Python; a config's 1 is still no choice of the boolean True
     assert "task.init=1 is not valid; choose one of: gaussian, True" in refusal(init=1)
+
+
+def test_an_int_is_a_float_choice_and_a_bool_is_not():
+    # the type check lets an int stand for a float; the choice must then accept it too
+    assert Knobs(name="knobs", scale=1).scale == 1
+    assert "task.scale=True: expected <class 'float'>, got bool" in refusal(scale=True)  # the type check's
+    assert "task.scale=2 is not valid" in refusal(scale=2)
 
 
 @pytest.mark.parametrize(

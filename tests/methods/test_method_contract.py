@@ -26,6 +26,15 @@ def test_change_none_is_the_only_falsy_report():
     assert [c != PARAMETERS_REPLACED for c in Change] == [True, True, False]
 
 
+def test_the_runner_reads_a_report_as_a_change_and_refuses_anything_else():
+    assert Change.reported(Change.PARAMETERS_REPLACED, "m") is Change.PARAMETERS_REPLACED
+    assert Change.reported(True, "m") is Change.REBUILD_OPTIMIZER  # a bool keeps its old meaning
+    assert Change.reported(False, "m") is Change.NONE and Change.reported(None, "m") is Change.NONE
+    # truthy and unequal to PARAMETERS_REPLACED: the runner would have thrown the carried state away
+    with pytest.raises(TypeError, match="method 'm': after_step returned 'parameters_replaced'; return a"):
+        Change.reported("parameters_replaced", "m")
+
+
 def test_a_method_without_export_fails_when_it_is_defined():
     with pytest.raises(TypeError, match=r"NoExport does not define the required hook\(s\) export;"):
 

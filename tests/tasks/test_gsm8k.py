@@ -138,6 +138,12 @@ def test_another_lm_eval_gsm8k_yaml_is_refused(monkeypatch):
     monkeypatch.setattr(gsm8k, "LM_EVAL_GSM8K", (*gsm8k.LM_EVAL_GSM8K[:2], "0" * 64))
     with pytest.raises(RuntimeError, match="not lm-eval's gsm8k task's 0000"):
         GSM8K(name="gsm8k").lm_eval_yaml({})
+    # and in check(), before any model is loaded (with eval.base=false the first evaluation comes
+    # only after training)
+    from tests.conftest import compose
+
+    with pytest.raises(RuntimeError, match="not lm-eval's gsm8k task's 0000"):
+        GSM8K(name="gsm8k").check(compose("model=tiny-llama", "task=gsm8k", "eval.base=false"))
 
 
 def test_package_test_split_is_checksum_verified(monkeypatch):
