@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from bench.metrics import percentile
@@ -198,11 +199,14 @@ def measure(args) -> dict:
     else:
         changes = []
         after_step = method.after_step
+        profiler = _step_profiler(args, device) if args.profile else None
 
         def recording(model, step, optimizer):  # a change event: the method reshaped or replaced tensors
             change = after_step(model, step, optimizer)
             if change:
                 changes.append(step)
+            if profiler is not None:
+                profiler.step()
             return change
 
         method.after_step = recording
@@ -217,15 +221,10 @@ def measure(args) -> dict:
             accelerator,
             schedule_steps=schedule_length(args),
         )
-        profiler = _step_profiler(args, device) if args.profile else None
-        if profiler is not None:
-            method.after_step = lambda model, step, optimizer: (recording(model, step, optimizer), profiler.step())[0]
         try:
-            if profiler is None:
+            with profiler or nullcontext():
                 out = train(ctx)
-            else:
-                with profiler:
-                    out = train(ctx)
+            if profiler is not None:
                 _write_profile(profiler, args, device)
         except NoGradient as err:
             return {
@@ -282,10 +281,12 @@ def _step_profiler(args, device):
     from torch.profiler import ProfilerActivity, profile, schedule
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    active = max(1, min(PROFILE_STEPS, args.steps - 1))
-    return profile(
-        activities=activities, schedule=schedule(wait=max(0, args.warmup - 1), warmup=1, active=active, repeat=1)
-    )
+    schedule_ = schedule(wait=max(0, args.warmup - 1), warmup=1, active=profiled_steps(args), repeat=1)
+    return profile(activities=activities, schedule=schedule_)
+
+
+def profiled_steps(args) -> int:
+    return max(1, min(PROFILE_STEPS, args.steps - 1))
 
 
 # Steps traced by --profile, and the names that stall the host on the device: each one in a
@@ -306,7 +307,7 @@ def _write_profile(profiler, args, device) -> None:
     events = profiler.key_averages()
     on_gpu = device.type == "cuda"
     table = events.table(sort_by="self_device_time_total" if on_gpu else "self_cpu_time_total", row_limit=40)
-    active = max(1, min(PROFILE_STEPS, args.steps - 1))
+    active = profiled_steps(args)
     stalls = {e.key: e.count / active for e in events if any(e.key.startswith(n) for n in HOST_STALLS)}
     calls = sum(e.count for e in events if e.key.startswith("aten::")) / active
     label = args.method + ("-ckpt" if args.checkpointing else "") + ("-compile" if args.compile else "")

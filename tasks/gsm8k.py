@@ -177,7 +177,7 @@ class GSM8K(Task):
             )
         # the scoring builds on lm-eval's own task file: a different one stops the run here, not
         # after training (with eval.base=false the first evaluation comes after it)
-        checked_package_file(*LM_EVAL_GSM8K, owner="lm-eval's gsm8k task")
+        lm_eval_gsm8k_file(LM_EVAL_GSM8K)
         if hub_offline(datasets=True):
             # with the hub off, a hub split is usable only if cached: find out now, not after loading the model
             if self.train_source == "hub":
@@ -300,7 +300,7 @@ class GSM8K(Task):
     def lm_eval_yaml(self, dataset: dict) -> dict:
         """lm-eval's gsm8k task, overriding what differs here: the data source, the stop sequences and
         the default number of shots."""
-        included, _ = checked_package_file(*LM_EVAL_GSM8K, owner="lm-eval's gsm8k task")
+        included = lm_eval_gsm8k_file(LM_EVAL_GSM8K)
         return {
             "include": str(included),
             "task": "bench_gsm8k",
@@ -381,3 +381,10 @@ def _whole_split(eval_cfg):
     import dataclasses
 
     return dataclasses.replace(copy, limit=None)
+
+
+@functools.cache
+def lm_eval_gsm8k_file(spec: tuple) -> Path:
+    """lm-eval's gsm8k.yaml, sha256-checked once per process (check() and every evaluation read it)."""
+    path, _ = checked_package_file(*spec, owner="lm-eval's gsm8k task")
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from bench import flops
 from tests.helpers.tiny import tiny_llama
@@ -94,19 +93,16 @@ def test_mfu_arithmetic():
 
 
 def test_counter_accepts_a_model_on_the_meta_device():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.helpers.tiny import meta_llama
 
-    with torch.device("meta"):  # a 7B shape costs no memory
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                hidden_size=4096,
-                intermediate_size=11008,
-                num_hidden_layers=32,
-                num_attention_heads=32,
-                num_key_value_heads=32,
-                vocab_size=32000,
-            )
-        )
+    model = meta_llama(  # a 7B shape costs no memory
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     linear_params = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008) + 4096 * 32000

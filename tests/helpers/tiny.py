@@ -27,6 +27,30 @@ def tiny_llama(vocab: int = 128, seed: int = 0, layers: int = 2):
     return LlamaForCausalLM(cfg).eval()
 
 
+def meta_llama(**arch):
+    """A Llama of the given architecture fields on the meta device: shapes only, no memory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        return LlamaForCausalLM(LlamaConfig(**arch))
+
+
+def tiny_bert_classifier(labels: int = 3, layers: int = 1, seed: int = 0):
+    """A BERT sequence classifier with a fresh head: for what classification tasks and heads need."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=100,
+        num_labels=labels,
+    )
+    return BertForSequenceClassification(config)
+
+
 def fixed_batch(vocab: int = 128, batch: int = 4, length: int = 16, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab, (batch, length), generator=g)

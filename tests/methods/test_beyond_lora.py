@@ -319,20 +319,11 @@ def test_untrained_paca_is_the_base_model():
 @pytest.mark.parametrize("name", ["cla", "cola"])
 def test_classifier_head_trains_and_exports_with_the_adapter(name, tmp_path):
     from peft import PeftModel
-    from transformers import BertConfig, BertForSequenceClassification
+
+    from tests.helpers.tiny import tiny_bert_classifier
 
     def encoder():
-        torch.manual_seed(0)
-        return BertForSequenceClassification(
-            BertConfig(
-                hidden_size=32,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                intermediate_size=64,
-                vocab_size=100,
-                num_labels=3,
-            )
-        ).eval()
+        return tiny_bert_classifier(layers=2).eval()
 
     method = method_from_config(
         name,

@@ -4,30 +4,14 @@ of the model is frozen; a head name that matches nothing names the model's top-l
 from __future__ import annotations
 
 import pytest
-import torch
 
 from bench.config import ConfigError
-from tests.helpers.tiny import tiny_llama
+from tests.helpers.tiny import tiny_bert_classifier, tiny_llama
 from tests.methods.test_matrix import method_from_config
 
 
 def trained_names(model) -> set:
     return {n for n, p in model.named_parameters() if p.requires_grad}
-
-
-def tiny_classifier(labels: int = 3):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=100,
-        num_labels=labels,
-    )
-    return BertForSequenceClassification(config)
 
 
 def test_causal_lm_trains_its_lm_head_only():
@@ -40,7 +24,7 @@ def test_causal_lm_trains_its_lm_head_only():
 
 def test_classifier_trains_its_head_only():
     method = method_from_config("head_only", "method.head_modules=[classifier]")
-    base = tiny_classifier()
+    base = tiny_bert_classifier()
     assert method.expected_trainable_params(base) == 32 * 3 + 3
     assert trained_names(method.apply(base)) == {"classifier.weight", "classifier.bias"}
 

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
+from tests.helpers.tiny import meta_llama
 from tests.methods.test_matrix import method_from_config
 
 
 @pytest.fixture(scope="module")
 def llama32_3b():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
+    return meta_llama(
         hidden_size=3072,
         intermediate_size=8192,
         num_hidden_layers=28,
@@ -21,8 +19,6 @@ def llama32_3b():
         num_key_value_heads=8,
         vocab_size=128256,
     )
-    with torch.device("meta"):  # shapes only, no memory
-        return LlamaForCausalLM(cfg)
 
 
 @pytest.mark.parametrize(
@@ -43,9 +39,7 @@ def test_formula_matches_peft_benchmark_count(llama32_3b, name, overrides, count
 
 
 def test_c3a_matching_picks_the_papers_block_size_for_a_square_matrix():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
+    model = meta_llama(
         hidden_size=4096,
         intermediate_size=64,
         num_hidden_layers=1,
@@ -53,8 +47,6 @@ def test_c3a_matching_picks_the_papers_block_size_for_a_square_matrix():
         num_key_value_heads=32,
         vocab_size=16,
     )
-    with torch.device("meta"):
-        model = LlamaForCausalLM(cfg)
     method = method_from_config("c3a", "method.target_modules=[q_proj]", "method.match_lora_rank=16")
     method.expected_trainable_params(model)
     assert method.block(model) == 128  # b = d / (2 r) for 4096 x 4096 at r = 16 (methods-spec §18)

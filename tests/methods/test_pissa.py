@@ -10,9 +10,8 @@ import torch
 
 from bench.config import ConfigError
 from methods.peft_common import lora_layers
-from tests.helpers.tiny import tiny_llama
+from tests.helpers.tiny import tiny_bert_classifier, tiny_llama
 from tests.methods.test_asym_lora import factors, randomise
-from tests.methods.test_head_only import tiny_classifier
 from tests.methods.test_matrix import method_from_config
 
 R, ALPHA = 4, 8.0  # scale s = alpha / r = 2
@@ -82,7 +81,7 @@ def test_export_on_a_classifier_keeps_the_trained_head(tmp_path):
     from peft import PeftModel
 
     method = method_from_config("pissa", "method.target_modules=[query,value]", f"method.r={R}")
-    model = method.apply(tiny_classifier())
+    model = method.apply(tiny_bert_classifier())
     with torch.no_grad():  # stands in for training: the head and the adapter moved
         for name, p in model.named_parameters():
             if p.requires_grad:
@@ -91,6 +90,6 @@ def test_export_on_a_classifier_keeps_the_trained_head(tmp_path):
     with torch.no_grad():
         want = model.eval()(input_ids=ids).logits
     method.export(model, tmp_path)
-    loaded = PeftModel.from_pretrained(tiny_classifier(), str(tmp_path)).eval()
+    loaded = PeftModel.from_pretrained(tiny_bert_classifier(), str(tmp_path)).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, want, atol=1e-5, rtol=1e-4)
