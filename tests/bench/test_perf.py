@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 
 import pytest
@@ -294,3 +295,14 @@ def test_periodic_events_come_at_the_configured_cadence_of_a_longer_run(monkeypa
     )
     lora = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--warmup", "3"))
     assert pruned["trainable_params"] == lora["trainable_params"]
+
+
+def test_profile_traces_whole_steady_steps(tmp_path):
+    """--profile traces min(3, steps - 1) steps after the warm-up; each holds a whole optimizer step
+    (forward, backward, AdamW), not the tail of one: the first version of the schedule repeated and
+    kept only the last partial step (6 aten calls)."""
+    row = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--steps", "4", "--profile", str(tmp_path)))
+    assert "invalid" not in row
+    head = (tmp_path / "lora.txt").read_text().splitlines()[0]
+    steps, calls = re.match(r"lora: (\d+) profiled steps after 1 warm-up; per step: (\d+) aten calls", head).groups()
+    assert int(steps) == 3 and int(calls) > 500
