@@ -369,15 +369,9 @@ def commands(
     root: Path, extra: list[str], jobs: int, seeds: str | None, lr_grid: str | None, winners: dict | None
 ) -> list[list[str]]:
     """The bench.run commands of stage 1 (winners None) or stage 3."""
-    launch = (
-        [
-            "hydra/launcher=joblib",
-            f"hydra.launcher.n_jobs={jobs}",
-            f"train.threads={max(1, (os.cpu_count() or 2) // jobs)}",
-        ]
-        if jobs > 1
-        else []
-    )
+    # `jobs` commands run at once (run_all), each a sequential sweep sharing the cores: one joblib
+    # pool per command would leave a worker idle whenever a command has an odd number of jobs
+    launch = [f"train.threads={max(1, (os.cpu_count() or 2) // jobs)}"] if jobs > 1 else []
     out = []
     for part, method, overrides in LR_SEARCH if winners is None else MAIN:
         main_preset, lr_preset = PARTS[part][:2]
@@ -477,7 +471,7 @@ python -m bench.report_study verdict         # the verdicts of whatever has fini
 
 Every stage is an ordinary sweep: run `make study` again after an interruption and finished jobs
 are skipped (a failed or stopped one runs again from its newest checkpoint). Two jobs run at once
-(`hydra/launcher=joblib`, `train.threads=1` each; `--jobs 1` for one at a time). Runs go to
+(two `bench.run` sweeps side by side, `train.threads=1` each; `--jobs 1` for one at a time). Runs go to
 `runs/study/` (a search job at the chosen rate is also seed 0 of the main grid: the same config,
 run once); the full report of the chosen runs, one per part, to
 `runs/study/report/<part>/`, the figures to `docs/study/`.
@@ -655,11 +649,9 @@ def run(args, extra: list[str]) -> int:
 
     t0 = time.perf_counter()
     root = Path(args.root)
-    for cmd in commands(root, extra, args.jobs, None, args.lr_grid, None):
-        _call(cmd, args.dry_run)
+    run_all(commands(root, extra, args.jobs, None, args.lr_grid, None), args.jobs, args.dry_run)
     winners, lr_rows = pick_rates(load_runs(root))
-    for cmd in commands(root, extra, args.jobs, args.seeds, None, winners):
-        _call(cmd, args.dry_run)
+    run_all(commands(root, extra, args.jobs, args.seeds, None, winners), args.jobs, args.dry_run)
     if args.dry_run:
         return 0
     from bench import report
@@ -693,6 +685,41 @@ def run(args, extra: list[str]) -> int:
     return 0
 
 
+def run_all(cmds: list[list[str]], jobs: int, dry_run: bool) -> None:
+    """Run the commands of one stage, `jobs` at a time, longest first (the lora grid has 11 jobs,
+    most others 2 or 3), so the last minutes of a stage are not one command on one core."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if dry_run or jobs <= 1 or not cmds:
+        for cmd in cmds:
+            _call(cmd, dry_run)
+        return
+    import time
+
+    # Hydra names a sweep's directory by the second it starts: two commands starting together
+    # would share it, so each gets its own
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    root = next(a.split("=", 1)[1] for a in cmds[0] if a.startswith("run.root="))
+    ordered = sorted(cmds, key=_job_count, reverse=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(_call, [*cmd, f"hydra.sweep.dir={root}/.sweeps/{stamp}_{i:02d}"], False)
+            for i, cmd in enumerate(ordered)
+        ]
+        for done in futures:
+            done.result()  # a broken command stops the study with its error
+
+
+def _job_count(cmd: list[str]) -> int:
+    """How many jobs a command's sweep has: the product of its comma lists (seeds from the preset
+    count as one, the same for every command)."""
+    count = 1
+    for arg in cmd:
+        if "=" in arg and not arg.startswith(("hydra", "-")):
+            count *= len(arg.split("=", 1)[1].split(","))
+    return count
+
+
 def _call(cmd: list[str], dry_run: bool) -> None:
     print("+ " + " ".join(shlex.quote(c) for c in cmd[1:]), flush=True)
     if not dry_run:
@@ -711,7 +738,9 @@ def main(argv: list[str] | None = None) -> int:
         "as the not-yet-run plan",
     )
     parser.add_argument("--root", default="runs/study", help="where the runs go")
-    parser.add_argument("--jobs", type=int, default=2, help="jobs at once (joblib); 1 = sequential")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="sweep commands at once, threads split between them; 1 = sequential"
+    )
     parser.add_argument("--doc", default="docs/study.md", help="the document written at the end")
     parser.add_argument("--seeds", default=None, help="replace the main grids' seeds (e.g. 0 for a smoke test)")
     parser.add_argument("--lr-grid", default=None, help="replace the search grids (e.g. 1e-3 for a smoke test)")

@@ -266,3 +266,37 @@ def test_cost_claims_need_a_spread_too(tmp_path):
     write(tmp_path, "LoRA r=16", 0, 0.3, 3e-4, time_s=9.0, memory_gb=9.0)
     v = verdicts(tmp_path, {("asdiv", "lora"): 3e-4, ("asdiv", "cla"): 3e-4})
     assert v["cLA trains in less time and memory than LoRA at the same rank"][1] == "no spread with one seed"
+
+
+def test_run_all_runs_commands_side_by_side_longest_first_each_in_its_own_sweep_dir(monkeypatch):
+    """Two commands at a time (a third waits for a free slot), the biggest grid first, and no two
+    commands share Hydra's sweep directory (it is named by the second a sweep starts)."""
+    import threading
+    import time
+
+    running, peak, calls, lock = [0], [0], [], threading.Lock()
+
+    def fake_call(cmd, dry_run):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            calls.append(cmd)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    monkeypatch.setattr(report_study, "_call", fake_call)
+    cmds = [
+        ["py", "-m", "bench.run", "method=cla", "method.lr=1e-3", "run.root=r"],
+        ["py", "-m", "bench.run", "method=lora", "method.r=6,8,16,32", "run.root=r"],
+        ["py", "-m", "bench.run", "method=full", "method.lr=1e-5,1e-4", "run.root=r"],
+    ]
+    report_study.run_all(cmds, jobs=2, dry_run=False)
+    assert peak[0] == 2 and len(calls) == 3
+    assert calls[0][3] == "method=lora", "the 4-job grid starts first"
+    dirs = [c[-1] for c in calls]
+    assert all(d.startswith("hydra.sweep.dir=r/.sweeps/") for d in dirs) and len(set(dirs)) == 3
+    calls.clear()
+    report_study.run_all(cmds, jobs=1, dry_run=False)
+    assert [c[3] for c in calls] == ["method=cla", "method=lora", "method=full"], "in order, one at a time"
+    assert all(not c[-1].startswith("hydra.sweep.dir") for c in calls)
