@@ -300,3 +300,24 @@ def test_run_all_runs_commands_side_by_side_longest_first_each_in_its_own_sweep_
     report_study.run_all(cmds, jobs=1, dry_run=False)
     assert [c[3] for c in calls] == ["method=cla", "method=lora", "method=full"], "in order, one at a time"
     assert all(not c[-1].startswith("hydra.sweep.dir") for c in calls)
+
+
+def test_the_study_time_is_read_from_the_runs_first_start_to_last_end():
+    """Three jobs, two overlapping: the span is first start -> last end (25 min), the job time the sum
+    of each job's own wall (10 + 10 + 5 = 25 min); a run from another commit is named with its count."""
+
+    def run(start, end, commit, method="lora"):
+        return {
+            "started_at": f"2026-11-26T{start}:00+00:00",
+            "finished_at": f"2026-11-26T{end}:00+00:00",
+            "provenance": {"git_commit": commit, "git_dirty": False},
+            "config": {"task": {"name": "asdiv"}, "method": {"name": method}},
+            "metrics": {"train_time_s": 100.0, "eval_time_s": 20.0, "step_time_p50_s": 3.0},
+        }
+
+    runs = [run("01:00", "01:10", "a" * 40), run("01:05", "01:15", "a" * 40), run("01:20", "01:25", "b" * 40, "cla")]
+    span = report_study.study_span_markdown(runs)
+    assert "**25.0 min**" in span and "3 jobs" in span and "25.0 job-minutes" in span
+    assert report_study.runs_commits(runs) == "aaaaaaaaaa (2 runs), bbbbbbbbbb (1 runs)"
+    table = report_study.timing_markdown(runs)
+    assert "| asdiv | lora | 2 | 600 | 100 | 3.00 | 20 |" in table and "| asdiv | cla | 1 | 300 |" in table
