@@ -253,8 +253,55 @@ def _select(runs: list[dict], part: str, method: str, filters) -> list[dict]:
     from bench.report_where import parse
 
     task = TASKS[part]
-    mine = [r for r in runs if r["config"]["task"]["name"] == task and r["config"]["method"]["name"] == method]
+    mine = [
+        r
+        for r in runs
+        if r["config"]["task"]["name"] == task and r["config"]["method"]["name"] == method and not is_base_run(r)
+    ]
     return where(mine, [parse(f) for f in filters]) if mine else []
+
+
+# The untrained model's score on each part's splits: one job per part that evaluates before
+# training (eval.base=true). Its one training step only lets the job finish the usual way; its tuned
+# score is not used, and the run is kept out of the search and the main grids.
+BASE_OVERRIDES = ("method=lora", "method.lr=1e-4", "train.max_steps=1", "eval.base=true")
+
+
+def is_base_run(result: dict) -> bool:
+    """A study's grids run with eval.base=false (the presets), so eval.base marks its base jobs."""
+    return bool((result["config"].get("eval") or {}).get("base"))
+
+
+def base_markdown(runs: list[dict], main_runs: list[dict]) -> str:
+    """Per part: the base model's test and held-out scores beside the tuned runs' range."""
+    lines = [
+        "## The base model, untrained, on the same splits",
+        "",
+        "One job per part evaluates the model before any training (`eval.base=true`; "
+        + " ".join(f"`{o}`" for o in BASE_OVERRIDES)
+        + "). The tuned column is the range of the main grids' runs on the test split.",
+        "",
+        "| part | metric | base, test | base, held-out | base held-out answer loss | tuned runs, test (min–max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for part, task in TASKS.items():
+        base = [r for r in runs if is_base_run(r) and r["config"]["task"]["name"] == task and r["status"] == "success"]
+        tuned = [
+            (r["metrics"].get("eval") or {}).get((r["metrics"].get("eval") or {}).get("primary"))
+            for r in main_runs
+            if r["config"]["task"]["name"] == task and r["status"] == "success"
+        ]
+        tuned = [t for t in tuned if t is not None]
+        span = f"{min(tuned):.3f}–{max(tuned):.3f} (n={len(tuned)})" if tuned else "–"
+        if not base:
+            lines.append(f"| {part} | – | not run | – | – | {span} |")
+            continue
+        ev = base[0]["metrics"]["eval_base"]
+        held = ev.get("heldout") or {}
+        cells = [ev.get(ev["primary"]), held.get(held.get("primary")), held.get("answer_nll")]
+        shown = ["–" if v is None else f"{v:.3f}" for v in cells]
+        lines.append(f"| {part} | {ev['primary']} | {' | '.join(shown)} | {span} |")
+    return "\n".join(lines) + "\n"
 
 
 def _stats(values: list[float]) -> tuple[float, float, int]:
@@ -373,9 +420,14 @@ def commands(
     # pool per command would leave a worker idle whenever a command has an odd number of jobs
     launch = [f"train.threads={max(1, (os.cpu_count() or 2) // jobs)}"] if jobs > 1 else []
     out = []
-    for part, method, overrides in LR_SEARCH if winners is None else MAIN:
+    stage = LR_SEARCH if winners is None else MAIN
+    if winners is None:  # stage 1 also scores the untrained model, once per part
+        stage = stage + tuple((part, "base", BASE_OVERRIDES) for part in PARTS)
+    for part, method, overrides in stage:
         main_preset, lr_preset = PARTS[part][:2]
-        if winners is None:
+        if method == "base":
+            cmd = [f"sweep={lr_preset}", *overrides, f"run.root={root}"]
+        elif winners is None:
             grid = lr_grid or ",".join(LR_GRID_FULL if method == "full" else LR_GRID)
             cmd = [f"sweep={lr_preset}", *overrides, f"method.lr={grid}", f"run.root={root}"]
         else:
@@ -480,7 +532,7 @@ run once); the full report of the chosen runs, one per part, to
 """
 ESTIMATE_MD = """Jobs (each stage skips what is finished; a search job at the chosen rate is also seed 0 of its
 main grid): part asdiv 15 search + 28 main = 43 (5 of them full fine-tuning), part sentiment 9 + 6 = 15;
-58 jobs in all.
+58 jobs in all, and one base-model job per part.
 
 Measured on the 2-core development machine, 2026-11-25, while other work shared it (load average 3.3
 to 3.5 on 2 cores, so every figure below is inflated), one job each, `train.max_steps=10`:
@@ -633,6 +685,7 @@ def document(
         "",
         "Chosen: " + (", ".join(f"{p}/{m} {_lr_text(lr)}" for (p, m), lr in sorted(winners.items())) or "none"),
         "",
+        base_markdown(all_runs, main_runs),
         "## Verdicts",
         "",
         "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +46,7 @@ def write(
                 float(value) if "." in value else (int(value) if value.isdigit() else value)
             )
     r["config"]["method"] = method
+    r["config"]["eval"]["base"] = False  # as the study's presets: only its base jobs evaluate the base model
     r["metrics"].update(train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9})
     r["metrics"]["eval"] = {
         "primary": "acc",
@@ -248,11 +250,14 @@ def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
     every = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("result.json") if "attempts" not in p.parts]
     assert all(r["status"] == "success" for r in every), [r["error"] for r in every if r["error"]]
     # one rate: each search job is also seed 0 of its main grid, so the main grids are all there is
-    assert len(every) == 4 + 1 + 1 + 1 + 3 + 1 + 3, "every arm of the main grids ran once (one seed)"
+    assert len(every) == 4 + 1 + 1 + 1 + 3 + 1 + 3 + 2, (
+        "every arm of the main grids once (one seed), a base job per part"
+    )
+    assert sum(report_study.is_base_run(r) for r in every) == 2 and "## The base model, untrained" in text
     runs = report_study.load_runs(tmp_path / "runs")
     winners, _ = report_study.pick_rates(runs)
     assert set(winners) == {(p, m) for p, m, _ in report_study.LR_SEARCH} and set(winners.values()) == {1e-3}
-    assert len(report_study.chosen(runs, winners)) == len(every)
+    assert len(report_study.chosen(runs, winners)) == len(every) - 2, "the base jobs are in no grid"
     for claim in CLAIMS:
         assert claim.text in text
     assert "no spread with one seed" in text and "## Learning-rate search" in text
@@ -321,3 +326,24 @@ def test_the_study_time_is_read_from_the_runs_first_start_to_last_end():
     assert report_study.runs_commits(runs) == "aaaaaaaaaa (2 runs), bbbbbbbbbb (1 runs)"
     table = report_study.timing_markdown(runs)
     assert "| asdiv | lora | 2 | 600 | 100 | 3.00 | 20 |" in table and "| asdiv | cla | 1 | 300 |" in table
+
+
+def test_stage_one_scores_the_base_model_once_per_part_and_the_base_runs_join_no_grid():
+    """One eval.base=true command per part in stage 1 (none in stage 3), and a base run at a grid
+    rate is neither a search row nor a main-grid run."""
+    stage1 = report_study.commands(Path("r"), [], 1, None, None, None)
+    base = [c for c in stage1 if "eval.base=true" in c]
+    assert len(base) == len(report_study.PARTS) == 2
+    assert sorted(a.split("=", 1)[1] for c in base for a in c if a.startswith("task=")) == sorted(
+        report_study.TASKS.values()
+    )
+    stage3 = report_study.commands(Path("r"), [], 1, None, None, {("asdiv", "lora"): 1e-4})
+    assert not any("eval.base=true" in c for c in stage3)
+    lora = {
+        "status": "success",
+        "config": {"task": {"name": "asdiv"}, "method": {"name": "lora", "lr": 1e-4, "r": 16}, "eval": {"base": False}},
+        "metrics": {"eval": {"primary": "em", "heldout": {"em": 0.1}}},
+        "_path": "a",
+    }
+    base_run = {**lora, "config": {**lora["config"], "eval": {"base": True}}, "_path": "b"}
+    assert report_study._select([lora, base_run], "asdiv", "lora", []) == [lora]
