@@ -712,7 +712,7 @@ def runs_commits(runs: list[dict]) -> str:
     from collections import Counter
 
     counts = Counter(
-        (r.get("provenance") or {}).get("git_commit", "unknown")[:10]
+        ((r.get("provenance") or {}).get("git_commit") or "unknown")[:10]
         + (" (dirty)" if (r.get("provenance") or {}).get("git_dirty") else "")
         for r in runs
     )
@@ -720,31 +720,43 @@ def runs_commits(runs: list[dict]) -> str:
 
 
 def study_span_markdown(runs: list[dict]) -> str:
-    """From the first job's start to the last job's end, read from the runs themselves, so that the
-    figure survives a resumed study or a regenerated report."""
-    timed = [r for r in runs if r.get("started_at") and r.get("finished_at")]
-    if not timed:
+    """The time with at least one job running (the union of the jobs' start-end intervals), read from
+    the runs themselves: it survives a resumed study or a regenerated report and leaves out the idle
+    time between two invocations; the first-start-to-last-end span is given beside it."""
+    spans = sorted(
+        (_when(r["started_at"]), _when(r["finished_at"])) for r in runs if r.get("started_at") and r.get("finished_at")
+    )
+    if not spans:
         return "unknown (no run records its start and end)"
-    first = min(_when(r["started_at"]) for r in timed)
-    last = max(_when(r["finished_at"]) for r in timed)
-    job_s = sum((_when(r["finished_at"]) - _when(r["started_at"])).total_seconds() for r in timed)
+    busy_s, (open_at, close_at) = 0.0, spans[0]
+    for start, end in spans[1:]:
+        if start > close_at:  # a gap: nothing ran between close_at and start
+            busy_s += (close_at - open_at).total_seconds()
+            open_at, close_at = start, end
+        else:
+            close_at = max(close_at, end)
+    busy_s += (close_at - open_at).total_seconds()
+    job_s = sum((end - start).total_seconds() for start, end in spans)
+    whole_s = (max(end for _, end in spans) - spans[0][0]).total_seconds()
     return (
-        f"**{(last - first).total_seconds() / 60:.1f} min** from the first job's start "
-        f"({first:%Y-%m-%d %H:%M} UTC) to the last job's end, {len(timed)} jobs, "
-        f"{job_s / 60:.1f} job-minutes in all (jobs overlap when `--jobs` > 1)"
+        f"**{busy_s / 60:.1f} min** with at least one job running ({len(spans)} jobs, {job_s / 60:.1f} "
+        f"job-minutes: jobs overlap when `--jobs` > 1); first start {spans[0][0]:%Y-%m-%d %H:%M} UTC, "
+        f"{whole_s / 60:.1f} min to the last job's end"
     )
 
 
 def timing_markdown(runs: list[dict]) -> str:
     """Per part and method: jobs, and the mean job wall, train and evaluation seconds."""
-    rows = {}
+    rows, unfinished = {}, 0
     for r in runs:
-        if not (r.get("started_at") and r.get("finished_at")):
+        if r.get("status") != "success" or not (r.get("started_at") and r.get("finished_at")):
+            unfinished += 1  # a failed job's times describe no complete job
             continue
         part = next((p for p, t in TASKS.items() if t == r["config"]["task"]["name"]), "?")
         m = r.get("metrics") or {}
         wall = (_when(r["finished_at"]) - _when(r["started_at"])).total_seconds()
-        rows.setdefault((part, r["config"]["method"]["name"]), []).append(
+        method = "base model (1 step)" if is_base_run(r) else r["config"]["method"]["name"]
+        rows.setdefault((part, method), []).append(
             (wall, m.get("train_time_s"), m.get("eval_time_s"), m.get("step_time_p50_s"))
         )
 
@@ -757,7 +769,7 @@ def timing_markdown(runs: list[dict]) -> str:
         return f"{sorted(values)[len(values) // 2]:.2f}" if values else "–"
 
     lines = [
-        "Every job of the study (search and main grids), read from its result.json: wall is the job's "
+        "Every successful job of the study (search, base and main grids), read from its result.json: wall is the job's "
         "start to end (model load, training, evaluation, writing), with another job running beside it.",
         "",
         "| part | method | jobs | mean wall (s) | mean train (s) | median step (s) | mean evaluation (s) |",
@@ -768,6 +780,8 @@ def timing_markdown(runs: list[dict]) -> str:
         lines.append(
             f"| {part} | {method} | {len(got)} | {mean(walls)} | {mean(trains)} | {p50(steps)} | {mean(evals)} |"
         )
+    if unfinished:
+        lines += ["", f"Not in the table: {unfinished} run(s) that did not succeed (their time is in the total below)."]
     lines += ["", f"Whole study: {study_span_markdown(runs)}.", ""]
     return "\n".join(lines)
 
@@ -822,7 +836,7 @@ def write_report(args, wall_s: float) -> int:
 def run_all(cmds: list[list[str]], jobs: int, dry_run: bool) -> None:
     """Run the commands of one stage, `jobs` at a time, longest first (the lora grid has 11 jobs,
     most others 2 or 3), so the last minutes of a stage are not one command on one core."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     if dry_run or jobs <= 1 or not cmds:
         for cmd in cmds:
@@ -840,8 +854,11 @@ def run_all(cmds: list[list[str]], jobs: int, dry_run: bool) -> None:
             pool.submit(_call, [*cmd, f"hydra.sweep.dir={root}/.sweeps/{stamp}_{i:02d}"], False)
             for i, cmd in enumerate(ordered)
         ]
-        for done in futures:
-            done.result()  # a broken command stops the study with its error
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        broken = [f for f in done if f.exception() is not None]
+        if broken:  # a broken command stops the study: queued commands never start
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise broken[0].exception()
 
 
 def _job_count(cmd: list[str]) -> int:

@@ -298,7 +298,8 @@ def test_run_all_runs_commands_side_by_side_longest_first_each_in_its_own_sweep_
     ]
     report_study.run_all(cmds, jobs=2, dry_run=False)
     assert peak[0] == 2 and len(calls) == 3
-    assert calls[0][3] == "method=lora", "the 4-job grid starts first"
+    first = next(c for c in calls if c[-1].endswith("_00"))
+    assert first[3] == "method=lora", "the 4-job grid is the first in line"
     dirs = [c[-1] for c in calls]
     assert all(d.startswith("hydra.sweep.dir=r/.sweeps/") for d in dirs) and len(set(dirs)) == 3
     calls.clear()
@@ -313,6 +314,7 @@ def test_the_study_time_is_read_from_the_runs_first_start_to_last_end():
 
     def run(start, end, commit, method="lora"):
         return {
+            "status": "success",
             "started_at": f"2026-11-26T{start}:00+00:00",
             "finished_at": f"2026-11-26T{end}:00+00:00",
             "provenance": {"git_commit": commit, "git_dirty": False},
@@ -320,12 +322,20 @@ def test_the_study_time_is_read_from_the_runs_first_start_to_last_end():
             "metrics": {"train_time_s": 100.0, "eval_time_s": 20.0, "step_time_p50_s": 3.0},
         }
 
-    runs = [run("01:00", "01:10", "a" * 40), run("01:05", "01:15", "a" * 40), run("01:20", "01:25", "b" * 40, "cla")]
+    runs = [run("01:00", "01:10", "a" * 40), run("01:05", "01:15", "a" * 40), run("01:25", "01:30", "b" * 40, "cla")]
     span = report_study.study_span_markdown(runs)
-    assert "**25.0 min**" in span and "3 jobs" in span and "25.0 job-minutes" in span
+    # busy 01:00-01:15 and 01:25-01:30 = 20 min (the 10-minute gap is not counted), job time 25, span 30
+    assert "**20.0 min** with at least one job running (3 jobs, 25.0 job-minutes" in span
+    assert "30.0 min to the last job's end" in span
     assert report_study.runs_commits(runs) == "aaaaaaaaaa (2 runs), bbbbbbbbbb (1 runs)"
-    table = report_study.timing_markdown(runs)
+    base = run("00:50", "00:52", "a" * 40)
+    base["config"]["eval"] = {"base": True}
+    failed = {**run("01:40", "01:41", None), "status": "failed"}
+    table = report_study.timing_markdown([*runs, base, failed])
     assert "| asdiv | lora | 2 | 600 | 100 | 3.00 | 20 |" in table and "| asdiv | cla | 1 | 300 |" in table
+    assert "| asdiv | base model (1 step) | 1 | 120 |" in table, "the base job is not a LoRA job"
+    assert "1 run(s) that did not succeed" in table
+    assert report_study.runs_commits([failed]) == "unknown (1 runs)"
 
 
 def test_stage_one_scores_the_base_model_once_per_part_and_the_base_runs_join_no_grid():
@@ -347,3 +357,22 @@ def test_stage_one_scores_the_base_model_once_per_part_and_the_base_runs_join_no
     }
     base_run = {**lora, "config": {**lora["config"], "eval": {"base": True}}, "_path": "b"}
     assert report_study._select([lora, base_run], "asdiv", "lora", []) == [lora]
+
+
+def test_a_broken_command_stops_the_stage_and_queued_commands_never_start(monkeypatch):
+    import subprocess
+    import time
+
+    started = []
+
+    def fake_call(cmd, dry_run):
+        started.append(cmd[3])
+        if cmd[3] == "method=bad":
+            raise subprocess.CalledProcessError(2, cmd)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(report_study, "_call", fake_call)
+    cmds = [["py", "-m", "bench.run", f"method={m}", "run.root=r"] for m in ("slow", "bad", "c", "d", "e")]
+    with pytest.raises(subprocess.CalledProcessError):
+        report_study.run_all(cmds, jobs=2, dry_run=False)
+    assert "method=bad" in started and len(started) < 5, started
