@@ -205,7 +205,7 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     tasks = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
     out = table[ROW].copy()
     out["setting"] = out["setting"].replace("", "–")
-    out["sparsity"] = out["sparsity"].map(str)
+    out["sparsity"] = out["sparsity"].map(lambda v: f"{v:.3g}" if isinstance(v, float) else str(v))
     if "matched" not in table:
         table = table.assign(**dict(zip(("matched", "reference"), matched_groups(table))))
     for task in tasks:
@@ -214,11 +214,22 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
             _cell(m, s, n) + (f" {WITHIN_MARK}" if mark else "")
             for m, s, n, mark in zip(table[f"{task} mean"], table[f"{task} std"], table[f"{task} n"], marks)
         ]
-    out["trainable params"] = table["trainable_params"].map(lambda v: "–" if pd.isna(v) else f"{int(v):,}")
+    end = table["params_end"] if "params_end" in table else table["trainable_params"]
+    # a pruning or reallocating method starts with one count and ends with another: show both, since
+    # the parameter matching (column `matched`) uses the end
+    out["trainable params"] = [_params(start, stop) for start, stop in zip(table["trainable_params"], end)]
     out["train time s (mean)"] = table["train_time_s"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
     out["peak memory GB (max)"] = table["peak_memory_gb"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
     out["matched"] = [(f"{g} ref" if ref else g) or "–" for g, ref in zip(table["matched"], table["reference"])]
     return out
+
+
+def _params(start, end) -> str:
+    if pd.isna(start):
+        return "–"
+    if pd.isna(end) or int(end) == int(start):
+        return f"{int(start):,}"
+    return f"{int(start):,} → {int(end):,}"
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -119,6 +119,7 @@ def synthetic(
     time_s=1.0,
     memory_gb=1.0,
     rank_pattern=None,
+    params_end=None,
 ):
     r_ = minimal_result()
     cfg = r_["config"]
@@ -131,6 +132,8 @@ def synthetic(
     )
     m["eval"] = {"primary": task[1], task[1]: score, "n": 10}
     r_["method_report"] = {"rank_pattern": rank_pattern} if rank_pattern else {}
+    if params_end is not None:
+        r_["method_report"]["params_end"] = params_end
     d = root / f"{method}-{task[0]}-{sparsity}-{r}-{seed}"
     results.write_result(d, r_)
     return d
@@ -378,3 +381,20 @@ def test_main_table_marks_parameter_matched_groups_and_differences_within_one_st
     assert "0.3000 ± 0.0707 (n=2) ≈" in line["cla"] and "P1" in line["cla"]
     assert "≈" not in line["c3la"] and "≈" not in line["paca"] and "≈" not in line["asym_lora"]
     assert "P1 ref" in md and report_table.LEGEND in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_pruned_method_shows_its_start_and_end_counts_and_is_matched_by_the_end(tmp_path):
+    """PrunedLoRA 16 -> 8 starts with LoRA r=16's count and ends with LoRA r=8's: the table shows
+    both, and the matching (by the end count) puts it with LoRA r=8, not r=16."""
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        synthetic(root, method="lora", seed=seed, score=0.2, r=8, params=8000)
+        synthetic(root, method="lora", seed=seed, score=0.2, r=16, params=16000)
+        synthetic(root, method="prunedlora", seed=seed, score=0.2, sparsity=0.5, params=16000, params_end=8000)
+    report.write([root], tmp_path / "out")
+    md = (tmp_path / "out" / "main.md").read_text()
+    line = {
+        row.split("|")[1].strip() + row.split("|")[3].strip(): row for row in md.splitlines() if row.startswith("| ")
+    }
+    assert "16,000 → 8,000" in line["prunedlora–"] and "P1" in line["prunedlora–"]
+    assert "P1 ref" in line["lorar=8"] and "| 8,000 " in line["lorar=8"] and "→" not in line["lorar=16"]
