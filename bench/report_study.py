@@ -68,6 +68,10 @@ LR_SEARCH = (
     ("sentiment", "l1ra", ("method=l1ra", "method.r=8")),
     ("sentiment", "adalora", ("method=adalora", "method.target_r=8")),
 )
+# What tells a search job from the main-grid runs at the same rate, beyond its overrides: the search
+# is seed 0 (the study_lr_* presets), and PrunedLoRA's search runs the default criterion while the
+# main grid adds magnitude and wanda at that sparsity
+SEARCH_ONLY = {("asdiv", "prunedlora"): ("method.criterion=obs_gradient",)}
 # The main grids, one bench.run command each (one rate per method). cLA and c3LA train r * d_out
 # per layer and LoRA r * (d_in + d_out): on SmolLM2's q_proj (576 -> 576) and v_proj (576 -> 192),
 # cLA at r=16 trains 16 * 768 per layer and LoRA at r=6 trains 6 * 1920 (within 7%), hence LoRA r=6
@@ -394,7 +398,8 @@ def pick_rates(lr_runs: list[dict]) -> tuple[dict, list[tuple]]:
     answer loss told the rates apart), then to the smaller rate; a failed job never wins."""
     winners, rows = {}, []
     for part, method, overrides in LR_SEARCH:
-        mine = _select(lr_runs, part, method, overrides)
+        mine = _select(lr_runs, part, method, [*overrides, "seed=0", *SEARCH_ONLY.get((part, method), ())])
+        mine.sort(key=lambda r: float(r["config"]["method"]["lr"]))
         scored = {}
         for r in mine:
             lr = r["config"]["method"]["lr"]
@@ -405,6 +410,23 @@ def pick_rates(lr_runs: list[dict]) -> tuple[dict, list[tuple]]:
         if scored:
             winners[(part, method)] = max(scored, key=scored.get)
     return winners, rows
+
+
+def edge_note(lr_rows: list[tuple], winners: dict) -> str:
+    """Name the winners at an end of the grid they were searched over: the best rate may lie
+    beyond it, and the reader should know the search did not bracket it."""
+    edge = []
+    for (part, method), lr in sorted(winners.items()):
+        grid = sorted(float(r[2]) for r in lr_rows if r[:2] == (part, method))
+        if len(grid) > 1 and float(lr) in (grid[0], grid[-1]):
+            edge.append(f"{part}/{method} ({'largest' if float(lr) == grid[-1] else 'smallest'})")
+    if not edge:
+        return "Every chosen rate lies inside its grid."
+    return (
+        "At an end of its grid (the search did not bracket the best rate; a rate beyond it was not tried): "
+        + ", ".join(edge)
+        + "."
+    )
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -684,6 +706,8 @@ def document(
     lines += [
         "",
         "Chosen: " + (", ".join(f"{p}/{m} {_lr_text(lr)}" for (p, m), lr in sorted(winners.items())) or "none"),
+        "",
+        edge_note(lr_rows, winners),
         "",
         base_markdown(all_runs, main_runs),
         "## Verdicts",

@@ -376,3 +376,20 @@ def test_a_broken_command_stops_the_stage_and_queued_commands_never_start(monkey
     with pytest.raises(subprocess.CalledProcessError):
         report_study.run_all(cmds, jobs=2, dry_run=False)
     assert "method=bad" in started and len(started) < 5, started
+
+
+def test_the_search_reads_seed_0_of_the_searched_criterion_only(tmp_path):
+    """Main-grid runs at the chosen rate (other seeds, other pruning criteria) share the search's
+    overrides; they must not enter the search table or move its winner."""
+    arm, other = "PrunedLoRA obs_gradient 16->8", "PrunedLoRA magnitude 16->8"
+    write(tmp_path, arm, 0, 0.1, 1e-4, heldout=0.30)
+    write(tmp_path, arm, 0, 0.1, 1e-3, heldout=0.20)
+    write(tmp_path, arm, 1, 0.1, 1e-3, heldout=0.90)  # seed 1 of the main grid
+    write(tmp_path, other, 0, 0.1, 1e-3, heldout=0.90)  # another criterion of the main grid
+    winners, rows = report_study.pick_rates(report_study.load_runs(tmp_path))
+    assert [(r[1], r[2], r[4]) for r in rows] == [("prunedlora", 1e-4, 0.30), ("prunedlora", 1e-3, 0.20)]
+    assert winners == {("asdiv", "prunedlora"): 1e-4}
+    assert "asdiv/prunedlora (smallest)" in report_study.edge_note(rows, winners)
+    assert report_study.edge_note(rows + [("asdiv", "prunedlora", 1e-5, "success", 0.1)], winners).startswith(
+        "Every chosen rate lies inside"
+    )
