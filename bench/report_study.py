@@ -19,7 +19,9 @@ smoke test runs the whole chain with model=tiny-llama and a few steps); PART:KEY
 sentiment:...) to that part's commands only.
 
 Verdicts compare arms (a set of runs over seeds) by their primary metric: the difference of means
-against the seed-to-seed spread, max(std_a, std_b) with ddof=1. "better": supported when
+against the spread, the larger of the seed-to-seed spread max(std_a, std_b) (ddof=1) and the test
+set's standard error of the difference, sqrt((p_a(1-p_a) + p_b(1-p_b)) / n) for n test items (every
+seed is scored on the same items, so more seeds do not shrink it). "better": supported when
 mean_a - mean_b > spread. "competitive" (same or better): supported when mean_a - mean_b >= -spread.
 Otherwise "not supported by the data". With fewer than two seeds on either side there is no spread
 and no verdict. "cheaper": train time and peak memory both lower by more than their spreads.
@@ -378,8 +380,12 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
     numbers = f"{ma:.4f} ± {sa:.4f} (n={na}) vs {mb:.4f} ± {sb:.4f} (n={nb})"
     if na < 2 or nb < 2:
         return numbers, "no spread with one seed"
-    diff, spread = ma - mb, max(sa, sb)
-    numbers += f"; Δ {diff:+.4f}, spread {spread:.4f}"
+    diff, seeds = ma - mb, max(sa, sb)
+    se, items = test_set_se(ma, mb, a + b)
+    spread = max(seeds, se)
+    numbers += f"; Δ {diff:+.4f}, spread {spread:.4f} (seeds {seeds:.4f}" + (
+        f", test-set SE of Δ {se:.4f} at n={items})" if items else ")"
+    )
     if claim.kind == "better":
         if diff > spread:
             return numbers, "supported (the difference exceeds the spread)"
@@ -389,6 +395,20 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
     if diff >= -spread:
         return numbers, "supported (not worse beyond the spread)" + (" and better" if diff > spread else "")
     return numbers, "not supported by the data (worse beyond the spread)"
+
+
+def test_set_se(ma: float, mb: float, runs: list[dict]) -> tuple[float, int]:
+    """(standard error of the difference of two proportions, test items) on the test split the
+    runs share. Every seed is scored on the same items, so this error does not shrink with seeds:
+    with 100 ASDiv problems, 0.02 against 0.05 is 2 against 5 answers. 0 where the score is not a
+    proportion or the item count is unknown."""
+    items = [(r["metrics"].get("eval") or {}).get("n") for r in runs]
+    if not items or any(not isinstance(n, int) or n <= 0 for n in items):
+        return 0.0, 0
+    n = min(items)
+    if not all(0.0 <= m <= 1.0 for m in (ma, mb)):
+        return 0.0, 0
+    return math.sqrt((ma * (1 - ma) + mb * (1 - mb)) / n), n
 
 
 def pick_rates(lr_runs: list[dict]) -> tuple[dict, list[tuple]]:
@@ -519,7 +539,11 @@ DATA_MD = """## Data: what is trained on and what is scored
 Nothing is chosen on a test split: the search reads only `eval.heldout`.
 """
 RULES_MD = """Verdict rules (bench/report_study.py): per claim, the mean over seeds of each arm's primary metric
-and the seed-to-seed spread, the larger of the two arms' standard deviations (ddof=1). *better* is
+and the spread: the larger of the seed-to-seed spread (the larger of the two arms' standard
+deviations, ddof=1) and the test set's standard error of the difference, sqrt((p_a(1-p_a) +
+p_b(1-p_b)) / n) for a score that is a proportion over n test items (every seed is scored on the
+same items, so more seeds do not shrink it: on 100 ASDiv problems, 0.02 against 0.05 is 2 against
+5 answers, 1.2 standard errors of 0.026 apart). *better* is
 supported when the difference exceeds the spread; *competitive* (same or better) when arm a is not
 worse by more than the spread; *cheaper* when train time and peak memory are both lower by more than
 their spreads; *allocation* when the share of L1RA's final rank held by the feed-forward layers and
@@ -713,7 +737,8 @@ def document(
         "## Verdicts",
         "",
         "Each claim compares the mean over seeds of the primary metric on the test split; the spread is the "
-        "larger of the two arms' seed standard deviations (ddof=1). A claim the data do not support says so.",
+        "larger of the two arms' seed standard deviations (ddof=1) and the test set's standard error of the "
+        "difference (rules above). A claim the data do not support says so.",
         "",
         verdict_markdown(main_runs, winners),
         report_md,

@@ -30,8 +30,10 @@ def write(
     memory_gb=1.0,
     rank_pattern=None,
     status="success",
+    items=10**6,
 ):
-    """A result of one arm of the study (its --where filters turned into config values)."""
+    """A result of one arm of the study (its --where filters turned into config values). `items`:
+    the test split's size; a million keeps the test-set error out of the seed-spread tests."""
     a = ARMS[arm]
     r = copy.deepcopy(BASE)
     r["config"]["seed"] = seed
@@ -51,7 +53,7 @@ def write(
     r["metrics"]["eval"] = {
         "primary": "acc",
         "acc": score,
-        "n": 10,
+        "n": items,
         **({"heldout": {"acc": heldout, "n": 5}} if heldout is not None else {}),
     }
     r["method_report"] = {"rank_pattern": rank_pattern} if rank_pattern else {}
@@ -393,3 +395,24 @@ def test_the_search_reads_seed_0_of_the_searched_criterion_only(tmp_path):
     assert report_study.edge_note(rows + [("asdiv", "prunedlora", 1e-5, "success", 0.1)], winners).startswith(
         "Every chosen rate lies inside"
     )
+
+
+def test_a_difference_within_the_test_sets_sampling_error_is_not_a_verdict(tmp_path):
+    """0.02 against 0.04 on 100 problems (2 against 4 answers): the seed spread (0.01) would call
+    it worse; the standard error of the difference on 100 shared items,
+    sqrt((0.02*0.98 + 0.04*0.96) / 100) = 0.0241, does not."""
+    claim = next(c for c in CLAIMS if c.text == "the OBS-gradient criterion beats magnitude pruning at 16->8")
+    for seed, a in enumerate([0.02, 0.03, 0.01]):
+        write(tmp_path, "PrunedLoRA obs_gradient 16->8", seed, a, 1e-3, items=100)
+        write(tmp_path, "PrunedLoRA magnitude 16->8", seed, 0.04, 1e-3, items=100)
+    runs = report_study.load_runs(tmp_path)
+    arm = lambda name: [r for r in runs if r["config"]["method"]["criterion"] == name]  # noqa: E731
+    numbers, verdict = report_study.judge(claim, arm("obs_gradient"), arm("magnitude"))
+    assert "Δ -0.0200, spread 0.0241 (seeds 0.0100, test-set SE of Δ 0.0241 at n=100)" in numbers, numbers
+    assert verdict == "not supported by the data (within the spread)"
+    # the same runs scored on a million items: the seed spread decides, and -0.02 is beyond it
+    many = copy.deepcopy(runs)
+    for r in many:
+        r["metrics"]["eval"]["n"] = 10**6
+    arm = lambda name: [r for r in many if r["config"]["method"]["criterion"] == name]  # noqa: E731
+    assert report_study.judge(claim, arm("obs_gradient"), arm("magnitude"))[1].endswith("(worse beyond the spread)")
