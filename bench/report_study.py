@@ -285,10 +285,11 @@ def base_markdown(runs: list[dict], main_runs: list[dict]) -> str:
         "",
         "One job per part evaluates the model before any training (`eval.base=true`; "
         + " ".join(f"`{o}`" for o in BASE_OVERRIDES)
-        + "). The tuned column is the range of the main grids' runs on the test split.",
+        + "). The tuned columns are the ranges over the main grids' runs.",
         "",
-        "| part | metric | base, test | base, held-out | base held-out answer loss | tuned runs, test (min–max) |",
-        "|---|---|---|---|---|---|",
+        "| part | metric | base, test | base, held-out | base held-out answer loss | tuned runs, test (min–max) "
+        "| tuned runs, held-out answer loss (min–max) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for part, task in TASKS.items():
         base = [r for r in runs if is_base_run(r) and r["config"]["task"]["name"] == task and r["status"] == "success"]
@@ -299,8 +300,13 @@ def base_markdown(runs: list[dict], main_runs: list[dict]) -> str:
         ]
         tuned = [t for t in tuned if t is not None]
         span = f"{min(tuned):.3f}–{max(tuned):.3f} (n={len(tuned)})" if tuned else "–"
+        losses = [
+            heldout_answer_nll(r) for r in main_runs if r["config"]["task"]["name"] == task and r["status"] == "success"
+        ]
+        losses = [v for v in losses if math.isfinite(v)]
+        span += f" | {min(losses):.3f}–{max(losses):.3f}" if losses else " | –"
         if not base:
-            lines.append(f"| {part} | – | not run | – | – | {span} |")
+            lines.append(f"| {part} | – | not run | – | – | {span} |")  # span holds the two tuned cells
             continue
         ev = base[0]["metrics"]["eval_base"]
         held = ev.get("heldout") or {}
@@ -341,6 +347,16 @@ def receiver_share(pattern: dict) -> tuple[float, float]:
     return (sum(pattern[n] for n in recv) / total if total else math.nan), len(recv) / len(pattern)
 
 
+def rank_moves(method_report: dict) -> tuple[int, int]:
+    """(ranks pruned, ranks reassigned) over a dynamic-rank run's events: (0, 0) means its final
+    pattern is its initial one, so it says nothing about where freed ranks go."""
+    pruned = reassigned = 0
+    for event in method_report.get("events") or []:
+        pruned += sum(int(v) for v in (event.get("pruned") or {}).values() if isinstance(v, (int, float)))
+        reassigned += sum(int(v) for v in (event.get("reassigned") or {}).values() if isinstance(v, (int, float)))
+    return pruned, reassigned
+
+
 def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
     """(numbers, verdict) of one claim from the runs of its arms."""
     if not a or (claim.kind != "allocation" and not b):
@@ -356,6 +372,12 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
         final, sd, n = _stats([s[0] for s in shares])
         start = statistics.mean(s[1] for s in shares)
         numbers = f"final share {final:.3f} ± {sd:.3f} (n={n}) vs {start:.3f} at the start (uniform)"
+        logged = [r for r in a if "events" in r["method_report"]]  # runs that report their rank updates
+        if logged and len(logged) == len(a) and all(rank_moves(r["method_report"]) == (0, 0) for r in logged):
+            events = sum(len(r["method_report"].get("events") or []) for r in a)
+            return numbers + f"; {events} rank-update events, none pruned or reassigned a rank", (
+                "not tested: no rank moved in these runs (training too short for the method's pruning to act)"
+            )
         if n < 2:
             return numbers, "no spread with one seed"
         return numbers, "supported" if final - start > sd else "not supported by the data"

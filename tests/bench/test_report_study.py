@@ -416,3 +416,21 @@ def test_a_difference_within_the_test_sets_sampling_error_is_not_a_verdict(tmp_p
         r["metrics"]["eval"]["n"] = 10**6
     arm = lambda name: [r for r in many if r["config"]["method"]["criterion"] == name]  # noqa: E731
     assert report_study.judge(claim, arm("obs_gradient"), arm("magnitude"))[1].endswith("(worse beyond the spread)")
+
+
+def test_allocation_is_not_tested_when_no_rank_moved(tmp_path):
+    """L1RA runs whose rank-update events pruned nothing end with the uniform pattern they started
+    with: that says nothing about where freed ranks go, so the verdict is "not tested", not "not
+    supported"; one event that moved ranks brings the ordinary rule back."""
+    claim = next(c for c in CLAIMS if c.kind == "allocation")
+    modules = [f"model.layers.{i}.{m}" for i in range(2) for m in ("self_attn.q_proj", "mlp.up_proj")]
+    for seed in range(3):
+        write(tmp_path, "L1RA r=8 all-linear", seed, 0.8, 1e-3, rank_pattern={m: 8 for m in modules})
+    runs = report_study.load_runs(tmp_path)
+    for r in runs:
+        r["method_report"]["events"] = [{"step": 6, "pruned": {}, "reassigned": {}}] * 9
+    numbers, verdict = report_study.judge(claim, runs, [])
+    assert verdict.startswith("not tested: no rank moved") and "27 rank-update events" in numbers
+    runs[0]["method_report"]["events"] = [{"step": 6, "pruned": {modules[0]: 2}, "reassigned": {modules[1]: 2}}]
+    assert report_study.rank_moves(runs[0]["method_report"]) == (2, 2)
+    assert not report_study.judge(claim, runs, [])[1].startswith("not tested")
