@@ -347,6 +347,13 @@ def receiver_share(pattern: dict) -> tuple[float, float]:
     return (sum(pattern[n] for n in recv) / total if total else math.nan), len(recv) / len(pattern)
 
 
+def training_peak(result: dict) -> bool:
+    """Whether a run's peak memory covers training alone: CUDA's peak is reset before training; on
+    the CPU only a run that reset the process's peak RSS says so (peak_memory.scope)."""
+    mem = result["metrics"].get("peak_memory") or {}
+    return mem.get("kind") == "cuda" or mem.get("scope") == "training"
+
+
 def rank_moves(method_report: dict) -> tuple[int, int]:
     """(ranks pruned, ranks reassigned) over a dynamic-rank run's events: (0, 0) means its final
     pattern is its initial one, so it says nothing about where freed ranks go."""
@@ -382,7 +389,7 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
             return numbers, "no spread with one seed"
         return numbers, "supported" if final - start > sd else "not supported by the data"
     if claim.kind == "cheaper":
-        parts, ok = [], True
+        parts, ok, memory_unmeasured = [], True, False
         for key, unit in (("train_time_s", "s"), ("peak_memory", "GB")):
 
             def value(r, key=key):
@@ -391,12 +398,23 @@ def judge(claim: Claim, a: list[dict], b: list[dict]) -> tuple[str, str]:
                 mem = r["metrics"].get("peak_memory") or {}
                 return (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None
 
+            if key == "peak_memory" and not all(training_peak(r) for r in a + b):
+                parts.append(
+                    "peak_memory not compared: the CPU peak of these runs is the process's lifetime one "
+                    "(model loading included), not training's"
+                )
+                memory_unmeasured = True
+                continue
             (ma, sa, na), (mb, sb, nb) = _stats([value(r) for r in a]), _stats([value(r) for r in b])
             spread = max(sa, sb)
             parts.append(f"{key.replace('_s', '')} {ma:.3g} vs {mb:.3g} {unit} (Δ {ma - mb:+.3g}, spread {spread:.3g})")
             ok = ok and na > 1 and nb > 1 and mb - ma > spread
         if len(a) < 2 or len(b) < 2:
             return "; ".join(parts), "no spread with one seed"
+        if memory_unmeasured:
+            return "; ".join(parts), (
+                "time: " + ("supported" if ok else "not supported by the data") + "; memory: not tested here"
+            )
         return "; ".join(parts), "supported" if ok else "not supported by the data"
     (ma, sa, na), (mb, sb, nb) = _stats([score(r) for r in a]), _stats([score(r) for r in b])
     numbers = f"{ma:.4f} ± {sa:.4f} (n={na}) vs {mb:.4f} ± {sb:.4f} (n={nb})"

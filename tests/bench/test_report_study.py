@@ -31,6 +31,7 @@ def write(
     rank_pattern=None,
     status="success",
     items=10**6,
+    memory_scope="training",
 ):
     """A result of one arm of the study (its --where filters turned into config values). `items`:
     the test split's size; a million keeps the test-set error out of the seed-spread tests."""
@@ -49,7 +50,9 @@ def write(
             )
     r["config"]["method"] = method
     r["config"]["eval"]["base"] = False  # as the study's presets: only its base jobs evaluate the base model
-    r["metrics"].update(train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9})
+    r["metrics"].update(
+        train_time_s=time_s, peak_memory={"kind": "cpu_rss", "rss_bytes": memory_gb * 1e9, "scope": memory_scope}
+    )
     r["metrics"]["eval"] = {
         "primary": "acc",
         "acc": score,
@@ -434,3 +437,17 @@ def test_allocation_is_not_tested_when_no_rank_moved(tmp_path):
     runs[0]["method_report"]["events"] = [{"step": 6, "pruned": {modules[0]: 2}, "reassigned": {modules[1]: 2}}]
     assert report_study.rank_moves(runs[0]["method_report"]) == (2, 2)
     assert not report_study.judge(claim, runs, [])[1].startswith("not tested")
+
+
+def test_cost_claims_do_not_compare_a_process_lifetime_cpu_peak(tmp_path):
+    """Runs whose CPU peak RSS covers the whole process (model loading included) say nothing about
+    training memory: the claim is judged on time and says memory was not tested."""
+    claim = next(c for c in CLAIMS if c.text == "cLA trains in less time and memory than LoRA at the same rank")
+    for seed in range(3):
+        write(tmp_path, "cLA r=16", seed, 0.3, 1e-3, time_s=5.0 + seed / 10, memory_gb=1.0, memory_scope="process")
+        write(tmp_path, "LoRA r=16", seed, 0.3, 1e-3, time_s=9.0 + seed / 10, memory_gb=1.0, memory_scope="process")
+    runs = report_study.load_runs(tmp_path)
+    a = [r for r in runs if r["config"]["method"]["name"] == "cla"]
+    b = [r for r in runs if r["config"]["method"]["name"] == "lora"]
+    numbers, verdict = report_study.judge(claim, a, b)
+    assert verdict == "time: supported; memory: not tested here" and "peak_memory not compared" in numbers
