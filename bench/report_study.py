@@ -347,6 +347,18 @@ def receiver_share(pattern: dict) -> tuple[float, float]:
     return (sum(pattern[n] for n in recv) / total if total else math.nan), len(recv) / len(pattern)
 
 
+def memory_note(runs: list[dict]) -> str:
+    lifetime = sum(not training_peak(r) for r in runs)
+    if not lifetime:
+        return ""
+    return (
+        f"\n**Peak memory below is not training memory** for {lifetime} of {len(runs)} runs: their CPU peak RSS is "
+        "the process's lifetime peak, model loading included (`peak_memory.scope` absent or `process`; the "
+        "runner resets it before training since this was found). Compare memory on the GPU figures "
+        "(docs/performance.md) instead.\n"
+    )
+
+
 def training_peak(result: dict) -> bool:
     """Whether a run's peak memory covers training alone: CUDA's peak is reset before training; on
     the CPU only a run that reset the process's peak RSS says so (peak_memory.scope)."""
@@ -781,6 +793,7 @@ def document(
         "difference (rules above). A claim the data do not support says so.",
         "",
         verdict_markdown(main_runs, winners),
+        memory_note(main_runs),
         report_md,
         "## Time, measured",
         "",
