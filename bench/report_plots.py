@@ -48,7 +48,8 @@ def front(xs: list[float], ys: list[float], higher: bool) -> list[int]:
 
 def _variant(sparsity, setting) -> str:
     """What tells points (or grids) of one method apart: s=0.75, r=16, ..."""
-    return " ".join(([f"s={sparsity}"] if sparsity != "–" else []) + ([str(setting)] if setting else []))
+    shown = f"{sparsity:.3g}" if isinstance(sparsity, float) else sparsity
+    return " ".join(([f"s={shown}"] if sparsity != "–" else []) + ([str(setting)] if setting else []))
 
 
 def _order(key: tuple) -> tuple:
@@ -88,7 +89,9 @@ def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
             if xs:
                 keep = front(xs, ys, higher)
                 ax.plot([xs[i] for i in keep], [ys[i] for i in keep], "--", color="grey", linewidth=1)
-            ax.set_xscale("log" if log else "linear")
+            # a log axis over less than a decade labels its minor ticks on top of each other
+            wide = bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 10
+            ax.set_xscale("log" if log and wide else "linear")
             ax.set_xlabel(label)
             ax.set_ylabel(f"{metric} ({'higher' if higher else 'lower'} is better)", fontsize=8)
             ax.set_title(f"{model} / {task}", fontsize=9)
