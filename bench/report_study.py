@@ -484,14 +484,20 @@ def pick_rates(lr_runs: list[dict]) -> tuple[dict, list[tuple]]:
     return winners, rows
 
 
-def edge_note(lr_rows: list[tuple], winners: dict) -> str:
-    """Name the winners at an end of the grid they were searched over: the best rate may lie
-    beyond it, and the reader should know the search did not bracket it."""
-    edge = []
+def edge_pairs(lr_rows: list[tuple], winners: dict) -> dict:
+    """{(part, method): "largest" | "smallest"} for each winner at an end of its search grid."""
+    out = {}
     for (part, method), lr in sorted(winners.items()):
         grid = sorted(float(r[2]) for r in lr_rows if r[:2] == (part, method))
         if len(grid) > 1 and float(lr) in (grid[0], grid[-1]):
-            edge.append(f"{part}/{method} ({'largest' if float(lr) == grid[-1] else 'smallest'})")
+            out[(part, method)] = "largest" if float(lr) == grid[-1] else "smallest"
+    return out
+
+
+def edge_note(lr_rows: list[tuple], winners: dict) -> str:
+    """Name the winners at an end of the grid they were searched over: the best rate may lie
+    beyond it, and the reader should know the search did not bracket it."""
+    edge = [f"{p}/{m} ({end})" for (p, m), end in edge_pairs(lr_rows, winners).items()]
     if not edge:
         return "Every chosen rate lies inside its grid."
     return (
@@ -683,15 +689,40 @@ at their neutral value 0.
 """
 
 
-def verdict_markdown(main_runs: list[dict], winners: dict) -> str:
-    lines = ["| paper | claim | arms | numbers | verdict |", "|---|---|---|---|---|"]
+def verdict_markdown(main_runs: list[dict], winners: dict, edge: dict | None = None) -> str:
+    """The verdict table; `edge`: the (part, method) pairs whose chosen rate is at an end of its grid."""
+    lines = ["| paper | claim | arms | numbers | verdict | caveats |", "|---|---|---|---|---|---|"]
     for c in CLAIMS:
         a, b = ARMS[c.a], ARMS.get(c.b)
         runs_a = arm_runs(main_runs, a, _rate(winners, a))
         runs_b = arm_runs(main_runs, b, _rate(winners, b)) if b else []
         numbers, verdict = judge(c, runs_a, runs_b)
-        lines.append(f"| {c.paper} | {c.text} | {c.a}{' vs ' + c.b if c.b else ''} | {numbers} | {verdict} |")
+        notes = caveats(c, verdict, numbers, [(a, runs_a), (b, runs_b)] if b else [(a, runs_a)], edge or {})
+        lines.append(
+            f"| {c.paper} | {c.text} | {c.a}{' vs ' + c.b if c.b else ''} | {numbers} | {verdict} | "
+            f"{'; '.join(notes) or '–'} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def caveats(claim: Claim, verdict: str, numbers: str, arms: list, edge: dict) -> list[str]:
+    """What limits a verdict beyond its numbers: a dynamic-rank arm that moved no rank (it trained
+    as gated LoRA), an arm whose rate sits at an end of its search grid, a difference that clears
+    the spread by less than half of it."""
+    notes = []
+    for arm, runs in arms:
+        logged = [r for r in runs if "events" in r["method_report"]]
+        if claim.kind != "allocation" and logged and all(rank_moves(r["method_report"]) == (0, 0) for r in logged):
+            notes.append(f"{arm.name} moved no rank: it trained as gated LoRA, not as its method")
+        if (arm.part, arm.method) in edge:
+            notes.append(f"{arm.name}'s rate is the {edge[(arm.part, arm.method)]} of its grid")
+    m = re.search(r"Δ ([+-][0-9.]+), spread ([0-9.]+)", numbers)
+    says_different = any(k in verdict for k in ("exceeds the spread", "and better", "(worse beyond the spread)"))
+    if m and says_different:
+        diff, spread = abs(float(m.group(1))), float(m.group(2))
+        if spread > 0 and diff < 1.5 * spread:
+            notes.append(f"marginal: |Δ| is {diff / spread:.2f} spreads")
+    return notes
 
 
 def _rate(winners: dict, arm: Arm) -> str | None:
@@ -792,7 +823,10 @@ def document(
         "larger of the two arms' seed standard deviations (ddof=1) and the test set's standard error of the "
         "difference (rules above). A claim the data do not support says so.",
         "",
-        verdict_markdown(main_runs, winners),
+        verdict_markdown(main_runs, winners, edge_pairs(lr_rows, winners)),
+        "The main table's `≈` (below) uses the seed spread only, as bench.report does for any sweep; the "
+        "verdicts above also count the test set's standard error, so a cell without `≈` can still be "
+        "within a verdict's spread.",
         memory_note(main_runs),
         report_md,
         "## Time, measured",
@@ -810,15 +844,23 @@ def _when(stamp: str):
 
 
 def runs_commits(runs: list[dict]) -> str:
-    """The code version(s) behind the runs: one commit, or each with its count (a mixed study says so)."""
+    """The code version(s) behind the runs: one commit, or each with its count and the files that
+    differ between them (a mixed study says so, and says what the difference is)."""
     from collections import Counter
 
     counts = Counter(
-        ((r.get("provenance") or {}).get("git_commit") or "unknown")[:10]
-        + (" (dirty)" if (r.get("provenance") or {}).get("git_dirty") else "")
+        ((r.get("provenance") or {}).get("git_commit") or "unknown", bool((r.get("provenance") or {}).get("git_dirty")))
         for r in runs
     )
-    return ", ".join(f"{c} ({n} runs)" for c, n in counts.most_common()) or "no runs"
+    text = ", ".join(f"{c[:10]}{' (dirty)' if d else ''} ({n} runs)" for (c, d), n in counts.most_common())
+    commits = [c for c, _ in counts if c != "unknown"]
+    if len(set(commits)) > 1:
+        diff = subprocess.run(
+            ["git", "diff", "--name-only", commits[0], *commits[1:2]], capture_output=True, text=True
+        ).stdout.split()
+        if diff:
+            text += f"; files that differ between {commits[0][:10]} and {commits[1][:10]}: {', '.join(diff)}"
+    return text or "no runs"
 
 
 def study_span_markdown(runs: list[dict]) -> str:

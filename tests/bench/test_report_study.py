@@ -451,3 +451,27 @@ def test_cost_claims_do_not_compare_a_process_lifetime_cpu_peak(tmp_path):
     b = [r for r in runs if r["config"]["method"]["name"] == "lora"]
     numbers, verdict = report_study.judge(claim, a, b)
     assert verdict == "time: supported; memory: not tested here" and "peak_memory not compared" in numbers
+
+
+def test_caveats_name_an_idle_dynamic_rank_arm_an_edge_rate_and_a_marginal_difference(tmp_path):
+    claim = next(c for c in CLAIMS if c.text == "L1RA scores the same or better than LoRA at the same total rank")
+    for seed in range(3):
+        write(tmp_path, "L1RA r=8 all-linear", seed, 0.86 + seed / 100, 1e-3)
+        write(tmp_path, "LoRA r=8 all-linear", seed, 0.85 + seed / 100, 1e-3)
+    runs = report_study.load_runs(tmp_path)
+    l1ra = [r for r in runs if r["config"]["method"]["name"] == "l1ra"]
+    lora = [r for r in runs if r["config"]["method"]["name"] == "lora"]
+    for r in l1ra:
+        r["method_report"]["events"] = [{"step": 6, "pruned": {}, "reassigned": {}}]
+    a, b = ARMS[claim.a], ARMS[claim.b]
+    numbers, verdict = report_study.judge(claim, l1ra, lora)
+    notes = report_study.caveats(claim, verdict, numbers, [(a, l1ra), (b, lora)], {("sentiment", "l1ra"): "largest"})
+    assert "L1RA r=8 all-linear moved no rank: it trained as gated LoRA, not as its method" in notes
+    assert "L1RA r=8 all-linear's rate is the largest of its grid" in notes
+    assert not any(n.startswith("marginal") for n in notes), "a 'not worse' verdict claims no difference"
+    # a difference that clears the spread by less than half of it is marginal; one at 2 spreads is not
+    better = "supported (the difference exceeds the spread)"
+    assert report_study.caveats(claim, better, "Δ +0.0267, spread 0.0253 (seeds", [], {}) == [
+        "marginal: |Δ| is 1.06 spreads"
+    ]
+    assert report_study.caveats(claim, better, "Δ +0.0500, spread 0.0250 (seeds", [], {}) == []
