@@ -856,10 +856,12 @@ def runs_commits(runs: list[dict]) -> str:
     commits = [c for c, _ in counts if c != "unknown"]
     if len(set(commits)) > 1:
         diff = subprocess.run(
-            ["git", "diff", "--name-only", commits[0], *commits[1:2]], capture_output=True, text=True
+            ["git", "diff", "--name-only", commits[0], commits[1], "--", "*.py", "*.yaml", "*.toml", "*.txt"],
+            capture_output=True,
+            text=True,
         ).stdout.split()
         if diff:
-            text += f"; files that differ between {commits[0][:10]} and {commits[1][:10]}: {', '.join(diff)}"
+            text += f"; code and config files that differ between {commits[0][:10]} and {commits[1][:10]}: {', '.join(diff)}"
     return text or "no runs"
 
 
