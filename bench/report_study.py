@@ -40,6 +40,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -843,6 +844,13 @@ def _when(stamp: str):
     return datetime.fromisoformat(stamp)
 
 
+def _job_span(result: dict):
+    """(start, end) of a job from its result.json, None where either is missing."""
+    if not (result.get("started_at") and result.get("finished_at")):
+        return None
+    return _when(result["started_at"]), _when(result["finished_at"])
+
+
 def runs_commits(runs: list[dict]) -> str:
     """The code version(s) behind the runs: one commit, or each with its count and the files that
     differ between them (a mixed study says so, and says what the difference is)."""
@@ -869,9 +877,7 @@ def study_span_markdown(runs: list[dict]) -> str:
     """The time with at least one job running (the union of the jobs' start-end intervals), read from
     the runs themselves: it survives a resumed study or a regenerated report and leaves out the idle
     time between two invocations; the first-start-to-last-end span is given beside it."""
-    spans = sorted(
-        (_when(r["started_at"]), _when(r["finished_at"])) for r in runs if r.get("started_at") and r.get("finished_at")
-    )
+    spans = sorted(span for span in map(_job_span, runs) if span)
     if not spans:
         return "unknown (no run records its start and end)"
     busy_s, (open_at, close_at) = 0.0, spans[0]
@@ -895,12 +901,13 @@ def timing_markdown(runs: list[dict]) -> str:
     """Per part and method: jobs, and the mean job wall, train and evaluation seconds."""
     rows, unfinished = {}, 0
     for r in runs:
-        if r.get("status") != "success" or not (r.get("started_at") and r.get("finished_at")):
+        span = _job_span(r)
+        if r.get("status") != "success" or not span:
             unfinished += 1  # a failed job's times describe no complete job
             continue
         part = next((p for p, t in TASKS.items() if t == r["config"]["task"]["name"]), "?")
         m = r.get("metrics") or {}
-        wall = (_when(r["finished_at"]) - _when(r["started_at"])).total_seconds()
+        wall = (span[1] - span[0]).total_seconds()
         method = "base model (1 step)" if is_base_run(r) else r["config"]["method"]["name"]
         rows.setdefault((part, method), []).append(
             (wall, m.get("train_time_s"), m.get("eval_time_s"), m.get("step_time_p50_s"))
@@ -908,11 +915,11 @@ def timing_markdown(runs: list[dict]) -> str:
 
     def mean(values):
         values = [v for v in values if v is not None]
-        return f"{sum(values) / len(values):.0f}" if values else "–"
+        return f"{statistics.mean(values):.0f}" if values else "–"
 
     def p50(values):
         values = [v for v in values if v is not None]
-        return f"{sorted(values)[len(values) // 2]:.2f}" if values else "–"
+        return f"{statistics.median_high(values):.2f}" if values else "–"
 
     lines = [
         "Every successful job of the study (search, base and main grids), read from its result.json: wall is the job's "
@@ -933,8 +940,6 @@ def timing_markdown(runs: list[dict]) -> str:
 
 
 def run(args, extra: list[str]) -> int:
-    import time
-
     t0 = time.perf_counter()
     root = Path(args.root)
     run_all(commands(root, extra, args.jobs, None, args.lr_grid, None), args.jobs, args.dry_run)
@@ -988,8 +993,6 @@ def run_all(cmds: list[list[str]], jobs: int, dry_run: bool) -> None:
         for cmd in cmds:
             _call(cmd, dry_run)
         return
-    import time
-
     # Hydra names a sweep's directory by the second it starts: two commands starting together
     # would share it, so each gets its own
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
