@@ -253,9 +253,20 @@ def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
-def run_hash(cfg_dict: dict) -> str:
-    """Stable hash of everything that changes what a run computes."""
+# How a step's loss is reduced where a step is split (grad_accum > 1 or several processes): the mean
+# over all of the step's loss tokens (bench/train.py). Such runs carry it in their hash, so that a
+# result computed with another reduction (the mean of micro-batch means) is never taken for theirs.
+SPLIT_STEP_LOSS = "token-mean-over-step"
+
+
+def run_hash(cfg_dict: dict, world: int = 1) -> str:
+    """Stable hash of everything that changes what a run computes; `world` processes train on
+    `world` times the per-device batch, a different run from one process."""
     payload = {k: v for k, v in cfg_dict.items() if k not in HASH_EXCLUDE}
+    if world > 1:
+        payload["_world_size"] = world
+    if world > 1 or (cfg_dict.get("train") or {}).get("grad_accum", 1) > 1:
+        payload["_split_step_loss"] = SPLIT_STEP_LOSS
     for section, key in HASH_EXCLUDE_KEYS:
         if isinstance(payload.get(section), dict):
             payload[section] = {k: v for k, v in payload[section].items() if k != key}

@@ -40,8 +40,7 @@ def prepare(cfg: DictConfig):
     task.check(cfg)
     config = resolved(cfg)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-    # N processes train on N times the per-device batch: a different run from a single process
-    return method, task, config, run_hash(config if world == 1 else {**config, "_world_size": world})
+    return method, task, config, run_hash(config, world)
 
 
 def build(node):

@@ -4,7 +4,9 @@ accelerate places the model and runs mixed precision and, under `accelerate laun
 `torchrun`, data parallelism: every process draws the same global micro-batch and trains on its
 slice, DDP averages the gradients, and the logged loss and token counts are reduced over processes.
 Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer step; every
-metric counts optimizer steps. The batch order is a pure function of (seed, epoch), so a resumed
+metric counts optimizer steps. A step's loss is the mean over all loss tokens of its micro-batches
+and processes (each micro-batch weighted by its share of them), so two micro-batches of 2 train as
+one batch of 4 does; a method's `extra_loss` is added once per step. The batch order is a pure function of (seed, epoch), so a resumed
 run sees exactly the batches an uninterrupted one would have seen.
 """
 
@@ -123,6 +125,17 @@ def batch_indices(n: int, batch_size: int, seed: int, shuffle: bool, start: int 
         epoch, index = epoch + 1, 0
 
 
+def draw_step(batches, examples, task, tokenizer, tcfg, rank: int, device) -> list[dict]:
+    """The `grad_accum` micro-batches of one optimizer step, this process's slice of each, collated
+    and on `device`: drawn together so that the step's loss tokens are counted before any backward."""
+    out = []
+    for _ in range(tcfg.grad_accum):
+        mine = next(batches)[rank * tcfg.batch_size : (rank + 1) * tcfg.batch_size]
+        collated = task.collate([examples[i] for i in mine], tokenizer=tokenizer)
+        out.append({k: v.to(device) for k, v in collated.items()})
+    return out
+
+
 def _agree(accelerator, flag: bool) -> bool:
     """True on every process if it is True on any (so that all stop at the same step)."""
     if accelerator.num_processes == 1:
@@ -220,28 +233,32 @@ def train(ctx: TrainContext) -> TrainResult:
             # Gradients are cleared here, not after the step, so that after_step can still read
             # them (AdaLoRA scores importance from them between optimizer.step and zero_grad).
             optimizer.zero_grad(set_to_none=True)
+            micro_batches = draw_step(batches, examples, task, tokenizer, tcfg, rank, device)
+            # The step's loss is the mean over all of its loss tokens, on every process: each
+            # micro-batch's mean loss is weighted by its share of the step's tokens, so that how the
+            # batch is split (grad_accum, processes) does not change what is trained. DDP averages
+            # gradients over processes, hence the factor `world`.
+            counts = [torch.as_tensor(task.loss_tokens(b), device=device, dtype=torch.long) for b in micro_batches]
+            step_loss_tokens = torch.stack(counts).sum()
+            global_tokens = step_loss_tokens if world == 1 else accelerator.reduce(step_loss_tokens.clone(), "sum")
+            shares = [c.float() * world / global_tokens.clamp(min=1).float() for c in counts]
             step_loss = torch.zeros((), device=device)
             step_extra = None
             step_tokens = torch.zeros((), device=device, dtype=torch.long)
-            step_loss_tokens = torch.zeros((), device=device, dtype=torch.long)
-            for micro in range(tcfg.grad_accum):
-                mine = next(batches)[rank * tcfg.batch_size : (rank + 1) * tcfg.batch_size]
-                batch = {
-                    k: v.to(device) for k, v in task.collate([examples[i] for i in mine], tokenizer=tokenizer).items()
-                }
+            for micro, (batch, share) in enumerate(zip(micro_batches, shares)):
                 last = micro == tcfg.grad_accum - 1
                 # prepare() already wraps forward in autocast when mixed precision is on
                 with accelerator.no_sync(model) if not last else nullcontext():
                     out = model(**batch)
                     loss = out.loss
+                    # a regulariser keeps its per-step meaning: added once per step in all
                     extra = method.extra_loss(raw_model, step)
-                    total = loss if extra is None else loss + extra
-                    accelerator.backward(total / tcfg.grad_accum)
-                step_loss += loss.detach().float() / tcfg.grad_accum
+                    weighted = loss * share
+                    accelerator.backward(weighted if extra is None else weighted + extra / tcfg.grad_accum)
+                step_loss += weighted.detach().float() / world
                 if extra is not None:
                     step_extra = (step_extra or 0.0) + extra.detach().float() / tcfg.grad_accum
                 step_tokens += batch["attention_mask"].sum()
-                step_loss_tokens += task.loss_tokens(batch)
             method.after_backward(raw_model, step)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             method.before_optimizer_step(raw_model, step, optimizer)
@@ -258,10 +275,10 @@ def train(ctx: TrainContext) -> TrainResult:
                 if change != PARAMETERS_REPLACED:  # the method did not carry the optimizer state itself
                     optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
                     scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)
-            if world > 1:  # logged numbers are global: loss averaged, tokens summed over processes
-                step_loss = accelerator.reduce(step_loss, "mean")
+            if world > 1:  # logged numbers are global: each process holds its tokens' share of the loss
+                step_loss = accelerator.reduce(step_loss, "sum")
                 step_tokens = accelerator.reduce(step_tokens, "sum")
-                step_loss_tokens = accelerator.reduce(step_loss_tokens, "sum")
+                step_loss_tokens = global_tokens
             dt = clock.stop()
 
             # The no-gradient guard rides on the step's one host sync. It judges the whole trainable

@@ -50,6 +50,91 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     assert two["metrics"]["train_tokens"] > one["metrics"]["train_tokens"]
 
 
+def adapter_tensors(run_root):
+    from safetensors.torch import load_file
+
+    (path,) = run_root.rglob("adapter_model.safetensors")
+    return load_file(path)
+
+
+# L1RA with the penalty form of its L1 term: a regulariser (extra_loss) beside the task loss. No
+# adapter dropout: its masks are drawn per micro-batch, so they differ between the two splits.
+SPLIT_CASES = {
+    "lora": ("method=lora", "method.dropout=0"),
+    "l1ra": ("method=l1ra", "method.dropout=0", "method.r=4", "method.l1_mode=penalty", "method.l1_lambda=0.5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLIT_CASES))
+def test_two_micro_batches_train_like_one_batch_of_their_examples(case, tmp_path):
+    """grad_accum 2 x batch 2 and grad_accum 1 x batch 4 see the same four examples per step (the
+    order does not depend on the batch size); ASDiv answers differ in length, so the micro-batches
+    hold different numbers of loss tokens, and only a loss averaged over the step's tokens makes the
+    two runs train alike."""
+    common = (*SPLIT_CASES[case], "train.max_steps=3", "run.save_model=true")
+    _, _, one = run_tiny(tmp_path / "one", *common, "train.batch_size=4")
+    _, _, two = run_tiny(tmp_path / "two", *common, "train.batch_size=2", "train.grad_accum=2")
+    assert one["metrics"]["loss_tokens"] == two["metrics"]["loss_tokens"]
+    assert [h["loss"] for h in two["history"]] == pytest.approx([h["loss"] for h in one["history"]], rel=1e-5)
+    assert [h["grad_norm"] for h in two["history"]] == pytest.approx([h["grad_norm"] for h in one["history"]], rel=1e-4)
+    if case == "l1ra":  # the regulariser is counted once per step, as with one micro-batch
+        assert [h["extra_loss"] for h in two["history"]] == pytest.approx([h["extra_loss"] for h in one["history"]])
+    a, b = adapter_tensors(tmp_path / "one"), adapter_tensors(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for name in a:
+        moved = (a[name] - b[name]).abs().max().item()
+        assert moved <= 1e-5 * max(1.0, a[name].abs().max().item()), name
+
+
+def test_micro_batches_of_unequal_loss_tokens_are_weighted_by_their_share(tmp_path):
+    """The logged loss of a split step is the token mean over the step, not the mean of the two
+    micro-batch means: recomputed here from the examples with the untrained model."""
+    import torch
+
+    from bench import models
+    from bench.run import build
+    from bench.train import batch_indices
+
+    from transformers import set_seed
+
+    cfg = compose(*TINY, "method.dropout=0")
+    task = build(cfg.task)
+    _, tokenizer, _ = models.load(cfg.model)
+    examples, _ = task.train_examples(tokenizer, cfg.train.max_length)
+    lengths = [int(task.loss_tokens(task.collate([e], tokenizer))) for e in examples]
+    # the first seed whose first two single-example micro-batches differ in loss tokens
+    seed, (i, j) = next(
+        (s, pair)
+        for s in range(100)
+        for pair in [next(batch_indices(len(examples), 2, s, True))]
+        if len(set(lengths[k] for k in pair)) == 2
+    )
+    set_seed(seed)  # as the runner does before loading: the same random tiny model
+    model, _, _ = models.load(cfg.model)
+    sums, counts = [], []
+    with torch.no_grad():
+        for k in (i, j):
+            batch = task.collate([examples[k]], tokenizer)
+            sums.append(model(**batch).loss.item() * lengths[k])
+            counts.append(lengths[k])
+    token_mean, mean_of_means = sum(sums) / sum(counts), (sums[0] / counts[0] + sums[1] / counts[1]) / 2
+    split = ("train.batch_size=1", "train.grad_accum=2", "method.dropout=0", f"seed={seed}")
+    _, _, result = run_tiny(tmp_path, "train.max_steps=1", *split)
+    assert result["history"][0]["loss"] == pytest.approx(token_mean, rel=1e-5)
+    assert abs(token_mean - mean_of_means) > 1e-4
+
+
+def test_a_split_step_is_a_new_run_identity():
+    from bench.config import resolved, run_hash
+
+    plain = resolved(compose(*TINY))
+    split = resolved(compose(*TINY, "train.grad_accum=2"))
+    assert run_hash(plain) == run_hash(plain, world=1)
+    # the marker, not only the changed grad_accum, separates it: strip grad_accum and it still differs
+    assert run_hash(split) != run_hash({**split, "train": {**split["train"], "grad_accum": 1}})
+    assert run_hash(plain, world=2) != run_hash({**plain, "_world_size": 2})
+
+
 def test_gradient_checkpointing_runs(tmp_path):
     status, _, result = run_tiny(tmp_path, "train.gradient_checkpointing=true", "train.max_steps=2")
     assert status == "success" and result["config"]["train"]["gradient_checkpointing"] is True
