@@ -51,6 +51,23 @@ REBUILD_OPTIMIZER = Change.REBUILD_OPTIMIZER
 PARAMETERS_REPLACED = Change.PARAMETERS_REPLACED
 
 
+@dataclass(frozen=True)
+class Mechanism:
+    """How far a method's own mechanism (rank moves, pruning, a budget schedule) acted in one run,
+    as `Method.mechanism` reads it from the run's result. A study compares `measure` against a
+    threshold it declares and does not judge a run whose mechanism fell short of it."""
+
+    measure: float  # in [0, 1]; 0: the mechanism did not act
+    name: str  # what `measure` is, e.g. "share of the rank budget moved"
+    evidence: str  # one line with the raw counts, printed next to a verdict
+
+    def __post_init__(self) -> None:
+        measure = float(self.measure)
+        if not 0.0 <= measure <= 1.0:  # NaN fails this too
+            raise ValueError(f"Mechanism.measure={self.measure!r} ({self.name}) must be in [0, 1]")
+        object.__setattr__(self, "measure", measure)
+
+
 def required(hook):
     """Mark a hook every concrete subclass must define (checked when the subclass is defined)."""
     hook.__required_hook__ = True
@@ -338,6 +355,15 @@ class Method:
     def report(self, model) -> dict:
         """JSON-able facts about the method's state at the end (rank pattern, budget, ...)."""
         return {}
+
+    @classmethod
+    def mechanism(cls, report: dict, config: dict) -> Optional[Mechanism]:
+        """How far this method's mechanism acted in a finished run, from its result.json alone:
+        `report` is the result's `method_report` (what `report` returned), `config` its resolved
+        `config` (`config["train"]["max_steps"]`, `config["method"]`, ...). A study finds the class
+        from `config["method"]["_target_"]` and calls this without a model or an instance, so it
+        reads nothing but these two dicts. None (the default): no mechanism to check."""
+        return None
 
     @required
     def export(self, model, out_dir: Path) -> dict:

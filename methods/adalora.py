@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import Change, bounded, choice, runtime
+from bench.protocols import Change, Mechanism, bounded, choice, runtime
 from methods import peft_common
 
 
@@ -40,6 +40,7 @@ class AdaLoRA(peft_common.PeftMethod):
 
     history: list = runtime(default_factory=list)  # budget and total rank after each step
     _matrices: int = runtime(0)  # adapted matrices
+    _total_steps: int = runtime(0)  # the run length the budget schedule is laid out for
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,14 +100,19 @@ class AdaLoRA(peft_common.PeftMethod):
         return peft_model
 
     def schedule(self, total_steps: int) -> tuple[int, int]:
-        tinit = int(self.tinit_ratio * total_steps)
-        tfinal = int(self.tfinal_ratio * total_steps)
-        return tinit, tfinal
+        return self.schedule_of(self.tinit_ratio, self.tfinal_ratio, total_steps)
+
+    @staticmethod
+    def schedule_of(tinit_ratio: float, tfinal_ratio: float, total_steps: int) -> tuple[int, int]:
+        """(tinit, tfinal) of PEFT's budget schedule: the full budget through step tinit, the cubic
+        decrease after it, the final budget from step total_steps - tfinal on."""
+        return int(tinit_ratio * total_steps), int(tfinal_ratio * total_steps)
 
     def on_train_begin(self, model, total_steps: int) -> None:
         config = model.peft_config["default"]
         config.tinit, config.tfinal = self.schedule(total_steps)
         config.total_step = total_steps  # the rank allocator reads this same config object
+        self._total_steps = total_steps
 
     def after_step(self, model, step: int, optimizer) -> Change:
         allocator = model.base_model.rankallocator
@@ -166,4 +172,46 @@ class AdaLoRA(peft_common.PeftMethod):
             "total_rank_final": sum(pattern.values()),
             "rank_pattern": pattern,
             "rank_history": self.history,
+            "schedule": self._schedule_report(),
         }
+
+    def _schedule_report(self) -> Optional[dict]:
+        """PEFT's budget schedule as the run laid it out (None before `on_train_begin`)."""
+        if not self._total_steps:
+            return None
+        tinit, tfinal = self.schedule(self._total_steps)
+        return {"tinit": tinit, "tfinal": tfinal, "total_step": self._total_steps}
+
+    @classmethod
+    def mechanism(cls, report: dict, config: dict) -> Mechanism:
+        """How much of the budget schedule the run completed: with tinit, tfinal and total_step of
+        the report's `schedule` (for a report without it, derived from the config's tinit_ratio,
+        tfinal_ratio and train.max_steps, as `on_train_begin` derives it in a run), the final
+        budget is fixed at step F = total_step - tfinal (PEFT's `update_and_allocate` forces the
+        mask there). With t the last step in `rank_history`: 1 if t >= F, else
+        max(0, (t - tinit) / (F - tinit)), the share of the decreasing phase (tinit, F] the run
+        went through; 0: the budget never started to fall."""
+        schedule = report.get("schedule")
+        if schedule is None:
+            method, total = config["method"], int(config["train"]["max_steps"])
+            tinit, tfinal = cls.schedule_of(method["tinit_ratio"], method["tfinal_ratio"], total)
+            schedule = {"tinit": tinit, "tfinal": tfinal, "total_step": total}
+        tinit, final = schedule["tinit"], schedule["total_step"] - schedule["tfinal"]
+        history = report.get("rank_history") or []
+        last = int(history[-1]["step"]) if history else 0
+        if last >= final:
+            done = 1.0
+        elif last <= tinit:
+            done = 0.0
+        else:
+            done = (last - tinit) / (final - tinit)
+        return Mechanism(
+            measure=done,
+            name="share of the budget schedule completed",
+            evidence=(
+                f"schedule: full budget to step {tinit}, final budget fixed at step {final} "
+                f"(total_step {schedule['total_step']}); last step {last}; total rank "
+                f"{report.get('budget_initial')} -> {report.get('total_rank_final')} (target budget "
+                f"{report.get('budget_target')})"
+            ),
+        )

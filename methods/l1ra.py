@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from bench.metrics import count_params
-from bench.protocols import Change, bounded, choice, runtime
+from bench.protocols import Change, Mechanism, bounded, choice, runtime
 from methods import lora_surgery, peft_common
 from methods.lora import LoRA
 
@@ -205,6 +205,27 @@ class L1RA(LoRA):
             "gates_zero": sum(int((g.detach() <= self.prune_threshold).sum()) for g in self.gates().values()),
             "events": self.events,
         }
+
+    @classmethod
+    def mechanism(cls, report: dict, config: dict) -> Mechanism:
+        """The share of the rank budget that moved: min(1, P / B), where P is the number of rank
+        components pruned, summed over every rank-update event (`events[*].pruned`), and B the
+        total rank budget `budget_initial` (#adapters * r). With `reassign` each event hands out
+        exactly the ranks it pruned (sum of `events[*].reassigned` = P), so P counts the rank
+        units taken from an adapter and handed, freshly initialised, to an adapter; in the
+        prune-only ablation, the units removed. Several events can move more than a budget's worth in total,
+        hence the cap at 1. 0: no rank moved, and the run trained as gated LoRA with a fixed rank."""
+        events = report.get("events") or []
+        pruned = sum(int(n) for event in events for n in (event.get("pruned") or {}).values())
+        reassigned = sum(int(n) for event in events for n in (event.get("reassigned") or {}).values())
+        budget = int(report.get("budget_initial") or 0)
+        return Mechanism(
+            measure=min(1.0, pruned / budget) if budget else 0.0,
+            name="share of the rank budget moved",
+            evidence=(
+                f"{len(events)} rank-update events: {pruned} ranks pruned, {reassigned} reassigned, budget {budget}"
+            ),
+        )
 
     def export(self, model, out_dir: Path) -> dict:
         ranks = self.ranks()

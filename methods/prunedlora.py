@@ -60,7 +60,7 @@ from typing import Optional
 import torch
 
 from bench.config import ConfigError
-from bench.protocols import Change, bounded, choice, runtime
+from bench.protocols import Change, Mechanism, bounded, choice, runtime
 from methods import lora_surgery, peft_common
 from methods.lora import LoRA
 
@@ -450,7 +450,32 @@ class PrunedLoRA(LoRA):
             "rank_pattern": ranks,
             "compacted": sorted(self.compacted),
             "rank_history": self.history,
+            "target_reached_step": target_reached_step(self.history, self.r_target),
         }
+
+    @classmethod
+    def mechanism(cls, report: dict, config: dict) -> Mechanism:
+        """The share of the run's optimizer steps trained at r_target: (T - t) / T, where T is
+        `config["train"]["max_steps"]` and t the step of the prune event after which every adapter
+        was at r_target (`target_reached_step` of the report's `rank_history`). An event prunes
+        before its step's update, but that step's forward and backward ran at the higher rank, so
+        the steps counted are t + 1 .. T. 0 when r_target was never reached, including a run with
+        r_init = r_target, which never prunes."""
+        total = int(config["train"]["max_steps"])
+        history = report.get("rank_history") or []
+        reached = target_reached_step(history, int(report["r_target"]))
+        at_target = max(0, total - reached) if reached is not None else 0
+        final = sorted(set((report.get("rank_pattern") or {}).values()))
+        final_rank = "?" if not final else str(final[0]) if len(final) == 1 else f"{final[0]}..{final[-1]}"
+        last = f"last prune event at step {history[-1]['step']}" if history else "no prune event"
+        return Mechanism(
+            measure=min(1.0, at_target / total) if total > 0 else 0.0,
+            name="share of the optimizer steps trained at r_target",
+            evidence=(
+                f"rank {report['r_init']} -> {final_rank} (r_target {report['r_target']}), {last}, "
+                f"{at_target}/{total} steps at r_target"
+            ),
+        )
 
     def export(self, model, out_dir: Path) -> dict:
         for name, layer in self.layers.items():
@@ -460,6 +485,15 @@ class PrunedLoRA(LoRA):
         scalings = dict.fromkeys(ranks, self.scaling())
         lora_surgery.set_export_patterns(model.peft_config["default"], ranks, scalings, self.use_rslora)
         return peft_common.PeftMethod.export(self, model, out_dir)
+
+
+def target_reached_step(history: list, r_target: int) -> Optional[int]:
+    """The step of the first prune event in `history` (`{step, target, ranks}` per event) after
+    which every adapter had r_target components; None if no event got there."""
+    for event in history:
+        if event["ranks"] and all(int(r) <= r_target for r in event["ranks"].values()):
+            return int(event["step"])
+    return None
 
 
 def _with(method: PrunedLoRA, **changes) -> PrunedLoRA:

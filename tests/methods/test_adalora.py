@@ -4,10 +4,15 @@ follows target_r and sparsity. Budget schedule and impossible budgets: test_matr
 
 from __future__ import annotations
 
+import importlib
+import json
+
 import pytest
 import torch
 
-from bench.config import ConfigError
+from bench.config import ConfigError, resolved
+from methods.adalora import AdaLoRA
+from tests.conftest import TINY, compose
 from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_asym_lora import assert_layer_adds, randomise, restore
 from tests.methods.test_matrix import method_from_config
@@ -116,3 +121,41 @@ def test_resume_from_state_prunes_as_an_uninterrupted_run():
     want = dict(whole_model.named_parameters())
     for n, p in resumed_model.named_parameters():
         torch.testing.assert_close(p, want[n], atol=1e-6, rtol=1e-5)
+
+
+def test_mechanism_of_a_run_that_reached_the_final_budget_is_one():
+    # 5 steps, tinit 0, tfinal int(0.2 * 5) = 1: the final budget is fixed at step 4
+    method = method_from_config("adalora", "method.target_r=2", "method.init_r=4", "method.tinit_ratio=0.0")
+    model = method.apply(tiny_llama())
+    method.on_train_begin(model, 5)
+    sgd_steps(method, model, range(1, 6))
+    report = json.loads(json.dumps(method.report(model)))  # as result.json holds it
+    assert report["schedule"] == {"tinit": 0, "tfinal": 1, "total_step": 5}
+    assert report["total_rank_final"] == report["budget_target"] == 2 * 4
+    config = resolved(compose(*TINY, "method=adalora", "method.tinit_ratio=0.0", "train.max_steps=5"))
+    module, _, name = config["method"]["_target_"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)  # what a study does: no model, no instance
+    assert cls is AdaLoRA
+    mechanism = cls.mechanism(report, config)
+    assert mechanism.measure == 1.0 and mechanism.name == "share of the budget schedule completed"
+    assert mechanism.evidence == (
+        "schedule: full budget to step 0, final budget fixed at step 4 (total_step 5); last step 5; "
+        "total rank 16 -> 8 (target budget 8)"
+    )
+
+
+@pytest.mark.parametrize("last,measure", [(80, 1.0), (95, 1.0), (45, 0.5), (10, 0.0), (3, 0.0)])
+def test_mechanism_is_the_share_of_the_decreasing_phase_the_run_went_through(last, measure):
+    # tinit 10, final budget fixed at 100 - 20 = 80: (last - 10) / 70 between them
+    report = {
+        "schedule": {"tinit": 10, "tfinal": 20, "total_step": 100},
+        "rank_history": [{"step": s, "budget": 0, "rank": 0} for s in range(1, last + 1)],
+    }
+    assert AdaLoRA.mechanism(report, {"train": {"max_steps": 100}}).measure == pytest.approx(measure)
+
+
+def test_mechanism_of_a_report_without_its_schedule_derives_it_from_the_config():
+    config = {"method": {"tinit_ratio": 0.1, "tfinal_ratio": 0.2}, "train": {"max_steps": 100}}
+    report = {"rank_history": [{"step": 45, "budget": 0, "rank": 0}]}
+    mechanism = AdaLoRA.mechanism(report, config)
+    assert mechanism.measure == pytest.approx(0.5) and "final budget fixed at step 80" in mechanism.evidence

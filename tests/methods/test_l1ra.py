@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from bench.protocols import Change
 from bench.run import build, execute, prepare
 from methods import peft_common
+from methods.l1ra import L1RA
 from tests.conftest import TINY, compose
 from tests.helpers.tiny import LLAMA_LINEARS, fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config
@@ -129,6 +131,56 @@ def test_training_with_rank_moves_runs_and_reports(tmp_path):
     # the count after the moves is the same (shapes that differ: test_trainable_count_after_ranks_moved)
     assert result["metrics"]["trainable_params"] == 4 * 4 * (64 + 64 + 1)
     assert report["trainable_params_initial"] == report["trainable_params_final"] == 4 * 4 * (64 + 64 + 1)
+    # the mechanism check, from result.json alone: the class named by the config, no model
+    module, _, name = result["config"]["method"]["_target_"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    assert cls is L1RA
+    mechanism = cls.mechanism(report, result["config"])
+    pruned = sum(n for e in report["events"] for n in e["pruned"].values())
+    assert pruned == sum(n for e in report["events"] for n in e["reassigned"].values()) > 0
+    assert mechanism.measure == pytest.approx(min(1.0, pruned / 16)) and mechanism.measure > 0
+    assert f"3 rank-update events: {pruned} ranks pruned, {pruned} reassigned, budget 16" == mechanism.evidence
+
+
+def events_report(*events, budget=16):
+    return {
+        "budget_initial": budget,
+        "events": [{"step": 5 * (i + 1), "pruned": p, "reassigned": r} for i, (p, r) in enumerate(events)],
+    }
+
+
+@pytest.mark.parametrize(
+    "events,measure",
+    [
+        ((({"q": 2}, {"v": 1, "k": 1}), ({"v": 1}, {"q": 1}), ({}, {})), 3 / 16),  # 3 ranks changed hands
+        ((({"q": 3, "v": 1}, {}),), 4 / 16),  # prune-only: the ranks removed
+        ((({"q": 12}, {"v": 12}), ({"v": 12}, {"q": 12})), 1.0),  # more than a budget's worth: capped
+        ((({}, {}), ({}, {})), 0.0),  # events, nothing moved
+        ((), 0.0),  # no event at all
+    ],
+)
+def test_mechanism_is_the_share_of_the_budget_pruned_over_all_events(events, measure):
+    mechanism = L1RA.mechanism(events_report(*events), {})
+    assert mechanism.measure == pytest.approx(measure)
+    assert mechanism.name == "share of the rank budget moved" and "budget 16" in mechanism.evidence
+
+
+def test_mechanism_is_zero_when_no_gate_reaches_zero():
+    # no L1 pull: the gates stay near 1, so the rank updates (every 2 of 8 steps) prune nothing
+    method = l1ra("method.l1_lambda=0.0", "method.rank_update_ratio=0.25")
+    model = method.apply(tiny_llama())
+    optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
+    method.on_train_begin(model, 8)
+    for step in range(1, 6):
+        optimizer.zero_grad()
+        model(**fixed_batch()).loss.backward()
+        optimizer.step()
+        assert method.after_step(model, step, optimizer) is Change.NONE
+    report = json.loads(json.dumps(method.report(model)))  # as result.json holds it
+    assert [e["step"] for e in report["events"]] == [2, 4] and report["gates_zero"] == 0
+    mechanism = L1RA.mechanism(report, {"train": {"max_steps": 8}})
+    assert mechanism.measure == 0.0
+    assert mechanism.evidence == "2 rank-update events: 0 ranks pruned, 0 reassigned, budget 16"
 
 
 def test_penalty_mode_adds_the_l1_term_to_the_loss():

@@ -4,15 +4,16 @@ compaction, and a sparsity sweep."""
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 
 import pytest
 import torch
 
-from bench.config import ConfigError
+from bench.config import ConfigError, resolved
 from bench.protocols import Change
 from methods.prunedlora import PrunedLoRA, fisher_inverses, obs_scores, remove_component
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, compose, run_cli
 from tests.helpers.tiny import fixed_batch, tiny_llama
 from tests.methods.test_matrix import logits, method_from_config
 
@@ -127,6 +128,44 @@ def test_ranks_follow_the_linear_schedule_and_pruned_components_stay_zero():
     report = method.report(None)
     # two layers of q (32 -> 32) and v (32 -> 16): r * (d_in + d_out) per adapter
     assert report["params_start"] == 2 * 8 * (64 + 48) and report["params_end"] == 2 * 2 * (64 + 48)
+
+
+def target_class(config: dict):
+    module, _, name = config["method"]["_target_"].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_mechanism_counts_the_steps_trained_at_r_target_from_the_result_alone():
+    # 8 -> 6 -> 4 -> 2 at steps 2, 4, 6 of 10: steps 7..10 run at r_target
+    method = method_from_config(
+        "prunedlora", "method.r_target=2", "method.r_init=8", "method.prune_every=2", "method.prune_k=2"
+    )
+    model, _ = trained(method, 10)
+    report = json.loads(json.dumps(method.report(model)))  # as result.json holds it
+    assert [h["step"] for h in report["rank_history"]] == [2, 4, 6] and report["target_reached_step"] == 6
+    config = resolved(compose(*TINY, "method=prunedlora", "train.max_steps=10"))
+    assert target_class(config) is PrunedLoRA  # what a study does: no model, no instance
+    mechanism = target_class(config).mechanism(report, config)
+    assert mechanism.measure == pytest.approx(0.4)
+    assert mechanism.name == "share of the optimizer steps trained at r_target"
+    assert mechanism.evidence == "rank 8 -> 2 (r_target 2), last prune event at step 6, 4/10 steps at r_target"
+
+
+@pytest.mark.parametrize(
+    "history,pattern,evidence",
+    [
+        (
+            [{"step": 3, "target": 6, "ranks": {"q": 6, "v": 6}}],
+            {"q": 6, "v": 6},
+            "rank 8 -> 6 (r_target 2), last prune event at step 3",
+        ),
+        ([], {"q": 8, "v": 8}, "rank 8 -> 8 (r_target 2), no prune event"),
+    ],
+)
+def test_mechanism_is_zero_when_r_target_was_never_reached(history, pattern, evidence):
+    report = {"r_init": 8, "r_target": 2, "rank_pattern": pattern, "rank_history": history}
+    mechanism = PrunedLoRA.mechanism(report, {"train": {"max_steps": 10}})
+    assert mechanism.measure == 0.0 and mechanism.evidence == evidence + ", 0/10 steps at r_target"
 
 
 def test_cubic_schedule_ends_at_target_before_the_end():
