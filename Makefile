@@ -30,8 +30,9 @@ run: $(STAMP)  ## offline default job: LoRA on SmolLM2-135M, ASDiv train, real G
 table: $(STAMP)  ## report of every result under runs/ (ARGS="DIR ... --out DIR" to choose)
 	$(PY) -m bench.report $(ARGS)
 
-study: $(STAMP)  ## the issue-#17 study (docs/study.md): rate search, 3 seeds, report, verdicts; resumable (ARGS=...)
-	$(OFFLINE) $(PY) -m bench.report_study run $(ARGS)
+STUDY ?= studies/small_offline.yaml
+study: $(STAMP)  ## the default study (STUDY=studies/<name>.yaml): rate search, seeds, verdicts, docs/study.md; resumable
+	$(OFFLINE) $(PY) -m bench.study run $(STUDY) $(ARGS)
 
 perf: $(STAMP)  ## step time and memory per method vs LoRA, and harness overhead (ARGS="--model smollm2-135m ...")
 	$(OFFLINE) $(PY) -m bench.perf $(ARGS)

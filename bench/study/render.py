@@ -1,0 +1,311 @@
+"""A study's Markdown page: generated from the YAML, the finished runs and bench.report's sections.
+
+What is not generated (what the data are, how to read the page, history) lives in the study's
+prose file, included as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from bench.study import select
+from bench.study.judge import Judged
+from bench.study.plan import value_text
+from bench.study.spec import Study
+
+
+def _overrides(overrides: dict) -> str:
+    return " ".join(f"{k}={value_text(v)}" for k, v in overrides.items()) or "–"
+
+
+def _num(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}g}"
+
+
+def plan_markdown(study: Study) -> str:
+    lines = ["## Plan", ""]
+    for name, part in study.parts.items():
+        lines.append(f"- part `{name}`: {part.what}. Every job: `{_overrides(part.overrides)}`")
+    crit = ", then ".join(
+        f"{'the primary metric' if c.key == 'primary' else c.key} ({'higher' if c.higher_is_better else 'lower'} "
+        "is better)"
+        for c in study.search.select
+    )
+    lines += [
+        "",
+        f"Learning-rate search on seed {study.search.seed}, ranked on the held-out split by {crit}; remaining "
+        f"ties go to the {study.search.ties.replace('_', ' ')}. Every method has its own grid and the same "
+        "number of trials per grid; nothing is chosen on a test split.",
+        "",
+        "| part | method | grid | search runs with |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t.part} | {t.method} | {', '.join(f'{g:g}' for g in t.grid)} | `{_overrides(t.overrides)}` |"
+        for t in study.search.trials
+    ]
+    lines += [
+        "",
+        f"Main grids (seeds {', '.join(map(str, study.seeds))}, each method at its chosen rate):",
+        "",
+        "| part | method | grid |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {g.part} | {g.method} | `{_overrides(g.overrides)}` |" for g in study.grids]
+    lines += [
+        "",
+        "## Claims, declared before the runs",
+        "",
+        "| paper | claim | kind | arms | metric | margin | family |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in study.claims:
+        margin = c.margin if c.kind == "non_inferior" else (f"ratio < {c.max_ratio:g}" if c.kind == "cheaper" else "–")
+        metric = c.metric or f"rank share of `{c.rank_share}`"
+        where = f"{c.stage}/{c.split}" if c.metric and c.kind != "cheaper" else ""
+        lines.append(
+            f"| {c.paper} | {c.text} | {c.kind} | {' vs '.join(c.arms)} | {metric}{f' ({where})' if where else ''} "
+            f"| {margin} | {c.family or '–'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def search_markdown(study: Study, rows: list[select.SearchRow], rates: dict) -> str:
+    names = [c.key for c in study.search.select]
+    lines = [
+        f"## Learning-rate search (seed {study.search.seed}, held-out split)",
+        "",
+        f"| part | method | lr | status | {' | '.join(names)} |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for r in rows:
+        mark = " **(chosen)**" if rates.get((r.part, r.method)) == r.lr else ""
+        lines.append(
+            f"| {r.part} | {r.method} | {r.lr:g}{mark} | {r.status} | {' | '.join(_num(v) for v in r.scores)} |"
+        )
+    edges = [f"{p}/{m} ({end})" for (p, m), lr in sorted(rates.items()) if (end := select.grid_end(study, p, m, lr))]
+    lines += [
+        "",
+        "Chosen: " + (", ".join(f"{p}/{m} {lr:g}" for (p, m), lr in sorted(rates.items())) or "none yet"),
+        "",
+        (
+            "At an end of its grid (the search did not bracket the best rate; verdicts on these arms are "
+            "provisional): " + ", ".join(edges) + "."
+            if edges
+            else "Every chosen rate lies inside its grid."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def base_markdown(study: Study, runs: list[dict], main: list[dict]) -> str:
+    lines = [
+        "## The base model, untrained, against the tuned runs",
+        "",
+        "| part | primary metric | base, test | tuned runs, test (min–max) | base, held-out "
+        "| tuned, held-out (min–max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    bases = select.base_runs(study, runs)
+    for part in study.parts:
+        mine = [r for r in main if select.matches(r, study.parts[part].overrides)]
+        tuned = [_primary(r["metrics"].get("eval")) for r in mine]
+        held = [_primary((r["metrics"].get("eval") or {}).get("heldout"), r["metrics"].get("eval")) for r in mine]
+        base = bases.get(part)
+        ev = (base or {}).get("metrics", {}).get("eval_base") or {}
+        lines.append(
+            f"| {part} | {ev.get('primary', '–')} | {_num(_primary(ev)) if base else 'not run'} | {_span(tuned)} "
+            f"| {_num(_primary(ev.get('heldout'), ev)) if base else '–'} | {_span(held)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _primary(ev, owner=None):
+    if not isinstance(ev, dict):
+        return None
+    key = (owner or ev).get("primary")
+    value = ev.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _span(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{min(values):.3f}–{max(values):.3f} (n={len(values)})" if values else "–"
+
+
+def _interval(ci) -> str:
+    return "–" if ci is None else f"[{ci[0]:+.4g}, {ci[1]:+.4g}]"
+
+
+def verdict_markdown(judged: list[Judged]) -> str:
+    lines = [
+        "| paper | claim | arms | metric | Δ (gain) | 95 % CI | 90 % CI | margin | MDE 80 % | n items, k seeds "
+        "| verdict | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for j in judged:
+        v, c = j.verdict, j.claim
+        comp = v.comparison
+        size = "–"
+        mde = "–"
+        if comp is not None and hasattr(comp, "n_items"):
+            size, mde = f"{comp.n_items}, {comp.k_a}/{comp.k_b}", _num(comp.mde80)
+        elif comp is not None:
+            size = f"runs {comp.k_a}/{comp.k_b}"
+        verdict = f"**{v.verdict}**" + (" (provisional)" if v.provisional else "")
+        p = (
+            "–"
+            if v.p_value is None
+            else f"{v.p_value:.3g}" + (f" ({v.p_adjusted:.3g})" if v.p_adjusted is not None else "")
+        )
+        margin = "–" if v.margin is None else f"{v.margin:g}"
+        lines.append(
+            f"| {c.paper} | {c.text} | {' vs '.join(c.arms)} | {v.metric} | {_num(v.delta)} | {_interval(v.ci95)} "
+            f"| {_interval(v.ci90)} | {margin} | {mde} | {size} | {verdict} | {p} |"
+        )
+    lines += ["", "Reasons and evidence, claim by claim:", ""]
+    for i, j in enumerate(judged, 1):
+        lines.append(f"{i}. *{j.claim.text}* — {j.verdict.verdict}: " + "; ".join(j.verdict.reasons or ("–",)))
+        lines += [f"   - {e}" for e in j.evidence]
+    return "\n".join(lines) + "\n"
+
+
+def runs_commits(runs: list[dict]) -> str:
+    counts = Counter(
+        ((r.get("provenance") or {}).get("git_commit") or "unknown", bool((r.get("provenance") or {}).get("git_dirty")))
+        for r in runs
+    )
+    return ", ".join(f"{c[:10]}{' (dirty)' if d else ''} ({n} runs)" for (c, d), n in counts.most_common()) or "no runs"
+
+
+def _span_of(result: dict):
+    try:
+        return datetime.fromisoformat(result["started_at"]), datetime.fromisoformat(result["finished_at"])
+    except (KeyError, TypeError, ValueError):  # a run without (or with an unreadable) start or end
+        return None
+
+
+def busy_minutes(runs: list[dict]) -> str:
+    """The time with at least one job running (the union of the jobs' intervals), read from the runs."""
+    spans = sorted(s for s in map(_span_of, runs) if s)
+    if not spans:
+        return "unknown (no run records its start and end)"
+    busy, (start, end) = 0.0, spans[0]
+    for s, e in spans[1:]:
+        if s > end:
+            busy += (end - start).total_seconds()
+            start, end = s, e
+        else:
+            end = max(end, e)
+    busy += (end - start).total_seconds()
+    job = sum((e - s).total_seconds() for s, e in spans)
+    return f"**{busy / 60:.1f} min** with at least one job running ({len(spans)} jobs, {job / 60:.1f} job-minutes)"
+
+
+def timing_markdown(study: Study, runs: list[dict]) -> str:
+    rows: dict[tuple, list] = {}
+    for r in select.successful(runs):
+        span = _span_of(r)
+        if not span:
+            continue
+        part = next((p for p in study.parts if select.matches(r, study.parts[p].overrides)), None)
+        if part is None:
+            part = next((p for p in study.parts if select.matches(r, select.part_overrides(study, p, True))), "?")
+            method = "base model job"
+        else:
+            method = r["config"]["method"]["name"]
+        m = r["metrics"]
+        rows.setdefault((part, method), []).append(
+            ((span[1] - span[0]).total_seconds(), m.get("train_time_s"), m.get("eval_time_s"))
+        )
+
+    def mean(values) -> str:
+        values = [v for v in values if v is not None]
+        return f"{statistics.mean(values):.0f}" if values else "–"
+
+    lines = [
+        "| part | method | jobs | mean wall (s) | mean train (s) | mean evaluation (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (part, method), got in sorted(rows.items()):
+        walls, trains, evals = zip(*got)
+        lines.append(f"| {part} | {method} | {len(got)} | {mean(walls)} | {mean(trains)} | {mean(evals)} |")
+    return "\n".join(lines) + "\n"
+
+
+def header(study: Study, argv: list[str], runs: list[dict]) -> str:
+    commit = _git("rev-parse", "--short=10", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return "\n".join(
+        [
+            f"# {study.title}",
+            "",
+            f"Generated from `{study.path.as_posix()}` by `python -m bench.study report {study.path.as_posix()}`; "
+            "do not edit by hand.",
+            "",
+            f"- command: `python -m bench.study {' '.join(shlex.quote(a) for a in argv)}`",
+            f"- report written at commit: {commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}",
+            f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python "
+            f"{platform.python_version()}",
+            f"- code of the runs (result.json `provenance.git_commit`): {runs_commits(runs)}",
+            f"- wall time: {busy_minutes(runs)}",
+            "",
+        ]
+    )
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def part_report_markdown(part: str, info: dict, figure_dir: Path, doc: Path) -> str:
+    """One part's bench.report sections, its figures referenced from the page's folder."""
+    lines = [f"## Report, part {part} (bench.report)", ""]
+    for section in info.get("sections", []):
+        if section.key in ("main_table", "failures"):
+            lines += [f"### {section.title}", "", section.markdown.strip(), ""]
+    for figure in info.get("figures", []):
+        copied = figure_dir / f"{part}_{Path(figure).name}"
+        copied.write_bytes(Path(figure).read_bytes())
+        lines += [f"![{part} {Path(figure).stem}]({os.path.relpath(copied, doc.parent)})", ""]
+    return "\n".join(lines)
+
+
+def document(
+    study: Study,
+    argv: list[str],
+    runs: list[dict],
+    rows: list[select.SearchRow],
+    rates: dict,
+    judged: list[Judged],
+    part_reports: list[str],
+) -> str:
+    main = select.main_runs(study, runs, rates)
+    prose = study.prose.read_text() if study.prose else ""
+    return "\n".join(
+        [
+            header(study, argv, runs),
+            prose.strip() + "\n" if prose else "",
+            plan_markdown(study),
+            search_markdown(study, rows, rates),
+            base_markdown(study, runs, main),
+            "## Verdicts",
+            "",
+            verdict_markdown(judged),
+            *part_reports,
+            "## Time, measured",
+            "",
+            timing_markdown(study, runs),
+        ]
+    )

@@ -1,0 +1,307 @@
+"""Studies as data (bench/study/): the spec's checks, the commands generated from it, the rate choice
+on the held-out split, and verdicts computed from synthetic runs whose per-item results are known;
+the whole chain on the tiny model is in test-slow."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from bench.study import judge, plan, select, spec
+from bench.study.__main__ import main as study_main
+from tests.conftest import REPO, compose
+from tests.helpers.runs import N_ITEMS, outcomes, write_run
+
+DEFAULT = REPO / "studies" / "small_offline.yaml"
+
+# A two-method study on the tiny model: the synthetic runs below are built from its overrides.
+MINI = {
+    "title": "mini",
+    "doc": "study.md",
+    "root": "runs",
+    "seeds": [0, 1, 2],
+    "jobs": 1,
+    "mechanism_min": 0.05,
+    "parts": {
+        "p": {
+            "what": "tiny",
+            "overrides": {"model": "tiny-llama", "task": "asdiv", "train.max_steps": 2},
+            "base": {"method": "lora", "method.lr": 1.0e-4, "train.max_steps": 1, "eval.base": True},
+        }
+    },
+    "search": {
+        "seed": 0,
+        "select": [{"key": "primary", "higher_is_better": True}, {"key": "answer_nll", "higher_is_better": False}],
+        "ties": "smaller_rate",
+        "grids": {"default": [1.0e-4, 3.0e-4, 1.0e-3]},
+        "trials": [{"part": "p", "method": "lora", "overrides": {"method.r": 8}}, {"part": "p", "method": "cla"}],
+    },
+    "grids": [
+        {"part": "p", "method": "lora", "overrides": {"method.r": [4, 8]}},
+        {"part": "p", "method": "cla", "overrides": {"method.r": 8}},
+    ],
+    "arms": {
+        "base": {"part": "p", "base": True},
+        "LoRA r=8": {"part": "p", "method": "lora", "where": {"method.r": 8}},
+        "LoRA r=4": {"part": "p", "method": "lora", "where": {"method.r": 4}},
+        "cLA r=8": {"part": "p", "method": "cla", "where": {"method.r": 8}},
+    },
+    "claims": [
+        {
+            "paper": "P",
+            "text": "cLA is non-inferior to LoRA",
+            "kind": "non_inferior",
+            "arms": ["cLA r=8", "LoRA r=8"],
+            "metric": "exact_match_strict",
+            "margin": 0.05,
+            "base": "base",
+            "family": "primary",
+        },
+        {
+            "paper": "P",
+            "text": "LoRA r=8 is better than LoRA r=4",
+            "kind": "better",
+            "arms": ["LoRA r=8", "LoRA r=4"],
+            "metric": "exact_match_strict",
+            "family": "primary",
+        },
+        {
+            "paper": "P",
+            "text": "cLA is cheaper",
+            "kind": "cheaper",
+            "arms": ["cLA r=8", "LoRA r=8"],
+            "metric": "train_time_s",
+        },
+    ],
+}
+
+
+def mini_study(tmp_path, **changes) -> spec.Study:
+    data = copy.deepcopy(MINI)
+    data.update(changes)
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(data))
+    study = spec.load(path)
+    from dataclasses import replace
+
+    return replace(study, root=tmp_path / "runs", doc=tmp_path / "docs" / "study.md")
+
+
+def populate(study: spec.Study, cla_p=0.6, lora8_p=0.6, lora4_p=0.45):
+    part = study.parts["p"].overrides
+    root = study.root
+    # the search: seed 0 over the grid; 3e-4 wins for lora, 1e-3 (the grid's end) for cla
+    for lr, held in ((1e-4, 0.2), (3e-4, 0.5), (1e-3, 0.4)):
+        write_run(
+            root, {**part, "method": "lora", "method.r": 8, "method.lr": lr}, 0, outcomes(0, lora8_p), heldout=held
+        )
+    cla = {**part, "method": "cla", "method.r": 8}
+    for lr, held in ((1e-4, 0.2), (3e-4, 0.3), (1e-3, 0.5)):
+        write_run(root, {**cla, "method.lr": lr}, 0, outcomes(0, cla_p, 7), heldout=held, time_s=0.8)
+    lora8 = {**part, "method": "lora", "method.r": 8, "method.lr": 3e-4}
+    for seed, jitter in ((1, 0.02), (2, -0.02)):
+        write_run(root, lora8, seed, outcomes(seed, lora8_p), time_s=1.0 + jitter)
+        write_run(root, {**cla, "method.lr": 1e-3}, seed, outcomes(seed, cla_p, 7), time_s=0.8 + jitter / 2)
+    for seed in (0, 1, 2):
+        write_run(root, {**part, "method": "lora", "method.r": 4, "method.lr": 3e-4}, seed, outcomes(seed, lora4_p, 3))
+    base = {**part, **study.parts["p"].base}
+    write_run(root, base, 0, outcomes(0, 0.0), base=np.zeros(N_ITEMS, dtype=int))
+
+
+# -- the spec ------------------------------------------------------------------------------------
+def test_the_default_study_loads_and_every_claim_names_defined_arms():
+    study = spec.load(DEFAULT)
+    assert study.claims and all(name in study.arms for c in study.claims for name in c.arms)
+    assert {c.family for c in study.claims} >= {"primary"}
+    primary = [c for c in study.claims if c.family == "primary"]
+    assert len({c.paper for c in primary}) == len(primary)  # one primary claim per paper
+    for c in study.claims:
+        if c.kind == "non_inferior":
+            assert c.margin and c.margin > 0 and c.base
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"claimz": []}, "unknown key"),
+        ({"claims": [{**MINI["claims"][0], "margin": None}]}, "needs a margin"),
+        ({"claims": [{**MINI["claims"][0], "arms": ["cLA r=8", "nobody"]}]}, "arm 'nobody' is not defined"),
+        ({"claims": [{**MINI["claims"][2], "metric": "exact_match_strict"}]}, "cheaper claim's metric"),
+        ({"grids": [{"part": "p", "method": "lora", "overrides": {"method.lr": 1e-3}}]}, "set by the study"),
+        ({"seeds": []}, "seeds must be"),
+    ],
+)
+def test_a_bad_study_file_is_refused_with_what_is_wrong(tmp_path, change, message):
+    with pytest.raises(spec.SpecError, match=message):
+        mini_study(tmp_path, **change)
+
+
+def test_the_engine_names_no_method_task_or_paper():
+    """The config groups are the registry: a method, task or paper in bench/study/ would be a
+    study's content written into the engine."""
+    names = {p.stem for group in ("method", "task") for p in (REPO / "conf" / group).glob("*.yaml")}
+    names |= {"L1RA", "PrunedLoRA", "Beyond LoRA", "cLA", "AdaLoRA"}
+    code = "\n".join(p.read_text() for p in (REPO / "bench" / "study").glob("*.py"))
+    literals = set(re.findall(r"[\"']([^\"'\n]+)[\"']", code))
+    assert not {n for n in names if n in literals}
+
+
+# -- the commands ----------------------------------------------------------------------------------
+def test_the_commands_come_from_the_yaml_alone(tmp_path):
+    study = mini_study(tmp_path)
+    search = [" ".join(c[2:]) for c in plan.search_commands(study)]
+    assert "method=lora method.r=8 method.lr=0.0001,0.0003,0.001 seed=0" in search[0]
+    assert search[-1].count("train.max_steps=1") == 1 and "eval.base=true" in search[-1]  # the base job
+    main = [" ".join(c[2:]) for c in plan.main_commands(study, {("p", "lora"): 3e-4, ("p", "cla"): 1e-3})]
+    assert "method=lora method.r=4,8 method.lr=0.0003 seed=0,1,2" in main[0]
+    assert "method=cla method.r=8 method.lr=0.001 seed=0,1,2" in main[1]
+    smoke = plan.with_extra(study, ["train.max_steps=5", "p:eval.limit=2"])
+    assert "train.max_steps=5" in " ".join(plan.search_commands(smoke)[0]) and "eval.limit=2" in " ".join(
+        plan.search_commands(smoke)[0]
+    )
+
+
+def test_run_all_stops_a_stage_at_a_broken_command(monkeypatch):
+    import time
+
+    calls = []
+
+    def fake(cmd, dry_run):
+        calls.append(cmd)
+        if len(calls) == 1:
+            raise RuntimeError("broken")
+        time.sleep(0.3)
+
+    monkeypatch.setattr(plan, "_call", fake)
+    with pytest.raises(RuntimeError, match="broken"):
+        plan.run_all([["py", "-m", "bench.run", "-m", f"a={i}", "run.root=r"] for i in range(6)], jobs=2)
+    assert len(calls) < 6  # the commands still queued when one broke never start
+
+
+# -- rates and verdicts from synthetic runs ---------------------------------------------------------
+def test_rates_are_chosen_on_the_heldout_split_and_grid_ends_are_named(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study)
+    runs, rows, rates = _state(study)
+    assert rates == {("p", "lora"): 3e-4, ("p", "cla"): 1e-3}
+    assert select.grid_end(study, "p", "cla", 1e-3) == "largest" and select.grid_end(study, "p", "lora", 3e-4) is None
+    assert len(select.arm_runs(study, runs, study.arms["cLA r=8"], rates)) == 3
+    assert len(select.arm_runs(study, runs, study.arms["base"], rates)) == 1
+
+
+def _state(study):
+    from bench.study.__main__ import state
+
+    return state(study)
+
+
+def test_verdicts_follow_the_paired_intervals_and_the_preconditions(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study)
+    runs, _, rates = _state(study)
+    judged = {j.claim.text: j for j in judge.judge_all(study, runs, rates)}
+    ni = judged["cLA is non-inferior to LoRA"].verdict
+    # the same item difficulty with different flips: Δ near 0, a paired interval well inside ±0.05
+    assert ni.verdict == "non-inferior" and ni.ci90[0] > -0.05
+    assert ni.provisional  # cLA's rate is the largest of its grid
+    assert any("against base" in e for e in judged["cLA is non-inferior to LoRA"].evidence)  # the assay check ran
+    better = judged["LoRA r=8 is better than LoRA r=4"].verdict
+    assert better.verdict == "better" and better.ci95[0] > 0 and better.p_adjusted is not None
+    cheaper = judged["cLA is cheaper"].verdict
+    assert cheaper.verdict == "cheaper" and cheaper.delta == pytest.approx(0.8, rel=0.02)
+
+
+def test_a_reference_that_does_not_beat_the_base_model_leaves_the_claim_not_tested(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study, cla_p=0.03, lora8_p=0.03, lora4_p=0.02)  # LoRA barely above the base model's 0
+    runs, _, rates = _state(study)
+    (ni,) = [j.verdict for j in judge.judge_all(study, runs, rates) if j.claim.kind == "non_inferior"]
+    assert ni.verdict == "not tested" and any("no assay sensitivity" in r for r in ni.reasons)
+
+
+def test_runs_without_items_files_are_not_tested_with_the_reason(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study)
+    for items in study.root.rglob("items.jsonl"):
+        result = json.loads((items.parent.parent / "result.json").read_text())
+        result["metrics"]["eval"].pop("items", None)
+        (items.parent.parent / "result.json").write_text(json.dumps(result))
+    runs, _, rates = _state(study)
+    verdict = judge.judge_all(study, runs, rates)[0].verdict
+    assert verdict.verdict == "not tested" and "no per-item results" in " ".join(verdict.reasons)
+
+
+def test_the_report_renders_from_the_runs_alone(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study)
+    path = tmp_path / "mini.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.update(root=str(study.root), doc=str(study.doc))
+    path.write_text(yaml.safe_dump(data))
+    assert study_main(["report", str(path)]) == 0
+    page = study.doc.read_text()
+    assert "## Verdicts" in page and "non-inferior" in page and "(provisional)" in page
+    assert "| p | lora | 0.0003 **(chosen)** | success |" in page
+    assert "## Report, part p (bench.report)" in page
+
+
+def test_the_default_studys_grids_match_cla_in_parameters_and_in_rank():
+    """LoRA r=6 is the rank whose trainable count is closest to cLA/c3LA at r=16 (within the report's
+    matching tolerance), r=16 the same rank; counts are the methods' own on SmolLM2's shapes."""
+    import torch
+    import transformers
+    from omegaconf import OmegaConf
+
+    from bench.report_table import MATCH_TOLERANCE
+    from bench.run import build
+
+    arch = OmegaConf.to_container(compose("model=smollm2-135m").model.arch)
+    arch.pop("model_type")
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**arch))
+
+    def count(method, r):
+        return build(
+            compose("model=smollm2-135m", f"method={method}", f"method.r={r}").method
+        ).expected_trainable_params(model)
+
+    study = spec.load(DEFAULT)
+    arms = {a.name: a for a in study.arms.values()}
+    target = count("cla", arms["cLA r=16"].where["method.r"])
+    matched = arms["LoRA r=6"].where["method.r"]
+    closest = min(range(1, 17), key=lambda k: abs(count("lora", k) - target))
+    assert closest == matched
+    assert abs(count("lora", matched) - target) <= MATCH_TOLERANCE * min(count("lora", matched), target)
+
+
+@pytest.mark.slow
+def test_the_whole_chain_runs_on_the_tiny_model(tmp_path):
+    """make study's chain on the tiny model: searches, base job, main grids, items files, report."""
+    study = mini_study(tmp_path)
+    path = tmp_path / "mini.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.update(root=str(study.root), doc=str(study.doc), seeds=[0, 1])
+    data["search"]["grids"]["default"] = [1.0e-3, 3.0e-3]
+    path.write_text(yaml.safe_dump(data))
+    extra = ["train.device=cpu", "logger=none", "p:task.asdiv_heldout=4", "p:task.asdiv_test=6", "eval.max_gen_toks=4"]
+    assert study_main(["run", str(path), *extra]) == 0
+    page = study.doc.read_text()
+    assert "## Verdicts" in page
+    assert len(list(study.root.rglob("eval/items.jsonl"))) >= 6
+
+
+def test_the_default_studys_pruning_arms_sit_between_lora_at_r_target_and_at_r_init():
+    study = spec.load(DEFAULT)
+    pruned = [a for a in study.arms.values() if a.method == "prunedlora"]
+    lora_ranks = {a.where["method.r"] for a in study.arms.values() if a.method == "lora" and a.part == pruned[0].part}
+    r_t = {a.where["method.r_target"] for a in pruned}
+    assert len(r_t) == 1
+    r_t = r_t.pop()
+    sparsities = {a.where["method.sparsity"] for a in pruned}
+    assert len(sparsities) >= 2 and {r_t} | {round(r_t / (1 - s)) for s in sparsities} <= lora_ranks
+    assert {"magnitude", "wanda"} < {a.where["method.criterion"] for a in pruned}
