@@ -2,17 +2,27 @@
 
 Reads every result.json under the given folders (default: runs/) and writes
   main.md / .csv / .tex      the main table: rows = method (x sparsity x setting), columns = tasks,
-                             cells = primary metric mean ± std over seeds with n; then trainable
-                             params, train time and peak memory (bench/report_table.py)
-  pareto.png                 metric vs peak memory, trainable params and train time
+                             cells = primary metric mean ± std over seeds with n and a mark
+                             (▲ ▼ ≈: the paired comparison with the row's parameter-matched LoRA
+                             row); then trainable params, train time and peak memory
+                             (bench/report_table.py)
+  pareto.png                 metric vs peak memory, trainable params and train time, with 95 %
+                             intervals of the mean (or the std over seeds) as error bars
   rank_allocation.png        final rank per layer and module type of the adaptive methods
   runs.csv / runs.md         one row per run, failures included
   summary.csv / .tex         successful runs grouped by model, task, method, sparsity and setting
   report.md                  all of the above, the failures (runs that did not succeed, with their
                              errors) and the result files that could not be read or break the schema
 `--where` keeps only the runs that match (bench/report_where.py); it is parsed, never evaluated.
-result.json is the only input; nothing is recomputed. A table that mixes devices or package
-versions says so, since such numbers are not comparable.
+The inputs are result.json and the per-item results it declares (items.jsonl): the main table's
+marks are paired comparisons with each parameter-matched group's LoRA row (bench.compare) and the
+Pareto error bars intervals over items and seeds (bench/report_stats.py); runs without items files
+get no mark and std error bars. A table that mixes devices or package versions says so, since
+such numbers are not comparable.
+
+`write()` returns the report's parts as data besides writing them: `sections` (a list of
+`Section`, report.md is their rendering), `figures`, the main table's numbers and the comparisons
+behind its marks, so that another document (bench/study/) can embed them.
 """
 
 from __future__ import annotations
@@ -20,11 +30,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from bench import report_table
+from bench import report_stats, report_table
 from bench.config import run_hash
 from bench.report_where import WhereError, parse, select
 from bench.results import validate_result
@@ -227,47 +238,81 @@ def _write_tables(out: Path, frame: pd.DataFrame, table: pd.DataFrame, main_tabl
     return main_md
 
 
-def _report_markdown(runs: list[dict], roots, filters, frame, table, main_md, figures, problems) -> str:
+@dataclass(frozen=True)
+class Section:
+    """One part of report.md. `title` is the heading's text ("" for the lines under the document's
+    title, key "overview"); `markdown` the body, written for a level-2 heading (its own sub-headings,
+    the main table's models, are level 3); `figures` the files the body links to by file name."""
+
+    key: str  # overview | main_table | figures | rank_allocation | summary | failures | unreadable
+    title: str
+    markdown: str
+    figures: tuple[Path, ...] = ()
+
+    def render(self, level: int = 2, figure_prefix: str = "") -> str:
+        """The section under a heading of `level` (its sub-headings shifted with it), with its
+        figure links prefixed by `figure_prefix` (e.g. "study/asdiv_" for copied figures)."""
+        if not 2 <= level <= 5:  # 5: the main table's model headings stay within Markdown's 6 levels
+            raise ValueError(f"a section renders under a heading of level 2 to 5, not {level}")
+        body = self.markdown
+        if level != 2:  # a body line that begins with "#" is a heading: bodies hold no code blocks
+            body = "\n".join("#" * (level - 2) + line if line.startswith("#") else line for line in body.split("\n"))
+        for figure in self.figures:
+            body = body.replace(f"]({figure.name})", f"]({figure_prefix}{figure.name})")
+        return (f"{'#' * level} {self.title}\n\n" if self.title else "") + body
+
+
+def render(sections: list[Section]) -> str:
+    """report.md: the document's title, then every section."""
+    return "\n\n".join(["# Report"] + [s.render().rstrip("\n") for s in sections]) + "\n"
+
+
+def sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems) -> list[Section]:
     pareto, ranks = figures
     failed = frame[frame["status"] != "success"] if runs else frame
-    lines = [
-        "# Report",
-        "",
+    overview = [
         f"{len(runs)} runs read from {', '.join(map(str, roots))}"
         + (f" (--where {' '.join(filters)})" if filters else "")
-        + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded.",
-        "",
+        + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded."
     ]
-    for note in warnings_for(frame) if runs else []:
-        lines += [f"> warning: {note}", ""]
-    lines += [
-        "## Main table (primary metric, mean ± std over seeds, n runs per cell)",
-        "",
-        main_md,
-        report_table.LEGEND,
-        "",
+    overview += [f"> warning: {note}" for note in (warnings_for(frame) if runs else [])]
+    main = main_md + "\n" + report_table.LEGEND + ("\n\n" + report_table.marks_markdown(marks) if marks else "")
+    if pareto:
+        from bench import report_plots
+
+        pareto_md = f"![metric against cost]({pareto.name})\n\n{report_plots.error_bar_caption(points)}"
+    else:
+        pareto_md = "no metric to plot"
+    failures = [_failure_line(r) for r in failed.itertuples()] or ["none"]
+    unreadable = [f"- `{p['path']}`: {p['problem']}" for p in problems] or ["none"]
+    return [
+        Section("overview", "", "\n\n".join(overview)),
+        Section(
+            "main_table",
+            "Main table (primary metric, mean ± std over seeds, n runs per cell)",
+            main,
+        ),
+        Section("figures", "Metric against cost", pareto_md, (pareto,) if pareto else ()),
+        Section(
+            "rank_allocation",
+            "Rank allocation (final rank per layer and module)",
+            f"![rank allocation]({ranks.name})" if ranks else "no run reports a rank pattern",
+            (ranks,) if ranks else (),
+        ),
+        Section(
+            "summary",
+            "Summary (successful runs, mean ± std over seeds)",
+            table.to_markdown(index=False) if not table.empty else "no successful runs",
+        ),
+        Section("failures", "Failures", "\n".join(failures)),
+        Section("unreadable", "Unreadable result files", "\n".join(unreadable)),
     ]
-    lines += [f"![metric against cost]({pareto.name})" if pareto else "no metric to plot", ""]
-    lines += [
-        "## Rank allocation (final rank per layer and module)",
-        "",
-        f"![rank allocation]({ranks.name})" if ranks else "no run reports a rank pattern",
-        "",
-    ]
-    lines += [
-        "## Summary (successful runs, mean ± std over seeds)",
-        "",
-        table.to_markdown(index=False) if not table.empty else "no successful runs",
-        "",
-    ]
-    lines += ["## Failures", ""]
-    lines += [_failure_line(r) for r in failed.itertuples()] or ["none"]
-    lines += ["", "## Unreadable result files", ""]
-    lines += [f"- `{p['path']}`: {p['problem']}" for p in problems] or ["none"]
-    return "\n".join(lines) + "\n"
 
 
 def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
+    """Write the report into `out`; returns {runs, problems, out, figures (paths written), sections
+    (list of Section, what report.md renders), main_table (the numbers of main.csv), marks (the
+    bench.report_table.Mark behind each mark)}."""
     parsed = [parse(f) for f in filters]  # a malformed filter fails before anything is read
     runs, problems = load(roots)
     runs = where(runs, parsed)
@@ -276,16 +321,27 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
         (out / stale).unlink(missing_ok=True)
     frame = runs_frame(runs) if runs else pd.DataFrame(columns=["status"])
     table = summary(frame) if runs else pd.DataFrame()
-    points = report_table.points(frame) if runs else pd.DataFrame()
-    main_md = _write_tables(out, frame, table, report_table.wide(points))
+    by_path = {r["_path"]: r for r in runs}
+    points = report_stats.with_intervals(report_table.points(frame), by_path) if runs else pd.DataFrame()
+    main_table, marks = report_table.with_marks(report_table.wide(points), points, by_path)
+    main_md = _write_tables(out, frame, table, main_table)
     from bench import report_plots  # matplotlib loads only when a report is written
 
     figures = (
         report_plots.pareto(points, out / "pareto.png"),
         report_plots.rank_allocation(rank_patterns(runs, frame) if runs else {}, out / "rank_allocation.png"),
     )
-    (out / "report.md").write_text(_report_markdown(runs, roots, filters, frame, table, main_md, figures, problems))
-    return {"runs": len(runs), "problems": problems, "out": out, "figures": [p for p in figures if p]}
+    parts = sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems)
+    (out / "report.md").write_text(render(parts))
+    return {
+        "runs": len(runs),
+        "problems": problems,
+        "out": out,
+        "figures": [p for p in figures if p],
+        "sections": parts,
+        "main_table": main_table,
+        "marks": marks,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

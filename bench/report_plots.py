@@ -1,8 +1,11 @@
 """Figures of bench.report (matplotlib, Agg backend: no display needed).
 
-pareto.png           per model and task: the primary metric (mean over seeds, std as error bar)
-                     against peak memory, trainable parameters and train time, one point per
-                     configuration; the line joins the points no other point beats on both axes.
+pareto.png           per model and task: the primary metric (mean over seeds) against peak memory,
+                     trainable parameters and train time, one point per configuration; the line
+                     joins the points no other point beats on both axes. Error bar: the 95 %
+                     interval of the configuration's mean over items and seeds where its runs
+                     carry items files (bench.report_stats.with_intervals; filled marker), else
+                     the std over seeds (open marker); `error_bar_caption` says which.
 rank_allocation.png  for the methods whose report holds a final `rank_pattern` {module: rank}
                      (AdaLoRA, PrunedLoRA, L1RA): rank per layer (columns) and module type (rows),
                      averaged over seeds.
@@ -58,11 +61,48 @@ def _order(key: tuple) -> tuple:
     return model, task, method, -1.0 if sparsity == "–" else float(sparsity), str(setting)
 
 
+def _plotted(pts: pd.DataFrame) -> pd.DataFrame:
+    return pts[pts["n"] > 0] if not pts.empty else pts
+
+
+def error_bar_caption(pts: pd.DataFrame) -> str:
+    """What the error bars of pareto(pts) are; "" when nothing is plotted."""
+    pts = _plotted(pts)
+    if pts.empty:
+        return ""
+    kinds = set(pts["error_bar"]) if "error_bar" in pts else {"std"}
+    interval = "the 95 % t interval of the configuration's mean (item and seed variance, from its runs' items.jsonl)"
+    std = "the standard deviation over seeds (none with one seed)"
+    if kinds == {"ci95"}:
+        return f"Error bars: {interval}."
+    if kinds == {"std"}:
+        return f"Error bars: {std}; the runs have no per-item results to draw an interval from."
+    return f"Error bars: {interval} where the runs have per-item results (filled markers), else {std} (open markers)."
+
+
+def _bars(rows: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """(below, above) the mean: the interval's ends where error_bar is "ci95", else ± std."""
+    below, above = [], []
+    for p in rows.itertuples():
+        if getattr(p, "error_bar", "std") == "ci95":
+            below.append(max(0.0, p.mean - p.ci95_low))
+            above.append(max(0.0, p.ci95_high - p.mean))
+        else:
+            spread = 0.0 if pd.isna(p.std) else float(p.std)
+            below.append(spread)
+            above.append(spread)
+    return below, above
+
+
 def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
-    """pts: bench.report_table.points(). None when no configuration has a metric."""
-    pts = pts[pts["n"] > 0] if not pts.empty else pts
+    """pts: bench.report_table.points(), with bench.report_stats.with_intervals' columns where the
+    runs have items files. None when no configuration has a metric."""
+    caption = error_bar_caption(pts)
+    pts = _plotted(pts)
     if pts.empty:
         return None
+    if "error_bar" not in pts:
+        pts = pts.assign(error_bar="std")
     panels = list(pts.groupby(["model", "task", "metric"], sort=True))
     methods = sorted(pts["method"].unique())
     colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
@@ -73,15 +113,19 @@ def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
             shown = rows[rows[column].notna()]
             xs, ys = shown[column].astype(float).tolist(), shown["mean"].astype(float).tolist()
             for method, of_method in shown.groupby("method", sort=True):
-                ax.errorbar(
-                    of_method[column].astype(float),
-                    of_method["mean"].astype(float),
-                    yerr=of_method["std"].fillna(0),
-                    fmt="o",
-                    capsize=3,
-                    color=colour[method],
-                    label=method,
-                )
+                label = method
+                for kind, rows_of_kind in of_method.groupby("error_bar", sort=True):  # "ci95" before "std"
+                    ax.errorbar(
+                        rows_of_kind[column].astype(float),
+                        rows_of_kind["mean"].astype(float),
+                        yerr=_bars(rows_of_kind),
+                        fmt="o",
+                        capsize=3,
+                        color=colour[method],
+                        markerfacecolor=colour[method] if kind == "ci95" else "none",
+                        label=label,
+                    )
+                    label = None  # one legend entry per method
             for x, y, p in zip(xs, ys, shown.itertuples()):
                 ax.annotate(
                     _variant(p.sparsity, p.setting), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7
@@ -97,7 +141,8 @@ def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
             ax.set_title(f"{model} / {task}", fontsize=9)
             ax.grid(alpha=0.3)
         ax_row[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1))  # a third of an inch for the caption
     fig.savefig(path, dpi=72)
     plt.close(fig)
     return path

@@ -5,6 +5,10 @@ A cell is the primary metric's mean ± std over the seeds of one configuration, 
 references of a sparsity sweep): the config keys that differ between runs of that method on one
 task. Keys that differ only between tasks (per-task sizes) do not split a row, so one row holds one
 configuration across the task columns.
+
+Rows with about the same trainable parameters form a parameter-matched group whose LoRA row is the
+reference; every other row's cell is marked by the paired comparison of its runs with the
+reference's on the same items (`with_marks`, bench.compare): see LEGEND.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass, replace
+from typing import Mapping
 
 import pandas as pd
 
 from bench import config as bench_config
+from bench import report_stats
+from bench.compare import Source, compare_runs
 
 ROW = ["model", "method", "sparsity", "setting"]
 
@@ -69,11 +77,14 @@ def setting_labels(configs: list[dict]) -> list[str]:
 
 
 def points(frame: pd.DataFrame) -> pd.DataFrame:
-    """One line per configuration and task (successful runs): the metric over seeds and the costs."""
+    """One line per configuration and task (successful runs): the metric over seeds and the costs,
+    and `paths`, the result files of its runs (what the marks and error bars read items from)."""
     ok = frame[frame["status"] == "success"].copy()
     if ok.empty:
         return pd.DataFrame()
     ok["sparsity"] = ok["sparsity"].astype(object).where(ok["sparsity"].notna(), "–")
+    if "path" not in ok:  # a frame built without result files: nothing to read items from
+        ok["path"] = None
     return (
         ok.groupby(ROW + ["task", "metric"], dropna=False)
         .agg(
@@ -85,6 +96,7 @@ def points(frame: pd.DataFrame) -> pd.DataFrame:
             params_end=("params_end", "median"),
             train_time_s=("train_time_s", "mean"),
             peak_memory_gb=("peak_memory_gb", "max"),
+            paths=("path", lambda v: tuple(sorted(p for p in v if isinstance(p, str)))),
         )
         .reset_index()
     )
@@ -134,20 +146,165 @@ def wide(pts: pd.DataFrame) -> pd.DataFrame:
 # Parameter-matched groups. Two rows of one model are matched when their trainable parameters at the
 # end of training (a pruning method's final count) are within MATCH_TOLERANCE of the group's
 # smallest; the group's reference row is its LoRA row (the plain baseline every claim is against;
-# with several, the one with the fewest parameters). A cell of another row in the group is marked
-# WITHIN_MARK when its mean differs from the reference's by no more than one standard deviation
-# over seeds (the larger of the two rows' std, ddof=1): a difference the seeds alone could make.
+# with several, the one with the fewest parameters). A cell of another row in the group is marked by
+# the paired comparison of its runs with the reference row's runs on that task (bench.compare, on
+# the primary metric's per-item field): the 95 % t interval of the gain (Comparison.ci95), row −
+# reference with positive = better, lies above 0 (ABOVE), below 0 (BELOW) or contains 0 (WITHIN).
 MATCH_TOLERANCE = 0.10
 REFERENCE_METHOD = "lora"
-WITHIN_MARK = "≈"
+ABOVE, BELOW, WITHIN = "▲", "▼", "≈"
 LEGEND = (
     f"Parameter-matched groups (column `matched`): rows of one model whose final trainable parameters are within "
     f"{MATCH_TOLERANCE:.0%} of each other share a label P1, P2, ...; `ref` marks the group's reference row "
-    f"({REFERENCE_METHOD.upper()}). `{WITHIN_MARK}` after a cell: its mean is within one standard deviation "
-    f"(over seeds, the larger of the two rows') of the reference row's mean on that task, a difference the "
-    f"seed-to-seed spread can explain; no mark: the difference exceeds it, or the group has no reference, "
-    f"or a row has one seed only."
+    f"({REFERENCE_METHOD.upper()}). A mark after a cell compares that row with its group's `ref` row on that "
+    f"task: the gain (row − ref on the primary metric, oriented so that positive = better), paired over the n "
+    f"items both scored and over the k seeds of each row, with its 95 % t interval (bench.compare; the "
+    f"list under the table gives each gain, interval, n and k). `{ABOVE}`: the interval lies above 0, the row is "
+    f"better; `{BELOW}`: below 0, worse; `{WITHIN}`: it contains 0, the data could not tell the two apart "
+    f'(not "equal": see the interval\'s width). Each mark is one interval, not adjusted for the number of '
+    f"cells. No mark: the `ref` row itself, a row outside a group or in a group without a "
+    f"{REFERENCE_METHOD.upper()} row, and cells whose runs have no per-item results (items.jsonl; results "
+    f"from before they existed) or cannot be compared (other test data or evaluation settings); the list "
+    f"says why."
 )
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The comparison behind one cell's mark: the row (method, sparsity, setting) against its
+    group's reference row on one task column. `mark` is "" and `reason` says why when the runs
+    could not be compared."""
+
+    group: str
+    model: str
+    method: str
+    sparsity: object
+    setting: str
+    column: str  # <task>:<metric>
+    reference: str  # the reference row, "method (setting)"
+    mark: str = ""
+    gain: float = math.nan
+    ci95: tuple[float, float] = (math.nan, math.nan)
+    n_items: int = 0
+    k: int = 0
+    k_ref: int = 0
+    run_variance: str = ""
+    reason: str = ""
+
+
+def mark_of(ci95: tuple[float, float]) -> str:
+    """ABOVE, BELOW or WITHIN for an interval of the gain."""
+    low, high = ci95
+    return ABOVE if low > 0 else BELOW if high < 0 else WITHIN
+
+
+def _label(method, sparsity, setting) -> str:
+    """A row as text: `prunedlora s=0.5 (–)`, `lora (r=8)`."""
+    shown = f" s={sparsity:.3g}" if isinstance(sparsity, float) else f" s={sparsity}" if sparsity != "–" else ""
+    return f"{method}{shown} ({setting or '–'})"
+
+
+def compare_cell(group: str, row, ref, column: str, a_runs: list[dict], b_runs: list[dict]) -> Mark:
+    """The paired comparison of one cell's runs (a) with its reference's (b) on the item field
+    behind the column's metric; a Mark without a mark, with the reason, when they cannot be compared."""
+    name, ref_name = _label(row["method"], row["sparsity"], row["setting"]), _label(*(ref[k] for k in ROW[1:]))
+    base = Mark(group, row["model"], row["method"], row["sparsity"], row["setting"], column, ref_name)
+    if not b_runs:
+        return replace(base, reason="the reference row has no run on this task")
+    try:
+        field = report_stats.arm_field(a_runs + b_runs, column.split(":", 1)[1])
+        c = compare_runs(name, a_runs, Source(field), ref_name, b_runs, Source(field), cross_checks=False)
+    except report_stats.UNREADABLE as err:
+        return replace(base, reason=f"not compared: {err}")
+    return replace(
+        base,
+        mark=mark_of(c.ci95),
+        gain=c.gain,
+        ci95=c.ci95,
+        n_items=c.n_items,
+        k=c.k_a,
+        k_ref=c.k_b,
+        run_variance=c.run_variance,
+    )
+
+
+def with_marks(table: pd.DataFrame, pts: pd.DataFrame, runs: Mapping[str, dict]) -> tuple[pd.DataFrame, list[Mark]]:
+    """The wide table plus, per task column, `<column> mark`, `gain`, `gain ci95 low/high` and
+    `items` (the paired comparison with the group's reference, see LEGEND), and the comparisons
+    themselves. `pts` must carry `paths` (points()), `runs` maps those paths to the results."""
+    if table.empty:
+        return table, []
+    columns = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
+    cell_paths = {}
+    if "paths" in pts:
+        for p in pts.itertuples():
+            cell_paths[(p.model, p.method, p.sparsity, p.setting, f"{p.task}:{p.metric}")] = p.paths
+    extra = {
+        f"{c} {what}": [math.nan] * len(table)
+        for c in columns
+        for what in ("gain", "gain ci95 low", "gain ci95 high", "items")
+    }
+    extra.update({f"{c} mark": [""] * len(table) for c in columns})
+    marks: list[Mark] = []
+    for group, rows in table[table["matched"] != ""].groupby("matched", sort=False):
+        refs = rows[rows["reference"]]
+        if refs.empty:
+            continue
+        ref = refs.iloc[0]
+        for i, row in rows.iterrows():
+            if row["reference"]:
+                continue
+            for column in columns:
+                mine = cell_paths.get((*(row[k] for k in ROW), column), ())
+                if not mine:
+                    continue
+                theirs = cell_paths.get((*(ref[k] for k in ROW), column), ())
+                m = compare_cell(group, row, ref, column, [runs[p] for p in mine], [runs[p] for p in theirs])
+                marks.append(m)
+                extra[f"{column} mark"][i] = m.mark
+                extra[f"{column} gain"][i] = m.gain
+                extra[f"{column} gain ci95 low"][i], extra[f"{column} gain ci95 high"][i] = m.ci95
+                extra[f"{column} items"][i] = m.n_items or math.nan
+    out = table.assign(**extra)
+    order = []
+    for c in out.columns:
+        if c in extra:
+            continue
+        order.append(c)
+        if c.endswith(" n") and c[: -len(" n")] in columns:
+            base = c[: -len(" n")]
+            order += [f"{base} {w}" for w in ("mark", "gain", "gain ci95 low", "gain ci95 high", "items")]
+    return out[order], marks
+
+
+# bench.paired's run_variance modes as the list under the table says them
+_RUN_VARIANCE = {
+    "paired": "paired over the shared seeds",
+    "pooled": "pooled over the two rows' runs",
+    "none": "none: one run each, the interval covers item sampling only, not seed-to-seed variation",
+}
+
+
+def marks_markdown(marks: list[Mark]) -> str:
+    """One line per comparison behind a mark (or behind its absence)."""
+    if not marks:
+        return ""
+    lines = [
+        "Paired comparisons behind the marks (row against its group's `ref` row; gain > 0: the row is better):",
+        "",
+    ]
+    for m in marks:
+        what = f"- {m.group} {_label(m.method, m.sparsity, m.setting)} against {m.reference} on {m.column}: "
+        if not m.mark:
+            lines.append(what + f"no mark, {m.reason}")
+            continue
+        lines.append(
+            what
+            + f"gain {m.gain:+.4f}, 95 % CI [{m.ci95[0]:+.4f}, {m.ci95[1]:+.4f}], n = {m.n_items} items, "
+            + f"k = {m.k} and {m.k_ref} seeds (run variance {_RUN_VARIANCE.get(m.run_variance, m.run_variance)}): "
+            + m.mark
+        )
+    return "\n".join(lines) + "\n"
 
 
 def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
@@ -175,23 +332,6 @@ def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
     return labels, refs
 
 
-def within_spread(table: pd.DataFrame, task: str) -> list[bool]:
-    """Per row: is its mean on `task` within one std of its group's reference row (see LEGEND)?"""
-    out = [False] * len(table)
-    for _label, rows in table[table["matched"] != ""].groupby("matched"):
-        ref = rows[rows["reference"]]
-        if ref.empty:
-            continue
-        r = ref.iloc[0]
-        for i, row in rows.iterrows():
-            if row["reference"] or pd.isna(row[f"{task} mean"]) or pd.isna(r[f"{task} mean"]):
-                continue
-            spread = max(row[f"{task} std"], r[f"{task} std"])  # NaN (one seed) on either side: no mark
-            if not pd.isna(spread) and abs(row[f"{task} mean"] - r[f"{task} mean"]) <= spread:
-                out[i] = True
-    return out
-
-
 def _cell(mean, std, n) -> str:
     if not n or pd.isna(mean):
         return "–"
@@ -209,9 +349,10 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     if "matched" not in table:
         table = table.assign(**dict(zip(("matched", "reference"), matched_groups(table))))
     for task in tasks:
-        marks = within_spread(table, task)
+        # with_marks' column; absent (no comparison made) or NaN (read back from main.csv): no mark
+        marks = table[f"{task} mark"] if f"{task} mark" in table else [""] * len(table)
         out[task] = [
-            _cell(m, s, n) + (f" {WITHIN_MARK}" if mark else "")
+            _cell(m, s, n) + (f" {mark}" if isinstance(mark, str) and mark else "")
             for m, s, n, mark in zip(table[f"{task} mean"], table[f"{task} std"], table[f"{task} n"], marks)
         ]
     end = table["params_end"] if "params_end" in table else table["trainable_params"]
@@ -244,4 +385,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def latex(table: pd.DataFrame) -> str:
     text = display(table).to_latex(index=False, escape=True)
+    # the marks as math symbols (\blacktriangle needs amssymb), so that pdflatex needs no Unicode font
+    for glyph, tex in ((ABOVE, "$\\blacktriangle$"), (BELOW, "$\\blacktriangledown$"), (WITHIN, "$\\approx$")):
+        text = text.replace(glyph, tex)
     return text.replace(" ± ", " $\\pm$ ").replace("–", "--")

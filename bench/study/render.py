@@ -270,16 +270,14 @@ def _git(*args: str) -> str:
 
 
 def part_report_markdown(part: str, info: dict, figure_dir: Path, doc: Path) -> str:
-    """One part's bench.report sections, its figures referenced from the page's folder."""
-    lines = [f"## Report, part {part} (bench.report)", ""]
-    for section in info.get("sections", []):
-        if section.key in ("main_table", "failures"):
-            lines += [f"### {section.title}", "", section.markdown.strip(), ""]
+    """One part's bench.report sections (its main table with the paired marks, its figures, its
+    failures) under the page's level-3 headings; the figures are copied next to the page."""
+    prefix = f"{os.path.relpath(figure_dir, doc.parent)}/{part}_"
     for figure in info.get("figures", []):
-        copied = figure_dir / f"{part}_{Path(figure).name}"
-        copied.write_bytes(Path(figure).read_bytes())
-        lines += [f"![{part} {Path(figure).stem}]({os.path.relpath(copied, doc.parent)})", ""]
-    return "\n".join(lines)
+        (figure_dir / f"{part}_{Path(figure).name}").write_bytes(Path(figure).read_bytes())
+    keep = ("main_table", "figures", "rank_allocation", "failures")
+    shown = [s.render(level=3, figure_prefix=prefix) for s in info.get("sections", []) if s.key in keep]
+    return "\n\n".join([f"## Report, part {part} (bench.report)", *shown]) + "\n"
 
 
 def document(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from bench import report, report_plots, report_table, results
+from bench import compare, items, paired, report, report_plots, report_stats, report_table, results
 from bench.report_where import WhereError, parse
 from tests.bench.test_results import minimal_result
 
@@ -352,12 +353,14 @@ def test_where_with_an_unknown_key_names_the_valid_ones(tmp_path, capsys):
     assert "'colour' is not a column" in err and "method, sparsity" in err
 
 
-def test_main_table_marks_parameter_matched_groups_and_differences_within_one_std(tmp_path):
+def test_main_table_marks_parameter_matched_groups_and_no_cell_of_runs_without_items(tmp_path):
+    """Groups and their reference come from the parameter counts; runs without items files (results
+    from before they existed) get no mark, and the report says why, cell by cell."""
     root = tmp_path / "runs"
     arms = {  # method, r: (params, scores over seeds 1 and 2)
         ("lora", 8): (8000, (0.10, 0.30)),  # reference of the 8000-parameter group
-        ("cla", 16): (8400, (0.25, 0.35)),  # |0.30 - 0.20| = 0.10 <= std(lora) = 0.1414: within
-        ("c3la", 16): (8790, (0.60, 0.62)),  # |0.61 - 0.20| = 0.41: beyond the spread
+        ("cla", 16): (8400, (0.25, 0.35)),  # within one seed std of the reference; no items: no mark
+        ("c3la", 16): (8790, (0.60, 0.62)),
         ("asym_lora", 16): (8900, (0.2, 0.2)),  # 8900 > 8000 * 1.10: not matched to the group
         ("lora", 16): (16000, (0.5, 0.6)),  # alone: no group
         ("paca", 4): (30000, (0.3, 0.3)),  # a group without a LoRA row: labelled, never marked
@@ -366,7 +369,7 @@ def test_main_table_marks_parameter_matched_groups_and_differences_within_one_st
     for (method, r), (params, scores) in arms.items():
         for seed, score in zip((1, 2), scores):
             synthetic(root, method=method, seed=seed, score=score, r=r, params=params)
-    report.write([root], tmp_path / "out")
+    info = report.write([root], tmp_path / "out")
     table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False)
     got = {
         (m, s): (g, ref)
@@ -378,9 +381,216 @@ def test_main_table_marks_parameter_matched_groups_and_differences_within_one_st
     assert got[("paca", "")] == ("P2", False) and got[("rac", "")] == ("P2", False)
     md = (tmp_path / "out" / "main.md").read_text()
     line = {row.split("|")[1].strip(): row for row in md.splitlines() if row.startswith("| ")}
-    assert "0.3000 ± 0.0707 (n=2) ≈" in line["cla"] and "P1" in line["cla"]
-    assert "≈" not in line["c3la"] and "≈" not in line["paca"] and "≈" not in line["asym_lora"]
-    assert "P1 ref" in md and report_table.LEGEND in (tmp_path / "out" / "report.md").read_text()
+    assert line["cla"].split("|")[4].strip() == "0.3000 ± 0.0707 (n=2)" and "P1" in line["cla"]
+    assert not any(mark in md for mark in (report_table.ABOVE, report_table.BELOW, report_table.WITHIN))
+    assert list(table["gsm8k:exact_match,strict-match mark"]) == [""] * len(table)
+    assert "P1 ref" in md
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert report_table.LEGEND in text
+    # one line per compared cell of P1 (cla, c3la against lora r=8), none for P2 (no LoRA row)
+    assert [(m.method, m.mark) for m in info["marks"]] == [("c3la", ""), ("cla", "")]
+    assert "- P1 cla (–) against lora (r=8) on gsm8k:exact_match,strict-match: no mark, not compared: run " in text
+    assert "evaluated before items.jsonl existed" in text and "paca (–) against" not in text
+
+
+# --- marks and error bars from per-item results (items.jsonl) ---
+
+N_ITEMS = 200
+
+
+def scored(root, *, method, seed, values, r=None, params=8000, metric=MRPC, field="correct", kind="binary", **kw):
+    """A successful run whose eval holds items.jsonl with `values` (item j has id item-j) declared as
+    the per-item field behind the task's primary metric; its aggregate is their mean."""
+    values = [float(v) for v in values]
+    d = synthetic(root, method=method, seed=seed, score=statistics.fmean(values), task=metric, r=r, params=params, **kw)
+    rows = [{"id": f"item-{j:03d}", field: v} for j, v in enumerate(values)]
+    declared = [items.ItemMetric(field, kind, True, aggregate=metric[1])]
+    result = json.loads((d / "result.json").read_text())
+    result["metrics"]["eval"]["items"] = items.write(d / "eval", rows, declared, "test")
+    result["metrics"]["eval"]["n"] = len(values)
+    results.write_result(d, result)
+    return d
+
+
+def binary_arms(root) -> dict:
+    """Three seeds per row on 200 binary items. The reference (LoRA r=8) gets the first 100 items
+    right, with 4 seed-dependent flips; cla gets 40 more right (gain +0.2), c3la 40 fewer (-0.2);
+    dora flips 6 of the reference's items each way (gain exactly 0). All four are one group."""
+    base = np.array([1] * 100 + [0] * 100)
+    rng = np.random.default_rng(0)
+    arms = {("lora", 8): (8000, 0), ("cla", 16): (8400, +40), ("c3la", 16): (8700, -40), ("dora", 16): (8790, 0)}
+    for (method, r), (params, shift) in arms.items():
+        for seed in (1, 2, 3):
+            v = base.copy()
+            if shift > 0:
+                v[100 : 100 + shift] = 1
+            elif shift < 0:
+                v[:-shift] = 0
+            right, wrong = np.flatnonzero(v == 1), np.flatnonzero(v == 0)
+            flips = 6 if method == "dora" else 2  # each way: the mean stays the arm's
+            v[rng.choice(right, flips, replace=False)] = 0
+            v[rng.choice(wrong, flips, replace=False)] = 1
+            scored(root, method=method, seed=seed, values=v, r=r, params=params)
+    return arms
+
+
+def test_paired_intervals_mark_better_worse_and_undecided_cells(tmp_path):
+    binary_arms(tmp_path / "runs")
+    info = report.write([tmp_path / "runs"], tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False, na_values=[""])
+    by_method = table.set_index("method")
+    col = "mrpc:acc"
+    assert by_method.loc["lora", "reference"] and pd.isna(by_method.loc["lora", f"{col} mark"])
+    for method, mark, gain in (("cla", "▲", 0.2), ("c3la", "▼", -0.2), ("dora", "≈", 0.0)):
+        row = by_method.loc[method]
+        assert row[f"{col} mark"] == mark and row[f"{col} gain"] == pytest.approx(gain, abs=1e-12)
+        assert row[f"{col} gain ci95 low"] < row[f"{col} gain"] < row[f"{col} gain ci95 high"]
+        assert row[f"{col} items"] == N_ITEMS
+    # the numbers are bench.compare's for the two arms' runs
+    runs, _ = report.load([tmp_path / "runs"])
+    arm = {m: [r for r in runs if r["config"]["method"]["name"] == m] for m in ("lora", "cla")}
+    direct = compare.compare_runs(
+        "cla", arm["cla"], compare.Source("correct"), "lora", arm["lora"], compare.Source("correct"), cross_checks=False
+    )
+    cla = next(m for m in info["marks"] if m.method == "cla")
+    assert cla.ci95 == pytest.approx(direct.ci95) and (cla.n_items, cla.k, cla.k_ref) == (N_ITEMS, 3, 3)
+    md = (tmp_path / "out" / "main.md").read_text()
+    line = {row.split("|")[1].strip(): row.split("|")[4].strip() for row in md.splitlines() if row.startswith("| ")}
+    assert line["cla"].endswith(" ▲") and line["c3la"].endswith(" ▼") and line["dora"].endswith(" ≈")
+    assert not line["lora"].endswith(("▲", "▼", "≈"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert f"- P1 cla (–) against lora (–) on {col}: gain +0.2000, 95 % CI [" in text
+    assert f"n = {N_ITEMS} items, k = 3 and 3 seeds (run variance pooled over the two rows' runs): ▲" in text
+    tex = (tmp_path / "out" / "main.tex").read_text()
+    assert "$\\blacktriangle$" in tex and "$\\blacktriangledown$" in tex and "$\\approx$" in tex
+
+
+def test_the_legend_names_the_comparison_a_mark_refers_to():
+    legend = report_table.LEGEND
+    for words in ("its group's `ref` row", "paired over the n items", "k seeds", "95 % t interval", "bench.compare"):
+        assert words in legend, words
+    assert "could not tell the two apart" in legend and 'not "equal"' in legend
+    assert "no per-item results" in legend and report_table.REFERENCE_METHOD.upper() in legend
+
+
+def test_a_small_consistent_difference_is_marked_where_the_one_std_rule_saw_none(tmp_path):
+    """Items of very different difficulty and a seed effect shared by both rows (same seed, same
+    data order): the seeds' means spread by ~0.08, far more than cla's consistent +0.01 on every
+    item. One standard deviation of the seeds hides the difference; the paired interval (five shared
+    seeds: the run variance is that of the per-seed differences) finds it."""
+    rng = np.random.default_rng(1)
+    difficulty = rng.uniform(0, 1, N_ITEMS)
+    shift = {seed: 0.05 * (seed - 3) for seed in (1, 2, 3, 4, 5)}
+    f1 = ("mrpc", "f1")
+    for seed in shift:
+        common = difficulty + shift[seed] + rng.normal(0, 0.01, N_ITEMS)
+        for method, r, params, plus in (("lora", 8, 8000, 0.0), ("cla", 16, 8400, 0.01)):
+            values = common + plus + rng.normal(0, 0.002, N_ITEMS)
+            scored(tmp_path / "runs", method=method, seed=seed, values=values, r=r, params=params, metric=f1,
+                   field="f1_item", kind="continuous")  # fmt: skip
+    report.write([tmp_path / "runs"], tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "main.csv", keep_default_na=False, na_values=[""]).set_index("method")
+    cla, lora = table.loc["cla"], table.loc["lora"]
+    naive_within = abs(cla["mrpc:f1 mean"] - lora["mrpc:f1 mean"]) <= max(cla["mrpc:f1 std"], lora["mrpc:f1 std"])
+    assert naive_within, "the old rule (within one seed std of the reference) would have marked ≈"
+    assert cla["mrpc:f1 mark"] == "▲" and cla["mrpc:f1 gain ci95 low"] > 0
+    assert cla["mrpc:f1 gain"] == pytest.approx(0.01, abs=0.002)
+
+
+def test_arms_that_cannot_be_compared_get_no_mark_and_the_reason(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (1, 2):
+        scored(root, method="lora", seed=seed, values=[1, 0] * 10, r=8, params=8000)
+        d = scored(root, method="cla", seed=seed, values=[1, 1] * 10, r=16, params=8400)
+        result = json.loads((d / "result.json").read_text())
+        result["config"]["eval"]["max_gen_toks"] = 32  # scored another way: not the same measurement
+        results.write_result(d, result)
+    info = report.write([root], tmp_path / "out")
+    (cla,) = info["marks"]
+    assert cla.mark == "" and "evaluation settings" in cla.reason
+    assert (
+        "no mark, not compared: the arms differ in their evaluation settings"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
+
+
+def test_mean_interval_of_one_run_is_the_t_interval_of_its_items():
+    from scipy import stats
+
+    values = [0.2, 0.5, 0.9, 0.4, 0.7]
+    scores = paired.ArmScores("one run", (0,), tuple(f"i{j}" for j in range(5)), [values])
+    got = report_stats.mean_interval(scores)
+    half = stats.t.ppf(0.975, 4) * statistics.stdev(values) / 5**0.5
+    assert got.mean == pytest.approx(0.54) and got.df == pytest.approx(4)
+    assert (got.low, got.high) == pytest.approx((0.54 - half, 0.54 + half))
+    assert got.run_var == 0 and (got.n, got.k) == (5, 1)
+
+
+def test_mean_interval_of_several_runs_is_the_paired_decomposition_of_one_arm():
+    """Item term + run term (net of the item-by-run noise the item term already holds), Welch-
+    Satterthwaite df: bench.paired's estimate of the gain over an arm that scores 0 everywhere."""
+    rng = np.random.default_rng(2)
+    ids = tuple(f"i{j}" for j in range(40))
+    for run_shift in (0.0, 0.3):  # without and with a run effect beyond the item-by-run noise
+        values = rng.uniform(0, 1, 40) + rng.normal(0, 0.1, (4, 40)) + run_shift * rng.normal(0, 1, (4, 1))
+        arm = paired.ArmScores("arm", (1, 2, 3, 4), ids, values)
+        zero = paired.ArmScores("zero", (99,), ids, np.zeros((1, 40)))
+        want = paired.compare(arm, zero, metric="m", kind="continuous", higher_is_better=True, cross_checks=False)
+        got = report_stats.mean_interval(arm)
+        assert (got.low, got.high) == pytest.approx(want.ci95) and got.df == pytest.approx(want.df)
+        assert got.item_var == pytest.approx(np.var(values.mean(0), ddof=1) / 40)
+        assert (got.run_var > 0) == (run_shift > 0)
+
+
+def test_pareto_error_bars_are_intervals_where_runs_have_items_else_std(tmp_path):
+    binary_arms(tmp_path / "runs")
+    for seed in (1, 2):  # a configuration of old results: std over seeds
+        synthetic(tmp_path / "runs", method="vera", seed=seed, score=0.4 + seed / 10, task=MRPC, params=500)
+    runs, _ = report.load([tmp_path / "runs"])
+    by_path = {r["_path"]: r for r in runs}
+    pts = report_stats.with_intervals(report_table.points(report.runs_frame(runs)), by_path)
+    kinds = dict(zip(pts["method"], pts["error_bar"]))
+    assert kinds == {"lora": "ci95", "cla": "ci95", "c3la": "ci95", "dora": "ci95", "vera": "std"}
+    cla = pts[pts["method"] == "cla"].iloc[0]
+    arm, _ = compare.arm_scores("cla", [by_path[p] for p in cla["paths"]], compare.Source("correct"))
+    want = report_stats.mean_interval(arm)
+    assert (cla["ci95_low"], cla["ci95_high"]) == pytest.approx((want.low, want.high))
+    assert cla["ci95_low"] < cla["mean"] < cla["ci95_high"]
+    assert "filled markers" in report_plots.error_bar_caption(pts)
+    assert report_plots.error_bar_caption(pts[pts["method"] != "vera"]).startswith("Error bars: the 95 % t interval")
+    assert "standard deviation over seeds" in report_plots.error_bar_caption(pts[pts["method"] == "vera"])
+    info = report.write([tmp_path / "runs"], tmp_path / "out")
+    figures = next(s for s in info["sections"] if s.key == "figures")
+    assert figures.figures == (tmp_path / "out" / "pareto.png",) and is_drawn_png(figures.figures[0])
+    assert report_plots.error_bar_caption(pts) in figures.markdown
+
+
+def test_the_report_sections_are_data_and_report_md_is_their_rendering(tmp_path):
+    sweep_fixture(tmp_path / "runs")
+    info = report.write([tmp_path / "runs"], tmp_path / "out")
+    sections = info["sections"]
+    assert [s.key for s in sections] == [
+        "overview",
+        "main_table",
+        "figures",
+        "rank_allocation",
+        "summary",
+        "failures",
+        "unreadable",
+    ]
+    assert all(isinstance(s, report.Section) for s in sections)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert report.render(sections) == text and text.startswith("# Report\n\n9 runs read from ")
+    main = next(s for s in sections if s.key == "main_table")
+    assert main.markdown.startswith((tmp_path / "out" / "main.md").read_text()) and report_table.LEGEND in main.markdown
+    assert "# Report" not in main.markdown and main.title.startswith("Main table")
+    assert f"## {main.title}\n\n{main.markdown.rstrip()}" in text
+    embedded = main.render(level=3)  # inside another document: the models' headings move down too
+    assert embedded.startswith("### Main table") and "\n#### tiny-llama\n" in embedded
+    ranks = next(s for s in sections if s.key == "rank_allocation")
+    assert ranks.render(figure_prefix="study/asdiv_").endswith("](study/asdiv_rank_allocation.png)")
+    assert set(info["figures"]) == {f for s in sections for f in s.figures}
+    assert list(info["main_table"]["method"]) == list(pd.read_csv(tmp_path / "out" / "main.csv")["method"])
 
 
 def test_a_pruned_method_shows_its_start_and_end_counts_and_is_matched_by_the_end(tmp_path):
