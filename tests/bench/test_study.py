@@ -305,3 +305,12 @@ def test_the_default_studys_pruning_arms_sit_between_lora_at_r_target_and_at_r_i
     sparsities = {a.where["method.sparsity"] for a in pruned}
     assert len(sparsities) >= 2 and {r_t} | {round(r_t / (1 - s)) for s in sparsities} <= lora_ranks
     assert {"magnitude", "wanda"} < {a.where["method.criterion"] for a in pruned}
+
+
+def test_the_example_study_in_the_docs_is_a_valid_study(tmp_path):
+    text = (REPO / "docs" / "sweeps.md").read_text()
+    (block,) = re.findall(r"```yaml\n(# studies/mine\.yaml.*?)```", text, flags=re.S)
+    path = tmp_path / "mine.yaml"
+    path.write_text(block)
+    study = spec.load(path)
+    assert [c.kind for c in study.claims] == ["non_inferior"] and len(plan.search_commands(study)) == 3
