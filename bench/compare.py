@@ -66,9 +66,7 @@ def item_record(result: dict, source: Source) -> tuple[Path, dict]:
             f"run {result.get('run_id')} ({result.get('_path')}) has no per-item results for "
             f"{source.stage}/{source.split}: it was evaluated before items.jsonl existed, or without this split"
         )
-    run_dir = Path(result["_path"]).parent
-    where = run_dir / source.stage / ("heldout" if source.split == "heldout" else "") / record["file"]
-    return where, record
+    return Path(result["_path"]).parent / source.stage / record["file"], record
 
 
 def declaration(record: dict, metric: str, run: str) -> dict:

@@ -6,8 +6,9 @@ slice, DDP averages the gradients, and the logged loss and token counts are redu
 Gradient accumulation is explicit: `grad_accum` micro-batches, then one optimizer step; every
 metric counts optimizer steps. A step's loss is the mean over all loss tokens of its micro-batches
 and processes (each micro-batch weighted by its share of them), so two micro-batches of 2 train as
-one batch of 4 does; a method's `extra_loss` is added once per step. The batch order is a pure function of (seed, epoch), so a resumed
-run sees exactly the batches an uninterrupted one would have seen.
+one batch of 4 does; a method's `extra_loss` is added once per step. The batch order is a pure
+function of (seed, epoch), so a resumed run sees exactly the batches an uninterrupted one would
+have seen.
 """
 
 from __future__ import annotations

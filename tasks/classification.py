@@ -17,16 +17,26 @@ Evaluation: a batched forward pass over every reported split (eval.limit: the fi
 argmax for classes, the raw output for regression; per-example predictions go to
 `<out_dir>/predictions_<split>.jsonl`. `heldout_rows` (default off) holds a fixed slice of the
 training rows out of training, for model selection; it is scored too, under "heldout".
+
+Items (bench/items.py; docs/results.md): per split, one line per row, id = hash of (text, label).
+Classes: `label`, `prediction`, `correct` (aggregate `accuracy` where the task reports it),
+`logloss` (-log softmax probability of the gold label; aggregate `log_loss`, which every split's
+scores include) and `p_gold`. Regression: `label`, `prediction`, `sq_error` (aggregate `mse`, also
+a score). The first reported split's file is `<out_dir>/items.jsonl` (record `items`), another's
+`<out_dir>/<split>/items.jsonl` (records `items_other_splits`, aggregates suffixed as its scores),
+the held-out split's `<out_dir>/heldout/items.jsonl` (record `heldout.items`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional, Sequence
 
+from bench import items
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, runtime
 from bench.provenance import canonical_json, rows_sha256
@@ -213,16 +223,23 @@ class ClassificationTask(Task):
         splits = self.eval_splits()
         result: dict = {"primary": _metric_key(spec.primary, splits[0].suffix)}
         data = {"name": self.name, "max_length": length, "splits": {}}
-        n = 0
-        for split in splits:
-            scores, info = self._score_split(model, tokenizer, split, eval_cfg, out_dir, length)
+        n, records = 0, []
+        for i, split in enumerate(splits):
+            scores, info, rows = self._score_split(model, tokenizer, split, eval_cfg, out_dir, length)
             result.update({_metric_key(k, split.suffix): v for k, v in scores.items()})
+            # the primary split's items: <out_dir>/items.jsonl; another reported split's: <split>/items.jsonl
+            subdir = "" if i == 0 else split.name
+            records.append(items.write(out_dir, rows, item_metrics(spec, split.suffix), split.name, subdir=subdir))
             data["splits"][split.name] = info
             n += info["rows_evaluated"]
+        result["items"] = records[0]
+        if records[1:]:
+            result["items_other_splits"] = records[1:]
         if self.heldout_rows is not None:
             _, heldout = self.split_train()
-            scores, info = self._score_split(model, tokenizer, heldout, eval_cfg, out_dir, length)
-            result["heldout"] = {**scores, "n": info["rows_evaluated"]}
+            scores, info, rows = self._score_split(model, tokenizer, heldout, eval_cfg, out_dir, length)
+            record = items.write(out_dir, rows, item_metrics(spec), "heldout", subdir="heldout")
+            result["heldout"] = {**scores, "n": info["rows_evaluated"], "items": record}
             data["splits"]["heldout"] = info
         result.update(n=n, data=data)
         return result
@@ -247,6 +264,14 @@ class ClassificationTask(Task):
             predictions = [max(range(len(o)), key=o.__getitem__) for o in outputs]
         labels = [r["label"] for r in rows]
         scores = classification_metrics.compute(spec.metrics, labels, predictions)
+        item_rows = [
+            {"id": item_id, **item_values(spec, row["label"], pred, out)}
+            for item_id, row, pred, out in zip(
+                items.unique_ids(item_content(r) for r in rows), rows, predictions, outputs
+            )
+        ]
+        # the item means without a GLUE metric of their own: log loss, or mean squared error
+        scores.update({k: v for k, v in items.aggregates(item_rows, item_metrics(spec)).items() if k not in scores})
         with open(out_dir / f"predictions_{split.name}.jsonl", "w", encoding="utf-8") as f:
             for i, (row, pred, out) in enumerate(zip(rows, predictions, outputs)):
                 f.write(
@@ -257,7 +282,57 @@ class ClassificationTask(Task):
                     + "\n"
                 )
         info = {**split.info, "rows_evaluated": len(rows)}
-        return scores, info
+        return scores, info, item_rows
+
+
+def item_content(row: dict) -> dict:
+    """What an item's id hashes: its text(s) and gold label."""
+    return {"text": row["text"], "label": row["label"]}
+
+
+def item_metrics(spec: Spec, suffix: str = "") -> list[items.ItemMetric]:
+    """The per-item quantities of a split's items.jsonl; `suffix` names the split's aggregate keys
+    as its scores are named (MNLI: accuracy_mismatched)."""
+    if spec.regression:
+        return [
+            items.ItemMetric(
+                "sq_error", "continuous", False, _metric_key("mse", suffix), description="(prediction - label)^2"
+            )
+        ]
+    return [
+        items.ItemMetric(
+            "correct",
+            "binary",
+            True,
+            _metric_key("accuracy", suffix) if "accuracy" in spec.metrics else None,
+            description="1 if the argmax class is the gold label",
+        ),
+        items.ItemMetric(
+            "logloss",
+            "continuous",
+            False,
+            _metric_key("log_loss", suffix),
+            description="-log softmax probability of the gold label (nats)",
+        ),
+        items.ItemMetric("p_gold", "continuous", True, description="softmax probability of the gold label"),
+    ]
+
+
+def item_values(spec: Spec, label, prediction, outputs: Sequence[float]) -> dict:
+    """One item's fields from the head's outputs: the log-softmax is computed in float64 from the
+    logits as the model returned them."""
+    if spec.regression:
+        return {"label": label, "prediction": prediction, "sq_error": (prediction - label) ** 2}
+    top = max(outputs)
+    logsumexp = top + math.log(math.fsum(math.exp(o - top) for o in outputs))
+    logloss = logsumexp - outputs[label]
+    return {
+        "label": label,
+        "prediction": prediction,
+        "correct": int(prediction == label),
+        "logloss": logloss,
+        "p_gold": math.exp(-logloss),
+    }
 
 
 def _metric_key(metric: str, suffix: str) -> str:

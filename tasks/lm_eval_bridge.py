@@ -68,7 +68,7 @@ def run(
             limit=eval_cfg.limit,
             # our YAMLs are self-contained: skipping the ~10 s index of lm-eval's own tasks
             task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
-            log_samples=eval_cfg.log_samples,
+            log_samples=True,  # the per-document values of `docs`; samples.jsonl follows eval.log_samples
             gen_kwargs={"max_gen_toks": max_gen_toks},
             random_seed=seed,
             numpy_random_seed=seed,
@@ -100,4 +100,15 @@ def run(
                     + "\n"
                 )
     n = res.get("n-samples", {}).get(name, {}).get("effective", len(samples))
-    return {"scores": scores, "n": int(n), "lm_eval_version": res.get("lm_eval_version")}
+    return {"scores": scores, "n": int(n), "lm_eval_version": res.get("lm_eval_version"), "docs": per_doc(samples)}
+
+
+def per_doc(samples: list[dict]) -> list[dict]:
+    """lm-eval's samples (one per document and filter) as one entry per document, in doc_id order:
+    {doc_id, doc, metrics: {"<metric>,<filter>": value}}, the keys named as in lm-eval's scores."""
+    docs: dict = {}
+    for s in samples:
+        entry = docs.setdefault(s["doc_id"], {"doc_id": s["doc_id"], "doc": s["doc"], "metrics": {}})
+        for metric in s.get("metrics") or []:
+            entry["metrics"][f"{metric},{s['filter']}"] = s[metric]
+    return [docs[k] for k in sorted(docs)]

@@ -86,3 +86,26 @@ def test_runs_without_items_files_are_refused_with_the_reason(runs_root, capsys)
 def test_an_unknown_metric_names_the_ones_there_are(runs_root, capsys):
     code = compare.main([str(runs_root), "--a", "method=cla", "--b", "method=lora", "--metric", "accuracy"])
     assert code == 2 and "exact_match_strict" in capsys.readouterr().err
+
+
+def test_the_heldout_split_is_read_from_its_own_items_file(runs_root, capsys):
+    """The held-out items live in <eval dir>/heldout/items.jsonl, recorded as `heldout/items.jsonl`."""
+    for path in runs_root.rglob("result.json"):
+        result = json.loads(path.read_text())
+        is_cla = result["config"]["method"]["name"] == "cla"
+        values = outcomes(result["config"]["seed"], 0.9 if is_cla else 0.1, 11)[:50]
+        held = path.parent / "eval" / "heldout"
+        held.mkdir()
+        held.joinpath("items.jsonl").write_text(
+            "".join(
+                json.dumps({"id": f"h{i}", "split": "heldout", "exact_match_strict": int(v)}) + "\n"
+                for i, v in enumerate(values)
+            )
+        )
+        record = {**result["metrics"]["eval"]["items"], "file": "heldout/items.jsonl", "n": 50, "split": "heldout"}
+        result["metrics"]["eval"]["heldout"]["items"] = record
+        path.write_text(json.dumps(result))
+    args = [str(runs_root), "--a", "method=cla", "--b", "method=lora", "--metric", "exact_match_strict"]
+    assert compare.main([*args, "--split", "heldout", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["comparison"]
+    assert out["n_items"] == 50 and out["delta"] > 0.5

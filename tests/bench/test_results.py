@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from bench import results
+from bench import items, results
 from bench.config import resolved, run_hash
 from tests.conftest import compose
 
@@ -91,6 +91,39 @@ def test_schema_accepts_good_and_rejects_broken_results(tmp_path):
             results.validate_result(bad)
     with pytest.raises(jsonschema.ValidationError):  # a failed run must carry its error
         results.validate_result({**minimal_result("failed"), "error": None})
+
+
+def test_schema_accepts_items_records_and_rejects_broken_ones(tmp_path):
+    metrics = [
+        items.ItemMetric("correct", "binary", True, "accuracy"),
+        items.ItemMetric("nll", "continuous", False, "answer_nll", per="tokens"),
+    ]
+    rows = [{"id": "a", "correct": 1, "nll": 2.0, "tokens": 3}, {"id": "b", "correct": 0, "nll": 1.0, "tokens": 1}]
+    record = items.write(tmp_path, rows, metrics, "test")
+    held = items.write(tmp_path, rows, metrics, "heldout", subdir="heldout")
+    assert held["file"] == "heldout/items.jsonl" and (tmp_path / "heldout" / "items.jsonl").exists()
+    evaluation = {
+        "primary": "accuracy",
+        "accuracy": 0.5,
+        "n": 2,
+        "items": record,
+        "items_other_splits": [{**record, "file": "validation_mismatched/items.jsonl"}],
+        "heldout": {"accuracy": 0.5, "n": 2, "items": held},
+    }
+    good = minimal_result()
+    good["metrics"].update(eval=evaluation, eval_base=copy.deepcopy(evaluation))
+    results.validate_result(good)
+    for breakage in (
+        lambda e: e["items"].pop("metrics"),
+        lambda e: e["items"].update(file="items.json"),
+        lambda e: e["items"]["metrics"]["correct"].update(kind="ordinal"),
+        lambda e: e["heldout"]["items"].pop("n"),
+        lambda e: e["items_other_splits"][0].pop("split"),
+    ):
+        bad = copy.deepcopy(good)
+        breakage(bad["metrics"]["eval"])
+        with pytest.raises(jsonschema.ValidationError):
+            results.validate_result(bad)
 
 
 def test_write_is_atomic_and_leaves_no_temporaries(tmp_path):

@@ -90,12 +90,11 @@ def test_micro_batches_of_unequal_loss_tokens_are_weighted_by_their_share(tmp_pa
     """The logged loss of a split step is the token mean over the step, not the mean of the two
     micro-batch means: recomputed here from the examples with the untrained model."""
     import torch
+    from transformers import set_seed
 
     from bench import models
     from bench.run import build
     from bench.train import batch_indices
-
-    from transformers import set_seed
 
     cfg = compose(*TINY, "method.dropout=0")
     task = build(cfg.task)

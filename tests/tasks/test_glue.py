@@ -4,12 +4,14 @@ MNLI's two validation splits, the held-out slice, and the offline error."""
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from bench import items
 from bench.config import ConfigError
 from bench.models import TOKENIZERS
 from tasks import glue
@@ -176,6 +178,20 @@ def test_mnli_reports_matched_and_mismatched(hub, bert_tok, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "predictions_validation_matched.jsonl").read_text().splitlines()]
     assert [x["prediction"] for x in lines] == [0, 1, 2, 2] and [x["label"] for x in lines] == [0, 1, 2, 0]
     assert (tmp_path / "predictions_validation_mismatched.jsonl").exists()
+    # items: the primary split's in items.jsonl, the other's in its own folder, each with its suffixed aggregates
+    assert result["items"]["file"] == "items.jsonl" and result["items"]["split"] == "validation_matched"
+    (other,) = result["items_other_splits"]
+    assert other["file"] == "validation_mismatched/items.jsonl" and other["n"] == 3
+    assert result["items"]["metrics"]["correct"]["aggregate"] == "accuracy_matched"
+    assert other["metrics"]["logloss"]["aggregate"] == "log_loss_mismatched"
+    matched = items.read(tmp_path / "items.jsonl")
+    right, wrong = math.log(math.e + 2) - 1, math.log(math.e + 2)  # logits: 1 for the word said, 0 for the others
+    assert [r["correct"] for r in matched] == [1, 1, 1, 0]
+    assert [r["logloss"] for r in matched] == pytest.approx([right, right, right, wrong], rel=1e-12)
+    assert [r["p_gold"] for r in matched] == pytest.approx([math.exp(-x) for x in (right, right, right, wrong)])
+    assert result["log_loss_matched"] == pytest.approx((3 * right + wrong) / 4, rel=1e-12)
+    assert result["log_loss_mismatched"] == pytest.approx(right, rel=1e-12)
+    assert len(items.read(tmp_path / other["file"])) == 3
 
 
 def test_stsb_scores_the_raw_output_as_a_regression(hub, bert_tok, tmp_path):
@@ -191,6 +207,13 @@ def test_stsb_scores_the_raw_output_as_a_regression(hub, bert_tok, tmp_path):
     assert result["spearman"] == pytest.approx(1.0)  # same order
     preds = [json.loads(x)["prediction"] for x in (tmp_path / "predictions_validation.jsonl").read_text().splitlines()]
     assert preds == [float(c) for c in counts]
+    rows = items.read(tmp_path / "items.jsonl")
+    assert (
+        set(result["items"]["metrics"]) == {"sq_error"} and result["items"]["metrics"]["sq_error"]["aggregate"] == "mse"
+    )
+    assert [(r["prediction"], r["label"]) for r in rows] == list(zip(map(float, counts), labels))
+    assert [r["sq_error"] for r in rows] == pytest.approx([(c - lab) ** 2 for c, lab in zip(counts, labels)])
+    assert result["mse"] == pytest.approx(sum((c - lab) ** 2 for c, lab in zip(counts, labels)) / 5)
 
 
 def test_cola_with_one_class_predicted_scores_zero_mcc(hub, bert_tok, tmp_path):
@@ -233,6 +256,13 @@ def test_heldout_slice_is_fixed_disjoint_and_scored(hub, bert_tok, tmp_path):
     )
     assert result["n"] == 4 and result["heldout"]["n"] == 5 and "accuracy" in result["heldout"]
     assert (tmp_path / "predictions_heldout.jsonl").exists()
+    record = result["heldout"]["items"]
+    assert record["file"] == "heldout/items.jsonl" and record["split"] == "heldout" and record["n"] == 5
+    held_items = items.read(tmp_path / "heldout" / "items.jsonl")
+    # ids hash the rows' content: the same whatever order the training rows came in
+    assert sorted(r["id"] for r in held_items) == sorted(
+        items.unique_ids({"text": r["text"], "label": r["label"]} for r in held.rows)
+    )
     with pytest.raises(ConfigError, match="leaves no training rows"):
         Glue(name="glue_sst2", subset="sst2", heldout_rows=20).split_train()
 

@@ -232,7 +232,7 @@ def test_heldout_keys_at_zero_leave_existing_run_hashes_alone():
     assert run_hash(cfg) != run_hash(old)
 
 
-def test_heldout_answer_nll_is_the_training_loss_on_the_heldout_answers(tok):
+def test_heldout_answer_nll_is_the_training_loss_on_the_heldout_answers(tok, monkeypatch):
     """Against transformers' own causal-LM loss (labels -100 on the prompt), example by example."""
     import torch
 
@@ -253,3 +253,45 @@ def test_heldout_answer_nll_is_the_training_loss_on_the_heldout_answers(tok):
         tokens += n
     assert got["answer_tokens"] == tokens
     assert got["answer_nll"] == pytest.approx(total / tokens, rel=1e-5)
+
+    # per problem: the final answer's NLL is the loss on the number's tokens alone
+    losses = task.answer_losses(model, tok, held, batch_size=2)
+    for r, loss in zip(held, losses):
+        completion = " " + r["answer"]
+        one, _ = prompt_completion.tokenize_pairs(tok, [(gsm8k.prompt(r["question"]), completion)], 512)
+        number = tok(completion.rsplit("####", 1)[1], add_special_tokens=False)["input_ids"]
+        assert loss["final_tokens"] == len(number) > 0
+        ex = task.collate(one, tok)
+        labels = ex["labels"].clone()
+        labels[0, : -1 - len(number)] = -100  # keep the number's tokens, before EOS
+        labels[0, -1] = -100
+        assert labels[0].tolist()[-1 - len(number) : -1] == number
+        with torch.no_grad():
+            final = model(input_ids=ex["input_ids"], labels=labels).loss.item() * len(number)
+        assert loss["final_nll"] == pytest.approx(final, rel=1e-5)
+    monkeypatch.setattr(gsm8k, "NLL_CHUNK", 5)  # log-softmax over a few positions at a time: the same sums
+    chunked = task.answer_losses(model, tok, held, batch_size=2)
+    assert [(c["answer_tokens"], c["final_tokens"]) for c in chunked] == [
+        (x["answer_tokens"], x["final_tokens"]) for x in losses
+    ]
+    for c, x in zip(chunked, losses):
+        assert c["answer_nll"] == pytest.approx(x["answer_nll"], rel=1e-6)
+        assert c["final_nll"] == pytest.approx(x["final_nll"], rel=1e-6)
+    assert got["final_answer_tokens"] == sum(loss["final_tokens"] for loss in losses)
+    assert got["final_answer_nll"] == pytest.approx(
+        sum(loss["final_nll"] for loss in losses) / got["final_answer_tokens"], rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "answer", ["9 (apples)\n#### 9", "It is 1,234.\n#### 1234", "#### -3.5", "no marker 7", "a #### b\n#### 12"]
+)
+def test_final_answer_tokens_are_those_after_the_last_marker(tok, answer, monkeypatch):
+    completion = " " + answer
+    expected = (
+        0 if "####" not in answer else len(tok(completion.rsplit("####", 1)[1], add_special_tokens=False)["input_ids"])
+    )
+    assert gsm8k.final_answer_tokens(tok, completion) == expected
+    assert tok.is_fast  # the offsets rule; the prefix rule of a slow tokenizer gives the same count here
+    monkeypatch.setattr(type(tok), "is_fast", property(lambda self: False))
+    assert gsm8k.final_answer_tokens(tok, completion) == expected

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bench import items
 from bench.config import ConfigError, resolved, run_hash
 from bench.models import TOKENIZERS
 from bench.provenance import rows_sha256
@@ -343,3 +344,16 @@ def test_evaluate_scores_sampled_completions_and_writes_every_execution(tiny_mod
     assert "unsafe_code: true" in written and "python:tasks.humaneval_scoring.SandboxScorer" in written
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and all(len(s["filtered"][0]) == 2 and "pass@2" in s for s in samples)
+    # items: per problem, the pass@1 estimate c/n (continuous with 2 samples) and pass@2, from its executions
+    record = out["items"]
+    assert record["file"] == "items.jsonl" and record["n"] == 2
+    assert record["metrics"]["pass"]["kind"] == "continuous" and record["metrics"]["pass"]["aggregate"] == "pass@1"
+    assert record["metrics"]["pass@2"]["aggregate"] == "pass@2"
+    rows = items.read(tmp_path / "items.jsonl")
+    assert [r["task_id"] for r in rows] == ["HumanEval/0", "HumanEval/1"] and all(r["n_samples"] == 2 for r in rows)
+    for row in rows:
+        c = sum(r["status"] == "passed" for r in records if r["task_id"] == row["task_id"])
+        assert row["n_passed"] == c and row["pass"] == c / 2 and row["pass@2"] == (1.0 if c else 0.0)
+    assert out["pass@1"] == pytest.approx(items.aggregate(rows, "pass"), rel=1e-12)
+    problem = humaneval.problems()[0]
+    assert rows[0]["id"] == items.item_id({"task_id": "HumanEval/0", "prompt": problem["prompt"]})

@@ -1,15 +1,18 @@
 """Task conformance matrix (issue #18): every conf/task/*.yaml, composed through Hydra, on the tiny
 models of its kind. Padding never counts in the loss, `loss_tokens` counts what the loss averages,
-provenance is recorded, and `evaluate` returns primary/n/data."""
+provenance is recorded, `evaluate` returns primary/n/data, and every evaluated split has an
+items.jsonl whose items average to the declared aggregates, with ids that do not depend on the model."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from bench import models
+from bench import items, models
 from bench.run import build
 from tasks import glue
 from tasks.glue import SUBSETS
@@ -21,9 +24,11 @@ TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 # Offline sources (the configs' defaults need the hub), and sizes that keep each case at seconds.
 OFFLINE = {
     "gsm8k": ("task.train_source=asdiv", "task.test_source=package"),
-    "asdiv": ("task.asdiv_test=4", "task.asdiv_heldout=0"),
+    "asdiv": ("task.asdiv_test=4",),
     "humaneval": ("task.train_source=stdlib", "eval.allow_code_execution=true"),
 }
+# A held-out split where a task has one cheaply: its evaluation writes heldout/items.jsonl too.
+HELDOUT = {"asdiv": ("task.asdiv_heldout=2",), "movie_review_sentiment": ("task.heldout_rows=3",)}
 # GLUE ships in no package: the hub loader is replaced by tests/tasks/test_glue.py's fixture rows.
 GLUE = {name for name in TASKS if name.startswith("glue_")}
 # Cases that cannot run here, with why (none may be skipped silently).
@@ -65,6 +70,7 @@ def setup(request, monkeypatch):
         "eval.max_gen_toks=4",
         "eval.batch_size=2",
         *OFFLINE.get(name, ()),
+        *HELDOUT.get(name, ()),
     )
     task = build(cfg.task)
     task.check(cfg)
@@ -113,11 +119,64 @@ def test_padding_never_counts_and_loss_tokens_is_what_the_loss_averages(setup):
 
 
 @pytest.mark.parametrize("setup", list(cases()), indirect=True)
-def test_evaluate_returns_primary_n_and_data(setup, tmp_path):
+def test_evaluate_returns_primary_n_data_and_items_with_stable_ids(setup, tmp_path):
     cfg, task, model, tokenizer = setup
     task.train_examples(tokenizer, cfg.train.max_length)
-    result = task.evaluate(model, tokenizer, cfg.eval, tmp_path, seed=0)
+    result = task.evaluate(model, tokenizer, cfg.eval, tmp_path / "a", seed=0)
     assert result["primary"] in result, sorted(result)
     assert isinstance(result[result["primary"]], (int, float))
     assert result["n"] > 0
     assert isinstance(result["data"], dict) and result["data"]
+    ids = check_items(result, tmp_path / "a", heldout=_has_heldout(cfg))
+    # the same items scored by other weights: the same ids, in the same order; items do not need
+    # lm-eval's samples file
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.5)
+    again = task.evaluate(model, tokenizer, OmegaConf.merge(cfg.eval, {"log_samples": False}), tmp_path / "b", seed=1)
+    assert check_items(again, tmp_path / "b", heldout=_has_heldout(cfg)) == ids
+    assert not list((tmp_path / "b").rglob("samples.jsonl"))
+
+
+def _has_heldout(cfg) -> bool:
+    return cfg.task.name in HELDOUT
+
+
+def check_items(result: dict, out_dir, heldout: bool) -> dict[str, list[str]]:
+    """Every items file the result declares: one line per scored item, unique ids, each declared
+    aggregate equal to the items' mean (or sum/sum with `per`). Returns {file: ids}."""
+    records = items.records(result)
+    files = [path for path, _ in records]
+    assert files[0] == items.FILE and len(set(files)) == len(files)
+    assert ("heldout/items.jsonl" in files) == heldout, files
+    test_records = [result["items"], *result.get("items_other_splits", [])]
+    assert sum(r["n"] for r in test_records) == result["n"]
+    splits = result["data"].get("splits") or {}  # classification: rows evaluated per split
+    ids = {}
+    for path, record in records:
+        owner = result["heldout"] if record["split"] == "heldout" else result
+        rows = items.read(out_dir / path)
+        assert len(rows) == record["n"] > 0
+        if record["split"] in splits:
+            assert record["n"] == splits[record["split"]]["rows_evaluated"]
+        if record["split"] == "heldout":
+            assert record["n"] == owner["n"]
+        assert all(r["split"] == record["split"] for r in rows)
+        ids[path] = [r["id"] for r in rows]
+        assert len(set(ids[path])) == len(rows)
+        assert record["metrics"], record
+        for name, declared in record["metrics"].items():
+            assert declared["kind"] in items.KINDS
+            values = [r[name] for r in rows]
+            if declared["kind"] == "binary":
+                assert set(values) <= {0, 1}, (name, values)
+            key, per = declared["aggregate"], declared["per"]
+            if key is None:
+                continue
+            assert key in owner, (key, sorted(owner))
+            if per is not None and sum(r[per] for r in rows) == 0:
+                assert owner[key] is None
+                continue
+            assert math.isclose(owner[key], items.aggregate(rows, name, per), rel_tol=1e-9, abs_tol=1e-12), name
+    return ids
