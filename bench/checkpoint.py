@@ -3,12 +3,18 @@
 `<run_dir>/checkpoints/step-000040/` holds the trainable weights, the optimizer and scheduler
 states, every RNG state, the method's own state and the loop's counters (history, tokens, step
 times, elapsed train time). A checkpoint is written into a temporary folder and renamed into place,
-so a folder named step-* is always complete. Only the newest `keep` are kept.
+and its `manifest.json` (every file's size and sha256) is written last: a folder is a checkpoint
+only when its files match its manifest. A resume takes the newest checkpoint that verifies and moves
+a damaged one (a file cut short by a full disk or an interrupted copy, a missing file or manifest)
+to `checkpoints/damaged/`, naming it and the reason in the log and in result.json. Only the newest
+`keep` are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import random
 import shutil
 import tempfile
@@ -17,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -45,6 +54,47 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> dict:
+    """Record every file of `folder` (size and sha256) in its manifest; written after the files."""
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(Path(folder).iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"files": files}
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def damage(folder: Path) -> str | None:
+    """Why `folder` is not a usable checkpoint (None: its files match its manifest)."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return "it has no manifest (it was not completely written)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"its manifest is unreadable ({type(err).__name__})"
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            return f"{name} has {size} bytes, the manifest records {want['bytes']}"
+        if _sha256(path) != want["sha256"]:
+            return f"{name} does not match its sha256 in the manifest"
+    return None
+
+
 def trainable_state(model) -> dict:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -63,6 +113,23 @@ class CheckpointStore:
         found = self.all()
         return found[-1] if found else None
 
+    def latest_valid(self) -> tuple[Path | None, list[dict]]:
+        """(the newest checkpoint that verifies, the damaged ones set aside on the way: their old
+        path, new path and the reason). A damaged checkpoint is moved, never deleted."""
+        set_aside = []
+        for path in reversed(self.all()):
+            reason = damage(path)
+            if reason is None:
+                return path, set_aside
+            moved = self.root / "damaged" / path.name
+            if moved.exists():
+                shutil.rmtree(moved)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(moved)
+            log.warning("checkpoint %s is damaged and was set aside at %s: %s", path, moved, reason)
+            set_aside.append({"checkpoint": path.name, "moved_to": str(moved), "reason": reason})
+        return None, set_aside
+
     def save(self, model, method, optimizer, scheduler, loop: LoopState) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
@@ -71,6 +138,7 @@ class CheckpointStore:
         torch.save(_rng_state(), tmp / "rng.pt")
         torch.save(method.state_dict(model), tmp / "method.pt")
         (tmp / "loop.json").write_text(json.dumps(asdict(loop)))
+        write_manifest(tmp)
         target = self.root / f"step-{loop.step:06d}"
         if target.exists():
             shutil.rmtree(target)

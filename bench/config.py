@@ -167,6 +167,8 @@ RANGES: dict[str, tuple] = {
     "method.lr": (0.0, 1.0, False),
     "run.checkpoint_every": (1, None, True),
     "run.keep_checkpoints": (1, None, True),
+    "train.threads": (1, None, True),
+    "seed": (0, 2**32 - 1, True),  # what numpy's and torch's seeding accept
 }
 
 

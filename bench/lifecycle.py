@@ -110,11 +110,27 @@ class Run:
         return self
 
     def _tidy_checkpoints(self) -> None:
-        """A fresh run starts without the checkpoints of an earlier one; a resume picks the newest."""
+        """A fresh run starts without the checkpoints of an earlier one; a resume picks the newest
+        that verifies (the main process sets the damaged ones aside; the others then take the
+        newest left) and result.json says which, or that none was usable and the run started over."""
         if self.main and not self.cfg.run.resume:
             shutil.rmtree(self.checkpoints.root, ignore_errors=True)
         self.accelerator.wait_for_everyone()
-        self.resume_from = self.checkpoints.latest() if self.cfg.run.resume else None
+        if not self.cfg.run.resume:
+            return
+        if self.main:
+            self.resume_from, set_aside = self.checkpoints.latest_valid()
+            if self.resume_from or set_aside:
+                self.artifacts["resume"] = {
+                    "from_checkpoint": self.resume_from.name if self.resume_from else None,
+                    "set_aside": set_aside,
+                    "started_over": self.resume_from is None,
+                }
+            if set_aside and self.resume_from is None:
+                log.warning("no checkpoint of %s verifies: the run starts over", self.run_dir)
+        self.accelerator.wait_for_everyone()
+        if not self.main:
+            self.resume_from = self.checkpoints.latest()
 
     def _open_log(self, previous: Path | None) -> None:
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(redact(self.config)))
@@ -125,6 +141,8 @@ class Run:
         if previous:
             log.info("an earlier attempt did not succeed; its result is kept at %s", previous)
         log.info("run directory: %s", self.run_dir)
+        for damaged in (self.artifacts.get("resume") or {}).get("set_aside", []):
+            log.warning("damaged checkpoint %s set aside at %s: %s", *damaged.values())
         if self.resume_from:
             log.info("resuming from %s", self.resume_from)
 

@@ -150,3 +150,38 @@ def test_resume_false_starts_over(tmp_path):
     out = run_cli(*JOB, f"run.root={tmp_path}", "run.resume=false")
     assert out.returncode == 0, out.stderr
     assert result_of(tmp_path)["metrics"]["resumed_from_step"] is None
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "optim.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGED = {
+    "truncated": _truncate,
+    "corrupt manifest": lambda folder: (folder / "manifest.json").write_text("{"),
+    "no manifest": lambda folder: (folder / "manifest.json").unlink(),
+}
+
+
+@pytest.mark.parametrize(
+    "damage", ["truncated", *(pytest.param(d, marks=pytest.mark.slow) for d in DAMAGED if d != "truncated")]
+)
+@pytest.mark.parametrize("uninterrupted", ["lora"], indirect=True)
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(tmp_path, uninterrupted, damage):
+    proc = start(tmp_path)
+    assert wait_for(lambda: len(list(tmp_path.rglob("checkpoints/step-000010"))) == 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    kept = sorted(tmp_path.rglob("checkpoints/step-*"))
+    assert len(kept) == 2
+    DAMAGED[damage](kept[-1])
+    out = run_cli(*JOB, f"run.root={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    resumed = result_of(tmp_path)
+    assert resumed["metrics"]["resumed_from_step"] == int(kept[0].name.split("-")[1])
+    record = resumed["artifacts"]["resume"]
+    assert record["from_checkpoint"] == kept[0].name and not record["started_over"]
+    assert [s["checkpoint"] for s in record["set_aside"]] == [kept[-1].name]
+    assert kept[-1].name in out.stderr  # the warning names it
+    same_training(resumed, uninterrupted)
