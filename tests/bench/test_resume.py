@@ -44,7 +44,13 @@ METHODS = {
 # "<method>:bf16" cases: bf16 weights under bf16 autocast, as on a GPU (c3la merges beside a bf16 W0,
 # prunedlora slices bf16 tensors); slow, in `make test-slow`
 BF16 = ("model.dtype=bfloat16", "train.mixed_precision=bf16")
-CASES = [*METHODS, *(pytest.param(f"{m}:bf16", marks=pytest.mark.slow) for m in ("prunedlora", "c3la"))]
+# SIGKILL and resume: lora and l1ra (ranks that move) in `make test`, the other methods and the bf16
+# cases in `make test-slow` (each case is three process launches)
+QUICK = ("lora", "l1ra")
+CASES = [
+    *(m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in METHODS),
+    *(pytest.param(f"{m}:bf16", marks=pytest.mark.slow) for m in ("prunedlora", "c3la")),
+]
 
 
 def job_for(case: str) -> tuple:
@@ -118,9 +124,8 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
     same_training(resumed, uninterrupted)
 
 
-# SIGKILL covers every method in `make test`; the graceful stop at an arbitrary step is checked
-# there for two of them, and for the rest in `make test-slow` (to keep `make test` short).
-SIGTERM_CASES = [m if m in ("lora", "l1ra") else pytest.param(m, marks=pytest.mark.slow) for m in METHODS]
+# The graceful stop at an arbitrary step: the same split as CASES
+SIGTERM_CASES = [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in METHODS]
 
 
 @pytest.mark.parametrize("uninterrupted", SIGTERM_CASES, indirect=True)
