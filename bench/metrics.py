@@ -7,8 +7,9 @@
 - tokens_per_s: non-padding input tokens (sum of attention_mask) of every micro-batch trained on,
   divided by train_time_s. `loss_tokens` (tokens whose label counts in the loss) is reported too.
 - peak_memory: on CUDA, torch.cuda.max_memory_allocated / max_memory_reserved since the peak
-  statistics were reset just before training; on the CPU, the process's peak resident set size
-  (getrusage ru_maxrss), which includes model loading and evaluation before training.
+  statistics were reset just before training; on the CPU, the peak resident set size (VmHWM) since
+  the reset before training where Linux allows it (`scope: training`), else the process's lifetime
+  peak (`scope: process`).
 - trainable_params / total_params: counted on the model being trained (adapters included).
 - adapter_bytes: bytes on disk of what the method exported.
 - eval_throughput / eval_base_throughput: questions (rows evaluated) per second of evaluation wall
@@ -77,7 +78,7 @@ def reset_peak_memory(device_type: str) -> None:
 
         torch.cuda.reset_peak_memory_stats()
         return
-    # Linux resets the process's peak RSS (VmHWM, and with it ru_maxrss) on "5" into clear_refs;
+    # Linux resets the process's peak RSS (VmHWM) on "5" into clear_refs;
     # without it the CPU peak is the process's lifetime one, model loading included (SmolLM2-135M:
     # 6.1 GB for every LoRA rank, its loading peak, while training peaked near 4 GB)
     try:
@@ -97,10 +98,10 @@ def peak_memory(device_type: str) -> dict:
             "reserved_bytes": int(torch.cuda.max_memory_reserved()),
             "device_name": torch.cuda.get_device_name(),
         }
-    return {"kind": "cpu_rss", "rss_bytes": _peak_rss_bytes(), "scope": _RSS_SCOPE["scope"]}
+    return {"kind": "cpu_rss", "rss_bytes": peak_rss_bytes(), "scope": _RSS_SCOPE["scope"]}
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
     """This address space's peak RSS: VmHWM, which clear_refs resets. getrusage's ru_maxrss is not
     used where VmHWM exists: across fork and exec it keeps the parent's RSS at the fork (a job that
     a 1 GB sweep process starts reports at least 1 GB) and a reset does not lower it."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -191,7 +190,7 @@ def measure(args) -> dict:
     examples = [{"input_ids": torch.randint(0, vocab, (args.seq,), generator=g).tolist()} for _ in range(n)]
     for e in examples:
         e["labels"] = e["input_ids"]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = M.peak_rss_bytes()
     M.reset_peak_memory(device.type)
     if args.bare:
         times, processed = _bare_loop(model, method, examples, cfg, device)
