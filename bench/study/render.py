@@ -166,7 +166,8 @@ def verdict_markdown(judged: list[Judged]) -> str:
             if v.p_value is None
             else f"{v.p_value:.3g}" + (f" ({v.p_adjusted:.3g})" if v.p_adjusted is not None else "")
         )
-        margin = "–" if v.margin is None else f"{v.margin:g}"
+        declared = v.margin if v.margin is not None else c.margin  # shown even where nothing was tested
+        margin = "–" if declared is None else f"{declared:g}"
         lines.append(
             f"| {c.paper} | {c.text} | {' vs '.join(c.arms)} | {v.metric} | {_num(v.delta)} | {_interval(v.ci95)} "
             f"| {_interval(v.ci90)} | {margin} | {mde} | {size} | {verdict} | {p} |"
