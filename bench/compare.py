@@ -28,9 +28,9 @@ from bench import paired, verdicts
 
 STAGES = ("eval", "eval_base")
 SPLITS = ("test", "heldout")
-# Evaluation settings that do not change what is scored: how many items run at once, what is logged
-# and whether a base evaluation also ran.
-EVAL_NEUTRAL = ("batch_size", "log_samples", "enabled", "base", "allow_code_execution")
+# Evaluation settings that do not change what is scored: how many items run at once, what is logged,
+# whether a base evaluation also ran and where its scores came from.
+EVAL_NEUTRAL = ("batch_size", "log_samples", "enabled", "base", "base_cache", "allow_code_execution")
 
 
 class CompareError(ValueError):

@@ -20,8 +20,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
 # so that e.g. switching W&B off does not rerun a finished job.
 HASH_EXCLUDE = ("run", "logger")
-# Nested keys left out for the same reason: permissions, not settings.
-HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"),)
+# Nested keys left out for the same reason: a permission, not a setting (allow_code_execution);
+# whether the base scores come from the run.root's cache, which holds the same computation (base_cache).
+HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"), ("eval", "base_cache"))
 # Keys added after runs were recorded, at the value every earlier run implicitly used: left out of
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
@@ -84,6 +85,10 @@ class TrainConfig:
 class EvalConfig:
     enabled: bool = True
     base: bool = True  # also evaluate the model before fine-tuning
+    # take the base evaluation from <run.root>/.cache/eval_base/ when a job with the same model,
+    # task, eval settings, seed, code and packages computed it (bench/eval_cache.py); false always
+    # recomputes. Not in the run hash: both compute the same scores.
+    base_cache: bool = True
     limit: Optional[int] = None  # first N test examples; null = all
     batch_size: int = 8
     num_fewshot: Optional[int] = None  # null: the task's default

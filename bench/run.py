@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -137,18 +139,61 @@ def load_model(run: Run, task):
 
 
 def evaluate_base(run: Run, model, tokenizer, task) -> None:
-    """Once, on the main process (the others wait). A resume reuses the saved scores: the base
-    model has not changed since."""
+    """Once, on the main process (the others wait). A resume reuses the run's own saved scores: the
+    base model has not changed since. Otherwise, with eval.base_cache, the run.root's cache gives
+    them (bench/eval_cache.py): the first job with the same key computes them, the others copy."""
     if run.main:
         saved = run.run_dir / "eval_base" / "metrics.json"
         if run.resume_from and saved.exists():
-            run.metrics.update(json.loads(saved.read_text()))
+            scores = json.loads(saved.read_text())
+        elif run.cfg.eval.base_cache:
+            scores = cached_base_evaluation(run, model, tokenizer, task)
         else:
             scores = timed_evaluation(run, model, tokenizer, task, "eval_base")
-            run.metrics.update(scores)
-            results.atomic_write_text(saved, json.dumps(scores))
+        results.atomic_write_text(saved, json.dumps(scores))
+        run.metrics.update(scores)
         run.provenance["data"]["test"] = run.metrics["eval_base"].pop("data")
     run.accelerator.wait_for_everyone()
+
+
+def cached_base_evaluation(run: Run, model, tokenizer, task) -> dict:
+    """The base scores from the cache: on a miss computed into <run_dir>/eval_base and stored, on a
+    hit copied from the entry into it. `eval_base_time_s` is the time this run spent: the
+    evaluation's on a miss, waiting for the key's lock and copying on a hit, which keeps the
+    computing run's time as `eval_base_cache.computed_in_s` and its `eval_base_throughput`."""
+    from bench import eval_cache
+
+    t = time.perf_counter()
+    eval_dir = run.run_dir / "eval_base"
+    parts = eval_cache.key_parts(run.config, task, run.provenance["model"], run.accelerator.device.type)
+
+    def compute(tmp: Path) -> dict:
+        shutil.rmtree(eval_dir, ignore_errors=True)  # the entry holds only what this evaluation wrote
+        scores = timed_evaluation(run, model, tokenizer, task, "eval_base")
+        results.atomic_write_text(eval_dir / "metrics.json", json.dumps(scores))
+        eval_cache.store_eval_dir(eval_dir, tmp)
+        return {
+            "computed_by": run.config_hash[:10],
+            "computed_in_s": scores["eval_base_time_s"],
+            "eval_dir": str(eval_dir),
+            "parts": redact(parts),
+        }
+
+    found = eval_cache.get_or_compute(eval_cache.cache_root(run.cfg.run.root), eval_cache.key_of(parts), compute)
+    if found.hit:
+        scores = eval_cache.restore_eval_dir(found, eval_dir)
+        scores["eval_base_time_s"] = time.perf_counter() - t
+        log.info("base evaluation reused from %s (computed by run %s)", found.path, found.entry["computed_by"])
+    else:
+        scores = json.loads((eval_dir / "metrics.json").read_text())
+    scores["eval_base_cache"] = {
+        "key": found.key,
+        "hit": found.hit,
+        "computed_by": found.entry["computed_by"],
+        "computed_in_s": found.entry["computed_in_s"],
+        "path": str(found.path),
+    }
+    return scores
 
 
 def evaluate_tuned(run: Run, model, tokenizer, task) -> None:
