@@ -111,6 +111,11 @@ def judge_claim(study: Study, claim: Claim, runs: list[dict], rates: dict) -> Ju
             comparison = cmp.compare_runs(
                 a.name, chosen[a.name], source(claim, a), b.name, chosen[b.name], source(claim, b)
             )
+            if comparison.se == 0 and comparison.gain == 0:
+                failures.append(
+                    f"{claim.metric} does not vary: every item scored the same in every run of both arms "
+                    "(a floor or a ceiling), so the comparison can find nothing"
+                )
             if claim.kind == "non_inferior" and claim.base is not None:
                 failures.append(assay(study, claim, b, chosen[b.name], runs, rates, out))
     except (cmp.CompareError, NotTested) as err:

@@ -8,6 +8,7 @@ name, so a run typed out by hand with the same overrides counts as the study's.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -38,10 +39,25 @@ def successful(runs: list[dict]) -> list[dict]:
 
 
 def trial_runs(study: Study, runs: list[dict], trial: Trial) -> list[dict]:
-    """The search jobs of one trial (any status), in rate order."""
+    """The search jobs of one trial (any status), in rate order. A main-grid run on the search seed
+    can match the trial's overrides too (it sets a key the trial leaves at its default): of the
+    configurations that match, the search's is the one that ran at the most rates of its grid."""
     spec = {**part_overrides(study, trial.part), "method": trial.method, **trial.overrides, "seed": study.search.seed}
     mine = [r for r in runs if matches(r, spec) and _rate(r) in trial.grid]
-    return sorted(mine, key=_rate)
+    groups: dict[str, list[dict]] = {}
+    for r in mine:
+        groups.setdefault(_without_rate(r), []).append(r)
+    if not groups:
+        return []
+    swept = max(groups.values(), key=lambda g: (len({_rate(r) for r in g}), -min(_rate(r) for r in g)))
+    return sorted(swept, key=_rate)
+
+
+def _without_rate(result: dict) -> str:
+    config = json.loads(json.dumps(result["config"]))
+    config["method"].pop("lr", None)
+    config.pop("seed", None)
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def _rate(result: dict) -> float:

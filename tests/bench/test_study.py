@@ -314,3 +314,26 @@ def test_the_example_study_in_the_docs_is_a_valid_study(tmp_path):
     path.write_text(block)
     study = spec.load(path)
     assert [c.kind for c in study.claims] == ["non_inferior"] and len(plan.search_commands(study)) == 3
+
+
+def test_a_metric_at_its_floor_in_both_arms_is_not_tested(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study, cla_p=0.0, lora8_p=0.0, lora4_p=0.0)
+    for path in study.root.rglob("eval/items.jsonl"):  # no seed-specific flips either: every item 0
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps({**r, "exact_match_strict": 0}) + "\n" for r in rows))
+    runs, _, rates = _state(study)
+    (better,) = [j.verdict for j in judge.judge_all(study, runs, rates) if j.claim.kind == "better"]
+    assert better.verdict == "not tested" and any("does not vary" in r for r in better.reasons)
+
+
+def test_a_main_grid_run_on_the_search_seed_is_not_a_search_trial(tmp_path):
+    """cLA's search leaves method.r at its default; the main grid's seed-0 run at r=8 and the chosen
+    rate matches the trial's overrides but is not one of its jobs."""
+    study = mini_study(tmp_path)
+    populate(study)
+    part = study.parts["p"].overrides
+    write_run(study.root, {**part, "method": "cla", "method.r": 4, "method.lr": 1e-3}, 0, outcomes(0, 0.6, 7))
+    _, rows, _ = _state(study)
+    cla = [(r.lr, r.run["config"]["method"]["r"]) for r in rows if r.method == "cla"]
+    assert cla == [(1e-4, 8), (3e-4, 8), (1e-3, 8)]
