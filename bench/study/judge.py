@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from bench import compare as cmp
 from bench import paired, verdicts
@@ -207,8 +206,8 @@ def rank_share(arm: Arm, runs: list[dict], regex: str) -> paired.Comparison:
     if k < 2:
         raise NotTested(f"{arm.name} has {k} run: a run-to-run interval needs two or more")
     mean, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(k)), k - 1
-    ci = {level: _t(mean, se, df, level) for level in (0.95, 0.90)}
-    mde = (stats.t.ppf(0.975, df) + stats.t.ppf(0.80, df)) * se
+    ci = {level: paired._t_interval(mean, se, df, level) for level in (0.95, 0.90)}
+    mde = paired._mde80(se, df)
     return paired.Comparison(
         a=f"{arm.name} final rank share",
         b="its share at the start (uniform ranks)",
@@ -236,13 +235,6 @@ def rank_share(arm: Arm, runs: list[dict], regex: str) -> paired.Comparison:
         permutation_p=None,
         notes=(),
     )
-
-
-def _t(center: float, se: float, df: float, level: float) -> tuple[float, float]:
-    if se == 0:
-        return (center, center)
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    return (center - half, center + half)
 
 
 def judge_all(study: Study, runs: list[dict], rates: dict) -> list[Judged]:
