@@ -127,6 +127,11 @@ class ClassificationTask(Task):
         """Fail now, before a model is loaded, if the data cannot be had (a missing package, the hub
         switched off)."""
 
+    def heldout_order(self, rows: Sequence[dict]) -> list[int]:
+        """The order in which the held-out slice takes training rows (the first `heldout_rows`): by
+        the hash of their content. A task that must hold out the same rows as another overrides it."""
+        return stable_order(rows)
+
     # -- Task ---------------------------------------------------------------------------------
     def check(self, cfg) -> None:
         super().check(cfg)
@@ -153,7 +158,7 @@ class ClassificationTask(Task):
                     f"task.heldout_rows={self.heldout_rows} leaves no training rows "
                     f"({len(rows)} in {self.name}'s training split)"
                 )
-            chosen = set(stable_order(rows)[: self.heldout_rows])
+            chosen = set(self.heldout_order(rows)[: self.heldout_rows])
             held = [r for i, r in enumerate(rows) if i in chosen]
             rows = [r for i, r in enumerate(rows) if i not in chosen]
             heldout = Split(

@@ -28,7 +28,12 @@ OFFLINE = {
     "humaneval": ("task.train_source=stdlib", "eval.allow_code_execution=true"),
 }
 # A held-out split where a task has one cheaply: its evaluation writes heldout/items.jsonl too.
-HELDOUT = {"asdiv": ("task.asdiv_heldout=2",), "movie_review_sentiment": ("task.heldout_rows=3",)}
+HELDOUT = {
+    "asdiv": ("task.asdiv_heldout=2",),
+    "movie_review_sentiment": ("task.heldout_rows=3",),
+    "movie_review_rating": ("task.heldout_rows=3",),
+    "piqa": ("task.heldout_rows=3",),
+}
 # GLUE ships in no package: the hub loader is replaced by tests/tasks/test_glue.py's fixture rows.
 GLUE = {name for name in TASKS if name.startswith("glue_")}
 # Cases that cannot run here, with why (none may be skipped silently).
