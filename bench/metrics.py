@@ -3,13 +3,18 @@
 - train_time_s: wall time of the training loop (optimizer steps, their data loading and method
   hooks); evaluation and export are excluded.
 - step_time_p50_s / step_time_p90_s: percentiles of optimizer-step wall time, leaving out the first
-  `train.timing_warmup_steps` steps (allocator warm-up, lazy init).
+  `train.timing_warmup_steps` steps (allocator warm-up, lazy init) and the steps profiled for
+  peak_tensor_bytes (profiling slows them).
 - tokens_per_s: non-padding input tokens (sum of attention_mask) of every micro-batch trained on,
   divided by train_time_s. `loss_tokens` (tokens whose label counts in the loss) is reported too.
 - peak_memory: on CUDA, torch.cuda.max_memory_allocated / max_memory_reserved since the peak
   statistics were reset just before training; on the CPU, the peak resident set size (VmHWM) since
   the reset before training where Linux allows it (`scope: training`), else the process's lifetime
-  peak (`scope: process`).
+  peak (`scope: process`). The CPU's RSS depends on the allocator, not on the method: a secondary
+  figure beside peak_tensor_bytes.
+- peak_tensor_bytes (CPU only): the peak of live tensor bytes over `train.memory_profile_steps`
+  steps after a profiled lead-in step, split into parameters, gradients, optimizer state,
+  activations and other and checked against a hand count (bench/tensor_memory.py).
 - trainable_params / total_params: counted on the model being trained (adapters included).
 - adapter_bytes: bytes on disk of what the method exported.
 - eval_throughput / eval_base_throughput: questions (rows evaluated) per second of evaluation wall
@@ -60,12 +65,20 @@ class StepClock:
         self.times.append(dt)
         return dt
 
-    def summary(self, warmup: int) -> dict:
+    def summary(self, warmup: int, skip=()) -> dict:
+        """Percentiles of the steps after the first `warmup`, without the steps (1-based) in `skip`
+        (those profiled for peak_tensor_bytes), unless that leaves none."""
         kept = self.times[warmup:] if len(self.times) > warmup else self.times
+        first = len(self.times) - len(kept) + 1  # the step number of kept[0]
+        skip = set(skip)
+        unprofiled = [t for i, t in enumerate(kept, first) if i not in skip]
+        excluded = len(kept) - len(unprofiled) if unprofiled else 0
+        kept = unprofiled or kept
         return {
             "step_time_p50_s": statistics.median(kept) if kept else None,
             "step_time_p90_s": percentile(kept, 0.9),
             "step_time_warmup_steps_excluded": min(warmup, max(len(self.times) - 1, 0)),
+            "step_time_profiled_steps_excluded": excluded,
         }
 
 

@@ -7,6 +7,13 @@ gradient checkpointing off and on. The step timed is the suite's own training lo
 (bench.train.train); the harness overhead is that loop's median step against a bare hand-written
 PEFT + torch loop doing the same work (`--bare`).
 
+Peak memory is live tensor bytes: on CUDA torch.cuda.max_memory_allocated; on the CPU the peak over
+`--memory-steps` steps (default: train.memory_profile_steps) placed between the warm-up and the
+timed steps, led in by the last warm-up step, profiled and not timed (bench/tensor_memory.py: the
+split into parameters, gradients, optimizer state, activations and other, checked against a hand
+count). The CPU's peak RSS growth is shown beside it and never compared: it depends on the
+allocator, not on the method.
+
 Every key that changes the work of a step is pinned or recorded and printed in the table heading:
 gradient accumulation (pinned to `--grad-accum`, default 1: a model/task profile such as
 the 7B GSM8K one sets 4, which once made every row do four micro-batches while the counts assumed
@@ -41,6 +48,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from bench.config import TrainConfig
 from bench.metrics import percentile
 from bench.protocols import Task
 
@@ -128,13 +136,15 @@ def _compose(model: str, method: str, extra: list[str]):
 def step_overrides(args) -> list[str]:
     """The config of one measured row: the work keys pinned from the command line (over any model /
     task profile), then the method's sizing, then the user's overrides."""
+    mem = memory_steps(args)
     return [
-        f"train.max_steps={args.warmup + args.steps}",
+        f"train.max_steps={args.warmup + mem + args.steps}",
         f"train.batch_size={args.batch}",
         f"train.grad_accum={args.grad_accum}",
         f"train.compile={str(args.compile).lower()}",
         f"train.gradient_checkpointing={str(args.checkpointing).lower()}",
-        f"train.timing_warmup_steps={args.warmup}",
+        f"train.timing_warmup_steps={args.warmup + mem}",
+        f"train.memory_profile_steps={mem}",
         f"train.device={args.device}",
         f"train.mixed_precision={args.precision}",
         "train.log_every=1",
@@ -144,10 +154,29 @@ def step_overrides(args) -> list[str]:
 
 
 def schedule_length(args) -> int:
-    """The run length the method schedules its events for (`on_train_begin`): the timed window's
-    own (warm-up + steps) unless --cadence-steps names a realistic run. In a 13-step window L1RA's
-    rank update every 10 % of the run falls on every step; in a 1000-step run, every 100."""
-    return args.cadence_steps or (args.warmup + args.steps)
+    """The run length the method schedules its events for (`on_train_begin`): the window's own
+    (warm-up + memory steps + timed steps) unless --cadence-steps names a realistic run. In a
+    13-step window L1RA's rank update every 10 % of the run falls on every step; in a 1000-step
+    run, every 100."""
+    return args.cadence_steps or (args.warmup + memory_steps(args) + args.steps)
+
+
+def memory_steps(args) -> int:
+    """Steps profiled for the live-tensor peak between the warm-up and the timed steps (the last
+    warm-up step is their lead-in): --memory-steps on the CPU; none on CUDA (its peak is
+    torch.cuda.max_memory_allocated), with --profile (one profiler at a time) or without a warm-up
+    step to lead in."""
+    if args.memory_steps <= 0 or args.profile or args.bare or args.warmup < 1:
+        return 0
+    if args.device == "cuda" or args.device == "auto" and _cuda_available():
+        return 0
+    return args.memory_steps
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def measure(args) -> dict:
@@ -192,6 +221,8 @@ def measure(args) -> dict:
         e["labels"] = e["input_ids"]
     rss_before = M.peak_rss_bytes()
     M.reset_peak_memory(device.type)
+    mem_steps = memory_steps(args)
+    tensor_peak = None
     if args.bare:
         times, processed = _bare_loop(model, method, examples, cfg, device)
         step = {"step_time_p50_s": statistics.median(times[args.warmup :])}
@@ -219,6 +250,7 @@ def measure(args) -> dict:
             cfg,
             accelerator,
             schedule_steps=schedule_length(args),
+            memory_lead_in=args.warmup,  # the last warm-up step leads in to the memory steps
         )
         try:
             with profiler or nullcontext():
@@ -233,9 +265,10 @@ def measure(args) -> dict:
                 "work": work,
                 "invalid": [str(err)],
             }
-        model, processed = out.model, out.train_tokens
+        model, processed, tensor_peak = out.model, out.train_tokens, out.peak_tensor_bytes
         step = {"step_time_p50_s": out.step_time_p50_s, "step_time_p90_s": out.step_time_p90_s}
-        step.update(split_events({r["step"]: r["step_time_s"] for r in ctx.metrics_log.rows}, changes, args.warmup))
+        times = {r["step"]: r["step_time_s"] for r in ctx.metrics_log.rows}
+        step.update(split_events(times, changes, args.warmup + mem_steps))
     # counted on the model as it was timed (PrunedLoRA after compaction)
     trainable, total = M.count_params(model)
     step_flops = flops.training_flops(model, tokens=micro_tokens, seq_len=args.seq)["total"]
@@ -261,6 +294,8 @@ def measure(args) -> dict:
         **step,
         "tokens_per_s": micro_tokens / step["step_time_p50_s"],
         "peak_memory": mem,
+        "memory_steps": mem_steps,
+        **({"peak_tensor_bytes": tensor_peak} if tensor_peak is not None else {}),
         "tokens_counted": micro_tokens * cfg.train.max_steps,
         "tokens_processed": int(processed),
         "no_gradient": without_gradient(model),
@@ -437,9 +472,33 @@ def median_run(found: list[dict]) -> dict:
     return chosen
 
 
-def _mem(row: dict) -> float:
+def _mem(row: dict) -> float | None:
+    """The row's memory figure: live tensor bytes, CUDA's max_memory_allocated or, on the CPU, the
+    peak over the memory-profiled steps (bench/tensor_memory.py); None where there is none (or the
+    CPU figure failed its check). The RSS growth is never used in its place: it depends on the
+    allocator (two runs of one LoRA configuration: 978 and 2,136 MB), not on the method."""
     m = row["peak_memory"]
-    return float(m.get("allocated_bytes") or m.get("train_delta_bytes") or 0)
+    if m.get("kind") == "cuda":
+        return float(m["allocated_bytes"]) if m.get("allocated_bytes") else None
+    found = (row.get("peak_tensor_bytes") or {}).get("bytes")
+    return float(found) if found else None
+
+
+def _rss(row: dict) -> float | None:
+    found = row["peak_memory"].get("train_delta_bytes")
+    return None if found is None else float(found)
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.0f}"
+
+
+MEMORY_NOTE = (
+    "peak mem: live tensor bytes (CUDA: torch.cuda.max_memory_allocated; CPU: the peak over the "
+    "memory-profiled steps after the warm-up, split and checked in each row's peak_tensor_bytes); "
+    "RSS Δ: the CPU process's peak RSS growth over training, which depends on the allocator, shown "
+    "beside it and never compared"
+)
 
 
 def _pct(value) -> str:
@@ -470,8 +529,8 @@ def table(rows: list[dict]) -> str:
     _, differ = heading(rows)
     lines = [
         "| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
-        "peak mem (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak mem (MB) | RSS Δ (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {
         r["checkpointing"]: r
@@ -481,7 +540,7 @@ def table(rows: list[dict]) -> str:
     for i, r in enumerate(rows):
         if "error" in r:
             lines.append(
-                f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} ||||||||||"
+                f"| {' '.join(r['argv'])} | error | {r['error'].splitlines()[-1] if r['error'] else ''} |||||||||||"
             )
             continue
         name = (
@@ -492,19 +551,19 @@ def table(rows: list[dict]) -> str:
         if "invalid" in r:
             lines.append(
                 f"| {name} | {r['checkpointing']} | invalid measurement, not a result: "
-                f"{'; '.join(r['invalid'])} ||||||||||"
+                f"{'; '.join(r['invalid'])} |||||||||||"
             )
             continue
         if r["bare"]:
             continue
         ref = base.get(r["checkpointing"])
         ratio_t = r["step_time_p50_s"] / ref["step_time_p50_s"] if ref else float("nan")
-        ratio_m = _mem(r) / _mem(ref) if ref and _mem(ref) else float("nan")
+        ratio_m = _mem(r) / _mem(ref) if ref and _mem(ref) and _mem(r) else float("nan")
         spread = r.get("runs") or [r["step_time_p50_s"]]
         lines.append(
             f"| {name} | {r['checkpointing']} | {r['step_time_p50_s']:.4f} | "
             f"{r.get('step_time_p90_s') or float('nan'):.4f} | {min(spread):.4f}–{max(spread):.4f} "
-            f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mem(r) / 1e6:.0f} | "
+            f"(n={len(spread)}) | {r['tokens_per_s']:.0f} | {_mb(_mem(r))} | {_mb(_rss(r))} | "
             f"{ratio_t:.3f} | {ratio_m:.3f} | {r['trainable_params']:,} | "
             f"{r.get('achieved_tflops', float('nan')):.2f} | {_pct(r.get('mfu'))} |"
         )
@@ -512,8 +571,16 @@ def table(rows: list[dict]) -> str:
             lines.append(
                 f"| {name}: one change event | {r['checkpointing']} | +{r['event_cost_s']:.4f} "
                 f"(its step and the next, over two steady steps; {r['timed_events']} in the timed "
-                f"window, steps {', '.join(map(str, r['change_steps']))}) ||||||||||"
+                f"window, steps {', '.join(map(str, r['change_steps']))}) |||||||||||"
             )
+        found = r.get("peak_tensor_bytes")
+        if found and not found.get("valid"):
+            lines.append(
+                f"| {name}: peak tensor bytes | {r['checkpointing']} | invalid measurement, not a result: "
+                f"{'; '.join(found.get('invalid', []))} |||||||||||"
+            )
+    if any("peak_memory" in r for r in rows):
+        lines += ["", MEMORY_NOTE]
     bare = [r for r in rows if r.get("bare") and "invalid" not in r]
     for b in bare:
         ref = base.get(b["checkpointing"])
@@ -567,6 +634,14 @@ def parser() -> argparse.ArgumentParser:
         help="trace a few steady steps of each row with torch.profiler into DIR/<method>.txt (slows those rows)",
     )
     p.add_argument(
+        "--memory-steps",
+        type=int,
+        default=TrainConfig.memory_profile_steps,
+        metavar="N",
+        help="CPU: steps between the warm-up and the timed steps over which the peak of live tensor bytes is "
+        "measured (train.memory_profile_steps; not timed); 0: off, the memory column is then n/a",
+    )
+    p.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -617,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         *(["--threads", str(args.threads)] if args.threads else []),
         *(["--profile", str(args.profile)] if args.profile else []),
         *(["--cadence-steps", str(args.cadence_steps)] if args.cadence_steps else []),
+        "--memory-steps",
+        str(args.memory_steps),
     ]
     ckpts = ["false", "true"] if args.checkpointing == "both" else [args.checkpointing]
     methods = args.methods.split(",")
@@ -640,9 +717,12 @@ def main(argv: list[str] | None = None) -> int:
             runs[i].append(_run_one(argv))
             print(json.dumps(runs[i][-1]), flush=True)
     rows = [median_run(found) for found in runs.values()]
+    mem = memory_steps(args)
     text = (
         f"{args.model}, rank {args.rank}; {heading(rows)[0]}; {args.steps} timed steps after "
-        f"{args.warmup} warm-up, median of {args.repeat} interleaved run(s) per row"
+        f"{args.warmup} warm-up"
+        + (f" and {mem} memory-profiled steps" if mem else "")
+        + f", median of {args.repeat} interleaved run(s) per row"
         + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items())
         + "".join(f"; {' '.join(o)}" for o in [args.override] if o)
         + "\n\n"

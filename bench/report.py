@@ -76,7 +76,6 @@ def load(roots: list[Path]) -> tuple[list[dict], list[dict]]:
 def row(result: dict) -> dict:
     cfg, m = result["config"], result["metrics"]
     ev, base = m.get("eval") or {}, m.get("eval_base") or {}
-    mem = m.get("peak_memory") or {}
     primary = ev.get("primary") or base.get("primary")
     return {
         "run_id": result["run_id"],
@@ -103,8 +102,7 @@ def row(result: dict) -> dict:
             or m.get("trainable_params")
         ),
         "train_time_s": m.get("train_time_s"),
-        "peak_memory_gb": (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None,
-        "memory_kind": mem.get("kind"),
+        **memory_columns(m),
         "tokens_per_s": m.get("tokens_per_s"),
         "device": result["provenance"]["device"].get("name"),
         "stack": " ".join(
@@ -158,6 +156,23 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def memory_columns(m: dict) -> dict:
+    """`peak_memory_gb` and which figure it is (`memory_kind`): CUDA's max_memory_allocated
+    (`cuda`); on the CPU the peak of live tensor bytes (`cpu_live_tensors`, metrics.peak_tensor_bytes;
+    none where it failed its check against the hand count, `cpu_live_tensors_invalid`), else, for a
+    run without one, the peak RSS (`cpu_rss`), which depends on the allocator and is named so."""
+    mem = m.get("peak_memory") or {}
+    live = m.get("peak_tensor_bytes")
+    if mem.get("kind") != "cuda" and live:
+        if not live.get("valid") or not live.get("bytes"):
+            return {"peak_memory_gb": None, "memory_kind": "cpu_live_tensors_invalid"}
+        return {"peak_memory_gb": live["bytes"] / 1e9, "memory_kind": "cpu_live_tensors"}
+    return {
+        "peak_memory_gb": (mem.get("allocated_bytes") or mem.get("rss_bytes") or 0) / 1e9 or None,
+        "memory_kind": mem.get("kind"),
+    }
+
+
 def warnings_for(frame: pd.DataFrame) -> list[str]:
     notes = []
     ok = frame[frame["status"] == "success"]
@@ -167,6 +182,18 @@ def warnings_for(frame: pd.DataFrame) -> list[str]:
                 f"these runs mix {ok[key].nunique()} {what} ({'; '.join(sorted(ok[key].unique()))}): "
                 f"their times and memory are not comparable"
             )
+    kinds = ok["memory_kind"].dropna() if "memory_kind" in ok else pd.Series(dtype=object)
+    rss = int((kinds == "cpu_rss").sum())
+    if rss:
+        notes.append(
+            f"peak memory of {rss} CPU run(s) is the process's peak RSS (no live-tensor peak recorded: "
+            "train.memory_profile_steps=0 or an older run), which depends on the allocator, not on the method"
+        )
+    if kinds.nunique() > 1:
+        notes.append(f"peak memory mixes figures ({', '.join(sorted(kinds.unique()))}): its columns are not comparable")
+    bad = int((kinds == "cpu_live_tensors_invalid").sum())
+    if bad:
+        notes.append(f"{bad} run(s) have no peak memory: their live-tensor peak disagreed with the hand count")
     return notes
 
 

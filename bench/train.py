@@ -30,6 +30,7 @@ from bench.metrics import StepClock, current_memory
 from bench.protocols import PARAMETERS_REPLACED, Change, Method, Task
 from bench.results import MetricsLog
 from bench.stop import Cancelled, Stop
+from bench.tensor_memory import TensorMemoryWindow
 from bench.tracking import NoTracker
 
 
@@ -71,6 +72,13 @@ def build_optimizer(method, model, tcfg):
         return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False, warmup_init=False)
     params = [p for g in groups for p in g["params"]]
     return torch.optim.AdamW(groups, eps=tcfg.adam_eps, **optimizer_kwargs(tcfg.optimizer_impl, params))
+
+
+def release_optimizer(accelerator, optimizer) -> None:
+    """Forget an optimizer that is being replaced: accelerate keeps every optimizer it prepared
+    (`Accelerator._optimizers`), so a replaced one and its AdamW state would stay alive, and count
+    in the run's peak memory, until the run ends."""
+    accelerator._optimizers = [o for o in accelerator._optimizers if o is not optimizer]
 
 
 def build_scheduler(optimizer, tcfg, total_steps: int, done_steps: int = 0):
@@ -165,6 +173,9 @@ class TrainContext:
     # the run length the method schedules its events for; None: train.max_steps (bench.perf times
     # the start of a longer run with it, so periodic events come at their configured cadence)
     schedule_steps: int | None = None
+    # the lead-in step of the CPU live-tensor window (bench/tensor_memory.py); None: the first step
+    # this call trains (bench.perf names its last warm-up step)
+    memory_lead_in: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -184,9 +195,17 @@ class TrainResult:
     optimizer_steps: int
     final_loss: float | None
     resumed_from_step: int | None
+    # steps profiled for peak_tensor_bytes, left out of the step-time percentiles (profiling slows them)
+    step_time_profiled_steps_excluded: int = 0
+    # CPU only, train.memory_profile_steps > 0: the live-tensor peak (bench/tensor_memory.py); None: not measured
+    peak_tensor_bytes: dict | None = None
 
     def metrics(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "model" and not (f.name == "peak_tensor_bytes" and self.peak_tensor_bytes is None)
+        }
 
 
 def train(ctx: TrainContext) -> TrainResult:
@@ -223,6 +242,7 @@ def train(ctx: TrainContext) -> TrainResult:
         start=loop.step * tcfg.grad_accum,
         lengths=lengths,
     )
+    memory = TensorMemoryWindow.for_loop(tcfg, device.type, loop.step + 1, ctx.memory_lead_in, world)
     model.train()
     bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     prior_s = loop.elapsed_s  # training time of earlier attempts
@@ -234,6 +254,8 @@ def train(ctx: TrainContext) -> TrainResult:
             # Gradients are cleared here, not after the step, so that after_step can still read
             # them (AdaLoRA scores importance from them between optimizer.step and zero_grad).
             optimizer.zero_grad(set_to_none=True)
+            if memory is not None:
+                memory.begin_step(step, raw_model, optimizer)
             micro_batches = draw_step(batches, examples, task, tokenizer, tcfg, rank, device)
             # The step's loss is the mean over all of its loss tokens, on every process: each
             # micro-batch's mean loss is weighted by its share of the step's tokens, so that how the
@@ -248,6 +270,8 @@ def train(ctx: TrainContext) -> TrainResult:
             step_tokens = torch.zeros((), device=device, dtype=torch.long)
             for micro, (batch, share) in enumerate(zip(micro_batches, shares)):
                 last = micro == tcfg.grad_accum - 1
+                if memory is not None:
+                    memory.phase(step, "forward")
                 # prepare() already wraps forward in autocast when mixed precision is on
                 with accelerator.no_sync(model) if not last else nullcontext():
                     out = model(**batch)
@@ -255,16 +279,22 @@ def train(ctx: TrainContext) -> TrainResult:
                     # a regulariser keeps its per-step meaning: added once per step in all
                     extra = method.extra_loss(raw_model, step)
                     weighted = loss * share
+                    if memory is not None:
+                        memory.phase(step, "backward")
                     accelerator.backward(weighted if extra is None else weighted + extra / tcfg.grad_accum)
                 step_loss += weighted.detach().float() / world
                 if extra is not None:
                     step_extra = (step_extra or 0.0) + extra.detach().float() / tcfg.grad_accum
                 step_tokens += batch["attention_mask"].sum()
+            if memory is not None:  # the gradients are complete: which storages they are
+                memory.phase(step, "optimizer", raw_model)
             method.after_backward(raw_model, step)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
             method.before_optimizer_step(raw_model, step, optimizer)
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
             optimizer.step()
+            if memory is not None:  # every trainable tensor has its optimizer state now
+                memory.phase(step, "after_step", raw_model, optimizer)
             scheduler.step()
             change = Change.reported(method.after_step(raw_model, step, optimizer), method.name)
             if change:  # the set or shapes of trainable tensors changed
@@ -274,6 +304,7 @@ def train(ctx: TrainContext) -> TrainResult:
                 raw_model.__dict__.pop("_is_accelerate_prepared", None)
                 model = accelerator.prepare_model(raw_model)  # a data-parallel wrapper must see the new ones
                 if change != PARAMETERS_REPLACED:  # the method did not carry the optimizer state itself
+                    release_optimizer(accelerator, optimizer)
                     optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
                     scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)
             if world > 1:  # logged numbers are global: each process holds its tokens' share of the loss
@@ -281,6 +312,8 @@ def train(ctx: TrainContext) -> TrainResult:
                 step_tokens = accelerator.reduce(step_tokens, "sum")
                 step_loss_tokens = global_tokens
             dt = clock.stop()
+            if memory is not None:  # after the clock: the last profiled step's analysis is not timed
+                memory.end_step(step, raw_model, optimizer, changed=bool(change))
 
             # The no-gradient guard rides on the step's one host sync. It judges the whole trainable
             # set (LoRA's A alone has a zero gradient on step 1, while B = 0), on every step.
@@ -334,15 +367,20 @@ def train(ctx: TrainContext) -> TrainResult:
     finally:
         stop.deferred = False
         bar.close()
-    train_time = prior_s + time.perf_counter() - started
+        if memory is not None:
+            memory.close()
+    # the memory window's collections and analysis are not training time (its profiled steps are)
+    train_time = prior_s + time.perf_counter() - started - (memory.overhead_s if memory is not None else 0.0)
+    profiled = range(memory.lead_in, memory.last + 1) if memory is not None else range(0)
     return TrainResult(
         model=raw_model,
         train_time_s=train_time,
-        **clock.summary(tcfg.timing_warmup_steps),
+        **clock.summary(tcfg.timing_warmup_steps, skip=profiled),
         tokens_per_s=loop.train_tokens / train_time if train_time > 0 else None,
         train_tokens=loop.train_tokens,
         loss_tokens=loop.loss_tokens,
         optimizer_steps=tcfg.max_steps,
         final_loss=loop.last_loss,
         resumed_from_step=resumed_step,
+        peak_tensor_bytes=memory.result() if memory is not None else None,
     )

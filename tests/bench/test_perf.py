@@ -182,9 +182,11 @@ def test_flops_and_tokens_count_the_micro_batches_run():
     two = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--grad-accum", "2"))
     assert "invalid" not in one and "invalid" not in two
     assert one["work"]["grad_accum"] == 1 and two["work"]["grad_accum"] == 2
-    # 3 steps (1 warm-up + 2) of batch 2 x seq 16 tokens, twice that with two micro-batches a step
-    assert one["tokens_processed"] == one["tokens_counted"] == 3 * 2 * 16
-    assert two["tokens_processed"] == two["tokens_counted"] == 2 * 3 * 2 * 16
+    # 5 steps (1 warm-up + 2 memory-profiled + 2 timed) of batch 2 x seq 16 tokens, twice that with
+    # two micro-batches a step; the bare loop has no memory steps
+    assert one["memory_steps"] == two["memory_steps"] == 2
+    assert one["tokens_processed"] == one["tokens_counted"] == 5 * 2 * 16
+    assert two["tokens_processed"] == two["tokens_counted"] == 2 * 5 * 2 * 16
     assert two["flops_per_step"] == 2 * one["flops_per_step"]
     assert two["tokens_per_s"] == 2 * 2 * 16 / two["step_time_p50_s"]
     bare = perf.measure(_one("--method", "lora", "--checkpointing", "false", "--grad-accum", "2", "--bare"))
@@ -264,10 +266,11 @@ def test_change_events_are_timed_apart_from_the_steady_state():
 def test_c3las_phase_switches_get_their_own_row():
     row = perf.measure(_one("--method", "c3la", "--checkpointing", "false", "--steps", "5"))
     assert "invalid" not in row and row["change_steps"] and row["timed_events"] >= 1
+    warm = 1 + row["memory_steps"]  # the warm-up, then the memory-profiled steps: neither is timed
     steady = [
         t
         for s, t in enumerate(row["step_times_s"], 1)
-        if s > 1 and s not in row["change_steps"] and s - 1 not in row["change_steps"]
+        if s > warm and s not in row["change_steps"] and s - 1 not in row["change_steps"]
     ]
     assert row["step_time_p50_s"] == statistics.median(steady)
     assert "c3la: one change event" in perf.table([row])
@@ -284,7 +287,8 @@ def test_periodic_events_come_at_the_configured_cadence_of_a_longer_run(monkeypa
     monkeypatch.setattr(L1RA, "update_ranks", lambda self, step: calls.append(step) or real(self, step))
     window = ("--method", "l1ra", "--checkpointing", "false", "--steps", "5", "--warmup", "1")
     perf.measure(_one(*window))
-    assert calls == [1, 2, 3, 4, 5]  # interval max(1, int(0.1 * 6)) = 1, none on the last step
+    # 8 steps (1 warm-up, 2 memory-profiled, 5 timed): interval max(1, int(0.1 * 8)) = 1, none on the last
+    assert calls == [1, 2, 3, 4, 5, 6, 7]
     calls.clear()
     row = perf.measure(_one(*window, "--cadence-steps", "1000"))
     assert calls == [] and "invalid" not in row
