@@ -11,6 +11,10 @@ non-inferiority verdict at that margin, which must be declared before looking at
 
 Refused, with the difference named: arms of different tasks, test data or evaluation settings,
 items files that do not hold the same items, and runs without per-item results.
+
+A metric scored on some items only (null elsewhere: GSM8K's exact match with task.generate_limit,
+bench/items.py) is compared on the items that every run of both arms scored; n says how many, and
+a note how many the files hold.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -97,35 +101,56 @@ def _weights(rows: list[dict], decl: dict) -> dict | None:
     return None if not per else {r["id"]: r[per] for r in rows}
 
 
-def arm_scores(name: str, runs: list[dict], source: Source) -> tuple[paired.ArmScores, dict]:
-    """One arm's ArmScores (a row per run, seeds from the configs) and the metric's declaration."""
+def arm_scores(
+    name: str, runs: list[dict], source: Source, only: frozenset | None = None
+) -> tuple[paired.ArmScores, dict]:
+    """One arm's ArmScores (a row per run, seeds from the configs) and the metric's declaration.
+
+    The items are those that every run scored (the metric not null), and of those only the ids in
+    `only` when it is given. The declaration comes with `_weights` (the `per` counts of those items),
+    `_ids` (every item of the files, scored or not) and `_scored` (the ids kept)."""
     if not runs:
         raise CompareError(f"arm {name}: no successful run matches its filters")
-    seeds, rows_by_run, decl, weights = [], [], None, None
+    seeds, rows_by_run, decl = [], [], None
     for result in runs:
         path, record = item_record(result, source)
         this = declaration(record, source.metric, result["run_id"])
         if decl is not None and this != decl:
             raise CompareError(f"arm {name}: runs declare {source.metric} differently ({decl} against {this})")
         decl = this
-        rows = item_files.read(path)
+        seeds.append(result["config"]["seed"])
+        rows_by_run.append(item_files.read(path))
+    all_ids = frozenset(r["id"] for r in rows_by_run[0])
+    if any(frozenset(r["id"] for r in rows) != all_ids for rows in rows_by_run[1:]):
+        raise CompareError(f"arm {name}: its runs scored different items")
+    keep = frozenset.intersection(
+        *(frozenset(r["id"] for r in item_files.scored(rows, source.metric)) for rows in rows_by_run)
+    )
+    if only is not None:
+        keep &= only
+    if not keep:
+        raise CompareError(
+            f"arm {name}: no item holds {source.metric} in every run"
+            + (" and in the other arm" if only is not None else "")
+            + " (not scored: e.g. nothing generated with task.generate_limit=0)"
+        )
+    rows_by_run = [[r for r in rows if r["id"] in keep] for rows in rows_by_run]
+    weights = None
+    for rows in rows_by_run:
         w = _weights(rows, decl)
         if weights is not None and w != weights:
             raise CompareError(f"arm {name}: runs count {decl['per']} differently per item (another tokenizer?)")
         weights = w
-        seeds.append(result["config"]["seed"])
-        rows_by_run.append(rows)
     ids, first = per_item_values(rows_by_run[0], source.metric, decl)
     matrix = [first]
     for rows in rows_by_run[1:]:
         these, values = per_item_values(rows, source.metric, decl)
         if these != ids:
             order = {i: k for k, i in enumerate(these)}
-            if set(order) != set(ids):
-                raise CompareError(f"arm {name}: its runs scored different items")
             values = values[[order[i] for i in ids]]
         matrix.append(values)
-    return paired.ArmScores(name, tuple(seeds), tuple(ids), np.vstack(matrix)), {**decl, "_weights": weights}
+    scores = paired.ArmScores(name, tuple(seeds), tuple(ids), np.vstack(matrix))
+    return scores, {**decl, "_weights": weights, "_ids": all_ids, "_scored": keep}
 
 
 def single_configuration(name: str, runs: list[dict]) -> None:
@@ -162,7 +187,7 @@ def comparable(a_runs: list[dict], a: Source, b_runs: list[dict], b: Source) -> 
             data = data.get("heldout") or (data.get("splits") or {}).get("heldout") or {}
         return {
             "task": cfg["task"]["name"],
-            "test data": {k: v for k, v in data.items() if k not in ("heldout", "rows_evaluated")},
+            "test data": {k: v for k, v in data.items() if k not in ("heldout", "rows_evaluated", "rows_generated")},
             "evaluation settings": {k: v for k, v in (cfg.get("eval") or {}).items() if k not in EVAL_NEUTRAL},
         }
 
@@ -195,13 +220,24 @@ def compare_runs(
     comparable(a_runs, a, b_runs, b)
     scores_a, decl_a = arm_scores(a_name, a_runs, a)
     scores_b, decl_b = arm_scores(b_name, b_runs, b)
+    notes = []
+    if decl_a["_ids"] == decl_b["_ids"] and decl_a["_scored"] != decl_b["_scored"]:
+        # the same items, a metric scored on some of them only (task.generate_limit): the shared ones
+        shared = decl_a["_scored"] & decl_b["_scored"]
+        scores_a, decl_a = arm_scores(a_name, a_runs, a, only=shared)
+        scores_b, decl_b = arm_scores(b_name, b_runs, b, only=shared)
+    if len(decl_a["_scored"]) < len(decl_a["_ids"]):
+        notes.append(
+            f"{a.metric} is compared on the {len(decl_a['_scored'])} of {len(decl_a['_ids'])} items that every run "
+            f"of both arms scored (the others hold no value, e.g. not generated with task.generate_limit)"
+        )
     if decl_a["_weights"] is not None and decl_a["_weights"] != decl_b["_weights"]:
         raise CompareError(
             f"the arms count {decl_a.get('per')} differently on the same items (another tokenizer?): "
             f"a per-token mean of two vocabularies is not one quantity"
         )
     try:
-        return paired.compare(
+        result = paired.compare(
             scores_a,
             scores_b,
             metric=a.metric,
@@ -211,6 +247,7 @@ def compare_runs(
         )
     except ValueError as err:  # item ids that differ between the arms
         raise CompareError(str(err)) from None
+    return replace(result, notes=(*result.notes, *notes)) if notes else result
 
 
 def select_runs(runs: list[dict], filters: list[str]) -> list[dict]:

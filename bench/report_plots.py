@@ -28,7 +28,7 @@ COSTS = [
     ("trainable_params", "trainable parameters", True),
     ("train_time_s", "train time (s)", False),
 ]  # column, axis label, log scale
-_LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "error")
+_LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "error", "nll")  # nll: answer_nll, final_answer_nll
 _LAYER = re.compile(r"\.(\d+)\.")
 
 

