@@ -30,7 +30,7 @@ run: $(STAMP)  ## offline default job: LoRA on SmolLM2-135M, ASDiv train, real G
 table: $(STAMP)  ## report of every result under runs/ (ARGS="DIR ... --out DIR" to choose)
 	$(PY) -m bench.report $(ARGS)
 
-STUDY ?= studies/small_offline.yaml
+STUDY ?= studies/three_papers.yaml
 study: $(STAMP)  ## the default study (STUDY=studies/<name>.yaml): rate search, seeds, verdicts, docs/study.md; resumable
 	$(OFFLINE) $(PY) -m bench.study run $(STUDY) $(ARGS)
 

@@ -21,8 +21,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 # so that e.g. switching W&B off does not rerun a finished job.
 HASH_EXCLUDE = ("run", "logger")
 # Nested keys left out for the same reason: a permission, not a setting (allow_code_execution);
-# whether the base scores come from the run.root's cache, which holds the same computation (base_cache).
-HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"), ("eval", "base_cache"))
+# whether the base scores come from the run.root's cache, which holds the same computation (base_cache);
+# a measurement, not a setting: how many steps the CPU live-tensor peak is profiled over
+# (memory_profile_steps; it trains the same steps).
+HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"), ("eval", "base_cache"), ("train", "memory_profile_steps"))
 # Keys added after runs were recorded, at the value every earlier run implicitly used: left out of
 # the hash while at that value, so a finished run keeps its identity (and is skipped) after the
 # key is introduced; any other value changes the hash.
@@ -33,6 +35,7 @@ HASH_NEUTRAL_DEFAULTS = {
     ("method", "alpha_rule"): "fixed",
     ("task", "asdiv_heldout"): 0,
     ("task", "asdiv_test"): 0,
+    ("task", "generate_limit"): None,  # GSM8K/ASDiv: generate for every problem
     ("method", "alpha"): None,
 }  # only PaCA accepts a null alpha (no scaling)
 
@@ -79,6 +82,11 @@ class TrainConfig:
     optimizer_impl: str = "auto"  # AdamW only: auto (fused on CUDA, foreach otherwise) | fused | foreach | for_loop
     adam_eps: float = 1e-8  # AdamW only: the denominator's epsilon (torch's default; PrunedLoRA's reference: 1e-4)
     compile: bool = False  # torch.compile the model (inductor), through accelerate
+    # >= 0. Single-process CPU runs: optimizer steps over which the peak of live tensor bytes is measured
+    # (metrics.peak_tensor_bytes, bench/tensor_memory.py), after a profiled lead-in step (the first
+    # step trained: AdamW's state exists from its end on); 0: off. Not in the run hash; the profiled
+    # steps are left out of the step-time percentiles.
+    memory_profile_steps: int = 2
 
 
 @dataclass
@@ -165,6 +173,7 @@ RANGES: dict[str, tuple] = {
     "train.adam_eps": (0.0, None, False),
     "train.log_every": (1, None, True),
     "train.timing_warmup_steps": (0, None, True),
+    "train.memory_profile_steps": (0, None, True),
     "eval.batch_size": (1, None, True),
     "eval.limit": (1, None, True),
     "eval.num_fewshot": (0, None, True),

@@ -9,10 +9,17 @@ reader of the run directory needs no task code to interpret the file.
 
 Aggregation: a metric without `per` averages to its aggregate with equal weight per item; one with
 `per` (a summed negative log-likelihood, say) is the ratio sum(value) / sum(per), a mean per token.
+
+Not scored: a task may score a metric on some items of a split only (GSM8K's exact match with
+`task.generate_limit`: the problems it did not generate for). The field is then `null` on the items
+it was not scored on, the aggregate is taken over the items that hold a value, and the file's record
+says how many do (`scored`: {metric: count}, for the metrics that lack a value somewhere). A paired
+comparison (bench/compare.py) uses the items that every run of both arms scored.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -82,7 +89,12 @@ def write(out_dir: Path, rows: Sequence[dict], metrics: Sequence[ItemMetric], sp
         for row in rows:
             f.write(json.dumps({"id": row["id"], "split": split, **{k: v for k, v in row.items() if k != "id"}}) + "\n")
     file = f"{subdir.strip('/')}/{FILE}" if subdir else FILE
-    return {"file": file, "n": len(rows), "split": split, "metrics": {m.name: _declaration(m) for m in metrics}}
+    record = {"file": file, "n": len(rows), "split": split, "metrics": {m.name: _declaration(m) for m in metrics}}
+    counts = {m.name: sum(r[m.name] is not None for r in rows) for m in metrics}
+    partial = {name: count for name, count in counts.items() if count < len(rows)}
+    if partial:
+        record["scored"] = partial
+    return record
 
 
 def _declaration(metric: ItemMetric) -> dict:
@@ -90,12 +102,25 @@ def _declaration(metric: ItemMetric) -> dict:
 
 
 def read(path: Path) -> list[dict]:
+    """The rows of an items file; `items.jsonl.gz` beside a missing `items.jsonl` is read in its
+    place (committed studies keep their items compressed: bench/study/pack.py)."""
+    path = Path(path)
+    if not path.exists() and path.with_name(path.name + ".gz").exists():
+        with gzip.open(path.with_name(path.name + ".gz"), "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def scored(rows: Sequence[dict], name: str) -> list[dict]:
+    """The items that hold a value of `name` (not null: see "Not scored" above)."""
+    return [r for r in rows if r.get(name) is not None]
+
+
 def aggregate(rows: Sequence[dict], name: str, per: Optional[str] = None) -> float:
-    """The aggregate a metric's items average to: the mean, or sum(name) / sum(per)."""
+    """The aggregate a metric's items average to, over the items that scored it: the mean, or
+    sum(name) / sum(per)."""
+    rows = scored(rows, name)
     if not rows:
         return math.nan
     total = math.fsum(float(r[name]) for r in rows)
@@ -108,7 +133,7 @@ def aggregate(rows: Sequence[dict], name: str, per: Optional[str] = None) -> flo
 def aggregates(rows: Sequence[dict], metrics: Sequence[ItemMetric]) -> dict[str, Optional[float]]:
     """{aggregate key: value} of every metric that declares one, computed from the items, so that a
     task's result holds exactly what its items average to; None where there is nothing to average
-    (no items, or a `per` count of 0)."""
+    (no items, none that scored the metric, or a `per` count of 0)."""
     out = {}
     for m in metrics:
         if m.aggregate is not None:

@@ -214,7 +214,7 @@ def summary_line(result: dict, path: Path) -> str:
         if key in m:
             parts.append(
                 f"{'base' if key == 'eval_base' else 'tuned'} {m[key]['primary']}="
-                f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']})"
+                f"{m[key][m[key]['primary']]:.4f} (n={m[key]['n']}{_generated(m[key])})"
             )
     for key in ("eval_base", "eval"):  # the training source's held-out score, where the task reports one
         held = (m.get(key) or {}).get("heldout") or {}
@@ -223,6 +223,13 @@ def summary_line(result: dict, path: Path) -> str:
                 f"{'base' if key == 'eval_base' else 'tuned'} held-out {held['primary']}="
                 f"{held[held['primary']]:.4f}"
                 + (f", answer loss {held['answer_nll']:.3f}" if held.get("answer_nll") is not None else "")
-                + f" (n={held['n']})"
+                + f" (n={held['n']}{_generated(held)})"
             )
     return f"{line}\n  " + ", ".join(parts)
+
+
+def _generated(evaluation: dict) -> str:
+    """The summary's ", 100 generated" where a task generated for fewer problems than it scored
+    (task.generate_limit); empty otherwise."""
+    generated = evaluation.get("generated")
+    return f", {generated} generated" if isinstance(generated, int) and generated != evaluation.get("n") else ""

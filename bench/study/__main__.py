@@ -17,7 +17,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from bench.study import judge, plan, render, select, spec
+from bench.study import judge, pack, plan, render, select, spec
+
+# what a study may commit of its runs (result.json and compressed items files: bench/study/pack.py)
+MAX_COMMITTED = 20_000_000
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -27,15 +30,37 @@ def load_runs(root: Path) -> list[dict]:
 
 
 def state(study: spec.Study):
+    """(the study as its search stands, its runs, the search rows, the chosen rates)."""
     runs = load_runs(study.root)
-    rows = select.search_rows(study, runs)
-    return runs, rows, select.chosen_rates(study, rows)
+    resolved, rows, rates = select.resolve(study, runs)
+    return resolved, runs, rows, rates
+
+
+def run_search(study: spec.Study, threads, dry_run: bool) -> None:
+    """Stage 1 until nothing is left to run: each round runs the grid points and base jobs that
+    have no run yet; a grid grows (or a trial waiting on another method's rate starts) between
+    rounds."""
+    for _ in range(64):
+        resolved, runs, _, rates = state(study)
+        cmds = plan.search_commands(resolved, rates, runs, threads)
+        if not cmds:
+            return
+        plan.run_all(cmds, study.jobs, dry_run)
+        if dry_run:
+            return
+        pack.pack(study.root)
 
 
 def write_report(study: spec.Study, argv: list[str]) -> Path:
     from bench import report
 
-    runs, rows, rates = state(study)
+    size = pack.pack(study.root)
+    if size > MAX_COMMITTED:
+        print(
+            f"warning: {study.root} commits {size / 1e6:.1f} MB of runs, over {MAX_COMMITTED / 1e6:.0f} MB",
+            file=sys.stderr,
+        )
+    study, runs, rows, rates = state(study)
     judged = judge.judge_all(study, runs, rates)
     main = select.main_runs(study, runs, rates)
     figure_dir = study.doc.parent / study.doc.stem
@@ -58,11 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=("run", "report", "plan", "verdict"))
-    parser.add_argument("study", type=Path, help="the study's YAML, e.g. studies/small_offline.yaml")
+    parser.add_argument("study", type=Path, help="the study's YAML, e.g. studies/three_papers.yaml")
     parser.add_argument("--root", type=Path, default=None, help="where the runs go (default: the YAML's root)")
     parser.add_argument("--doc", type=Path, default=None, help="the page written (default: the YAML's doc)")
     parser.add_argument("--jobs", type=int, default=None, help="sweep commands at once (default: the YAML's jobs)")
     parser.add_argument("--seeds", default=None, help="replace the main grids' seeds, e.g. 0 for a smoke test")
+    parser.add_argument(
+        "--parts",
+        default=None,
+        help="run (or report) only these parts, e.g. sentiment,rating: another machine runs the rest",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args, extra = parser.parse_known_args(argv)
     try:
@@ -70,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     except (spec.SpecError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.parts:
+        try:
+            study = spec.only_parts(study, args.parts.split(","))
+        except spec.SpecError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else study.seeds
     study = replace(
         study,
@@ -80,18 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     threads = plan.threads_per_job(study.jobs)
     if args.action == "plan":
-        _, _, rates = state(study)
-        for cmd in plan.search_commands(study, threads) + plan.main_commands(study, rates, threads):
+        resolved, runs, _, rates = state(study)
+        cmds = plan.search_commands(resolved, rates, runs, threads) + plan.main_commands(resolved, rates, threads)
+        for cmd in cmds:
             print(" ".join(cmd[2:]))
         return 0
     if args.action == "verdict":
-        runs, _, rates = state(study)
-        print(render.verdict_markdown(judge.judge_all(study, runs, rates)))
+        resolved, runs, _, rates = state(study)
+        print(render.verdict_markdown(judge.judge_all(resolved, runs, rates)))
         return 0
     if args.action == "run":
-        plan.run_all(plan.search_commands(study, threads), study.jobs, args.dry_run)
-        _, _, rates = state(study)
-        plan.run_all(plan.main_commands(study, rates, threads), study.jobs, args.dry_run)
+        run_search(study, threads, args.dry_run)
+        resolved, _, _, rates = state(study)
+        plan.run_all(plan.main_commands(resolved, rates, threads), study.jobs, args.dry_run)
         if args.dry_run:
             return 0
     doc = write_report(study, argv)

@@ -10,9 +10,11 @@ rule (bench.verdicts):
 - both arms' chosen learning rates lie inside their search grids (else the verdict is provisional).
 Holm's correction then runs over each declared family.
 
-Cost claims compare a per-run cost (train time, or a peak memory that covers training only) as a
-ratio over seeds. A `rank_share` claim asks whether a dynamic-rank arm's final rank sits more in
-the modules its regular expression names than those modules' share at the start (uniform ranks).
+Cost claims compare a per-run cost (train time, or peak memory: CUDA's max_memory_allocated, the
+CPU's peak of live tensor bytes; never the CPU's peak RSS, which depends on the allocator) as a
+ratio over seeds; the evidence says which memory figure was compared. A `rank_share` claim asks
+whether a dynamic-rank arm's final rank sits more in the modules its regular expression names
+than those modules' share at the start (uniform ranks).
 """
 
 from __future__ import annotations
@@ -76,11 +78,15 @@ def grid_reasons(study: Study, arms: list[Arm], rates: dict) -> list[str]:
         if arm.base:
             continue
         trial = study.search.trial(arm.part, arm.method)
-        rate = rates.get((arm.part, arm.method))
-        if trial is not None and rate is not None and len(trial.grid) > 1:
-            reason = verdicts.grid_reason(rate, trial.grid, what=f"learning rate of {arm.name}")
+        key, value = study.chosen.get((arm.part, arm.method), ("method.lr", rates.get((arm.part, arm.method))))
+        if trial is not None and value is not None and len(trial.grid) > 1:
+            what = "learning rate" if key == "method.lr" else key
+            reason = verdicts.grid_reason(value, trial.grid, what=f"{what} of {arm.name}")
             if reason:
                 out.append(reason)
+        if trial is not None and trial.lr_from:  # its rate is the other method's choice: that search too
+            source = Arm(f"{arm.name} (rate of {trial.lr_from})", arm.part, trial.lr_from, {})
+            out += grid_reasons(study, [source], rates)
     return out
 
 
@@ -104,7 +110,7 @@ def judge_claim(study: Study, claim: Claim, runs: list[dict], rates: dict) -> Ju
         if claim.rank_share is not None:
             comparison = rank_share(arms[0], chosen[arms[0].name], claim.rank_share)
         elif claim.kind == "cheaper":
-            comparison = cost_ratio(claim, arms, chosen)
+            comparison = cost_ratio(claim, arms, chosen, out.evidence)
         else:
             a, b = arms
             comparison = cmp.compare_runs(
@@ -153,29 +159,56 @@ class NotTested(RuntimeError):
     """A claim whose data cannot be compared; the message says why."""
 
 
-def cost_values(claim: Claim, runs: list[dict]) -> list[float]:
+def memory_figure(run: dict) -> tuple[float, str]:
+    """A run's peak memory for a cost claim, and which figure it is: CUDA's max_memory_allocated, or
+    on the CPU the peak of live tensor bytes (metrics.peak_tensor_bytes, bench/tensor_memory.py). A
+    CPU run without a valid live-tensor peak is not compared: its peak RSS depends on the allocator
+    (two runs of one LoRA configuration: 978 and 2,136 MB), not on the method."""
+    m = run.get("metrics") or {}
+    mem = m.get("peak_memory") or {}
+    if mem.get("kind") == "cuda":
+        return float(mem.get("allocated_bytes") or 0), "torch.cuda.max_memory_allocated"
+    live = m.get("peak_tensor_bytes")
+    if not live:
+        raise NotTested(
+            f"run {run['run_id']} records no live-tensor peak (train.memory_profile_steps=0, or run before it "
+            "existed); its CPU figure, the peak RSS, depends on the allocator, not on the method: memory is not "
+            "compared"
+        )
+    if not live.get("valid") or not live.get("bytes"):
+        raise NotTested(
+            f"the live-tensor peak of run {run['run_id']} is invalid "
+            f"({'; '.join(live.get('invalid') or ['no figure'])}): memory is not compared"
+        )
+    first, last = live["window"]["measured_steps"]
+    return float(live["bytes"]), f"peak live tensor bytes on the CPU (steps {first}-{last})"
+
+
+def cost_values(claim: Claim, runs: list[dict], figures: set | None = None) -> list[float]:
+    """The cost of each run; `figures` collects which memory figure each run gave."""
     out = []
     for r in runs:
         m = r.get("metrics") or {}
         if claim.metric == "train_time_s":
             value = m.get("train_time_s")
         else:
-            mem = m.get("peak_memory") or {}
-            if not (mem.get("kind") == "cuda" or mem.get("scope") == "training"):
-                raise NotTested(
-                    f"the peak memory of run {r['run_id']} is the process's lifetime peak (model loading included), "
-                    "not training's: memory is not compared"
-                )
-            value = mem.get("allocated_bytes") or mem.get("rss_bytes")
+            value, figure = memory_figure(r)
+            if figures is not None:
+                figures.add(figure.split(" (")[0])
         if not value or value <= 0:
             raise NotTested(f"run {r['run_id']} records no {claim.metric}")
         out.append(float(value))
     return out
 
 
-def cost_ratio(claim: Claim, arms: list[Arm], chosen: dict) -> paired.RatioComparison:
+def cost_ratio(claim: Claim, arms: list[Arm], chosen: dict, evidence: list | None = None) -> paired.RatioComparison:
     a, b = arms
-    va, vb = cost_values(claim, chosen[a.name]), cost_values(claim, chosen[b.name])
+    figures: set = set()
+    va, vb = cost_values(claim, chosen[a.name], figures), cost_values(claim, chosen[b.name], figures)
+    if len(figures) > 1:
+        raise NotTested(f"the runs' peak memory figures differ ({', '.join(sorted(figures))}): memory is not compared")
+    if figures and evidence is not None:
+        evidence.append(f"{claim.metric}: {figures.pop()}, in every run of both arms")
     seeds_a = [r["config"]["seed"] for r in chosen[a.name]]
     seeds_b = [r["config"]["seed"] for r in chosen[b.name]]
     return paired.ratio(va, vb, seeds_a, seeds_b, a=a.name, b=b.name, metric=claim.metric)

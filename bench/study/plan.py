@@ -80,21 +80,23 @@ def with_extra(study: Study, extra: list[str]) -> Study:
     return replace(study, parts=parts)
 
 
-def search_commands(study: Study, threads: int | None = None) -> list[list[str]]:
+def search_commands(study: Study, rates: dict, runs: list[dict] | None = None, threads: int | None = None):
+    """Stage 1 as far as it can run now: each trial's grid points that have no run yet (all of them
+    when `runs` is None), and each part's base job. A trial that takes its rate from another
+    method waits for that method's choice; a grid that grows gets its new point on the next call."""
+    from bench.study import select
+
     launch = {"train.threads": threads} if threads else {}
     out = []
-    for t in study.search.trials:
-        overrides = {
-            **study.parts[t.part].overrides,
-            "method": t.method,
-            **t.overrides,
-            "method.lr": list(t.grid),
-            "seed": study.search.seed,
-            **launch,
-        }
-        out.append(_command(overrides, study.root))
-    for part in study.parts.values():
-        out.append(_command({**part.overrides, **part.base, "seed": study.search.seed, **launch}, study.root))
+    todo = select.pending(study, runs or [], rates)
+    for t, points in todo:
+        spec = select.trial_spec(study, t, rates)
+        overrides = {**{k: v for k, v in spec.items() if k != "seed"}, t.key: list(points), "seed": study.search.seed}
+        out.append(_command({**overrides, **launch}, study.root))
+    bases = select.base_runs(study, runs or [], any_status=True)
+    for name, part in study.parts.items():
+        if runs is None or name not in bases:
+            out.append(_command({**part.overrides, **part.base, "seed": study.search.seed, **launch}, study.root))
     return out
 
 

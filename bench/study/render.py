@@ -32,23 +32,28 @@ def _num(value, digits: int = 4) -> str:
 def plan_markdown(study: Study) -> str:
     lines = ["## Plan", ""]
     for name, part in study.parts.items():
-        lines.append(f"- part `{name}`: {part.what}. Every job: `{_overrides(part.overrides)}`")
-    crit = ", then ".join(
-        f"{'the primary metric' if c.key == 'primary' else c.key} ({'higher' if c.higher_is_better else 'lower'} "
-        "is better)"
-        for c in study.search.select
+        lines.append(
+            f"- part `{name}`: {part.what}. Every job: `{_overrides(part.overrides)}`. Search ranked on the "
+            f"held-out split by {_criteria_text(study.criteria(name))}"
+        )
+    budget = (
+        f"each grid grows one point at a time toward its best value until it has {study.search.budget} points, "
+        "so every method gets the same number of trials"
+        if study.search.budget
+        else "every grid runs as written"
     )
     lines += [
         "",
-        f"Learning-rate search on seed {study.search.seed}, ranked on the held-out split by {crit}; remaining "
-        f"ties go to the {study.search.ties.replace('_', ' ')}. Every method has its own grid and the same "
-        "number of trials per grid; nothing is chosen on a test split.",
+        f"Search on seed {study.search.seed}; remaining ties go to the {study.search.ties.replace('_', ' ')}; "
+        f"{budget}. A method searched over another key runs at the rate chosen for the method it names. "
+        "Nothing is chosen on a test split.",
         "",
-        "| part | method | grid | search runs with |",
-        "|---|---|---|---|",
+        "| part | method | searched | initial grid | search runs with |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {t.part} | {t.method} | {', '.join(f'{g:g}' for g in t.grid)} | `{_overrides(t.overrides)}` |"
+        f"| {t.part} | {t.method} | {_key_label(t.key)}{f' (at the lr of {t.lr_from})' if t.lr_from else ''} "
+        f"| {', '.join(f'{g:g}' for g in t.grid)} | `{_overrides(t.overrides)}` |"
         for t in study.search.trials
     ]
     lines += [
@@ -77,33 +82,106 @@ def plan_markdown(study: Study) -> str:
     return "\n".join(lines) + "\n"
 
 
-def search_markdown(study: Study, rows: list[select.SearchRow], rates: dict) -> str:
-    names = [c.key for c in study.search.select]
+def _criteria_text(criteria) -> str:
+    return ", then ".join(
+        f"{'the primary metric' if c.key == 'primary' else c.key} ({'higher' if c.higher_is_better else 'lower'} "
+        "is better)"
+        for c in criteria
+    )
+
+
+def _key_label(key: str) -> str:
+    return "lr" if key == "method.lr" else key
+
+
+def search_markdown(study: Study, rows: list[select.SearchRow], rates: dict, figure: str | None = None) -> str:
+    budget = f"; {study.search.budget} trials per method" if study.search.budget else ""
     lines = [
-        f"## Learning-rate search (seed {study.search.seed}, held-out split)",
+        f"## Search (seed {study.search.seed}, held-out split{budget})",
         "",
-        f"| part | method | lr | status | {' | '.join(names)} |",
-        "|---|---|---|---|" + "---|" * len(names),
+        "| part | method | searched | value | lr | status | held-out criteria |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        mark = " **(chosen)**" if rates.get((r.part, r.method)) == r.lr else ""
+        chosen = study.chosen.get((r.part, r.method))
+        mark = " **(chosen)**" if chosen and chosen[1] == r.value else ""
+        crit = ", ".join(f"{c.key} {_num(v)}" for c, v in zip(study.criteria(r.part), r.scores))
         lines.append(
-            f"| {r.part} | {r.method} | {r.lr:g}{mark} | {r.status} | {' | '.join(_num(v) for v in r.scores)} |"
+            f"| {r.part} | {r.method} | {_key_label(r.key)} | {r.value:g}{mark} | {r.lr:g} | {r.status} | {crit} |"
         )
-    edges = [f"{p}/{m} ({end})" for (p, m), lr in sorted(rates.items()) if (end := select.grid_end(study, p, m, lr))]
+    counts = Counter((r.part, r.method) for r in rows)
+    edges = [
+        f"{p}/{m} {_key_label(k)} ({end})"
+        for (p, m), (k, v) in sorted(study.chosen.items())
+        if (end := select.grid_end(study, p, m, v))
+    ]
     lines += [
         "",
-        "Chosen: " + (", ".join(f"{p}/{m} {lr:g}" for (p, m), lr in sorted(rates.items())) or "none yet"),
+        "Chosen: "
+        + (
+            ", ".join(
+                f"{p}/{m} {_key_label(k)} {v:g} ({counts[(p, m)]} trials)"
+                for (p, m), (k, v) in sorted(study.chosen.items())
+            )
+            or "none yet"
+        ),
         "",
         (
-            "At an end of its grid (the search did not bracket the best rate; verdicts on these arms are "
+            "At an end of its grid (the search did not bracket the best value; verdicts on these arms are "
             "provisional): " + ", ".join(edges) + "."
             if edges
-            else "Every chosen rate lies inside its grid."
+            else "Every chosen value lies inside its grid."
         ),
         "",
     ]
+    if figure:
+        lines += [f"![held-out score against the searched value]({figure})", ""]
     return "\n".join(lines)
+
+
+def search_figure(study: Study, rows: list[select.SearchRow], path: Path) -> Path | None:
+    """Each trial's first search criterion on the held-out split against its searched value (log
+    scale), the chosen point ringed, one panel per part."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [p for p in study.parts if any(r.part == p for r in rows)]
+    if not parts:
+        return None
+    fig, axes = plt.subplots(1, len(parts), figsize=(5.2 * len(parts), 3.8), squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        for trial in [t for t in study.search.trials if t.part == part]:
+            mine = [r for r in rows if (r.part, r.method) == (trial.part, trial.method) and r.scores[0] is not None]
+            if not mine:
+                continue
+            label = trial.method + (
+                "" if trial.key == "method.lr" else f" ({_key_label(trial.key)}, lr of {trial.lr_from})"
+            )
+            line = ax.plot([r.value for r in mine], [r.scores[0] for r in mine], marker="o", label=label)[0]
+            chosen = study.chosen.get((trial.part, trial.method))
+            if chosen:
+                best = [r for r in mine if r.value == chosen[1]]
+                ax.scatter(
+                    [b.value for b in best],
+                    [b.scores[0] for b in best],
+                    s=140,
+                    facecolors="none",
+                    edgecolors=line.get_color(),
+                    linewidths=1.8,
+                )
+        crit = study.criteria(part)[0]
+        ax.set_xscale("log")
+        ax.set_xlabel("searched value (lr, or the named key)")
+        ax.set_ylabel(f"held-out {crit.key} ({'higher' if crit.higher_is_better else 'lower'} is better)")
+        ax.set_title(f"part {part}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def base_markdown(study: Study, runs: list[dict], main: list[dict]) -> str:
@@ -292,12 +370,15 @@ def document(
 ) -> str:
     main = select.main_runs(study, runs, rates)
     prose = study.prose.read_text() if study.prose else ""
+    figure_dir = study.doc.parent / study.doc.stem
+    drawn = search_figure(study, rows, figure_dir / "search.png")
+    figure = f"{os.path.relpath(drawn, study.doc.parent)}" if drawn else None
     return "\n".join(
         [
             header(study, argv, runs),
             prose.strip() + "\n" if prose else "",
             plan_markdown(study),
-            search_markdown(study, rows, rates),
+            search_markdown(study, rows, rates, figure),
             base_markdown(study, runs, main),
             "## Verdicts",
             "",

@@ -35,16 +35,21 @@ class Part:
     what: str  # one line: model, task, what is scored
     overrides: dict  # every job of the part
     base: dict  # the untrained-model job: overrides on top of the part's
+    select: Optional[tuple] = None  # the part's search criteria (Criterion); None: the search's
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One method's learning-rate search in one part."""
+    """One method's search in one part: over its learning rate, or (`lr_from`) over another key at
+    the rate chosen for another method of the part (L1RA's lambda at LoRA's rate, as its authors
+    ran both at one rate). `grid` is the initial grid; the search extends it (select.resolve)."""
 
     part: str
     method: str
     grid: tuple[float, ...]
     overrides: dict
+    key: str = "method.lr"
+    lr_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class Search:
     select: tuple[Criterion, ...]
     ties: str
     trials: tuple[Trial, ...]
+    # trials per search, initial grid included: a grid shorter than this grows one point at a time
+    # toward the best value (select.extend) until it has `budget` points; None: the grids as written
+    budget: Optional[int] = None
 
     def trial(self, part: str, method: str) -> Optional[Trial]:
         return next((t for t in self.trials if (t.part, t.method) == (part, method)), None)
@@ -119,6 +127,13 @@ class Study:
     arms: dict[str, Arm]
     claims: tuple[Claim, ...]
     extra: dict = field(default_factory=dict)
+
+    def criteria(self, part: str) -> tuple:
+        """The search criteria of a part: its own `select`, else the search's."""
+        return self.parts[part].select or self.search.select
+
+    # {(part, method): (key, value)} chosen by the search, filled by select.resolve
+    chosen: dict = field(default_factory=dict)
 
 
 def load(path: Path) -> Study:
@@ -213,8 +228,16 @@ def _list(where: str, node: Any) -> list:
     return node
 
 
+def _criteria(where: str, node: Any) -> tuple:
+    out = []
+    for i, c in enumerate(_list(where, node)):
+        _keys(f"{where}[{i}]", c, ("key", "higher_is_better"))
+        out.append(Criterion(str(c["key"]), bool(c["higher_is_better"])))
+    return tuple(out)
+
+
 def _part(name: str, node: Any) -> Part:
-    _keys(f"parts.{name}", node, ("what", "overrides", "base"))
+    _keys(f"parts.{name}", node, ("what", "overrides", "base"), ("select",))
     overrides = _overrides(f"parts.{name}.overrides", node["overrides"])
     for key in ("model", "task"):
         if key not in overrides:
@@ -222,7 +245,8 @@ def _part(name: str, node: Any) -> Part:
     base = _overrides(f"parts.{name}.base", node["base"], study_keys=("seed", "run.root"))
     if "method" not in base:
         raise SpecError(f"parts.{name}.base needs a method (the one-step job that evaluates the untrained model)")
-    return Part(name, str(node["what"]), overrides, base)
+    select = _criteria(f"parts.{name}.select", node["select"]) if "select" in node else None
+    return Part(name, str(node["what"]), overrides, base, select)
 
 
 def _rates(where: str, node: Any) -> tuple[float, ...]:
@@ -235,30 +259,50 @@ def _rates(where: str, node: Any) -> tuple[float, ...]:
 
 
 def _search(node: Any, parts: dict) -> Search:
-    _keys("search", node, ("seed", "select", "ties", "grids", "trials"))
+    _keys("search", node, ("seed", "select", "ties", "grids", "trials"), ("budget",))
     if node["ties"] not in TIES:
         raise SpecError(f"search.ties={node['ties']!r}; choose one of {', '.join(TIES)}")
-    select = []
-    for i, c in enumerate(_list("search.select", node["select"])):
-        _keys(f"search.select[{i}]", c, ("key", "higher_is_better"))
-        select.append(Criterion(str(c["key"]), bool(c["higher_is_better"])))
+    select = _criteria("search.select", node["select"])
     grids = {name: _rates(f"search.grids.{name}", g) for name, g in _mapping("search.grids", node["grids"]).items()}
     if "default" not in grids:
         raise SpecError("search.grids needs a `default` grid")
     trials = []
     for i, t in enumerate(_list("search.trials", node["trials"])):
         where = f"search.trials[{i}]"
-        _keys(where, t, ("part", "method"), ("grid", "overrides"))
+        _keys(where, t, ("part", "method"), ("grid", "overrides", "key", "lr_from"))
         _known(where, "part", t["part"], parts)
         grid = t.get("grid", "default")
         _known(where, "grid", grid, grids)
-        trials.append(
-            Trial(t["part"], str(t["method"]), grids[grid], _overrides(f"{where}.overrides", t.get("overrides")))
-        )
+        key = str(t.get("key", "method.lr"))
+        if (key == "method.lr") == bool(t.get("lr_from")):
+            raise SpecError(
+                f"{where}: a search over another key than method.lr takes its rate from another method "
+                f"(`lr_from: <method>`), and a rate search takes no lr_from; got key={key!r}, "
+                f"lr_from={t.get('lr_from')!r}"
+            )
+        overrides = _overrides(f"{where}.overrides", t.get("overrides"))
+        if key in overrides:
+            raise SpecError(f"{where}: {key} is the searched key; it cannot also be an override")
+        trials.append(Trial(t["part"], str(t["method"]), grids[grid], overrides, key, t.get("lr_from")))
     pairs = [(t.part, t.method) for t in trials]
     if len(set(pairs)) != len(pairs):
         raise SpecError("search.trials: a (part, method) pair appears twice; each method has one search per part")
-    return Search(int(node["seed"]), tuple(select), node["ties"], tuple(trials))
+    for t in trials:
+        source = next((s for s in trials if (s.part, s.method) == (t.part, t.lr_from)), None)
+        if t.lr_from and (source is None or source.key != "method.lr"):
+            raise SpecError(
+                f"search: {t.part}/{t.method} takes its rate from {t.lr_from!r}, which has no rate search in "
+                f"part {t.part}"
+            )
+    budget = node.get("budget")
+    if budget is not None:
+        short = [f"{t.part}/{t.method}" for t in trials if not 2 <= len(t.grid) <= budget]
+        if not isinstance(budget, int) or short:
+            raise SpecError(
+                f"search.budget={budget!r} must be an integer at least as long as every initial grid, and each "
+                f"grid needs 2 points to extend from; check {', '.join(short) or 'the value'}"
+            )
+    return Search(int(node["seed"]), tuple(select), node["ties"], tuple(trials), budget)
 
 
 def _known(where: str, what: str, value: Any, known: dict) -> None:
@@ -332,3 +376,23 @@ def _claim(i: int, node: Any, arms: dict) -> Claim:
     if claim.base is not None and not arms[claim.base].base:
         raise SpecError(f"{where}: base {claim.base!r} is not a base arm (`base: true`)")
     return claim
+
+
+def only_parts(study: Study, names: list[str]) -> Study:
+    """The study restricted to some of its parts: their searches, grids, arms and the claims whose
+    arms all lie in them. The jobs are the full study's, so the full study finds their runs."""
+    from dataclasses import replace
+
+    unknown = sorted(set(names) - set(study.parts))
+    if unknown:
+        raise SpecError(f"--parts: {', '.join(unknown)} not in the study; its parts: {', '.join(study.parts)}")
+    keep = set(names)
+    arms = {n: a for n, a in study.arms.items() if a.part in keep}
+    return replace(
+        study,
+        parts={n: p for n, p in study.parts.items() if n in keep},
+        search=replace(study.search, trials=tuple(t for t in study.search.trials if t.part in keep)),
+        grids=tuple(g for g in study.grids if g.part in keep),
+        arms=arms,
+        claims=tuple(c for c in study.claims if all(a in arms for a in c.arms) and (c.base is None or c.base in arms)),
+    )

@@ -20,9 +20,12 @@ ITEM_IDS = [f"{i:016x}" for i in range(N_ITEMS)]
 EXACT = {"kind": "binary", "higher_is_better": True, "aggregate": "exact_match,strict-match", "per": None}
 
 
-def write_run(root: Path, overrides: dict, seed: int, correct: np.ndarray, *, heldout=0.5, time_s=1.0, base=None):
+def write_run(
+    root: Path, overrides: dict, seed: int, correct: np.ndarray, *, heldout=0.5, time_s=1.0, base=None, status=None
+):
     """A successful run of `overrides` (composed like bench.run) whose tuned test items are `correct`
-    (0/1 per item), its held-out score `heldout`; `base`: the eval_base items of a base job."""
+    (0/1 per item), its held-out score `heldout`; `base`: the eval_base items of a base job;
+    `status`: another status (e.g. failed: the run keeps its config and loses its scores)."""
     config = _config(tuple(f"{k}={v}" for k, v in overrides.items()) + (f"seed={seed}",))
     r = copy.deepcopy(minimal_result())
     h = run_hash(config)
@@ -52,6 +55,10 @@ def write_run(root: Path, overrides: dict, seed: int, correct: np.ndarray, *, he
     r["metrics"]["eval"] = evaluation("eval", correct)
     if base is not None:
         r["metrics"]["eval_base"] = evaluation("eval_base", base)
+    if status is not None:
+        r["status"] = status
+        r["metrics"].pop("eval", None)
+        r["error"] = {"type": "RuntimeError", "message": "loss is nan"}
     results.write_result(run_dir, r)
     return r
 
