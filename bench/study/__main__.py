@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = plan.threads_per_job(study.jobs)
     if args.action == "plan":
         resolved, runs, _, rates = state(study)
-        cmds = plan.search_commands(resolved, rates, runs, threads) + plan.main_commands(resolved, rates, threads)
+        cmds = plan.search_commands(resolved, rates, runs, threads) + plan.main_commands(resolved, rates, threads, runs)
         for cmd in cmds:
             print(" ".join(cmd[2:]))
         return 0
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "run":
         run_search(study, threads, args.dry_run)
-        resolved, _, _, rates = state(study)
-        plan.run_all(plan.main_commands(resolved, rates, threads), study.jobs, args.dry_run)
+        resolved, runs, _, rates = state(study)
+        plan.run_all(plan.main_commands(resolved, rates, threads, runs), study.jobs, args.dry_run)
         if args.dry_run:
             return 0
     doc = write_report(study, argv)

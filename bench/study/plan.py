@@ -80,6 +80,21 @@ def with_extra(study: Study, extra: list[str]) -> Study:
     return replace(study, parts=parts)
 
 
+def expand(overrides: dict) -> list[dict]:
+    """One set of overrides per job of a sweep (the product of its list values, in order)."""
+    import itertools
+
+    keys = list(overrides)
+    values = [v if isinstance(v, list) else [v] for v in overrides.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _commands(overrides: dict, root: Path, threads: int | None) -> list[list[str]]:
+    """A sweep as one command, or, when jobs run side by side (`threads` set), one command per job:
+    a sweep runs its jobs one after the other, so one long sweep would leave the other slot idle."""
+    return [_command(o, root) for o in (expand(overrides) if threads else [overrides])]
+
+
 def search_commands(study: Study, rates: dict, runs: list[dict] | None = None, threads: int | None = None):
     """Stage 1 as far as it can run now: each trial's grid points that have no run yet (all of them
     when `runs` is None), and each part's base job. A trial that takes its rate from another
@@ -92,7 +107,7 @@ def search_commands(study: Study, rates: dict, runs: list[dict] | None = None, t
     for t, points in todo:
         spec = select.trial_spec(study, t, rates)
         overrides = {**{k: v for k, v in spec.items() if k != "seed"}, t.key: list(points), "seed": study.search.seed}
-        out.append(_command({**overrides, **launch}, study.root))
+        out += _commands({**overrides, **launch}, study.root, threads)
     bases = select.base_runs(study, runs or [], any_status=True)
     for name, part in study.parts.items():
         if runs is None or name not in bases:
@@ -100,9 +115,16 @@ def search_commands(study: Study, rates: dict, runs: list[dict] | None = None, t
     return out
 
 
-def main_commands(study: Study, rates: dict, threads: int | None = None) -> list[list[str]]:
-    """Stage 2; a grid whose method has no chosen rate (its search has not finished) is left out."""
+def main_commands(
+    study: Study, rates: dict, threads: int | None = None, runs: list[dict] | None = None
+) -> list[list[str]]:
+    """Stage 2; a grid whose method has no chosen rate (its search has not finished) is left out.
+    Split into single jobs (`threads` set), a job that already has a successful run among `runs`
+    is left out too, so a resumed study starts no process only to skip it."""
+    from bench.study import select
+
     launch = {"train.threads": threads} if threads else {}
+    done = select.successful(runs or [])
     out = []
     for g in study.grids:
         rate = rates.get((g.part, g.method))
@@ -115,9 +137,11 @@ def main_commands(study: Study, rates: dict, threads: int | None = None) -> list
             **g.overrides,
             "method.lr": rate,
             "seed": list(study.seeds),
-            **launch,
         }
-        out.append(_command(overrides, study.root))
+        cmds = _commands({**overrides, **launch}, study.root, threads)
+        if threads:
+            cmds = [c for c, o in zip(cmds, expand(overrides)) if not any(select.matches(r, o) for r in done)]
+        out += cmds
     return out
 
 

@@ -226,16 +226,19 @@ def _interval(ci) -> str:
 def verdict_markdown(judged: list[Judged]) -> str:
     lines = [
         "| paper | claim | arms | metric | Δ (gain) | 95 % CI | 90 % CI | margin | MDE 80 % | n items, k seeds "
-        "| verdict | p (Holm) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| SE from items / runs | verdict | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for j in judged:
         v, c = j.verdict, j.claim
         comp = v.comparison
         size = "–"
         mde = "–"
+        terms = "–"
         if comp is not None and hasattr(comp, "n_items"):
             size, mde = f"{comp.n_items}, {comp.k_a}/{comp.k_b}", _num(comp.mde80)
+            # the two variance terms as standard errors: which one a fifth seed would shrink
+            terms = f"{_num(max(comp.item_var, 0) ** 0.5, 2)} / {_num(max(comp.run_var, 0) ** 0.5, 2)}"
         elif comp is not None:
             size = f"runs {comp.k_a}/{comp.k_b}"
         verdict = f"**{v.verdict}**" + (" (provisional)" if v.provisional else "")
@@ -248,7 +251,7 @@ def verdict_markdown(judged: list[Judged]) -> str:
         margin = "–" if declared is None else f"{declared:g}"
         lines.append(
             f"| {c.paper} | {c.text} | {' vs '.join(c.arms)} | {v.metric} | {_num(v.delta)} | {_interval(v.ci95)} "
-            f"| {_interval(v.ci90)} | {margin} | {mde} | {size} | {verdict} | {p} |"
+            f"| {_interval(v.ci90)} | {margin} | {mde} | {size} | {terms} | {verdict} | {p} |"
         )
     lines += ["", "Reasons and evidence, claim by claim:", ""]
     for i, j in enumerate(judged, 1):
@@ -320,7 +323,22 @@ def timing_markdown(study: Study, runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def header(study: Study, argv: list[str], runs: list[dict]) -> str:
+def progress_line(study: Study, runs: list[dict], rates: dict) -> str:
+    left = select.progress(study, runs, rates)
+    parts = [
+        f"{p}: {v['search']} search and base jobs, {v['main']} main jobs" for p, v in left.items() if any(v.values())
+    ]
+    if not parts:
+        return "- progress: every job of the study has run"
+    return (
+        "- progress: **the study is not finished**; still to run (main jobs at most: a seed-0 job may be "
+        "a search job already run): "
+        + "; ".join(parts)
+        + f" (`python -m bench.study run {study.path.as_posix()}` resumes from the committed runs)"
+    )
+
+
+def header(study: Study, argv: list[str], runs: list[dict], rates: dict | None = None) -> str:
     commit = _git("rev-parse", "--short=10", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return "\n".join(
@@ -336,6 +354,7 @@ def header(study: Study, argv: list[str], runs: list[dict]) -> str:
             f"{platform.python_version()}",
             f"- code of the runs (result.json `provenance.git_commit`): {runs_commits(runs)}",
             f"- wall time: {busy_minutes(runs)}",
+            progress_line(study, runs, rates or {}),
             "",
         ]
     )
@@ -375,7 +394,7 @@ def document(
     figure = f"{os.path.relpath(drawn, study.doc.parent)}" if drawn else None
     return "\n".join(
         [
-            header(study, argv, runs),
+            header(study, argv, runs, rates),
             prose.strip() + "\n" if prose else "",
             plan_markdown(study),
             search_markdown(study, rows, rates, figure),

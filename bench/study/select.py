@@ -334,3 +334,36 @@ def base_runs(study: Study, runs: list[dict], any_status: bool = False) -> dict[
         if found:
             out[part] = found[0]
     return out
+
+
+def progress(study: Study, runs: list[dict], rates: dict) -> dict[str, dict]:
+    """{part: {"search": search jobs still to run, "main": main-grid jobs still to run}}: what a
+    stopped study has left, counted from the runs under its root. A search's count is its budget
+    (or grid) less the points it has run; a main grid whose search is not complete counts all its
+    jobs (its seed-0 job may turn out to be a search job already run, so this is an upper bound)."""
+    from bench.study.plan import job_count
+
+    out = {p: {"search": 0, "main": 0} for p in study.parts}
+    rows = search_rows(study, runs, rates)
+    for trial in study.search.trials:
+        size = study.search.budget or len(trial.grid)
+        ran = sum(1 for r in rows if (r.part, r.method) == (trial.part, trial.method))
+        out[trial.part]["search"] += max(0, size - ran)
+    ok = successful(runs)
+    for g in study.grids:
+        jobs = job_count(g.overrides) * len(study.seeds)
+        rate = rates.get((g.part, g.method))
+        if rate is None:
+            out[g.part]["main"] += jobs
+            continue
+        spec = {**part_overrides(study, g.part), "method": g.method, **g.overrides}
+        found = {
+            (r["config"]["seed"], _without(r, "method.lr"))
+            for r in ok
+            if matches(r, spec) and math.isclose(_rate(r), rate) and r["config"]["seed"] in study.seeds
+        }
+        out[g.part]["main"] += max(0, jobs - len(found))
+    for part in study.parts:
+        if not base_runs(study, runs, any_status=True).get(part):
+            out[part]["search"] += 1  # the base job
+    return out

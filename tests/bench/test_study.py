@@ -545,3 +545,30 @@ def test_a_study_restricted_to_some_parts_keeps_their_jobs_and_claims(tmp_path):
     assert all(" ".join(c) in full for c in plan.search_commands(only, {}))  # the same jobs as the full study's
     with pytest.raises(spec.SpecError, match="not in the study"):
         spec.only_parts(study, ["nope"])
+
+
+def test_the_page_says_what_a_stopped_study_has_left(tmp_path):
+    from bench.study import render
+
+    study = mini_study(tmp_path)
+    populate(study)
+    resolved, runs, _, rates = __import__("bench.study.__main__", fromlist=["state"]).state(study)
+    assert select.progress(resolved, runs, rates) == {"p": {"search": 0, "main": 0}}
+    assert render.progress_line(resolved, runs, rates) == "- progress: every job of the study has run"
+    lora4 = [r for r in runs if r["config"]["method"]["name"] == "lora" and r["config"]["method"]["r"] == 4]
+    left = [r for r in runs if r is not lora4[0]]
+    assert select.progress(resolved, left, rates) == {"p": {"search": 0, "main": 1}}
+    assert "not finished" in render.progress_line(resolved, left, rates)
+
+
+def test_side_by_side_jobs_are_single_commands_and_finished_ones_are_left_out(tmp_path):
+    study = mini_study(tmp_path)
+    populate(study)
+    resolved, runs, _, rates = __import__("bench.study.__main__", fromlist=["state"]).state(study)
+    whole = plan.main_commands(resolved, rates)  # one sweep per grid when jobs run one at a time
+    assert len(whole) == 2 and "seed=0,1,2" in " ".join(whole[0])
+    assert plan.main_commands(resolved, rates, threads=1, runs=runs) == []  # every job has its run
+    lora4 = next(r for r in runs if r["config"]["method"]["r"] == 4 and r["config"]["seed"] == 1)
+    (left,) = plan.main_commands(resolved, rates, threads=1, runs=[r for r in runs if r is not lora4])
+    assert "method.r=4" in left and "seed=1" in left and "train.threads=1" in left
+    assert len(plan.search_commands(resolved, rates, None, threads=1)) == 2 * 3 + 1  # 3 points each, the base job
