@@ -31,10 +31,7 @@ def value_text(value) -> str:
 
 
 def job_count(overrides: dict) -> int:
-    count = 1
-    for value in overrides.values():
-        count *= len(value) if isinstance(value, list) else 1
-    return count
+    return len(expand(overrides))
 
 
 def _command(overrides: dict, root: Path) -> list[str]:

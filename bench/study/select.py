@@ -363,7 +363,8 @@ def progress(study: Study, runs: list[dict], rates: dict) -> dict[str, dict]:
             if matches(r, spec) and math.isclose(_rate(r), rate) and r["config"]["seed"] in study.seeds
         }
         out[g.part]["main"] += max(0, jobs - len(found))
+    bases = base_runs(study, runs, any_status=True)
     for part in study.parts:
-        if not base_runs(study, runs, any_status=True).get(part):
+        if part not in bases:
             out[part]["search"] += 1  # the base job
     return out
