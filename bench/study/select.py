@@ -262,13 +262,20 @@ def resolve(study: Study, runs: list[dict]) -> tuple[Study, list[SearchRow], dic
         for t in study.search.trials
         if (t.part, t.method) in rates
     }
+    # a grid or arm that names the searched key itself keeps its declared value (a fixed-value arm)
     extra = {pm: {k: v} for pm, (k, v) in chosen.items() if k != "method.lr"}
-    grids = tuple(replace(g, overrides={**g.overrides, **extra.get((g.part, g.method), {})}) for g in study.grids)
+    grids = tuple(
+        replace(g, overrides=_unless_fixed(g.overrides, extra.get((g.part, g.method), {}))) for g in study.grids
+    )
     arms = {
-        n: (a if a.base else replace(a, where={**a.where, **extra.get((a.part, a.method), {})}))
+        n: (a if a.base else replace(a, where=_unless_fixed(a.where, extra.get((a.part, a.method), {}))))
         for n, a in study.arms.items()
     }
     return replace(study, grids=grids, arms=arms, chosen=chosen), rows, rates
+
+
+def _unless_fixed(declared: dict, chosen: dict) -> dict:
+    return {**declared, **{k: v for k, v in chosen.items() if k not in declared}}
 
 
 def pending(study: Study, runs: list[dict], rates: dict) -> list[tuple[Trial, tuple]]:

@@ -437,6 +437,27 @@ def test_a_grid_grows_toward_the_best_value_until_the_budget_and_every_method_ge
     assert f"method=l1ra method.r=8 method.l1_lambda={lam:g} method.lr=0.01" in main
 
 
+def test_a_grid_that_fixes_the_searched_key_keeps_its_value_at_the_chosen_rate(tmp_path):
+    study = _budget_study(tmp_path, budget=2)
+    data = yaml.safe_load((tmp_path / "mini.yaml").read_text())
+    fixed = {"method.r": 8, "method.l1_lambda": 0.7}
+    data["grids"].append({"part": "p", "method": "l1ra", "overrides": fixed})
+    data["arms"]["fixed"] = {"part": "p", "method": "l1ra", "where": fixed}
+    study = mini_study(tmp_path, **{k: data[k] for k in ("search", "grids", "arms")})
+    scores = {**_held(None), "l1ra": lambda lam: 0.5 + (0.1 if lam == 0.2 else 0.0)}
+    resolved, _ = _run_trials(study, scores)
+    from bench.study.__main__ import state
+
+    _, _, _, rates = state(study)
+    assert resolved.chosen[("p", "l1ra")][1] == pytest.approx(0.2)
+    assert resolved.arms["fixed"].where["method.l1_lambda"] == 0.7
+    assert resolved.arms["L1RA r=8"].where["method.l1_lambda"] == pytest.approx(0.2)
+    l1ra = [set(c) for c in plan.main_commands(resolved, rates) if "method=l1ra" in c]
+    lora_rate = f"method.lr={rates[('p', 'lora')]:g}"
+    assert [{"method.l1_lambda=0.2", lora_rate} <= c for c in l1ra] == [True, False]
+    assert [{"method.l1_lambda=0.7", lora_rate} <= c for c in l1ra] == [False, True]
+
+
 def test_a_failed_run_at_an_end_bounds_the_grid(tmp_path):
     study = _budget_study(tmp_path, budget=3)
     part = study.parts["p"].overrides
