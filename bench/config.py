@@ -18,8 +18,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
-# so that e.g. switching W&B off does not rerun a finished job.
-HASH_EXCLUDE = ("run", "logger")
+# so that e.g. switching W&B off does not rerun a finished job. `analysis` measures the tuned model
+# after training and changes no score: a finished run is not rerun for it (run.force=true reruns).
+HASH_EXCLUDE = ("run", "logger", "analysis")
 # Nested keys left out for the same reason: a permission, not a setting (allow_code_execution);
 # whether the base scores come from the run.root's cache, which holds the same computation (base_cache);
 # a measurement, not a setting: how many steps the CPU live-tensor peak is profiled over
@@ -128,6 +129,26 @@ class RunConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """What runs after training on the tuned model (bench/analysis/, docs/analysis.md); every
+    default here is `analysis=default`; conf/analysis/{none,full}.yaml switch measurements."""
+
+    spectra: bool = True  # singular spectrum of each analysed layer's update Delta W
+    top_k: int = 8  # singular values kept per layer; the dimension of the subspace overlaps
+    intruders: bool = True  # intruder dimensions (Shuttleworth et al. 2024)
+    intruder_k: int = 10  # top singular vectors of W_tuned examined
+    intruder_epsilon: float = 0.5  # in (0, 1]: a vector whose largest |cos| with W0's is below this intrudes
+    intruder_reference_k: Optional[int] = None  # W0's top singular vectors compared with; null: all of them
+    forgetting: bool = True  # LM loss on general text, base against tuned (causal LMs)
+    forgetting_passages: int = 64  # BoolQ Wikipedia passages (bench/analysis/forgetting.py)
+    forgetting_max_length: int = 128  # tokens per passage
+    gap: bool = True  # training loss on trained-on against unseen examples
+    gap_examples: int = 64  # unseen examples (the trained-on sample matches their loss targets)
+    batch_size: int = 8  # forward passes of the forgetting and gap measurements
+    landscape: bool = False  # not implemented: true is a config error
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     method: Any = MISSING
@@ -135,6 +156,7 @@ class Config:
     train: TrainConfig = MISSING
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     run: RunConfig = field(default_factory=RunConfig)
     seed: int = 42
     experiment: Optional[str] = None  # name of the experiment preset, for grouping results
@@ -182,7 +204,15 @@ RANGES: dict[str, tuple] = {
     "run.checkpoint_every": (1, None, True),
     "run.keep_checkpoints": (1, None, True),
     "train.threads": (1, None, True),
-    "seed": (0, 2**32 - 1, True),  # what numpy's and torch's seeding accept
+    "seed": (0, 2**32 - 1, True),
+    "analysis.top_k": (1, None, True),
+    "analysis.intruder_k": (1, None, True),
+    "analysis.intruder_epsilon": (0.0, 1.0, False),
+    "analysis.intruder_reference_k": (1, None, True),
+    "analysis.forgetting_passages": (1, None, True),
+    "analysis.forgetting_max_length": (2, None, True),
+    "analysis.gap_examples": (1, None, True),
+    "analysis.batch_size": (1, None, True),  # what numpy's and torch's seeding accept
 }
 
 
@@ -258,6 +288,11 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"train.adam_eps={cfg.train.adam_eps} applies to AdamW only; "
             f"with train.optimizer={cfg.train.optimizer} leave it at {TrainConfig.adam_eps}"
+        )
+    if OmegaConf.select(cfg, "analysis.landscape", default=False):
+        problems.append(
+            "analysis.landscape=true: the loss landscape is not implemented yet (docs/analysis.md); "
+            "use analysis=default or analysis=none"
         )
     if cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")

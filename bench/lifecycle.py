@@ -25,6 +25,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -65,6 +66,7 @@ class Run:
         self.stage, self.status, self.error = "setup", "success", None
         self.metrics: dict = {}
         self.method_report: dict = {}
+        self.analysis: Optional[dict] = None  # bench/analysis/, when the stage ran
         self.artifacts: dict = {"config": "config.yaml", "metrics_log": "metrics.jsonl", "log": "run.log"}
         self.provenance: dict = {
             "git_commit": None,
@@ -179,6 +181,7 @@ class Run:
             "metrics": self.metrics,
             "history": self.metrics_log.rows,
             "method_report": self.method_report,
+            **({"analysis": self.analysis} if self.analysis is not None else {}),
             "artifacts": self.artifacts,
             "provenance": self.provenance,
             "started_at": self.started_at,

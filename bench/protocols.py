@@ -365,6 +365,13 @@ class Method:
         reads nothing but these two dicts. None (the default): no mechanism to check."""
         return None
 
+    def update_factors(self, model) -> Optional[dict]:
+        """{layer name in the untouched model: (B, A)} where the method knows each adapted layer's
+        whole update as thin factors, Delta W = B @ A (scales and gates folded into B); None (the
+        default): the analysis probes each layer instead (bench/analysis/updates.py), which works
+        for every method. Factors are checked against the probe on one layer of every run."""
+        return None
+
     @required
     def export(self, model, out_dir: Path) -> dict:
         """Write the trained weights in a format plain PEFT or transformers loads.
@@ -426,6 +433,11 @@ class Task:
         """How many targets of `batch` the loss averages over (an int or a device tensor, without a
         host sync): for a causal LM the labels after the first position that are not -100."""
         return (batch["labels"][:, 1:] != -100).sum()
+
+    def unseen_examples(self, tokenizer, max_length: int, n: int) -> Optional[list[dict]]:
+        """Up to n examples the run never trains on, tokenised as `train_examples` tokenises (for
+        the generalization gap, bench/analysis/gap.py); None: the task has none in that form."""
+        return None
 
     def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:
         """Evaluate; write per-example outputs under `out_dir`; return {"primary": <metric name>,

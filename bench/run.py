@@ -74,12 +74,16 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
             run.stage = "eval_base"
             evaluate_base(run, model, tokenizer, task)
         run.stage = "method"
+        before = analysis_before(run, model, tokenizer, method)
         model = apply_method(run, model, method)
         run.stage = "train"
         model = train_model(run, model, method, task, examples, tokenizer)
         if cfg.eval.enabled:
             run.stage = "eval"
             evaluate_tuned(run, model, tokenizer, task)
+        if before is not None:
+            run.stage = "analysis"
+            analyse(run, model, method, task, tokenizer, examples, before)
         if cfg.run.save_model and run.main:
             run.stage = "export"
             export(run, model, method)
@@ -269,6 +273,23 @@ def train_model(run: Run, model, method, task, examples, tokenizer):
     run.metrics["distributed"].update(distributed.replica_check(run.accelerator, out.model))
     run.method_report = method.report(out.model)
     return out.model
+
+
+def analysis_before(run: Run, model, tokenizer, method):
+    """What the analysis needs from the untouched model (bench/analysis/), or None when it is off."""
+    from bench import analysis
+
+    if not (run.main and analysis.enabled(run.cfg.analysis)):
+        return None
+    return analysis.before_method(run, model, tokenizer, method)
+
+
+def analyse(run: Run, model, method, task, tokenizer, examples, before) -> None:
+    from bench import analysis
+
+    run.analysis = analysis.after_training(run, model, method, task, tokenizer, examples, before)
+    run.tracker.summary(analysis.scalars(run.analysis))
+    log.info("analysis: %s", analysis.summary_line(run.analysis))
 
 
 def export(run: Run, model, method) -> None:

@@ -105,6 +105,18 @@ class ColumnMethod(Method, abstract=True):
             head.requires_grad_(True)
         return model
 
+    def update_factors(self, model):
+        """Delta W = [M, s B] [E_merged; E_cols]: the merged phases' columns and the live factor,
+        each against the one-hot rows of its input columns."""
+        out = {}
+        for name, layer in self.layers.items():
+            cols = torch.cat([layer.merged_cols, layer.cols])
+            B = torch.cat([layer.merged.detach(), layer.scale * layer.factor().detach()], dim=1).float()
+            A = torch.zeros(len(cols), layer.in_features, device=B.device)
+            A[torch.arange(len(cols), device=B.device), cols.to(B.device)] = 1.0
+            out[name] = (B, A)
+        return out
+
     def expected_trainable_params(self, model) -> int:
         return sum(self.r * d_out for d_in, d_out in self._shapes(model).values()) + peft_common.head_params(model)
 

@@ -16,6 +16,7 @@ from methods.lora import LoRA
 
 @dataclass(kw_only=True)
 class DoRA(LoRA):
+    update_is_product = False  # the magnitude vector rescales W0 + s B A column by column
     match_lora_rank: Optional[int] = None
 
     def resolve(self, model) -> None:

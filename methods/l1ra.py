@@ -89,6 +89,18 @@ class L1RA(LoRA):
     def ranks(self) -> dict:
         return lora_surgery.ranks(self.layers)
 
+    def update_factors(self, model):
+        """Delta W = s B diag(clamp(c, 0, 1)) A: the gate folded into B."""
+        return {
+            name: (
+                layer.scaling["default"]
+                * layer.lora_B["default"].weight.detach().float()
+                * layer.l1ra_gate.detach().float().clamp(0, 1)[None, :],
+                layer.lora_A["default"].weight.detach().float(),
+            )
+            for name, layer in self.layers.items()
+        }
+
     def param_groups(self, model, weight_decay: float) -> list[dict]:
         gate_ids = {id(g) for g in self.gates().values()}
         others = [p for p in model.parameters() if p.requires_grad and id(p) not in gate_ids]

@@ -7,6 +7,7 @@ Trainable parameters per adapted matrix W0 (d_out x d_in): r * (d_in + d_out).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bench.protocols import bounded, runtime
 from methods import peft_common
@@ -23,6 +24,9 @@ class LoRA(peft_common.PeftMethod):
     supports_merge = True
 
     layers: dict = runtime(default_factory=dict)  # module name in the base model -> PEFT LoRA layer
+    # the update is exactly scaling * B A on an unchanged W0; a variant that changes W0, rescales
+    # the output or gates the rank components sets this False (or gives its own update_factors)
+    update_is_product: ClassVar[bool] = True
 
     def apply(self, model):
         peft_model = super().apply(model)
@@ -47,6 +51,17 @@ class LoRA(peft_common.PeftMethod):
 
     def adapter_params(self, model) -> int:
         return peft_common.lora_params(model, self.target_modules, self.r)
+
+    def update_factors(self, model):
+        if not self.update_is_product:
+            return None
+        return {
+            name: (
+                layer.scaling["default"] * layer.lora_B["default"].weight.detach().float(),
+                layer.lora_A["default"].weight.detach().float(),
+            )
+            for name, layer in self.layers.items()
+        }
 
     def report(self, model) -> dict:
         return {

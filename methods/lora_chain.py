@@ -63,6 +63,7 @@ def merged_delta(base) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class LoRAChain(phases.PhasedTraining, AsymLoRA):
+    update_is_product = False  # finished phases are merged into the frozen factor or the base
     boundary_change = Change.REBUILD_OPTIMIZER
 
     history: list = runtime(default_factory=list)  # per merged phase: {module: (A, B)} on the CPU

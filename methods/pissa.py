@@ -21,6 +21,7 @@ from methods.lora import LoRA
 
 @dataclass(kw_only=True)
 class PiSSA(LoRA):
+    update_is_product = False  # W0 is replaced by its residual W0 - B0 A0
     alpha: float = 16.0  # alpha = r (scale 1), as in the PiSSA paper
     dropout: float = 0.0  # the principal components are the adapter; PiSSA trains them undropped
     svd_niter: Optional[int] = bounded(1, default=16)  # null: the full SVD

@@ -104,6 +104,7 @@ def remove_component(w: torch.Tensor, g: torch.Tensor, hinv: torch.Tensor, j: in
 
 @dataclass(kw_only=True)
 class PrunedLoRA(LoRA):
+    update_is_product = False  # pruned components are masked by a hook until the adapter is compacted
     supports_fsdp = False  # replaces and reshapes parameters during training
     r_target: int = bounded(1, default=8)
     r_init: Optional[int] = None  # null: r_target / (1 - sparsity)

@@ -194,6 +194,16 @@ class ClassificationTask(Task):
         info = {**split.info, "examples": len(examples), "examples_at_max_length": at_limit, "max_length": length}
         return examples, info
 
+    def unseen_examples(self, tokenizer, max_length: int, n: int) -> list[dict]:
+        """The first n rows of the first evaluation split, encoded as training encodes."""
+        spec, length = self.spec(), self._input_length(tokenizer, max_length)
+        out = []
+        for row in self.eval_splits()[0].rows[:n]:
+            ex = encode(tokenizer, row["text"], spec.fields, length)
+            ex["labels"] = [row["label"]]
+            out.append(ex)
+        return out
+
     def collate(self, examples: list[dict], tokenizer) -> dict:
         """Right-padded inputs; labels shaped (batch, 1), which the model's loss flattens."""
         import torch

@@ -239,6 +239,16 @@ class GSM8K(Task):
         info.update(counts)
         return examples, info
 
+    def unseen_examples(self, tokenizer, max_length: int, n: int) -> Optional[list[dict]]:
+        """ASDiv: the first n test problems as training pairs; GSM8K: None (its test rows are read
+        through lm-eval's dataset loader, not here)."""
+        if self.test_source != "asdiv":
+            return None
+        _, _, tested, _ = asdiv_splits(self.asdiv_heldout, self.asdiv_test)
+        pairs = ((prompt(r["question"]), " " + r["answer"]) for r in tested[:n])
+        examples, _ = prompt_completion.tokenize_pairs(tokenizer, pairs, max_length)
+        return examples
+
     def _asdiv_data(self, which: str, out_dir: Path) -> tuple[dict, dict]:
         """lm-eval dataset fields for the held-out or test ASDiv problems, written to out_dir."""
         _, held, tested, info = asdiv_splits(self.asdiv_heldout, self.asdiv_test)

@@ -45,8 +45,9 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.Comp
     )
 
 
-# Overrides that keep an end-to-end tiny-llama job at a few seconds.
-TINY = ("model=tiny-llama", "task.train_source=asdiv", "train.device=cpu")
+# Overrides that keep an end-to-end tiny-llama job at a few seconds (the analysis stage has its own
+# tests: tests/bench/analysis/).
+TINY = ("model=tiny-llama", "task.train_source=asdiv", "train.device=cpu", "analysis=none")
 
 
 @pytest.fixture

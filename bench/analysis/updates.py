@@ -1,0 +1,83 @@
+"""The weight update of every analysed layer, for any method.
+
+Before the method is applied, `snapshot` keeps W0 of the layers to analyse (the method's
+`target_modules`, or the model's `adapter_targets` for a method without them, such as full
+fine-tuning, so every method is measured on the same matrices). After training, a layer's update is
+Delta W = W_eff - W0, where W_eff is what the tuned layer computes: every adapter in the suite is
+affine in its input at evaluation time (LoRA and its variants, DoRA at fixed norms, VeRA, C3A's
+circulant, cLA's gathered columns, gates and masks included), so feeding it the identity gives
+W_eff^T + b and feeding it zero gives b. That probe needs no knowledge of the method.
+
+A method that knows its update as thin factors (`Method.update_factors`: Delta W = B A) lets the
+spectrum come from the factors instead (bench/analysis/spectra.py), which is what keeps a 7B model
+with adapters on every linear layer fast. The factors are checked against the probe on the smallest
+layer of every run: factors that disagree are an error, never a spectrum.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+# relative Frobenius error allowed between a method's factors and the probe (float32 arithmetic)
+FACTOR_TOLERANCE = 1e-4
+
+
+def analysed_layers(model, method, model_targets) -> dict:
+    """name -> nn.Linear of the untouched model's layers to analyse."""
+    from methods.peft_common import target_linears
+
+    targets = getattr(method, "target_modules", None) or model_targets
+    return target_linears(model, targets)
+
+
+@torch.no_grad()
+def snapshot(layers: dict) -> dict[str, torch.Tensor]:
+    """W0 of each layer, a float32 copy on the CPU (the method may change the weight in place)."""
+    return {name: linear.weight.detach().to("cpu", torch.float32, copy=True) for name, linear in layers.items()}
+
+
+def find_module(model, name: str):
+    """The module of the tuned model that replaced layer `name` of the untouched one: the outermost
+    module whose path is `name` or ends with `.name` (PEFT prefixes `base_model.model.`)."""
+    found = [(n, m) for n, m in model.named_modules() if n == name or n.endswith("." + name)]
+    if not found:
+        raise KeyError(f"layer {name!r} is not in the tuned model")
+    return min(found, key=lambda nm: len(nm[0]))[1]
+
+
+@torch.no_grad()
+def effective_weight(module, d_in: int) -> torch.Tensor:
+    """d_out x d_in float32: what the module computes without its bias, by probing it."""
+    param = next(module.parameters())
+    was_training = module.training
+    module.eval()
+    try:
+        eye = torch.eye(d_in, device=param.device, dtype=param.dtype)
+        out = module(eye) - module(torch.zeros(1, d_in, device=param.device, dtype=param.dtype))
+    finally:
+        module.train(was_training)
+    return out.float().T.cpu()
+
+
+def probed_update(model, name: str, w0: torch.Tensor) -> torch.Tensor:
+    return effective_weight(find_module(model, name), w0.shape[1]) - w0
+
+
+def check_factors(model, factors: dict, w0: dict) -> Optional[str]:
+    """Compare a method's factors with the probe on the smallest analysed layer; the layer checked."""
+    if not factors:
+        return None
+    name = min(factors, key=lambda n: w0[n].numel())
+    B, A = factors[name]
+    dense = probed_update(model, name, w0[name])
+    product = (B.double() @ A.double()).float().cpu()
+    scale = float(torch.linalg.matrix_norm(dense)) or 1.0
+    error = float(torch.linalg.matrix_norm(product - dense)) / scale
+    if error > FACTOR_TOLERANCE:
+        raise RuntimeError(
+            f"the method's update factors of {name} differ from the layer's probed update by "
+            f"{error:.2e} (relative Frobenius, above {FACTOR_TOLERANCE:g}): Method.update_factors is wrong"
+        )
+    return name

@@ -1,0 +1,96 @@
+"""Every method's update, probed and (where given) factored, against a computation of its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.analysis import spectra, updates
+from tests.conftest import CONF
+from tests.helpers.tiny import tiny_llama
+from tests.methods.test_matrix import method_from_config
+
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+
+
+def trained(name: str, *overrides: str, seed: int = 0):
+    """(method, tuned model, W0 of the analysed layers): the method applied to a tiny Llama and every
+    trainable tensor moved at random, as training would move it."""
+    base = tiny_llama()
+    method = method_from_config(name, *overrides)
+    w0 = updates.snapshot(updates.analysed_layers(base, method, ["q_proj", "v_proj"]))
+    model = method.apply(base)
+    method.on_train_begin(model, total_steps=10)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return method, model, w0
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_methods_factors_equal_its_probed_update_on_every_layer(name):
+    method, model, w0 = trained(name)
+    factors = method.update_factors(model)
+    assert w0 and all(n.endswith(("q_proj", "v_proj")) for n in w0)
+    if factors is None:
+        pytest.skip(f"{name} gives no factors: its update is probed")
+    assert set(factors) == set(w0)
+    for layer, (B, A) in factors.items():
+        probed = updates.probed_update(model, layer, w0[layer])
+        assert float(probed.abs().max()) > 0, layer
+        assert torch.allclose((B.double() @ A.double()).float(), probed, atol=1e-5), layer
+    assert updates.check_factors(model, factors, w0) in factors
+
+
+def test_wrong_factors_are_an_error_not_a_spectrum():
+    method, model, w0 = trained("lora")
+    factors = {n: (2.0 * B, A) for n, (B, A) in method.update_factors(model).items()}
+    with pytest.raises(RuntimeError, match="update_factors is wrong"):
+        updates.check_factors(model, factors, w0)
+
+
+def test_full_fine_tunings_probed_update_is_the_change_of_the_weight():
+    method, model, w0 = trained("full")
+    for layer, w in w0.items():
+        module = updates.find_module(model, layer)
+        assert torch.allclose(updates.probed_update(model, layer, w), module.weight.detach() - w, atol=1e-6)
+        # a dense update: every singular value is non-zero
+        svd = spectra.dense_svd(module.weight.detach() - w)
+        assert spectra.numerical_rank(svd.S, tuple(w.shape)) == min(w.shape)
+
+
+@pytest.mark.parametrize("r", [1, 3])
+def test_a_lora_of_rank_r_has_at_most_r_non_zero_singular_values(r):
+    _, model, w0 = trained("lora", f"method.r={r}")
+    for layer, w in w0.items():
+        s = spectra.dense_svd(updates.probed_update(model, layer, w)).S
+        assert spectra.numerical_rank(s, tuple(w.shape)) == r, layer
+
+
+def test_clas_update_lives_in_its_selected_input_columns():
+    method, model, w0 = trained("cla", "method.r=4")
+    for layer, w in w0.items():
+        delta = updates.probed_update(model, layer, w)
+        cols = method.layers[layer].cols
+        outside = torch.ones(w.shape[1], dtype=torch.bool)
+        outside[cols] = False
+        assert float(delta[:, cols].abs().max()) > 0
+        assert float(delta[:, outside].abs().max()) < 1e-6, layer
+        # its row space is spanned by the selector's columns: projecting onto them changes nothing
+        selector = torch.eye(w.shape[1])[:, cols]
+        assert torch.allclose(delta @ selector @ selector.T, delta, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adalora", "c3a", "dora", "pissa", "vera"])
+def test_a_probed_update_equals_the_change_peft_merges_into_the_weight(name):
+    """Methods without factors: the probe against PEFT's own merge (W0 + its delta, written back)."""
+    import copy
+
+    _, model, w0 = trained(name)
+    merged = copy.deepcopy(model).merge_and_unload()
+    for layer, w in w0.items():
+        want = updates.find_module(merged, layer).weight.detach() - w
+        assert float(want.abs().max()) > 0, layer
+        assert torch.allclose(updates.probed_update(model, layer, w), want, atol=1e-5), layer
