@@ -271,7 +271,7 @@ class Section:
     title, key "overview"); `markdown` the body, written for a level-2 heading (its own sub-headings,
     the main table's models, are level 3); `figures` the files the body links to by file name."""
 
-    key: str  # overview | main_table | figures | rank_allocation | summary | failures | unreadable
+    key: str  # overview | main_table | figures | rank_allocation | analysis | summary | failures | unreadable
     title: str
     markdown: str
     figures: tuple[Path, ...] = ()
@@ -336,6 +336,20 @@ def sections(runs, roots, filters, frame, table, main_md, marks, points, figures
     ]
 
 
+def analysis_section(runs: list[dict], frame: pd.DataFrame, out: Path) -> Section:
+    """What the analysis stage measured (bench/report_analysis.py): its table and two figures."""
+    from bench import report_analysis as RA
+
+    rows = RA.analysis_rows(runs, frame) if runs else pd.DataFrame()
+    figures = tuple(
+        f
+        for f in (RA.spectra(rows, out / "spectra.png"), RA.forgetting_figure(rows, out / "forgetting.png"))
+        if f is not None
+    )
+    body = RA.markdown(RA.table(rows)) + "".join(f"\n\n![{f.stem}]({f.name})" for f in figures)
+    return Section("analysis", "What fine-tuning did to the model (analysis stage)", body, figures)
+
+
 def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
     """Write the report into `out`; returns {runs, problems, out, figures (paths written), sections
     (list of Section, what report.md renders), main_table (the numbers of main.csv), marks (the
@@ -344,7 +358,14 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
     runs, problems = load(roots)
     runs = where(runs, parsed)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("summary.tex", "main.tex", "pareto.png", "rank_allocation.png"):  # none left from an older report
+    for stale in (
+        "summary.tex",
+        "main.tex",
+        "pareto.png",
+        "rank_allocation.png",
+        "spectra.png",
+        "forgetting.png",
+    ):  # none left from an older report
         (out / stale).unlink(missing_ok=True)
     frame = runs_frame(runs) if runs else pd.DataFrame(columns=["status"])
     table = summary(frame) if runs else pd.DataFrame()
@@ -359,12 +380,14 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
         report_plots.rank_allocation(rank_patterns(runs, frame) if runs else {}, out / "rank_allocation.png"),
     )
     parts = sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems)
+    analysis_part = analysis_section(runs, frame, out)
+    parts.insert(next(i for i, s in enumerate(parts) if s.key == "summary"), analysis_part)
     (out / "report.md").write_text(render(parts))
     return {
         "runs": len(runs),
         "problems": problems,
         "out": out,
-        "figures": [p for p in figures if p],
+        "figures": [p for p in (*figures, *analysis_part.figures) if p],
         "sections": parts,
         "main_table": main_table,
         "marks": marks,

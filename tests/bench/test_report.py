@@ -574,6 +574,7 @@ def test_the_report_sections_are_data_and_report_md_is_their_rendering(tmp_path)
         "main_table",
         "figures",
         "rank_allocation",
+        "analysis",
         "summary",
         "failures",
         "unreadable",
