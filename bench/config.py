@@ -145,7 +145,15 @@ class AnalysisConfig:
     gap: bool = True  # training loss on trained-on against unseen examples
     gap_examples: int = 64  # unseen examples (the trained-on sample matches their loss targets)
     batch_size: int = 8  # forward passes of the forgetting and gap measurements
-    landscape: bool = False  # not implemented: true is a config error
+    # the loss landscape (analysis=full; bench/analysis/landscape.py): trajectory plane, line, random
+    # plane, sharpness; one held-out loss evaluation per point
+    landscape: bool = False
+    landscape_grid: int = 9  # points per axis of each 2-D surface
+    landscape_snapshots: int = 10  # trainable-parameter snapshots along the run (float32, on the CPU)
+    landscape_examples: int = 32  # unseen examples the loss of a point is measured on
+    landscape_line_points: int = 17  # points of the line w_0 + alpha (w* - w_0), alpha in [-0.5, 1.5]
+    sharpness_radius: float = 0.1  # in filter-normalised units (1: a perturbation as large as w*)
+    sharpness_samples: int = 8
 
 
 @dataclass
@@ -212,7 +220,13 @@ RANGES: dict[str, tuple] = {
     "analysis.forgetting_passages": (1, None, True),
     "analysis.forgetting_max_length": (2, None, True),
     "analysis.gap_examples": (1, None, True),
-    "analysis.batch_size": (1, None, True),  # what numpy's and torch's seeding accept
+    "analysis.batch_size": (1, None, True),
+    "analysis.landscape_grid": (2, None, True),
+    "analysis.landscape_snapshots": (1, None, True),
+    "analysis.landscape_examples": (1, None, True),
+    "analysis.landscape_line_points": (2, None, True),
+    "analysis.sharpness_radius": (0.0, None, False),
+    "analysis.sharpness_samples": (1, None, True),  # what numpy's and torch's seeding accept
 }
 
 
@@ -288,11 +302,6 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"train.adam_eps={cfg.train.adam_eps} applies to AdamW only; "
             f"with train.optimizer={cfg.train.optimizer} leave it at {TrainConfig.adam_eps}"
-        )
-    if OmegaConf.select(cfg, "analysis.landscape", default=False):
-        problems.append(
-            "analysis.landscape=true: the loss landscape is not implemented yet (docs/analysis.md); "
-            "use analysis=default or analysis=none"
         )
     if cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")

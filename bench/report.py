@@ -343,7 +343,11 @@ def analysis_section(runs: list[dict], frame: pd.DataFrame, out: Path) -> Sectio
     rows = RA.analysis_rows(runs, frame) if runs else pd.DataFrame()
     figures = tuple(
         f
-        for f in (RA.spectra(rows, out / "spectra.png"), RA.forgetting_figure(rows, out / "forgetting.png"))
+        for f in (
+            RA.spectra(rows, out / "spectra.png"),
+            RA.forgetting_figure(rows, out / "forgetting.png"),
+            RA.landscape_figure(rows, out / "landscape.png"),
+        )
         if f is not None
     )
     body = RA.markdown(RA.table(rows)) + "".join(f"\n\n![{f.stem}]({f.name})" for f in figures)
@@ -365,6 +369,7 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
         "rank_allocation.png",
         "spectra.png",
         "forgetting.png",
+        "landscape.png",
     ):  # none left from an older report
         (out / stale).unlink(missing_ok=True)
     frame = runs_frame(runs) if runs else pd.DataFrame(columns=["status"])

@@ -9,6 +9,9 @@ spectra.png      per model and task and per layer type (q_proj, v_proj, ...): th
                  that type and the runs of a configuration), one line per configuration.
 forgetting.png   per model and task: the primary metric against forgetting, one point per
                  configuration (mean over seeds, bars: std over seeds).
+landscape.png    per run with a landscape (analysis=full; the first MAX_LANDSCAPES): the held-out loss
+                 over the trajectory plane with the training path, the same over a filter-normalised
+                 random plane, and the line from w_0 through w*.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 KEY = ["model", "task", "method", "sparsity", "setting"]
+MAX_LANDSCAPES = 6
 
 
 def _get(d, *path):
@@ -54,6 +58,8 @@ def analysis_rows(runs: list[dict], frame: pd.DataFrame) -> pd.DataFrame:
                 "effective_rank": _get(a, "layers", "mean", "effective_rank"),
                 "relative_norm": _get(a, "layers", "mean", "relative_norm"),
                 "_layers": _get(a, "layers", "layers") or {},
+                "_landscape": a.get("landscape"),
+                "seed": f["seed"],
             }
         )
     out = pd.DataFrame(rows)
@@ -153,6 +159,53 @@ def forgetting_figure(rows: pd.DataFrame, path: Path) -> Path | None:
         ax.set_title(f"{model} / {task}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return path
+
+
+def landscape_figure(rows: pd.DataFrame, path: Path) -> Path | None:
+    shown = rows[rows["_landscape"].notna()].head(MAX_LANDSCAPES) if not rows.empty else rows
+    if shown.empty:
+        return None
+    fig, axes = plt.subplots(len(shown), 3, figsize=(15, 4 * len(shown)), squeeze=False)
+    for ax_row, (_, r) in zip(axes, shown.iterrows()):
+        land, title = r["_landscape"], f"{r['model']} / {r['task']} / {_label(r)} / seed {r['seed']}"
+        t = land["trajectory"]
+        ax = ax_row[0]
+        filled = ax.contourf(t["x"], t["y"], t["loss"], levels=20, cmap="viridis")
+        fig.colorbar(filled, ax=ax, label="held-out loss")
+        px, py = zip(*t["path"])
+        ax.plot(px, py, "w.-", linewidth=1)
+        ax.plot(px[0], py[0], "ws", label="start (w_0)")
+        ax.plot(px[-1], py[-1], "r*", markersize=10, label="end (w*)")
+        ax.set_xlabel("PC 1 of the path's offsets")
+        ax.set_ylabel("PC 2")
+        ax.set_title(
+            f"{title}\ntrajectory plane ({100 * t['plane_energy_share']:.0f} % of the path's energy)", fontsize=8
+        )
+        ax.legend(fontsize=7)
+        rnd = land["random"]
+        ax = ax_row[1]
+        filled = ax.contourf(rnd["x"], rnd["y"], rnd["loss"], levels=20, cmap="viridis")
+        fig.colorbar(filled, ax=ax, label="held-out loss")
+        ax.plot(0, 0, "r*", markersize=10)
+        ax.set_xlabel("random direction 1 (filter-normalised)")
+        ax.set_ylabel("random direction 2")
+        sharp = land["sharpness"]["mean_increase"]
+        ax.set_title(
+            f"random plane around w*; sharpness at r={land['sharpness']['radius']:g}: {sharp:+.3g}", fontsize=8
+        )
+        ax = ax_row[2]
+        ax.plot(land["line"]["alpha"], land["line"]["loss"], "o-", markersize=3)
+        for a, name in ((0.0, "w_0"), (1.0, "w*")):
+            ax.axvline(a, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(name, (a, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points")
+        ax.set_xlabel("alpha in w_0 + alpha (w* - w_0)")
+        ax.set_ylabel("held-out loss")
+        ax.set_title("the line through the start and the end", fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)

@@ -77,7 +77,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
         before = analysis_before(run, model, tokenizer, method)
         model = apply_method(run, model, method)
         run.stage = "train"
-        model = train_model(run, model, method, task, examples, tokenizer)
+        model = train_model(run, model, method, task, examples, tokenizer, analysis_observers(before))
         if cfg.eval.enabled:
             run.stage = "eval"
             evaluate_tuned(run, model, tokenizer, task)
@@ -246,7 +246,7 @@ def apply_method(run: Run, model, method):
     return model
 
 
-def train_model(run: Run, model, method, task, examples, tokenizer):
+def train_model(run: Run, model, method, task, examples, tokenizer, observers=()):
     from bench import distributed, train
     from bench import metrics as M
 
@@ -266,6 +266,7 @@ def train_model(run: Run, model, method, task, examples, tokenizer):
             stop=run.stop,
             checkpoints=run.checkpoints,
             resume_from=run.resume_from,
+            observers=list(observers),
         )
     )
     run.metrics.update(out.metrics())
@@ -282,6 +283,10 @@ def analysis_before(run: Run, model, tokenizer, method):
     if not (run.main and analysis.enabled(run.cfg.analysis)):
         return None
     return analysis.before_method(run, model, tokenizer, method)
+
+
+def analysis_observers(before) -> list:
+    return [before.snapshots] if before is not None and before.snapshots is not None else []
 
 
 def analyse(run: Run, model, method, task, tokenizer, examples, before) -> None:

@@ -176,6 +176,9 @@ class TrainContext:
     # the lead-in step of the CPU live-tensor window (bench/tensor_memory.py); None: the first step
     # this call trains (bench.perf names its last warm-up step)
     memory_lead_in: int | None = None
+    # read-only watchers of the trainable parameters (the landscape's snapshots): `start(step, model)`
+    # before the first step trained, `after_step(step, model)` after each, outside the step's clock
+    observers: list = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -244,6 +247,8 @@ def train(ctx: TrainContext) -> TrainResult:
     )
     memory = TensorMemoryWindow.for_loop(tcfg, device.type, loop.step + 1, ctx.memory_lead_in, world)
     model.train()
+    for observer in ctx.observers:
+        observer.start(loop.step, raw_model)
     bar = tqdm(total=tcfg.max_steps, initial=loop.step, desc="train", unit="step", disable=not main, dynamic_ncols=True)
     prior_s = loop.elapsed_s  # training time of earlier attempts
     started = time.perf_counter()
@@ -314,6 +319,8 @@ def train(ctx: TrainContext) -> TrainResult:
             dt = clock.stop()
             if memory is not None:  # after the clock: the last profiled step's analysis is not timed
                 memory.end_step(step, raw_model, optimizer, changed=bool(change))
+            for observer in ctx.observers:
+                observer.after_step(step, raw_model)
 
             # The no-gradient guard rides on the step's one host sync. It judges the whole trainable
             # set (LoRA's A alone has a zero gradient on step 1, while B = 0), on every step.

@@ -10,7 +10,7 @@ base model's loss on the forgetting text), `after_training` measures the tuned m
 - forgetting: the language-modelling loss on text no task trains on, base against tuned (forgetting.py);
 - the generalization gap: the training loss on trained-on against unseen examples (gap.py).
 
-The loss landscape (`analysis.landscape`) is not implemented: asking for it is a config error.
+- the loss landscape (`analysis=full`): trajectory plane with the path, line, random plane, sharpness (landscape.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger("bench.analysis")
 
 
 def enabled(acfg) -> bool:
-    return bool(acfg.spectra or acfg.intruders or acfg.forgetting or acfg.gap)
+    return bool(acfg.spectra or acfg.intruders or acfg.forgetting or acfg.gap or acfg.landscape)
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Before:
     base_losses: Optional[list] = None
     not_applicable: dict = field(default_factory=dict)  # measurement -> why it cannot run
     time_s: float = 0.0
+    snapshots: Optional[object] = None  # landscape.Snapshots, filled by the train loop
 
 
 def before_method(run, model, tokenizer, method) -> Before:
@@ -57,6 +58,10 @@ def before_method(run, model, tokenizer, method) -> Before:
             before.base_losses = forgetting.passage_losses(
                 model, tokenizer, before.texts, acfg.forgetting_max_length, acfg.batch_size
             )
+    if acfg.landscape:
+        from bench.analysis.landscape import Snapshots
+
+        before.snapshots = Snapshots(run.cfg.train.max_steps // acfg.landscape_snapshots)
     before.time_s = time.perf_counter() - t
     return before
 
@@ -90,8 +95,57 @@ def after_training(run, model, method, task, tokenizer, examples, before: Before
 
             out["gap"] = gap.generalization_gap(model, task, tokenizer, examples, unseen, acfg.batch_size)
         timings["gap_s"] = time.perf_counter() - t
+    if acfg.landscape:
+        t = time.perf_counter()
+        found = landscape_of(run, model, task, tokenizer, before)
+        if isinstance(found, str):
+            out["not_applicable"]["landscape"] = found
+        else:
+            out["landscape"] = found
+            found["time_per_point_s"] = (time.perf_counter() - t) / max(found["points"], 1)
+        timings["landscape_s"] = time.perf_counter() - t
     out["time_s"] = timings
     return out
+
+
+def landscape_of(run, model, task, tokenizer, before: Before):
+    """The landscape's result, or why it cannot be drawn for this run."""
+    from bench.analysis import gap, landscape
+
+    acfg = run.cfg.analysis
+    unseen = task.unseen_examples(tokenizer, run.cfg.train.max_length, acfg.landscape_examples)
+    if unseen is None:
+        return f"task {task.name} gives no unseen examples in training form"
+    kept = before.snapshots.kept
+    params = landscape.trainable(model)
+    states = [s for _, s in kept] + [landscape.cpu_copy(params)]
+    if kept and kept[0][0] != 0:
+        return f"the run resumed at step {kept[0][0]}: the path from the start of training was not kept"
+    if len(kept) < 2 or not landscape.same_space(states):
+        return (
+            "the trainable tensors changed name or shape during training (rank pruning, reallocation or "
+            "phases): no single parameter space holds the path"
+            if len(kept) >= 2
+            else "fewer than two snapshots"
+        )
+
+    def held_out_loss() -> float:
+        return gap.loss_and_accuracy(model, task, tokenizer, unseen, acfg.batch_size)["loss"]
+
+    result = landscape.measure(
+        params,
+        held_out_loss,
+        [s for _, s in kept],
+        kept[0][1],
+        acfg.landscape_grid,
+        acfg.landscape_line_points,
+        acfg.sharpness_radius,
+        acfg.sharpness_samples,
+        run.cfg.seed,
+    )
+    result["snapshot_steps"] = [step for step, _ in kept]
+    result["examples"] = len(unseen)
+    return result
 
 
 def scalars(result: dict) -> dict:

@@ -33,6 +33,17 @@ def with_analysis(root, method, seed, forgetting, intruders, stable_rank, sv):
         },
         "gap": {"train": {}, "unseen": {}, "loss_gap": 0.1, "accuracy_gap": None},
     }
+    if method == "full":
+        grid = [[1.0, 2.0], [3.0, 4.0]]
+        r["analysis"]["landscape"] = {
+            "loss_at_final": 1.0,
+            "trajectory": {"x": [0, 1], "y": [0, 1], "loss": grid, "path": [[1, 1], [0, 0]], "plane_energy_share": 1.0},
+            "line": {"alpha": [-0.5, 0.0, 1.0, 1.5], "loss": [3.0, 2.0, 1.0, 1.2]},
+            "random": {"x": [-1, 1], "y": [-1, 1], "loss": grid},
+            "sharpness": {"radius": 0.1, "samples": 2, "mean_increase": 0.5},
+            "points": 11,
+            "snapshot_steps": [0, 2],
+        }
     results.write_result(root / r["run_id"], r)
 
 
@@ -49,7 +60,7 @@ def test_the_analysis_table_is_the_mean_over_runs_and_the_figures_are_written(tm
     assert set(rows) == {"lora", "full"}
     assert rows["lora"][5:8] == ["2", "+0.03", "+0.1"]  # runs, mean forgetting, loss gap
     assert rows["lora"][9:11] == ["2.00", "3.00"]  # mean intruders, mean stable rank
-    assert {p.name for p in section.figures} == {"spectra.png", "forgetting.png"}
+    assert {p.name for p in section.figures} == {"spectra.png", "forgetting.png", "landscape.png"}
     assert all(p.stat().st_size > 10_000 for p in section.figures)
     assert "![spectra](spectra.png)" in (tmp_path / "report" / "report.md").read_text()
 

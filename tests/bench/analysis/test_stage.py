@@ -99,9 +99,34 @@ def test_a_classification_run_says_forgetting_does_not_apply_and_measures_the_ac
     assert 0 <= gap["unseen"]["accuracy"] <= 1 and gap["unseen"]["examples"] == 64
 
 
-def test_the_landscape_is_a_clear_config_error_until_it_exists():
-    with pytest.raises(ConfigError, match="landscape is not implemented"):
-        validate(compose("analysis=full"))
+def test_bad_analysis_settings_are_config_errors():
     with pytest.raises(ConfigError, match="intruder_epsilon"):
         validate(compose("analysis.intruder_epsilon=0"))
-    validate(compose("analysis=none"))
+    with pytest.raises(ConfigError, match="landscape_grid"):
+        validate(compose("analysis=full", "analysis.landscape_grid=1"))
+    validate(compose("analysis=full"))
+
+
+def test_the_full_analysis_draws_the_landscape_of_a_run(tmp_path):
+    root = tmp_path / "runs"
+    grid = (
+        "analysis=full",
+        "analysis.forgetting=false",
+        "analysis.landscape_grid=3",
+        "analysis.landscape_snapshots=2",
+        "analysis.landscape_examples=4",
+        "analysis.landscape_line_points=5",
+        "analysis.sharpness_samples=2",
+        "train.max_steps=4",
+    )
+    done = run_cli(*CAUSAL, *grid, f"run.root={root}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = result_of(root)
+    validate_result(result)
+    land = result["analysis"]["landscape"]
+    assert land["snapshot_steps"] == [0, 2, 4] and land["points"] == 1 + 9 + 5 + 9 + 2
+    path = land["trajectory"]["path"]
+    assert len(path) == 3 and path[-1] == pytest.approx([0.0, 0.0], abs=1e-6)  # the path ends at w*
+    # alpha = 1 of the line is w* itself
+    assert land["line"]["loss"][land["line"]["alpha"].index(1.0)] == pytest.approx(land["loss_at_final"], rel=1e-5)
+    assert 0 < land["trajectory"]["plane_energy_share"] <= 1 + 1e-9 and land["time_per_point_s"] > 0
