@@ -19,7 +19,7 @@ CAUSAL = (
     "task.asdiv_test=20",
     "task.generate_limit=0",
     "train.device=cpu",
-    "train.max_steps=3",
+    "train.max_steps=4",
     "logger=none",
 )
 
@@ -29,11 +29,23 @@ def result_of(root: Path) -> dict:
     return json.loads(path.read_text())
 
 
+# analysis=full at a small size: 8 forgetting passages, a 3 x 3 landscape from 3 snapshots
+SMALL_FULL = (
+    "analysis=full",
+    "analysis.forgetting_passages=8",
+    "analysis.landscape_grid=3",
+    "analysis.landscape_snapshots=2",
+    "analysis.landscape_examples=4",
+    "analysis.landscape_line_points=5",
+    "analysis.sharpness_samples=2",
+)
+
+
 @pytest.fixture(scope="module")
 def causal(tmp_path_factory):
-    """The same tiny job with the default analysis (8 forgetting passages) and with none."""
+    """The same tiny job with every analysis (small) and with none."""
     out = {}
-    for name, extra in (("default", ("analysis.forgetting_passages=8",)), ("none", ("analysis=none",))):
+    for name, extra in (("default", SMALL_FULL), ("none", ("analysis=none",))):
         root = tmp_path_factory.mktemp(name) / "runs"
         done = run_cli(*CAUSAL, *extra, f"run.root={root}")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -107,22 +119,8 @@ def test_bad_analysis_settings_are_config_errors():
     validate(compose("analysis=full"))
 
 
-def test_the_full_analysis_draws_the_landscape_of_a_run(tmp_path):
-    root = tmp_path / "runs"
-    grid = (
-        "analysis=full",
-        "analysis.forgetting=false",
-        "analysis.landscape_grid=3",
-        "analysis.landscape_snapshots=2",
-        "analysis.landscape_examples=4",
-        "analysis.landscape_line_points=5",
-        "analysis.sharpness_samples=2",
-        "train.max_steps=4",
-    )
-    done = run_cli(*CAUSAL, *grid, f"run.root={root}")
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = result_of(root)
-    validate_result(result)
+def test_the_full_analysis_draws_the_landscape_of_the_run(causal):
+    _, result = causal["default"]
     land = result["analysis"]["landscape"]
     assert land["snapshot_steps"] == [0, 2, 4] and land["points"] == 1 + 9 + 5 + 9 + 2
     path = land["trajectory"]["path"]
