@@ -19,8 +19,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
 # so that e.g. switching W&B off does not rerun a finished job. `analysis` measures the tuned model
-# after training and changes no score: a finished run is not rerun for it (run.force=true reruns).
-HASH_EXCLUDE = ("run", "logger", "analysis")
+# after training and changes no score: a finished run is not rerun for it (run.force=true reruns);
+# `export` says which files the trained model is written to, not what it is.
+HASH_EXCLUDE = ("run", "logger", "analysis", "export")
 # Nested keys left out for the same reason: a permission, not a setting (allow_code_execution);
 # whether the base scores come from the run.root's cache, which holds the same computation (base_cache);
 # a measurement, not a setting: how many steps the CPU live-tensor peak is profiled over
@@ -157,6 +158,13 @@ class AnalysisConfig:
 
 
 @dataclass
+class ExportConfig:
+    # also write the tuned model as a plain transformers checkpoint (<run_dir>/merged/: base + the
+    # exact update of every adapted layer, bench/merged.py) that any backend loads; needs run.save_model
+    merged: bool = False
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     method: Any = MISSING
@@ -165,6 +173,7 @@ class Config:
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)
     seed: int = 42
     experiment: Optional[str] = None  # name of the experiment preset, for grouping results

@@ -67,6 +67,7 @@ class Run:
         self.metrics: dict = {}
         self.method_report: dict = {}
         self.analysis: Optional[dict] = None  # bench/analysis/, when the stage ran
+        self.adapted_layers: list = []  # the layers the method adapted, for export.merged
         self.artifacts: dict = {"config": "config.yaml", "metrics_log": "metrics.jsonl", "log": "run.log"}
         self.provenance: dict = {
             "git_commit": None,

@@ -86,7 +86,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
             analyse(run, model, method, task, tokenizer, examples, before)
         if cfg.run.save_model and run.main:
             run.stage = "export"
-            export(run, model, method)
+            export(run, model, method, tokenizer)
     return run.status
 
 
@@ -236,6 +236,10 @@ def apply_method(run: Run, model, method):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     run.metrics["expected_trainable_params"] = method.expected_trainable_params(model)
+    if cfg.export.merged and cfg.run.save_model:
+        from bench import merged
+
+        run.adapted_layers = merged.adapted_layer_names(model, method, cfg.model.adapter_targets)
     model = method.apply(model)
     model.to(run.accelerator.device)
     trainable, total = M.count_params(model)
@@ -297,12 +301,19 @@ def analyse(run: Run, model, method, task, tokenizer, examples, before) -> None:
     log.info("analysis: %s", analysis.summary_line(run.analysis))
 
 
-def export(run: Run, model, method) -> None:
+def export(run: Run, model, method, tokenizer) -> None:
     from bench import metrics as M
 
     run.artifacts["export"] = method.export(model, run.run_dir / "adapter")
     run.artifacts["export"]["path"] = "adapter"
     run.metrics["adapter_bytes"] = M.dir_bytes(run.run_dir / "adapter")
+    if run.cfg.export.merged:  # base + the exact update as a plain transformers checkpoint (bench/merged.py)
+        from bench import merged
+
+        run.artifacts["export_merged"] = merged.export_merged(
+            model, run.adapted_layers, tokenizer, run.run_dir / "merged"
+        )
+        run.artifacts["export_merged"]["path"] = "merged"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

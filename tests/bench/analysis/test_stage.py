@@ -45,7 +45,7 @@ SMALL_FULL = (
 def causal(tmp_path_factory):
     """The same tiny job with every analysis (small) and with none."""
     out = {}
-    for name, extra in (("default", SMALL_FULL), ("none", ("analysis=none",))):
+    for name, extra in (("default", SMALL_FULL), ("none", ("analysis=none", "export.merged=true"))):
         root = tmp_path_factory.mktemp(name) / "runs"
         done = run_cli(*CAUSAL, *extra, f"run.root={root}")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -88,6 +88,18 @@ def test_the_analysis_changes_neither_training_nor_scores_nor_the_hash(causal):
     assert on["config_hash"] == off["config_hash"] == run_hash(off["config"])
     assert [h["loss"] for h in on["history"]] == [h["loss"] for h in off["history"]]
     assert on["metrics"]["eval"]["answer_nll"] == off["metrics"]["eval"]["answer_nll"]
+
+
+def test_a_run_with_export_merged_writes_a_plain_checkpoint_beside_the_adapter(causal):
+    from transformers import AutoModelForCausalLM
+
+    root, result = causal["none"]
+    run_dir = next(root.rglob("result.json")).parent
+    art = result["artifacts"]["export_merged"]
+    assert art["path"] == "merged" and art["layers_merged"] == 4  # q_proj, v_proj of 2 blocks
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "merged")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    assert (run_dir / "merged" / "tokenizer_config.json").exists()
 
 
 def test_a_classification_run_says_forgetting_does_not_apply_and_measures_the_accuracy_gap(tmp_path):
