@@ -111,12 +111,13 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    backend: str = "wandb"  # wandb | none
-    mode: str = "offline"  # online | offline | disabled
+    backend: str = "wandb"  # wandb | mlflow | none
+    mode: str = "offline"  # online | offline | disabled (W&B's modes; mlflow: disabled turns it off)
     project: str = "peft-bench"
     entity: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     group: Optional[str] = None  # null: one group per sweep (-m), else <model>__<task> (bench/tracking.py)
+    tracking_uri: Optional[str] = None  # mlflow: a server (http://host:5000) or store; null: file:<run.root>/mlruns
 
 
 @dataclass
@@ -196,7 +197,7 @@ CHOICES: dict[str, tuple] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.optimizer": ("adamw", "adafactor"),
     "train.optimizer_impl": ("auto", "fused", "foreach", "for_loop"),
-    "logger.backend": ("wandb", "none"),
+    "logger.backend": ("wandb", "mlflow", "none"),
     "logger.mode": ("online", "offline", "disabled"),
 }
 

@@ -1,5 +1,13 @@
-"""Mirror of a run's metrics to W&B. result.json stays the source of truth; W&B files go under
-the run directory, and every job finishes its own W&B run (multirun jobs never merge).
+"""Mirror of a run's metrics to W&B or MLflow. result.json stays the source of truth; W&B files go
+under the run directory, and every job finishes its own tracker run (multirun jobs never merge).
+
+MLflow (`logger=mlflow`): `logger.tracking_uri` names the tracking server (http(s)://...) or store;
+null is a local store shared by a run.root's jobs, `file:<run.root>/mlruns`. MLflow keeps its
+file store in maintenance mode and asks for MLFLOW_ALLOW_FILE_STORE=true to use it: set here for a
+file URI only (a database store needs SQLAlchemy, which mlflow-skinny leaves out). Experiment:
+`logger.project`; the run is named as the W&B run, with the group and tags as MLflow tags, the
+flattened config as parameters (MLflow caps a value at 6,000 characters), every logged row as
+step metrics and the summary as metrics at the last step (strings as tags).
 
 W&B group: `logger.group` if set; else, in a sweep (`-m`), one group per sweep invocation
 (`<preset>-<sweep folder name>`, the same for every job whatever the launcher); else
@@ -60,6 +68,72 @@ class WandbTracker:
         self.run.finish(exit_code=1 if failed else 0)
 
 
+class MlflowTracker:
+    MAX_PARAM = 6000
+
+    def __init__(self, logger_cfg, run_dir: Path, config: dict, name: str):
+        uri = logger_cfg.get("tracking_uri") or f"file:{Path(config['run']['root']).resolve() / 'mlruns'}"
+        if uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow.tracking import MlflowClient
+
+        from bench.secrets import redact
+
+        self.client = MlflowClient(uri)
+        experiment = self.client.get_experiment_by_name(logger_cfg.project)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(logger_cfg.project)
+        tags = {"group": group_for(logger_cfg, config), "mlflow.runName": name}
+        tags.update({_key(f"tag.{t}"): "true" for t in redact(tags_for(logger_cfg, config))})
+        self.run = self.client.create_run(experiment_id, tags=tags, run_name=name)
+        self.run_id, self.step = self.run.info.run_id, 0
+        from mlflow.entities import Param
+
+        params = [Param(_key(k), str(v)[: self.MAX_PARAM]) for k, v in _flatten(redact(config)).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per batch
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
+        self.run_info = {
+            "backend": "mlflow",
+            "tracking_uri": redact(uri),
+            "id": self.run_id,
+            "experiment": experiment_id,
+        }
+
+    def log(self, row: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        self.step = step
+        now = int(__import__("time").time() * 1000)
+        metrics = [Metric(_key(k), float(v), now, step) for k, v in row.items() if _number(v) and k != "step"]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def summary(self, values: dict) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(__import__("time").time() * 1000)
+        flat = _flatten(values)
+        metrics = [Metric(_key(k), float(v), now, self.step) for k, v in flat.items() if _number(v)]
+        tags = [RunTag(_key(k), str(v)[: self.MAX_PARAM]) for k, v in flat.items() if isinstance(v, str)]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        if tags:
+            self.client.log_batch(self.run_id, tags=tags)
+
+    def finish(self, failed: bool) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+def _key(name: str) -> str:
+    """An MLflow-legal key: alphanumerics, _ - . space : / (lm-eval's "exact_match,strict-match" has a comma)."""
+    import re
+
+    return re.sub(r"[^\w\-. :/]", "_", name)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in d.items():
@@ -101,4 +175,6 @@ def make_tracker(logger_cfg, run_dir: Path, config: dict, name: str):
         tracker = NoTracker()
         tracker.run_info = {"backend": logger_cfg.backend, "mode": "disabled"}
         return tracker
+    if logger_cfg.backend == "mlflow":
+        return MlflowTracker(logger_cfg, run_dir, config, name)
     return WandbTracker(logger_cfg, run_dir, config, name)
