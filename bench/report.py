@@ -388,6 +388,11 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
     analysis_part = analysis_section(runs, frame, out)
     parts.insert(next(i for i, s in enumerate(parts) if s.key == "summary"), analysis_part)
     (out / "report.md").write_text(render(parts))
+    from bench import report_analysis, report_html
+
+    analysis = report_analysis.table(report_analysis.analysis_rows(runs, frame)) if runs else None
+    page = report_html.report_page(f"Report: {', '.join(map(str, roots))}", runs, main_table, points, analysis)
+    (out / "report.html").write_text(page, encoding="utf-8")
     return {
         "runs": len(runs),
         "problems": problems,

@@ -348,6 +348,8 @@ def header(study: Study, argv: list[str], runs: list[dict], rates: dict | None =
             f"Generated from `{study.path.as_posix()}` by `python -m bench.study report {study.path.as_posix()}`; "
             "do not edit by hand.",
             "",
+            f"- the same verdicts as a page to look at (forest plots, sortable tables; opens from disk, offline): "
+            f"[{study.doc.stem}/report.html]({study.doc.stem}/report.html)",
             f"- command: `python -m bench.study {' '.join(shlex.quote(a) for a in argv)}`",
             f"- report written at commit: {commit or 'unknown'}{' (with uncommitted changes)' if dirty else ''}",
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, Python "

@@ -1,0 +1,347 @@
+"""report.html: one self-contained page per report, opened from disk with no network.
+
+Charts are plotly figures (plotly.py builds them; plotly.js, about 4.8 MB, is inlined once, so the
+page works offline, on an air-gapped cluster too; docs/sweeps.md says why plotly). Tables are HTML
+with a few lines of script to sort (click a heading) and filter (the box above a table); no chart
+is drawn by hand. Sections:
+
+- verdicts (a study): a forest plot per paper, one row per claim, the gain Δ with its 95 % (thin)
+  and 90 % (thick) intervals, the declared margin as a dashed line at −margin, the verdict beside;
+  hovering names the arms, n items, k seeds and the minimum detectable difference;
+- the main table (mean and interval per configuration), Pareto fronts of the primary metric against
+  trainable parameters, train time and peak memory (the front highlighted, error bars, a tooltip
+  naming the configuration and its run directories), the analysis' forgetting where measured;
+- failures with their errors; provenance (commits, packages, machine) in a collapsed section.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+VERDICT_COLOUR = {
+    "better": "#1a9850",
+    "non-inferior": "#66bd63",
+    "worse": "#d73027",
+    "inconclusive": "#878787",
+    "not tested": "#bababa",
+}
+
+SCRIPT = """
+function sortTable(th) {
+  const table = th.closest('table'), body = table.tBodies[0];
+  const i = Array.from(th.parentNode.children).indexOf(th), up = th.dataset.dir !== 'up';
+  th.dataset.dir = up ? 'up' : 'down';
+  const key = r => { const t = r.children[i].dataset.v ?? r.children[i].textContent;
+                     const n = parseFloat(t); return isNaN(n) ? t : n; };
+  Array.from(body.rows).sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (up ? 1 : -1))
+       .forEach(r => body.appendChild(r));
+}
+function filterTable(input) {
+  const q = input.value.toLowerCase(), table = document.getElementById(input.dataset.table);
+  Array.from(table.tBodies[0].rows).forEach(r => {
+    r.style.display = r.textContent.toLowerCase().includes(q) ? '' : 'none'; });
+}
+"""
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; }
+th { background: #f3f3f3; cursor: pointer; }
+input.filter { margin: 0.3em 0; padding: 3px; width: 20em; }
+.verdict { font-weight: bold; }
+details { margin: 1em 0; } pre { white-space: pre-wrap; font-size: 12px; }
+"""
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def table_html(frame: pd.DataFrame, table_id: str) -> str:
+    """A sortable, filterable HTML table of `frame` (numbers sort as numbers: data-v)."""
+    head = "".join(f"<th onclick='sortTable(this)'>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for _, r in frame.iterrows():
+        cells = []
+        for v in r:
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and not pd.isna(v)
+            data = f" data-v='{v}'" if number else ""
+            text = _fmt(v) if number else ("–" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+            cells.append(f"<td{data}>{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<input class='filter' placeholder='filter rows…' data-table='{table_id}' oninput='filterTable(this)'>"
+        f"<div style='overflow-x:auto'><table id='{table_id}' class='data'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def forest_figure(claims: list[dict], title: str):
+    """claims: [{label, delta, ci95, ci90, margin, verdict, hover}] (delta None: drawn as text only)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    labels = [c["label"] for c in claims]
+    for c in claims:
+        y = c["label"]
+        colour = VERDICT_COLOUR.get(c["verdict"], "#444")
+        for ci, width in ((c.get("ci95"), 1.5), (c.get("ci90"), 5)):
+            if ci:
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(ci),
+                        y=[y, y],
+                        mode="lines",
+                        line={"color": colour, "width": width},
+                        hoverinfo="skip",
+                        showlegend=False,
+                    )
+                )
+    shown = [c for c in claims if c.get("delta") is not None]
+    fig.add_trace(
+        go.Scatter(
+            x=[c["delta"] for c in shown],
+            y=[c["label"] for c in shown],
+            mode="markers",
+            marker={
+                "size": 10,
+                "color": [VERDICT_COLOUR.get(c["verdict"], "#444") for c in shown],
+                "symbol": "diamond",
+            },
+            text=[c["hover"] for c in shown],
+            hovertemplate="%{text}<extra></extra>",
+            name="Δ",
+            showlegend=False,
+            meta="forest-points",
+        )
+    )
+    for margin in sorted({c["margin"] for c in claims if c.get("margin")}):
+        fig.add_vline(
+            x=-margin,
+            line={"dash": "dash", "color": "#555", "width": 1},
+            annotation_text=f"−margin {margin:g}",
+            annotation_position="top",
+        )
+    fig.add_vline(x=0, line={"color": "#000", "width": 1})
+    for c in claims:
+        fig.add_annotation(
+            x=1.01,
+            xref="paper",
+            y=c["label"],
+            text=c["verdict"],
+            showarrow=False,
+            xanchor="left",
+            font={"color": VERDICT_COLOUR.get(c["verdict"], "#444")},
+        )
+    fig.update_layout(
+        title=title,
+        height=120 + 38 * len(labels),
+        margin={"l": 20, "r": 130, "t": 60, "b": 40},
+        xaxis_title="Δ: gain of the first arm (positive = better; thin: 95 % CI, thick: 90 % CI)",
+        yaxis={"categoryorder": "array", "categoryarray": labels[::-1], "automargin": True},
+        plot_bgcolor="white",
+    )
+    fig.update_xaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    return fig
+
+
+def pareto_figures(points: pd.DataFrame) -> list:
+    """Per model, task and metric: the metric against each cost, the front joined, tooltips naming
+    the configuration and its run directories."""
+    import plotly.graph_objects as go
+
+    from bench import report_plots as RP
+
+    figs = []
+    if points.empty:
+        return figs
+    for (model, task, metric), rows in points.groupby(["model", "task", "metric"], sort=True):
+        higher = RP.higher_is_better(str(metric))
+        for column, label, log in RP.COSTS:
+            shown = rows[rows[column].notna() & rows["mean"].notna()]
+            if shown.empty:
+                continue
+            fig = go.Figure()
+            for method, of_method in shown.groupby("method", sort=True):
+                err = None
+                if "ci95_low" in of_method:
+                    err = {
+                        "type": "data",
+                        "symmetric": False,
+                        "array": (of_method["ci95_high"] - of_method["mean"]).tolist(),
+                        "arrayminus": (of_method["mean"] - of_method["ci95_low"]).tolist(),
+                    }
+                hover = [
+                    f"{method} {RP._variant(p.sparsity, p.setting)}<br>{metric}: {p.mean:.4g}"
+                    f"<br>{label}: {getattr(p, column):.4g}"
+                    f"<br>runs: {'<br>'.join(Path(x).parent.name for x in p.paths)}"
+                    for p in of_method.itertuples()
+                ]
+                fig.add_trace(
+                    go.Scatter(
+                        x=of_method[column],
+                        y=of_method["mean"],
+                        mode="markers",
+                        name=str(method),
+                        error_y=err,
+                        text=hover,
+                        hovertemplate="%{text}<extra></extra>",
+                        marker={"size": 9},
+                    )
+                )
+            xs, ys = shown[column].astype(float).tolist(), shown["mean"].astype(float).tolist()
+            keep = RP.front(xs, ys, higher)
+            fig.add_trace(
+                go.Scatter(
+                    x=[xs[i] for i in keep],
+                    y=[ys[i] for i in keep],
+                    mode="lines",
+                    line={"dash": "dash", "color": "grey"},
+                    name="front",
+                    hoverinfo="skip",
+                )
+            )
+            wide = min(xs) > 0 and max(xs) / min(xs) >= 10
+            fig.update_layout(
+                title=f"{model} / {task}: {metric} against {label}",
+                xaxis={"title": label, "type": "log" if log and wide else "linear"},
+                yaxis_title=f"{metric} ({'higher' if higher else 'lower'} is better)",
+                height=380,
+                plot_bgcolor="white",
+            )
+            figs.append(fig)
+    return figs
+
+
+def page(title: str, blocks: list[tuple[str, list]]) -> str:
+    """blocks: (heading, [html strings or plotly figures]) in order; plotly.js inlined once."""
+    from plotly.offline import get_plotlyjs
+
+    parts, n = [], 0
+    for heading, items in blocks:
+        parts.append(f"<h2>{html.escape(heading)}</h2>" if heading else "")
+        for item in items:
+            if isinstance(item, str):
+                parts.append(item)
+            else:
+                n += 1
+                parts.append(
+                    item.to_html(
+                        full_html=False, include_plotlyjs=False, div_id=f"fig{n}", config={"displaylogo": False}
+                    )
+                )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
+        f"<script>{get_plotlyjs()}</script><script>{SCRIPT}</script></head>"
+        f"<body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>"
+    )
+
+
+def provenance_html(runs: list[dict]) -> str:
+    commits = sorted({str(r["provenance"].get("git_commit"))[:10] for r in runs})
+    packages = sorted({json.dumps(r["provenance"].get("packages", {}), sort_keys=True) for r in runs})
+    machines = sorted({json.dumps(r["provenance"].get("device", {}), sort_keys=True) for r in runs})
+    body = (
+        f"<p>commits of the runs: {html.escape(', '.join(commits))}</p>"
+        + "".join(f"<pre>packages: {html.escape(p)}</pre>" for p in packages)
+        + "".join(f"<pre>machine: {html.escape(m)}</pre>" for m in machines)
+    )
+    return f"<details><summary>Provenance ({len(runs)} runs)</summary>{body}</details>"
+
+
+def failures_html(runs: list[dict]) -> str:
+    failed = [r for r in runs if r["status"] != "success"]
+    if not failed:
+        return "<p>none</p>"
+    items = "".join(
+        f"<li><code>{html.escape(r['_path'])}</code>: {html.escape(r['status'])} — "
+        f"{html.escape(str((r.get('error') or {}).get('message', ''))[:300])}</li>"
+        for r in failed
+    )
+    return f"<ul>{items}</ul>"
+
+
+def report_page(title: str, runs: list[dict], main_table: pd.DataFrame, points: pd.DataFrame, analysis) -> str:
+    """bench.report's page: main table, Pareto fronts, the analysis, failures, provenance."""
+    main = (
+        main_table.drop(columns=[c for c in ("reference",) if c in main_table]) if not main_table.empty else main_table
+    )
+    ok = sum(r["status"] == "success" for r in runs)
+    blocks = [
+        ("", [f"<p>{len(runs)} runs, {ok} succeeded. Text version: report.md beside this file.</p>"]),
+        (
+            "Main table (one row per configuration; click a heading to sort)",
+            [table_html(main, "main") if not main.empty else "<p>no successful runs</p>"],
+        ),
+        ("Metric against cost", pareto_figures(points) or ["<p>no metric to plot</p>"]),
+    ]
+    if analysis is not None and not analysis.empty:
+        blocks.append(("What fine-tuning did to the model (analysis stage)", [table_html(analysis, "analysis")]))
+    blocks += [("Failures", [failures_html(runs)]), ("", [provenance_html(runs)])]
+    return page(title, blocks)
+
+
+def study_page(title: str, judged: list, runs: list[dict], doc_name: str) -> str:
+    """A study's page: per paper a forest plot of its claims, the claims table, provenance."""
+    by_paper: dict[str, list[dict]] = {}
+    rows = []
+    for j in judged:
+        v, c, comp = j.verdict, j.claim, j.verdict.comparison
+        n_items = getattr(comp, "n_items", None)
+        mde = getattr(comp, "mde80", None)
+        seeds = f"{getattr(comp, 'k_a', '–')}/{getattr(comp, 'k_b', '–')}" if comp is not None else "–"
+        hover = (
+            f"<b>{html.escape(c.text)}</b><br>arms: {html.escape(' vs '.join(c.arms))}<br>metric: {v.metric}"
+            f"<br>Δ = {_fmt(v.delta)}<br>n items: {_fmt(n_items)}, k seeds: {seeds}<br>MDE (80 %): {_fmt(mde)}"
+            f"<br>verdict: {v.verdict}" + (" (provisional)" if v.provisional else "")
+        )
+        label = c.text if len(c.text) <= 70 else c.text[:67] + "…"
+        if v.kind != "cheaper":  # a cost ratio is not a gain: it stays in the table
+            by_paper.setdefault(c.paper, []).append(
+                {
+                    "label": label,
+                    "delta": v.delta,
+                    "ci95": v.ci95,
+                    "ci90": v.ci90,
+                    "margin": v.margin,
+                    "verdict": v.verdict,
+                    "hover": hover,
+                }
+            )
+        rows.append(
+            {
+                "paper": c.paper,
+                "claim": c.text,
+                "kind": v.kind,
+                "metric": v.metric,
+                "delta": v.delta,
+                "ci95": _interval(v.ci95),
+                "ci90": _interval(v.ci90),
+                "margin": v.margin,
+                "mde80": mde,
+                "n items": n_items,
+                "k seeds": seeds,
+                "verdict": v.verdict + (" (provisional)" if v.provisional else ""),
+                "reasons": "; ".join(v.reasons or ()),
+            }
+        )
+    blocks = [("", [f"<p>The text version with every number and reason: <a href='../{doc_name}'>{doc_name}</a>.</p>"])]
+    for paper, claims in by_paper.items():
+        blocks.append((f"{paper}: verdicts", [forest_figure(claims, f"{paper}: the gain of each claim's first arm")]))
+    blocks += [("Every claim", [table_html(pd.DataFrame(rows), "claims")]), ("", [provenance_html(runs)])]
+    return page(title, blocks)
+
+
+def _interval(ci) -> str:
+    return "–" if not ci else f"[{ci[0]:.4g}, {ci[1]:.4g}]"
