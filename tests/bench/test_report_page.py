@@ -10,10 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench import report
-from tests.bench.test_study import mini_study, populate
+from tests.bench.test_study import reported_study
 from tests.helpers.runs import outcomes, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -77,16 +76,9 @@ def _tick_map(svg: str) -> tuple[float, float]:
 
 def test_the_study_page_has_a_forest_mark_at_every_claims_delta(tmp_path):
     from bench.study import judge
-    from bench.study.__main__ import main as study_main
     from bench.study.__main__ import state
 
-    study = mini_study(tmp_path)
-    populate(study)
-    path = tmp_path / "mini.yaml"
-    data = yaml.safe_load(path.read_text())
-    data.update(root=str(study.root), doc=str(study.doc))
-    path.write_text(yaml.safe_dump(data))
-    assert study_main(["report", str(path)]) == 0
+    study = reported_study(tmp_path)
     page = study.doc.parent / study.doc.stem / "report.html"
     assert page.name in study.doc.read_text()  # linked from the text version
     dom, log = render(page, tmp_path / "shot.png")

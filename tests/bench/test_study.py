@@ -236,7 +236,9 @@ def test_runs_without_items_files_are_not_tested_with_the_reason(tmp_path):
     assert verdict.verdict == "not tested" and "no per-item results" in " ".join(verdict.reasons)
 
 
-def test_the_report_renders_from_the_runs_alone(tmp_path):
+def reported_study(tmp_path) -> spec.Study:
+    """The populated mini study, its report written by `bench.study report` (its YAML pointing at
+    tmp_path's runs and page)."""
     study = mini_study(tmp_path)
     populate(study)
     path = tmp_path / "mini.yaml"
@@ -244,6 +246,11 @@ def test_the_report_renders_from_the_runs_alone(tmp_path):
     data.update(root=str(study.root), doc=str(study.doc))
     path.write_text(yaml.safe_dump(data))
     assert study_main(["report", str(path)]) == 0
+    return study
+
+
+def test_the_report_renders_from_the_runs_alone(tmp_path):
+    study = reported_study(tmp_path)
     page = study.doc.read_text()
     assert "## Verdicts" in page and "non-inferior" in page and "(provisional)" in page
     assert "| p | lora | lr | 0.0003 **(chosen)** | 0.0003 | success |" in page and "search.png" in page
