@@ -79,7 +79,8 @@ def grid_reasons(study: Study, arms: list[Arm], rates: dict) -> list[str]:
             continue
         trial = study.search.trial(arm.part, arm.method)
         key, value = study.chosen.get((arm.part, arm.method), ("method.lr", rates.get((arm.part, arm.method))))
-        if trial is not None and value is not None and len(trial.grid) > 1:
+        fixed = key in arm.where and value is not None and not math.isclose(float(arm.where[key]), float(value))
+        if trial is not None and value is not None and len(trial.grid) > 1 and not fixed:
             what = "learning rate" if key == "method.lr" else key
             reason = verdicts.grid_reason(value, trial.grid, what=f"{what} of {arm.name}")
             if reason:

@@ -459,6 +459,10 @@ def test_a_grid_that_fixes_the_searched_key_keeps_its_value_at_the_chosen_rate(t
     assert resolved.chosen[("p", "l1ra")][1] == pytest.approx(0.2)
     assert resolved.arms["fixed"].where["method.l1_lambda"] == 0.7
     assert resolved.arms["L1RA r=8"].where["method.l1_lambda"] == pytest.approx(0.2)
+    # the searched arm's lambda sits at its grid's end (provisional); the fixed arm's lambda was never searched
+    searched, fixed_arm = resolved.arms["L1RA r=8"], resolved.arms["fixed"]
+    assert any("l1_lambda" in r for r in judge.grid_reasons(resolved, [searched], rates))
+    assert not any("l1_lambda" in r for r in judge.grid_reasons(resolved, [fixed_arm], rates))
     l1ra = [set(c) for c in plan.main_commands(resolved, rates) if "method=l1ra" in c]
     lora_rate = f"method.lr={rates[('p', 'lora')]:g}"
     assert [{"method.l1_lambda=0.2", lora_rate} <= c for c in l1ra] == [True, False]
