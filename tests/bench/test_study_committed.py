@@ -27,13 +27,19 @@ def _items(run: dict, metric: str) -> dict[str, float]:
     return {row["id"]: row[metric] for row in map(json.loads, text.splitlines()) if row.get(metric) is not None}
 
 
-def _recompute(a_runs, b_runs, metric, higher_is_better):
-    """(gain, 95 % interval) of arm A over arm B: runs x items matrices on the shared items."""
+def _recompute(a_runs, b_runs, metric, higher_is_better, per=None):
+    """(gain, 95 % interval) of arm A over arm B: runs x items matrices on the shared items. A
+    token-weighted metric (`per`: summed NLL over its tokens) is scaled by n / sum(tokens), so that
+    the plain mean over items is the per-token aggregate the page reports."""
     by_seed = lambda runs: [_items(r, metric) for r in sorted(runs, key=lambda r: r["config"]["seed"])]  # noqa: E731
     a_items, b_items = by_seed(a_runs), by_seed(b_runs)
     ids = sorted(set.intersection(*(set(x) for x in a_items + b_items)))
     A = np.array([[x[i] for i in ids] for x in a_items])
     B = np.array([[x[i] for i in ids] for x in b_items])
+    if per is not None:
+        counts = _items(a_runs[0], per)
+        scale = len(ids) / sum(counts[i] for i in ids)
+        A, B = A * scale, B * scale
     sign = 1.0 if higher_is_better else -1.0
     gain, n = sign * (A.mean() - B.mean()), len(ids)
     item = np.var(A.mean(0) - B.mean(0), ddof=1) / n
@@ -66,7 +72,7 @@ def test_a_primary_claim_recomputed_from_the_committed_items_matches_the_page():
             continue  # not finished in the committed runs
         a_runs, b_runs = found
         record = a_runs[0]["metrics"]["eval"]["items"]["metrics"][claim.metric]
-        gain, ci95, n = _recompute(a_runs, b_runs, claim.metric, record["higher_is_better"])
+        gain, ci95, n = _recompute(a_runs, b_runs, claim.metric, record["higher_is_better"], record.get("per"))
         (row,) = [line for line in page.splitlines() if line.startswith(f"| {claim.paper} | {claim.text} |")]
         cells = [c.strip() for c in row.strip("|").split("|")]
         if "not tested" in cells[11]:
