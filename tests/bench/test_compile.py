@@ -82,6 +82,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 @pytest.mark.parametrize("name,autocast", CASES)
 def test_compiled_gradients_match_eager(name, autocast):
     if name in COMPILE_EXCEPTIONS:
@@ -177,6 +178,7 @@ def test_recompiles_only_at_change_events(tmp_path, monkeypatch, name):
         assert after == before or change, f"{name}: {after - before} new graph(s) at step {step} without a change event"
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_training_stays_compiled_after_a_change_event(tmp_path, monkeypatch):
     """PrunedLoRA's compaction replaces its tensors and the runner re-wraps the model; the steps
     after it must still run through dynamo (they once silently ran eager: accelerate handed the

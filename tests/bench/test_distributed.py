@@ -43,6 +43,7 @@ def results_under(root: Path) -> list[dict]:
 @pytest.mark.parametrize(
     "method", [m if m == "lora" else pytest.param(m, marks=pytest.mark.slow) for m in sorted(METHODS)]
 )
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_two_processes_train_like_one_with_the_same_global_batch(method, tmp_path):
     overrides = (*JOB, f"method={method}", *METHODS[method])
     single = run_cli(*overrides, "train.batch_size=4", f"run.root={tmp_path / 'one'}")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench import results
 from bench.secrets import MASK, RedactingFilter, redact
 from tests.conftest import REPO, TINY, run_cli
@@ -61,6 +63,7 @@ def test_planted_secret_appears_nowhere_under_the_run_directory(tmp_path):
     assert result["config"]["logger"]["project"] == MASK
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_second_process_on_the_same_run_is_refused(tmp_path):
     job = (*TINY, f"run.root={tmp_path}", "logger=none", "eval.enabled=false", "train.max_steps=100000")
     first = subprocess.Popen(

@@ -70,6 +70,7 @@ def test_beyond_lora_methods_are_timed_at_the_same_rank_as_lora():
         assert method.r == 8, name
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     out = tmp_path / "perf.md"
     code = perf.main(
@@ -276,6 +277,7 @@ def test_c3las_phase_switches_get_their_own_row():
     assert "c3la: one change event" in perf.table([row])
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_periodic_events_come_at_the_configured_cadence_of_a_longer_run(monkeypatch):
     """L1RA updates ranks every 10 % of the run: every step of a 6-step window (the first H200 run's
     L1RA row paid a rank update, with its host sync, on every timed step), every 100 steps of a

@@ -128,6 +128,7 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path, uninterrupted):
 SIGTERM_CASES = [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in METHODS]
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 @pytest.mark.parametrize("uninterrupted", SIGTERM_CASES, indirect=True)
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninterrupted):
     method = case_of(uninterrupted)
@@ -147,6 +148,7 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_it(tmp_path, uninter
     assert list(tmp_path.rglob("attempts/result-*.json"))  # the cancelled result is kept
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_resume_false_starts_over(tmp_path):
     proc = start(tmp_path)
     assert wait_for(lambda: len(list(tmp_path.rglob("checkpoints/step-000005"))) == 1)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import TINY, run_cli
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_submitit_launcher_runs_a_job_in_its_own_process(tmp_path):
     root = tmp_path / "runs"
     out = run_cli(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import report, results
 from bench.config import resolved, run_hash
 from tests.conftest import TINY, compose, run_cli
@@ -33,6 +35,7 @@ def finished_at(root) -> dict:
     }
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_sweep_completes_skips_on_rerun_and_survives_a_failing_job(tmp_path):
     root = tmp_path / "runs"
     common = (*TINY, *FAST, f"run.root={root}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from bench import tracking
@@ -25,6 +26,7 @@ def run_records(path) -> list:
     return out
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_each_job_of_a_joblib_sweep_is_one_finished_wandb_run_in_the_sweep_group(tmp_path):
     root = tmp_path / "runs"
     out = run_cli(

@@ -278,6 +278,7 @@ def test_schedule_that_cannot_finish_is_refused_before_the_run(tmp_path):
     assert out.returncode == 2 and "cannot take r_init=32 to r_target=8" in out.stderr
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_sparsity_sweep_records_rank_histories(tmp_path):
     out = run_cli(
         "-m",

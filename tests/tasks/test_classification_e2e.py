@@ -63,6 +63,7 @@ def test_tiny_encoder_on_movie_reviews_with_a_heldout_slice(tmp_path):
     assert m["loss_tokens"] == 4 * 4  # one target per example: 4 steps x batch 4
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_tiny_decoder_classifies_boolq_pairs_from_its_last_token(tmp_path):
     root = tmp_path / "runs"
     out = run_cli("model=tiny-llama", "task=boolq", "method=lora", "task.train_limit=32", *FAST, f"run.root={root}")

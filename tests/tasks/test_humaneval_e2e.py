@@ -31,6 +31,7 @@ def test_without_the_opt_in_the_runner_stops_before_anything_runs(tmp_path):
     assert not root.exists()
 
 
+@pytest.mark.slow  # an end-to-end job (make test-slow)
 def test_tiny_job_trains_and_scores_by_execution(tmp_path):
     root = tmp_path / "runs"
     out = run_cli(*TINY_HUMANEVAL, f"run.root={root}", "eval.allow_code_execution=true", timeout=300)
