@@ -142,7 +142,9 @@ class AnalysisConfig:
     intruder_epsilon: float = 0.5  # in (0, 1]: a vector whose largest |cos| with W0's is below this intrudes
     intruder_reference_k: Optional[int] = None  # W0's top singular vectors compared with; null: all of them
     forgetting: bool = True  # LM loss on general text, base against tuned (causal LMs)
-    forgetting_passages: int = 32  # BoolQ Wikipedia passages (bench/analysis/forgetting.py); 32 keeps the default job within 15 % more time
+    forgetting_passages: int = (
+        32  # BoolQ Wikipedia passages (bench/analysis/forgetting.py); 32 keeps the default job within 15 % more time
+    )
     forgetting_max_length: int = 128  # tokens per passage
     gap: bool = True  # training loss on trained-on against unseen examples
     gap_examples: int = 64  # unseen examples (the trained-on sample matches their loss targets)

@@ -390,8 +390,17 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
     (out / "report.md").write_text(render(parts))
     from bench import report_analysis, report_html
 
-    analysis = report_analysis.table(report_analysis.analysis_rows(runs, frame)) if runs else None
-    page = report_html.report_page(f"Report: {', '.join(map(str, roots))}", runs, main_table, points, analysis)
+    analysis_rows = report_analysis.analysis_rows(runs, frame) if runs else None
+    analysis = report_analysis.table(analysis_rows) if runs else None
+    page = report_html.report_page(
+        f"Report: {', '.join(map(str, roots))}",
+        runs,
+        main_table,
+        points,
+        analysis,
+        rank_patterns(runs, frame) if runs else {},
+        analysis_rows,
+    )
     (out / "report.html").write_text(page, encoding="utf-8")
     return {
         "runs": len(runs),

@@ -223,6 +223,91 @@ def pareto_figures(points: pd.DataFrame) -> list:
     return figs
 
 
+def rank_heatmaps(patterns: dict) -> list:
+    """Per configuration with a final rank pattern: mean rank by module type (rows) and layer."""
+    import plotly.graph_objects as go
+
+    from bench import report_plots as RP
+
+    figs = []
+    for key, grid in RP.rank_grids(patterns).items():
+        fig = go.Figure(
+            go.Heatmap(
+                z=grid.values,
+                x=[str(c) for c in grid.columns],
+                y=list(grid.index),
+                colorbar={"title": "rank"},
+                hovertemplate="layer %{x}, %{y}: rank %{z}<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            title=" / ".join(str(k) for k in key if k not in ("–", "")) + ": final rank per layer",
+            xaxis_title="layer",
+            height=120 + 30 * len(grid.index),
+        )
+        figs.append(fig)
+    return figs
+
+
+def analysis_figures(rows: pd.DataFrame) -> list:
+    """Spectra (normalised top singular values by layer type) and the metric against forgetting."""
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from bench import report_analysis as RA
+
+    figs = []
+    if rows is None or rows.empty:
+        return figs
+    for (model, task), of_task in rows.groupby(["model", "task"], sort=True):
+        fig = go.Figure()
+        for label, group in of_task.groupby(of_task.apply(RA._label, axis=1), sort=True):
+            by_type: dict = {}
+            for layers in group["_layers"]:
+                for name, v in layers.items():
+                    s = v.get("top_singular_values") or []
+                    if s and s[0] > 0:
+                        by_type.setdefault(RA._layer_type(name), []).append(np.asarray(s) / s[0])
+            for kind, curves in sorted(by_type.items()):
+                k = min(len(c) for c in curves)
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(range(1, k + 1)),
+                        y=np.mean([c[:k] for c in curves], axis=0),
+                        mode="lines+markers",
+                        name=f"{label}: {kind} ({len(curves)} layers)",
+                    )
+                )
+        fig.update_layout(
+            title=f"{model} / {task}: normalised singular values of the update ΔW",
+            xaxis_title="index i",
+            yaxis={"title": "s_i / s_1", "type": "log"},
+            height=420,
+        )
+        figs.append(fig)
+        shown = of_task[of_task["forgetting"].notna() & of_task["score"].notna()]
+        if not shown.empty:
+            fig = go.Figure()
+            for label, group in shown.groupby(shown.apply(RA._label, axis=1), sort=True):
+                fig.add_trace(
+                    go.Scatter(
+                        x=[group["forgetting"].astype(float).mean()],
+                        y=[group["score"].astype(float).mean()],
+                        mode="markers",
+                        name=label,
+                        marker={"size": 10},
+                    )
+                )
+            fig.update_layout(
+                title=f"{model} / {task}: metric against forgetting (mean over seeds)",
+                xaxis_title="forgetting: tuned − base NLL per token on general text (lower is better)",
+                yaxis_title=str(shown["metric"].iloc[0]),
+                height=380,
+            )
+            figs.append(fig)
+    return figs
+
+
 def page(title: str, blocks: list[tuple[str, list]]) -> str:
     """blocks: (heading, [html strings or plotly figures]) in order; plotly.js inlined once."""
     from plotly.offline import get_plotlyjs
@@ -272,7 +357,15 @@ def failures_html(runs: list[dict]) -> str:
     return f"<ul>{items}</ul>"
 
 
-def report_page(title: str, runs: list[dict], main_table: pd.DataFrame, points: pd.DataFrame, analysis) -> str:
+def report_page(
+    title: str,
+    runs: list[dict],
+    main_table: pd.DataFrame,
+    points: pd.DataFrame,
+    analysis,
+    patterns: dict | None = None,
+    analysis_rows: pd.DataFrame | None = None,
+) -> str:
     """bench.report's page: main table, Pareto fronts, the analysis, failures, provenance."""
     main = (
         main_table.drop(columns=[c for c in ("reference",) if c in main_table]) if not main_table.empty else main_table
@@ -286,8 +379,17 @@ def report_page(title: str, runs: list[dict], main_table: pd.DataFrame, points: 
         ),
         ("Metric against cost", pareto_figures(points) or ["<p>no metric to plot</p>"]),
     ]
+    if patterns:
+        blocks.append(
+            ("Rank allocation (final rank per layer and module type, mean over seeds)", rank_heatmaps(patterns))
+        )
     if analysis is not None and not analysis.empty:
-        blocks.append(("What fine-tuning did to the model (analysis stage)", [table_html(analysis, "analysis")]))
+        blocks.append(
+            (
+                "What fine-tuning did to the model (analysis stage)",
+                [table_html(analysis, "analysis"), *analysis_figures(analysis_rows)],
+            )
+        )
     blocks += [("Failures", [failures_html(runs)]), ("", [provenance_html(runs)])]
     return page(title, blocks)
 
