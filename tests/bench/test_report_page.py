@@ -26,6 +26,7 @@ def render(page: Path, screenshot: Path | None = None) -> tuple[str, str]:
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--window-size=1300,2400",
         "--host-resolver-rules=MAP * ~NOTFOUND",
         "--proxy-server=http://127.0.0.1:9",
