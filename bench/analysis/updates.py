@@ -16,6 +16,7 @@ layer of every run: factors that disagree are an error, never a spectrum.
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -49,13 +50,17 @@ def find_module(model, name: str):
 
 @torch.no_grad()
 def effective_weight(module, d_in: int) -> torch.Tensor:
-    """d_out x d_in float32: what the module computes without its bias, by probing it."""
+    """d_out x d_in float32: what the module computes without its bias, by probing it. A module
+    held in bf16 or fp16 is probed as a float32 copy: its output W0 + Delta W rounded to 8 bits of
+    mantissa would bury an update much smaller than W0 (after two steps, a 30 % error)."""
     param = next(module.parameters())
+    if param.dtype != torch.float32:
+        module = copy.deepcopy(module).float()
     was_training = module.training
     module.eval()
     try:
-        eye = torch.eye(d_in, device=param.device, dtype=param.dtype)
-        out = module(eye) - module(torch.zeros(1, d_in, device=param.device, dtype=param.dtype))
+        eye = torch.eye(d_in, device=param.device, dtype=torch.float32)
+        out = module(eye) - module(torch.zeros(1, d_in, device=param.device, dtype=torch.float32))
     finally:
         module.train(was_training)
     return out.float().T.cpu()

@@ -94,3 +94,26 @@ def test_a_probed_update_equals_the_change_peft_merges_into_the_weight(name):
         want = updates.find_module(merged, layer).weight.detach() - w
         assert float(want.abs().max()) > 0, layer
         assert torch.allclose(updates.probed_update(model, layer, w), want, atol=1e-5), layer
+
+
+def test_a_bf16_layer_is_probed_in_float32_so_a_small_update_is_not_lost_in_rounding():
+    """bf16 weights (the GPU profiles' dtype): the probe of a LoRA update under 1 % of W0 equals
+    s B A computed from the factors, where probing in bf16 was 30 % off."""
+    base = tiny_llama().to(torch.bfloat16)
+    method = method_from_config("lora")
+    w0 = updates.snapshot(updates.analysed_layers(base, method, ["q_proj", "v_proj"]))
+    model = method.apply(base)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(1e-4 * torch.randn(p.shape, generator=g).to(p.dtype))
+    factors = method.update_factors(model)
+    layer = "model.layers.0.self_attn.q_proj"
+    B, A = factors[layer]
+    probed = updates.probed_update(model, layer, w0[layer])
+    exact = (B.double() @ A.double()).float()
+    assert float(exact.norm()) < 1e-2 * float(w0[layer].norm())  # small against W0, as after a few steps
+    assert float((probed - exact).norm() / exact.norm()) < 1e-4
+    assert updates.check_factors(model, factors, w0) in factors
+    assert next(updates.find_module(model, layer).parameters()).dtype == torch.bfloat16  # the model is untouched
