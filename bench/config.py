@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from bench import eval_batch
+
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
 # so that e.g. switching W&B off does not rerun a finished job. `analysis` measures the tuned model
 # after training and changes no score: a finished run is not rerun for it (run.force=true reruns);
@@ -33,6 +35,7 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"), ("eval", "base_cache"), (
 HASH_NEUTRAL_DEFAULTS = {
     ("train", "optimizer"): "adamw",
     ("train", "adam_eps"): 1e-8,
+    ("train", "kernels"): "none",
     ("method", "lr_after_reset"): "continue",
     ("method", "alpha_rule"): "fixed",
     ("task", "asdiv_heldout"): 0,
@@ -84,6 +87,9 @@ class TrainConfig:
     optimizer_impl: str = "auto"  # AdamW only: auto (fused on CUDA, foreach otherwise) | fused | foreach | for_loop
     adam_eps: float = 1e-8  # AdamW only: the denominator's epsilon (torch's default; PrunedLoRA's reference: 1e-4)
     compile: bool = False  # torch.compile the model (inductor), through accelerate
+    # none | liger: Liger-Kernel's fused RMSNorm, SwiGLU, RoPE and linear cross-entropy (CUDA, the
+    # model types Liger supports; bench/kernels.py), on the model that trains and is evaluated tuned
+    kernels: str = "none"
     # >= 0. Single-process CPU runs: optimizer steps over which the peak of live tensor bytes is measured
     # (metrics.peak_tensor_bytes, bench/tensor_memory.py), after a profiled lead-in step (the first
     # step trained: AdamW's state exists from its end on); 0: off. Not in the run hash; the profiled
@@ -100,7 +106,7 @@ class EvalConfig:
     # recomputes. Not in the run hash: both compute the same scores.
     base_cache: bool = True
     limit: Optional[int] = None  # first N test examples; null = all
-    batch_size: int = 8
+    batch_size: Any = 8  # an int >= 1, or auto: the largest that fits on CUDA, 8 elsewhere (bench/eval_batch.py)
     num_fewshot: Optional[int] = None  # null: the task's default
     max_gen_toks: Optional[int] = None  # null: the task's default
     log_samples: bool = True
@@ -199,6 +205,7 @@ CHOICES: dict[str, tuple] = {
     "train.device": ("auto", "cpu", "cuda"),
     "train.optimizer": ("adamw", "adafactor"),
     "train.optimizer_impl": ("auto", "fused", "foreach", "for_loop"),
+    "train.kernels": ("none", "liger"),
     "logger.backend": ("wandb", "mlflow", "none"),
     "logger.mode": ("online", "offline", "disabled"),
 }
@@ -216,7 +223,6 @@ RANGES: dict[str, tuple] = {
     "train.log_every": (1, None, True),
     "train.timing_warmup_steps": (0, None, True),
     "train.memory_profile_steps": (0, None, True),
-    "eval.batch_size": (1, None, True),
     "eval.limit": (1, None, True),
     "eval.num_fewshot": (0, None, True),
     "eval.max_gen_toks": (1, None, True),
@@ -315,6 +321,10 @@ def validate(cfg: DictConfig) -> None:
             f"train.adam_eps={cfg.train.adam_eps} applies to AdamW only; "
             f"with train.optimizer={cfg.train.optimizer} leave it at {TrainConfig.adam_eps}"
         )
+    if not eval_batch.valid(cfg.eval.batch_size):
+        problems.append(f"eval.batch_size={cfg.eval.batch_size!r} is not valid; give an integer >= 1 or auto")
+    if cfg.train.device == "cpu" and cfg.train.kernels != "none":
+        problems.append(f"train.kernels={cfg.train.kernels} runs Triton kernels on a CUDA device; on the CPU use none")
     if cfg.train.device == "cpu" and cfg.train.mixed_precision == "fp16":
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if problems:

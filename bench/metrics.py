@@ -194,3 +194,24 @@ def eval_throughput(rows: int, seconds: float, counter: GenerationCounter) -> di
         "new_tokens_per_s": counter.new_tokens / seconds if generated and seconds > 0 else None,
         "generate_calls": counter.calls,
     }
+
+
+def timed_evaluation(task, model, tokenizer, eval_cfg, out_dir: Path, seed: int) -> tuple[dict, float, dict]:
+    """`task.evaluate` into `out_dir`: (scores, wall seconds, throughput). The throughput holds the
+    generation counts, the batch sizes eval.batch_size=auto chose, and where the task times its
+    parts (GSM8K: generation against the teacher-forced losses, per split): measurements, moved
+    out of the scores that a rerun must reproduce."""
+    from bench import eval_batch
+    from bench.models import unwrap
+
+    t = time.perf_counter()
+    with GenerationCounter(unwrap(model)) as generated, eval_batch.recording() as sizes:
+        scores = task.evaluate(model, tokenizer, eval_cfg, out_dir, seed=seed)
+    seconds = time.perf_counter() - t
+    throughput = eval_throughput(scores["n"], seconds, generated)
+    if sizes:
+        throughput["batch_sizes"] = sizes
+    split = {"test": scores.pop("time_s", None), "heldout": (scores.get("heldout") or {}).pop("time_s", None)}
+    if any(split.values()):
+        throughput["time_split_s"] = {k: v for k, v in split.items() if v}
+    return scores, seconds, throughput

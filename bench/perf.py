@@ -65,7 +65,18 @@ def method_overrides(method: str, r: int, warmup: int, steps: int) -> list[str]:
 
 
 # The settings that change the work of one optimizer step; every row records them (`work`).
-WORK_KEYS = ("grad_accum", "batch", "seq", "targets", "checkpointing", "compile", "precision", "dtype", "optimizer")
+WORK_KEYS = (
+    "grad_accum",
+    "batch",
+    "seq",
+    "targets",
+    "checkpointing",
+    "compile",
+    "kernels",
+    "precision",
+    "dtype",
+    "optimizer",
+)
 
 
 def work_of(cfg, seq: int) -> dict:
@@ -79,6 +90,7 @@ def work_of(cfg, seq: int) -> dict:
         "targets": targets or "none (the method's own parameters)",
         "checkpointing": bool(cfg.train.gradient_checkpointing),
         "compile": bool(cfg.train.compile),
+        "kernels": cfg.train.kernels,
         "precision": cfg.train.mixed_precision,
         "dtype": cfg.model.get("dtype", "float32"),
         "optimizer": cfg.train.optimizer,
@@ -142,6 +154,7 @@ def step_overrides(args) -> list[str]:
         f"train.batch_size={args.batch}",
         f"train.grad_accum={args.grad_accum}",
         f"train.compile={str(args.compile).lower()}",
+        f"train.kernels={args.kernels}",
         f"train.gradient_checkpointing={str(args.checkpointing).lower()}",
         f"train.timing_warmup_steps={args.warmup + mem}",
         f"train.memory_profile_steps={mem}",
@@ -183,12 +196,13 @@ def measure(args) -> dict:
     """One configuration, in this process."""
     import torch
 
-    from bench import flops, models
+    from bench import flops, kernels, models
     from bench import metrics as M
     from bench.run import build
     from bench.train import NoGradient, TrainContext, make_accelerator, train
 
     cfg = _compose(args.model, base_method(args.method), step_overrides(args))
+    kernels.restore_stock()
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,6 +223,7 @@ def measure(args) -> dict:
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    kernels.apply(model, cfg.train.kernels, device.type)
     method = build(cfg.method)
     model = method.apply(model).to(device)
     work = work_of(cfg, args.seq)
@@ -513,7 +528,7 @@ def heading(rows: list[dict]) -> tuple[str, dict]:
         k: max(values, key=values.count)
         for k in WORK_KEYS
         if k != "checkpointing"
-        for values in [[str(w[k]) for w in works]]
+        for values in [[str(w[k]) for w in works if k in w]]  # rows written before a key existed lack it
         if values
     }
     differ = {
@@ -621,6 +636,9 @@ def parser() -> argparse.ArgumentParser:
         help="micro-batches per optimizer step (pinned: a model/task profile's own value is not used)",
     )
     p.add_argument("--compile", action="store_true", help="train.compile=true (torch.compile, inductor)")
+    p.add_argument(
+        "--kernels", default="none", choices=["none", "liger"], help="train.kernels (liger: fused kernels, CUDA)"
+    )
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--checkpointing", default="both", choices=["both", "true", "false"])
     p.add_argument("--device", default="auto")
@@ -685,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         "--seq",
         str(args.seq),
         *(["--compile"] if args.compile else []),
+        "--kernels",
+        args.kernels,
         "--device",
         args.device,
         "--precision",

@@ -110,10 +110,12 @@ def set_up(run: Run, method) -> None:
     """Seed, threads, the device and distributed checks, provenance and the tracker."""
     import torch
 
-    from bench import distributed, provenance
+    from bench import distributed, kernels, provenance
     from bench.tracking import make_tracker
 
     cfg, accelerator = run.cfg, run.accelerator
+    kernels.restore_stock()  # an earlier job of this process may have patched transformers' modules
+    kernels.check_device(cfg.train.kernels, accelerator.device.type)
     _seed(cfg.seed)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -210,22 +212,15 @@ def evaluate_tuned(run: Run, model, tokenizer, task) -> None:
 def timed_evaluation(run: Run, model, tokenizer, task, name: str) -> dict:
     """`task.evaluate` into <run_dir>/<name>, with its wall time and generation throughput."""
     from bench import metrics as M
-    from bench.models import unwrap
 
-    t = time.perf_counter()
-    with M.GenerationCounter(unwrap(model)) as generated:
-        scores = task.evaluate(model, tokenizer, run.cfg.eval, run.run_dir / name, seed=run.cfg.seed)
-    seconds = time.perf_counter() - t
-    throughput = M.eval_throughput(scores["n"], seconds, generated)
-    # a task's split of its time (GSM8K: generation against the teacher-forced losses, per split) is
-    # a measurement, not a score: kept beside the throughput, out of the scores a rerun must reproduce
-    split = {"test": scores.pop("time_s", None), "heldout": (scores.get("heldout") or {}).pop("time_s", None)}
-    if any(split.values()):
-        throughput["time_split_s"] = {k: v for k, v in split.items() if v}
+    scores, seconds, throughput = M.timed_evaluation(
+        task, model, tokenizer, run.cfg.eval, run.run_dir / name, seed=run.cfg.seed
+    )
     return {name: scores, f"{name}_time_s": seconds, f"{name}_throughput": throughput}
 
 
 def apply_method(run: Run, model, method):
+    from bench import kernels
     from bench import metrics as M
 
     cfg = run.cfg
@@ -240,6 +235,9 @@ def apply_method(run: Run, model, method):
         from bench import merged
 
         run.adapted_layers = merged.adapted_layer_names(model, method, cfg.model.adapter_targets)
+    applied = kernels.apply(model, cfg.train.kernels, run.accelerator.device.type)
+    if applied:
+        run.provenance["kernels"] = applied
     model = method.apply(model)
     model.to(run.accelerator.device)
     trainable, total = M.count_params(model)

@@ -23,6 +23,13 @@
 #   alllinear
 #            LoRA and cLA with adapters on all seven linear layers at batch ALL_LINEAR_BATCH,
 #            eager and compiled (the cLA <= 0.75x LoRA target)
+#   nemo / nemo-compile
+#            the row like-for-like with NeMo AutoModel's published LoRA figure: NEMO_MODEL
+#            (Llama-3.1-8B shape), rank 16 on all linear layers, sequence NEMO_SEQ, batch
+#            NEMO_BATCH, LoRA and cLA, once per NEMO_KERNELS (none, liger), eager / compiled
+#   evalspeed
+#            one base-model GSM8K pass over the full test split (bench.eval_speed) with
+#            eval.batch_size=EVAL_BATCH: random weights, so every answer runs to 256 tokens
 # Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
 # 7B GSM8K profile's grad_accum 4, conf/profile/task/7b_gsm8k.yaml, which made the first H100
 # run's rows do four).
@@ -51,6 +58,13 @@ GPU_TEST_METHODS=${GPU_TEST_METHODS:-lora,cla,c3la,prunedlora,l1ra}
 # the timed window's own length, where L1RA updates ranks on every step (the H200 run's 1.18x)
 CADENCE=${CADENCE-1000}
 EVENT_METHODS=${EVENT_METHODS:-l1ra,c3la,adalora}
+NEMO_MODEL=${NEMO_MODEL:-llama3.1-8b}
+NEMO_SEQ=${NEMO_SEQ:-4096}
+NEMO_BATCH=${NEMO_BATCH:-2}
+NEMO_RANK=${NEMO_RANK:-16}
+NEMO_KERNELS=${NEMO_KERNELS:-none liger}
+EVAL_BATCH=${EVAL_BATCH:-auto}
+EVAL_LIMIT=${EVAL_LIMIT:-}   # empty: the whole test split (1,319 questions)
 E2E_STEPS=${E2E_STEPS:-30}
 E2E_LIMIT=${E2E_LIMIT:-50}
 MODEL_ARGS=${MODEL_ARGS:-model.init=random model.tokenizer=gpt2-offline model.dtype=bfloat16}
@@ -98,6 +112,20 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
         perf false alllinear lora,cla --no-bare --batch "$ALL_LINEAR_BATCH" model.adapter_targets=all-linear
         perf false alllinear-compile lora,cla --compile --no-bare --batch "$ALL_LINEAR_BATCH" \
             model.adapter_targets=all-linear ;;
+    nemo | nemo-compile)
+        local compiled=()
+        [ "$step" = nemo-compile ] && compiled=(--compile)
+        for k in $NEMO_KERNELS; do
+            MODEL=$NEMO_MODEL SEQ=$NEMO_SEQ RANK=$NEMO_RANK perf false "$step-$k" lora,cla "${compiled[@]}" --no-bare \
+                --batch "$NEMO_BATCH" --kernels "$k" model.adapter_targets=all-linear
+        done ;;
+    evalspeed)
+        # shellcheck disable=SC2086
+        # (train_source: nothing trains, but the task checks that its training data is reachable)
+        "$PYTHON" -m bench.eval_speed --model "$MODEL" --task gsm8k --device "$DEVICE" --out "$OUT/evalspeed.md" \
+            $MODEL_ARGS task.train_source=asdiv eval.batch_size="$EVAL_BATCH" ${EVAL_LIMIT:+eval.limit=$EVAL_LIMIT} \
+            2>&1 | tee -a "$OUT/log.txt"
+        return "${PIPESTATUS[0]}" ;;
     gputest)
         local ids=()
         for m in ${GPU_TEST_METHODS//,/ }; do
@@ -120,7 +148,7 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
             train=gpu train.device="$DEVICE" train.mixed_precision="$PRECISION" train.max_steps="$E2E_STEPS" \
             eval.limit="$E2E_LIMIT" eval.batch_size=16 logger=none run.root="$RUNS" 2>&1 | tee -a "$OUT/log.txt"
         find "$RUNS" -name result.json -exec cp {} "$OUT/e2e-result.json" \; ;;
-    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile mfu-compile alllinear events profile gputest e2e" >&2; return 2 ;;
+    *) echo "unknown step '$step'; steps: setup perf-nockpt perf-ckpt mfu compile mfu-compile alllinear nemo nemo-compile events profile evalspeed gputest e2e" >&2; return 2 ;;
     esac
 }
 

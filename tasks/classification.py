@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional, Sequence
 
-from bench import items
+from bench import eval_batch, items
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, runtime
 from bench.provenance import canonical_json, rows_sha256
@@ -364,13 +364,21 @@ def predict(model, tokenizer, task: ClassificationTask, examples: list[dict], ba
     outputs: list = [None] * len(examples)
     was_training = model.training
     model.eval()
+
+    def forward(chosen: list[int]):
+        batch = task.collate([examples[i] for i in chosen], tokenizer)
+        batch.pop("labels")
+        return model(**{k: v.to(device) for k, v in batch.items()}).logits
+
     try:
         with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                chosen = order[start : start + batch_size]
-                batch = task.collate([examples[i] for i in chosen], tokenizer)
-                batch.pop("labels")
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            # shortest first: the longest batch is the last
+            size = eval_batch.resolve(
+                batch_size, lambda n: forward(order[-n:]), len(order), "classification", device.type
+            )
+            for start in range(0, len(order), size):
+                chosen = order[start : start + size]
+                logits = forward(chosen)
                 for i, row in zip(chosen, logits.float().cpu().tolist()):
                     outputs[i] = row
     finally:

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from bench import items
+from bench import eval_batch, items
 from bench.assets import checked_package_file, hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
@@ -305,15 +305,21 @@ class GSM8K(Task):
         # padding than the split's order (ASDiv: 41 % fewer positions in batches of 50), and an
         # out-of-memory shows in the first batch; each result goes back to its problem's place
         order = sorted(range(len(examples)), key=lambda k: -len(examples[k]["input_ids"]))
+
+        def forward(places: list[int]):
+            chunk = [examples[k] for k in places]
+            batch = self.collate([{k: e[k] for k in ("input_ids", "labels")} for e in chunk], tokenizer)
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            return chunk, batch, hf(input_ids=ids, attention_mask=mask).logits
+
         try:
             with torch.no_grad():
-                for i in range(0, len(examples), batch_size):
-                    places = order[i : i + batch_size]
-                    chunk = [examples[k] for k in places]
-                    batch = self.collate([{k: e[k] for k in ("input_ids", "labels")} for e in chunk], tokenizer)
-                    logits = hf(
-                        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                    ).logits
+                size = eval_batch.resolve(
+                    batch_size, lambda n: forward(order[:n]), len(order), "answer_nll", device.type
+                )
+                for i in range(0, len(examples), size):
+                    places = order[i : i + size]
+                    chunk, batch, logits = forward(places)
                     # position t-1 predicts token t: targets are the labels shifted by one
                     targets = batch["labels"][:, 1:]
                     row, pos = (targets != -100).nonzero(as_tuple=True)

@@ -14,7 +14,22 @@ from pathlib import Path
 
 import yaml
 
+from bench import eval_batch
+
 log = logging.getLogger(__name__)
+
+
+def record_detected_sizes(lm) -> None:
+    """lm-eval detects the batch size inside each request type's loop and keeps only some of the
+    sizes it chose; this instance records every one (bench/eval_batch.py)."""
+    detect = lm._detect_batch_size
+
+    def detect_and_record(*args, **kwargs):
+        size = detect(*args, **kwargs)
+        eval_batch.record("lm_eval", size)
+        return size
+
+    lm._detect_batch_size = detect_and_record
 
 
 def _recordable(task_yaml: dict) -> dict:
@@ -58,7 +73,10 @@ def run(
     was_training = hf_model.training
     hf_model.eval()
     device = next(hf_model.parameters()).device
-    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=eval_cfg.batch_size, device=str(device))
+    batch_size = eval_batch.for_lm_eval(eval_cfg.batch_size, device.type)
+    lm = HFLM(pretrained=hf_model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    if batch_size == eval_batch.AUTO:
+        record_detected_sizes(lm)
     logging.getLogger("lm-eval").setLevel(logging.WARNING)
     try:
         res = lm_eval.simple_evaluate(

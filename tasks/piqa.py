@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from bench import items
+from bench import eval_batch, items
 from bench.assets import checked_package_file, package_file
 from bench.config import ConfigError
 from bench.protocols import Task, bounded, choice
@@ -169,18 +169,25 @@ def logliks(model, tokenizer, requests: Sequence[tuple[str, str]], batch_size: i
     was_training, device = hf.training, next(hf.parameters()).device
     hf.eval()
     out: list = [None] * len(encoded)
+
+    def forward(chosen: list[int]):
+        width = max(len(encoded[i][0]) for i in chosen)
+        ids = torch.full((len(chosen), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chosen), width), dtype=torch.long)
+        for j, i in enumerate(chosen):
+            n = len(encoded[i][0])
+            ids[j, :n] = torch.tensor(encoded[i][0])
+            mask[j, :n] = 1
+        return hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+
     try:
         with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                chosen = order[start : start + batch_size]
-                width = max(len(encoded[i][0]) for i in chosen)
-                ids = torch.full((len(chosen), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chosen), width), dtype=torch.long)
-                for j, i in enumerate(chosen):
-                    n = len(encoded[i][0])
-                    ids[j, :n] = torch.tensor(encoded[i][0])
-                    mask[j, :n] = 1
-                logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            size = eval_batch.resolve(
+                batch_size, lambda n: forward(order[:n]), len(order), "choice_loglik", device.type
+            )
+            for start in range(0, len(order), size):
+                chosen = order[start : start + size]
+                logits = forward(chosen)
                 for j, i in enumerate(chosen):
                     inputs, continuation, truncated = encoded[i]
                     n, k = len(inputs), len(continuation)

@@ -15,12 +15,14 @@ from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import REPO
 
 
-def device_pins() -> dict[str, str]:
+def device_pins(gpu_only: bool = False) -> dict[str, str]:
+    """The pins of requirements/device.txt; those marked gpu-only (never installed on the CPU), or
+    all the others."""
     pins = {}
     for line in (REPO / "requirements" / "device.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, version = line.split("==")
+        text, _, comment = line.partition("#")
+        if text.strip() and comment.strip().startswith("gpu-only") == gpu_only:
+            name, version = text.strip().split("==")
             pins[name] = version
     return pins
 
@@ -30,6 +32,10 @@ def test_device_wheels_are_the_versions_the_tests_run_on():
     assert {"transformers", "peft", "accelerate", "hydra-core", "lm-eval", "datasets"} <= set(pins)
     for name, version in pins.items():
         assert importlib.metadata.version(name) == version, name
+    gpu_only = device_pins(gpu_only=True)
+    assert gpu_only == {"liger-kernel": "0.8.5"}
+    assert 'gpu = ["liger-kernel==0.8.5"]' in (REPO / "pyproject.toml").read_text()  # the gpu extra agrees
+    pins = {**pins, **gpu_only}
     pyproject = (REPO / "pyproject.toml").read_text() + (REPO / "requirements" / "assets.txt").read_text()
     for name, version in pins.items():  # where the project pins a package, the device list agrees
         found = re.search(rf'^\s*"?{re.escape(name)}==([^"\s]+)', pyproject, re.MULTILINE | re.IGNORECASE)
@@ -45,7 +51,7 @@ def test_the_perf_command_of_the_script_takes_every_method_it_names():
         assert (REPO / "conf" / "method" / f"{name}.yaml").is_file()
 
 
-@pytest.mark.slow  # nine short benchmark processes and one bench.run: about a minute
+@pytest.mark.slow  # thirteen short benchmark processes, one evaluation and one bench.run: about two minutes
 def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
     import sys
 
@@ -67,12 +73,18 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
         "METHODS": "lora,full",
         "MFU_BATCHES": "1",
         "MFU_CKPT": "false",
+        "NEMO_MODEL": "tiny-llama",
+        "NEMO_SEQ": "16",
+        "NEMO_RANK": "4",
+        "NEMO_KERNELS": "none",  # liger needs CUDA: refused on the CPU (tests/bench/test_kernels.py)
+        "EVAL_BATCH": "4",  # auto needs CUDA too
+        "EVAL_LIMIT": "3",
         "E2E_STEPS": "2",
         "E2E_LIMIT": "2",
         "MODEL_ARGS": "model.dtype=bfloat16",
     }  # the GPU's dtype path, under CPU autocast
     out = subprocess.run(
-        ["bash", "scripts/gpu_session.sh", "setup", "perf-nockpt", "mfu", "e2e"],
+        ["bash", "scripts/gpu_session.sh", "setup", "perf-nockpt", "mfu", "nemo", "evalspeed", "e2e"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -81,7 +93,17 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert files == {"versions.txt", "perf-nockpt.md", "mfu.md", "e2e-result.json", "log.txt"}
+    assert files == {
+        "versions.txt",
+        *("perf-nockpt.md", "mfu.md", "nemo-none.md", "evalspeed.md", "evalspeed.json", "e2e-result.json"),
+        "log.txt",
+    }
+    nemo = (tmp_path / "out" / "nemo-none.md").read_text()
+    assert "| lora | False |" in nemo and "| cla | False |" in nemo and "kernels none" in nemo
+    assert "targets all-linear" in nemo and "seq 16" in nemo and "rank 4" in nemo
+    speed = json.loads((tmp_path / "out" / "evalspeed.json").read_text())
+    assert speed["questions"] == 3 and speed["task"] == "gsm8k" and speed["invalid"] == []
+    assert 0 < speed["new_tokens"] <= 3 * 256 and speed["eval_batch_size"] == 4
     perf = (tmp_path / "out" / "perf-nockpt.md").read_text()
     assert "| full targets=none (the method's own parameters) optimizer=adafactor | False |" in perf
     assert "Harness overhead" in perf and "error" not in perf and "invalid" not in perf

@@ -14,7 +14,8 @@ MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "hu
 # The nine per-pair files these profiles replaced (conf/model_task/, four distinct contents),
 # transcribed: each pair must still compose to exactly these values, except where a measurement
 # changed one on purpose (7B: gradient checkpointing off since the H200 run of issue #16,
-# docs/performance.md "When to checkpoint").
+# docs/performance.md "When to checkpoint"; the GPU profiles' eval batch: auto, the largest that
+# fits, since issue #29).
 SEVEN_B = {
     "train": {
         "device": "cuda",
@@ -25,7 +26,7 @@ SEVEN_B = {
         "max_length": 768,
         "max_steps": 1000,
     },
-    "eval": {"batch_size": 32},
+    "eval": {"batch_size": "auto"},
 }
 ONE_B = {
     "train": {
@@ -36,7 +37,7 @@ ONE_B = {
         "max_length": 768,
         "max_steps": 1000,
     },
-    "eval": {"batch_size": 64},
+    "eval": {"batch_size": "auto"},
 }
 TEST_SIZED = {
     "train": {"max_steps": 4, "batch_size": 4, "max_length": 128},

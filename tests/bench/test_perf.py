@@ -234,6 +234,7 @@ def test_the_heading_names_the_work_and_rows_that_differ():
         "targets": "q_proj,v_proj",
         "checkpointing": False,
         "compile": False,
+        "kernels": "none",
         "precision": "bf16",
         "dtype": "bfloat16",
         "optimizer": "adamw",
@@ -245,7 +246,7 @@ def test_the_heading_names_the_work_and_rows_that_differ():
     ]
     text, differ = perf.heading(rows)
     assert text == (
-        "grad_accum 1, batch 1, seq 2048, targets q_proj,v_proj, compile False, precision bf16, "
+        "grad_accum 1, batch 1, seq 2048, targets q_proj,v_proj, compile False, kernels none, precision bf16, "
         "dtype bfloat16, optimizer adamw"
     )
     assert differ == {0: {}, 1: {}, 2: {"targets": "none", "optimizer": "adafactor"}}
