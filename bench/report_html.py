@@ -2,15 +2,17 @@
 
 Charts are plotly figures (plotly.py builds them; plotly.js, about 4.8 MB, is inlined once, so the
 page works offline, on an air-gapped cluster too; docs/sweeps.md says why plotly). Tables are HTML
-with a few lines of script to sort (click a heading) and filter (the box above a table); no chart
-is drawn by hand. Sections:
+with a few lines of script to sort (click a heading) and filter (the box above a table: any cell;
+a box under each heading: that column; `report.html#method=lora&task=sst2` opens with those
+column filters set); no chart is drawn by hand. Sections:
 
 - verdicts (a study): a forest plot per paper, one row per claim, the gain Δ with its 95 % (thin)
   and 90 % (thick) intervals, the declared margin as a dashed line at −margin, the verdict beside;
   hovering names the arms, n items, k seeds and the minimum detectable difference;
 - the main table (mean and interval per configuration), Pareto fronts of the primary metric against
   trainable parameters, train time and peak memory (the front highlighted, error bars, a tooltip
-  naming the configuration and its run directories), the analysis' forgetting where measured;
+  naming the configuration and its run directories), the analysis' spectra, its forgetting where
+  measured, and its loss landscapes (trajectory plane with the path, random plane, line) where run;
 - failures with their errors; provenance (commits, packages, machine) in a collapsed section.
 """
 
@@ -42,10 +44,25 @@ function sortTable(th) {
        .forEach(r => body.appendChild(r));
 }
 function filterTable(input) {
-  const q = input.value.toLowerCase(), table = document.getElementById(input.dataset.table);
+  const id = input.dataset.table, table = document.getElementById(id);
+  const q = document.querySelector(`input.filter[data-table="${id}"]`).value.toLowerCase();
+  const cols = Array.from(table.querySelectorAll('input.colfilter'))
+                    .map(c => [+c.dataset.col, c.value.toLowerCase()]).filter(c => c[1]);
   Array.from(table.tBodies[0].rows).forEach(r => {
-    r.style.display = r.textContent.toLowerCase().includes(q) ? '' : 'none'; });
+    const shown = r.textContent.toLowerCase().includes(q) &&
+                  cols.every(([i, v]) => r.children[i].textContent.toLowerCase().includes(v));
+    r.style.display = shown ? '' : 'none'; });
 }
+// report.html#method=lora&task=sst2 opens with those column filters set (a link to a filtered view)
+window.addEventListener('DOMContentLoaded', () => {
+  new URLSearchParams(location.hash.slice(1)).forEach((value, column) => {
+    document.querySelectorAll('table.data').forEach(table => {
+      const heads = Array.from(table.tHead.rows[0].children).map(th => th.textContent);
+      const box = table.querySelector(`input.colfilter[data-col="${heads.indexOf(column)}"]`);
+      if (box) { box.value = value; filterTable(box); }
+    });
+  });
+});
 """
 
 STYLE = """
@@ -54,6 +71,7 @@ table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; }
 th { background: #f3f3f3; cursor: pointer; }
 input.filter { margin: 0.3em 0; padding: 3px; width: 20em; }
+input.colfilter { width: 100%; min-width: 4em; box-sizing: border-box; font-size: 12px; }
 .verdict { font-weight: bold; }
 details { margin: 1em 0; } pre { white-space: pre-wrap; font-size: 12px; }
 """
@@ -70,6 +88,11 @@ def _fmt(value, digits: int = 4) -> str:
 def table_html(frame: pd.DataFrame, table_id: str) -> str:
     """A sortable, filterable HTML table of `frame` (numbers sort as numbers: data-v)."""
     head = "".join(f"<th onclick='sortTable(this)'>{html.escape(str(c))}</th>" for c in frame.columns)
+    boxes = "".join(
+        f"<th><input class='colfilter' data-table='{table_id}' data-col='{i}' placeholder='…' "
+        f"aria-label='filter {html.escape(str(c))}' oninput='filterTable(this)'></th>"
+        for i, c in enumerate(frame.columns)
+    )
     rows = []
     for _, r in frame.iterrows():
         cells = []
@@ -81,7 +104,8 @@ def table_html(frame: pd.DataFrame, table_id: str) -> str:
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f"<input class='filter' placeholder='filter rows…' data-table='{table_id}' oninput='filterTable(this)'>"
-        f"<div style='overflow-x:auto'><table id='{table_id}' class='data'><thead><tr>{head}</tr></thead>"
+        f"<div style='overflow-x:auto'><table id='{table_id}' class='data'><thead><tr>{head}</tr>"
+        f"<tr>{boxes}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -308,6 +332,74 @@ def analysis_figures(rows: pd.DataFrame) -> list:
     return figs
 
 
+def _surface(plane: dict, title: str, axes: tuple[str, str], marks: list[tuple]):
+    """A loss surface as a filled contour, with marks: (name, xs, ys, mode, marker or line style)."""
+    import plotly.graph_objects as go
+
+    bar = {"title": {"text": "held-out loss", "side": "right"}}
+    fig = go.Figure(go.Contour(x=plane["x"], y=plane["y"], z=plane["loss"], colorscale="Viridis", colorbar=bar))
+    for name, xs, ys, mode, style in marks:
+        fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode=mode, name=name, **style))
+    fig.update_layout(
+        title=title,
+        xaxis_title=axes[0],
+        yaxis_title=axes[1],
+        height=480,
+        legend={"orientation": "h", "y": -0.25},  # below: beside, it covers the colour bar
+    )
+    return fig
+
+
+def landscape_figures(rows: pd.DataFrame) -> list:
+    """Per run with a landscape (analysis=full; the first MAX_LANDSCAPES, as landscape.png): the
+    trajectory plane with the training path, the random plane around w*, the line through w_0 and w*."""
+    import plotly.graph_objects as go
+
+    from bench import report_analysis as RA
+
+    if rows is None or rows.empty or "_landscape" not in rows:
+        return []
+    star = {"marker": {"symbol": "star", "size": 14, "color": "red"}}
+    figs = []
+    for _, r in rows[rows["_landscape"].notna()].head(RA.MAX_LANDSCAPES).iterrows():
+        land, name = r["_landscape"], f"{r['model']} / {r['task']} / {RA._label(r)} / seed {r['seed']}"
+        t, sharp, line = land["trajectory"], land["sharpness"], land["line"]
+        xs, ys = zip(*t["path"])
+        path = [
+            ("training path", xs, ys, "lines+markers", {"line": {"color": "white"}}),
+            ("start (w_0)", xs[:1], ys[:1], "markers", {"marker": {"symbol": "square", "size": 10, "color": "white"}}),
+            ("end (w*)", xs[-1:], ys[-1:], "markers", star),
+        ]
+        share = 100 * t["plane_energy_share"]
+        figs.append(
+            _surface(
+                t,
+                f"{name}: trajectory plane ({share:.0f} % of the path's energy)",
+                ("PC 1 of the path's offsets", "PC 2"),
+                path,
+            )
+        )
+        figs.append(
+            _surface(
+                land["random"],
+                f"{name}: random plane around w* (sharpness at r={sharp['radius']:g}: {sharp['mean_increase']:+.3g})",
+                ("random direction 1 (filter-normalised)", "random direction 2"),
+                [("w*", [0], [0], "markers", star)],
+            )
+        )
+        fig = go.Figure(go.Scatter(x=line["alpha"], y=line["loss"], mode="lines+markers", name="held-out loss"))
+        for alpha, label in ((0.0, "w_0"), (1.0, "w*")):
+            fig.add_vline(x=alpha, line_dash="dash", line_color="grey", annotation_text=label)
+        fig.update_layout(
+            title=f"{name}: the line through the start and the end",
+            xaxis_title="alpha in w_0 + alpha (w* − w_0)",
+            yaxis_title="held-out loss",
+            height=360,
+        )
+        figs.append(fig)
+    return figs
+
+
 def page(title: str, blocks: list[tuple[str, list]]) -> str:
     """blocks: (heading, [html strings or plotly figures]) in order; plotly.js inlined once."""
     from plotly.offline import get_plotlyjs
@@ -387,7 +479,7 @@ def report_page(
         blocks.append(
             (
                 "What fine-tuning did to the model (analysis stage)",
-                [table_html(analysis, "analysis"), *analysis_figures(analysis_rows)],
+                [table_html(analysis, "analysis"), *analysis_figures(analysis_rows), *landscape_figures(analysis_rows)],
             )
         )
     blocks += [("Failures", [failures_html(runs)]), ("", [provenance_html(runs)])]

@@ -13,13 +13,13 @@ import pytest
 
 from bench import report
 from tests.bench.test_study import reported_study
-from tests.helpers.runs import outcomes, write_run
+from tests.helpers.runs import outcomes, with_analysis, write_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 
 
-def render(page: Path, screenshot: Path | None = None) -> tuple[str, str]:
+def render(page: Path, screenshot: Path | None = None, fragment: str = "") -> tuple[str, str]:
     """(the DOM after the scripts ran, Chromium's log): offline, every host unresolvable."""
     args = [
         CHROMIUM,
@@ -34,7 +34,8 @@ def render(page: Path, screenshot: Path | None = None) -> tuple[str, str]:
         "--v=0",
         "--virtual-time-budget=8000",
     ]
-    dom = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    url = page.as_uri() + (f"#{fragment}" if fragment else "")
+    dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     if screenshot is not None:
         subprocess.run([*args, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120)
@@ -57,11 +58,37 @@ def test_the_report_page_renders_offline_with_one_row_per_configuration(tmp_path
     assert 4_000_000 < size < 6_000_000  # plotly.js inlined: docs/sweeps.md states the size
     dom, log = render(page)
     assert console_errors(log) == []
-    body = dom.split('<table id="main"', 1)[1].split("</table>", 1)[0]
-    assert body.count("<tr>") - 1 == len(out["main_table"]) == 3  # header row + one per configuration
+    body = dom.split('<table id="main"', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert body.count("<tr") == len(out["main_table"]) == 3  # one row per configuration
     assert dom.count('class="main-svg"') >= 3  # the Pareto figures were drawn by plotly
     # no element loads anything from elsewhere (plotly.js itself mentions URLs it never fetches here)
     assert not re.findall(r'<(?:script|img|link|iframe|source)\b[^>]*\b(?:src|href)="(?:https?:)?//', dom)
+
+
+def visible_rows(dom: str, table_id: str) -> list[str]:
+    body = dom.split(f'<table id="{table_id}"', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    return [row for row in re.findall(r"<tr[^>]*>.*?</tr>", body, flags=re.S) if "display: none" not in row]
+
+
+def test_a_column_filter_from_the_link_shows_only_its_rows_and_landscapes_are_drawn(tmp_path):
+    root = tmp_path / "runs"
+    with_analysis(root, "lora", 0, 0.02, 1, 2.0, [4.0, 2.0, 1.0])
+    with_analysis(root, "full", 0, 0.10, 6, 8.0, [1.0, 0.9, 0.8])  # carries a landscape
+    write_run(root, {"model": "tiny-llama", "method": "dora"}, 0, outcomes(0, 0.5))
+    report.write([root], tmp_path / "report")
+    page = tmp_path / "report" / "report.html"
+    dom, log = render(page)
+    assert console_errors(log) == []
+    assert len(visible_rows(dom, "main")) == 3
+    assert dom.count('class="colfilter"') >= 3  # a box under every heading
+    assert "trajectory plane" in dom and "random plane around w*" in dom and "the line through the start" in dom
+    assert dom.count('class="contour"') >= 2  # the two surfaces, drawn by plotly
+    dom, log = render(page, fragment="method=dora")
+    assert console_errors(log) == []
+    shown = visible_rows(dom, "main")
+    assert len(shown) == 1 and ">dora<" in shown[0]
+    dom, _ = render(page, fragment="method=lora&model=no-such-model")  # filters combine
+    assert visible_rows(dom, "main") == []
 
 
 def _tick_map(svg: str) -> tuple[float, float]:

@@ -79,3 +79,45 @@ def outcomes(seed: int, p: float, shift: int = 0) -> np.ndarray:
     difficulty = np.random.default_rng(0).random(N_ITEMS)
     flips = np.random.default_rng(100 + seed + shift).random(N_ITEMS) < 0.03
     return ((difficulty < p) ^ flips).astype(int)
+
+
+def _layer(values):
+    return {"top_singular_values": values, "numerical_rank": len(values)}
+
+
+def with_analysis(root, method, seed, forgetting, intruders, stable_rank, sv):
+    """A run of `method` whose result.json carries an analysis section (a landscape for full)."""
+    r = write_run(root, {"model": "tiny-llama", "method": method}, seed, outcomes(seed, 0.5))
+    r["analysis"] = {
+        "settings": {},
+        "not_applicable": {},
+        "time_s": {"layers_s": 0.1},
+        "layers": {
+            "route": "probe",
+            "n_layers": 2,
+            "layers": {"model.layers.0.self_attn.q_proj": _layer(sv), "model.layers.0.self_attn.v_proj": _layer(sv)},
+            "intruders_total": intruders,
+            "mean": {"stable_rank": stable_rank, "effective_rank": 2.0, "relative_norm": 0.01},
+        },
+        "forgetting": {
+            "nll_base": 3.0,
+            "nll_tuned": 3.0 + forgetting,
+            "forgetting": forgetting,
+            "tokens": 10,
+            "items": {},
+            "data": {},
+        },
+        "gap": {"train": {}, "unseen": {}, "loss_gap": 0.1, "accuracy_gap": None},
+    }
+    if method == "full":
+        grid = [[1.0, 2.0], [3.0, 4.0]]
+        r["analysis"]["landscape"] = {
+            "loss_at_final": 1.0,
+            "trajectory": {"x": [0, 1], "y": [0, 1], "loss": grid, "path": [[1, 1], [0, 0]], "plane_energy_share": 1.0},
+            "line": {"alpha": [-0.5, 0.0, 1.0, 1.5], "loss": [3.0, 2.0, 1.0, 1.2]},
+            "random": {"x": [-1, 1], "y": [-1, 1], "loss": grid},
+            "sharpness": {"radius": 0.1, "samples": 2, "mean_increase": 0.5},
+            "points": 11,
+            "snapshot_steps": [0, 2],
+        }
+    results.write_result(root / r["run_id"], r)
