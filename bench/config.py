@@ -18,6 +18,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench import eval_batch
+from bench.errors import ConfigError
+from bench.targets import DEFAULT_TARGETS, PRESETS
 
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
 # so that e.g. switching W&B off does not rerun a finished job. `analysis` measures the tuned model
@@ -59,7 +61,7 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: Optional[str] = None
     # a list of linear layer names, or a preset resolved from the model: all-linear | attention | mlp | auto
-    adapter_targets: Any = field(default_factory=lambda: ["q_proj", "v_proj"])
+    adapter_targets: Any = field(default_factory=lambda: list(DEFAULT_TARGETS))
     arch: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -254,15 +256,6 @@ RANGES: dict[str, tuple] = {
 }
 
 
-# model.adapter_targets presets (resolved in methods.peft_common.preset_linears; auto: PEFT's default
-# LoRA targets for the model type)
-TARGET_PRESETS = ("all-linear", "attention", "mlp", "auto")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the value and what is valid."""
-
-
 def validate(cfg: DictConfig) -> None:
     """Check choices and ranges before any expensive work; raise ConfigError listing every problem."""
     problems = []
@@ -308,14 +301,12 @@ def validate(cfg: DictConfig) -> None:
         )
     targets = m.get("adapter_targets")
     valid = (
-        targets in TARGET_PRESETS
-        if isinstance(targets, str)
-        else bool(targets) and all(isinstance(t, str) for t in targets)
+        targets in PRESETS if isinstance(targets, str) else bool(targets) and all(isinstance(t, str) for t in targets)
     )
     if not valid:
         problems.append(
             f"model.adapter_targets={targets!r} is not valid; give a list of linear layer names "
-            f"(e.g. [q_proj, v_proj]) or a preset: {', '.join(TARGET_PRESETS)}"
+            f"(e.g. [q_proj, v_proj]) or a preset: {', '.join(PRESETS)}"
         )
     if cfg.train.optimizer != "adamw" and cfg.train.optimizer_impl != "auto":
         problems.append(
@@ -335,6 +326,19 @@ def validate(cfg: DictConfig) -> None:
         problems.append("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def build(node):
+    """Instantiate a method or task from its config node; its own ConfigError surfaces unwrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
 
 
 def resolved(cfg: DictConfig) -> dict:

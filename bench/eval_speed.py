@@ -27,8 +27,7 @@ def measure(model: str, task: str, device: str, overrides: list[str]) -> dict:
 
     from bench import metrics as M
     from bench import models
-    from bench.config import register_configs, validate
-    from bench.run import build
+    from bench.config import build, register_configs, validate
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -40,8 +39,7 @@ def measure(model: str, task: str, device: str, overrides: list[str]) -> dict:
     task_obj = build(cfg.task)
     task_obj.check(cfg)
     on = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-    build_on = str(on) if cfg.model.init == "random" else "cpu"
-    net, tokenizer, info = models.load(cfg.model, device=build_on, head=task_obj.model_head())
+    net, tokenizer, info = models.load(cfg.model, device=models.build_device(cfg.model, on), head=task_obj.model_head())
     net.to(on).eval()
     with tempfile.TemporaryDirectory() as out_dir:
         scores, seconds, throughput = M.timed_evaluation(task_obj, net, tokenizer, cfg.eval, Path(out_dir), cfg.seed)

@@ -406,6 +406,12 @@ def _head_config(head: dict | None) -> dict:
     return {k: head[k] for k in ("num_labels", "problem_type") if head.get(k) is not None}
 
 
+def build_device(mcfg, device) -> str:
+    """Where a model is built: random weights on the device itself (no host copy of a 7B model);
+    pretrained weights on the CPU, then moved."""
+    return str(device) if mcfg.init == "random" else "cpu"
+
+
 def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict | None = None, fit_vocab: bool = True):
     """Build the model and tokenizer for `mcfg` (cfg.model). Returns (model, tokenizer, provenance).
 
@@ -494,7 +500,7 @@ def load(mcfg, device: str = "cpu", model_kwargs: dict | None = None, head: dict
     info["total_params"] = sum(p.numel() for p in model.parameters())
     targets = mcfg.get("adapter_targets")
     if targets == "auto" or (not isinstance(targets, str) and "auto" in list(targets or [])):
-        from methods.peft_common import auto_targets
+        from bench.targets import auto_targets
 
         chosen, rule = auto_targets(model)
         info["adapter_targets_auto"] = {"targets": chosen, "rule": rule}

@@ -198,31 +198,24 @@ def measure(args) -> dict:
 
     from bench import flops, kernels, models
     from bench import metrics as M
-    from bench.run import build
-    from bench.train import NoGradient, TrainContext, make_accelerator, train
+    from bench.config import build
+    from bench.train import NoGradient, TrainContext, enable_checkpointing, fresh_accelerator, train
 
     cfg = _compose(args.model, base_method(args.method), step_overrides(args))
     kernels.restore_stock()
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from accelerate.state import AcceleratorState
-
-    # accelerate keeps one global state per process: a compile backend set before (a test, an
-    # earlier row in this process) would otherwise stay, and dynamo could reuse graphs traced for
-    # another model without this one's hooks
-    AcceleratorState._reset_state(reset_partial_state=True)
+    # dynamo could otherwise reuse graphs traced for another model (an earlier row, a test) without
+    # this one's hooks
     torch._dynamo.reset()
-    accelerator = make_accelerator(cfg.train)  # train.device is args.device (an override above)
+    accelerator = fresh_accelerator(cfg.train)  # train.device is args.device (an override above)
     device = accelerator.device
     # synthetic token ids: a random-weight architecture keeps its own vocabulary (its true shape)
-    model, tokenizer, _ = models.load(
-        cfg.model, device=str(device) if cfg.model.init == "random" else "cpu", fit_vocab=False
-    )
+    model, tokenizer, _ = models.load(cfg.model, device=models.build_device(cfg.model, device), fit_vocab=False)
     model.to(device)
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_checkpointing(model)
     kernels.apply(model, cfg.train.kernels, device.type)
     method = build(cfg.method)
     model = method.apply(model).to(device)
@@ -242,19 +235,8 @@ def measure(args) -> dict:
         times, processed = _bare_loop(model, method, examples, cfg, device)
         step = {"step_time_p50_s": statistics.median(times[args.warmup :])}
     else:
-        changes = []
-        after_step = method.after_step
         profiler = _step_profiler(args, device) if args.profile else None
-
-        def recording(model, step, optimizer):  # a change event: the method reshaped or replaced tensors
-            change = after_step(model, step, optimizer)
-            if change:
-                changes.append(step)
-            if profiler is not None:
-                profiler.step()
-            return change
-
-        method.after_step = recording
+        events = ChangeEvents(profiler)
         # no run directory: the context's defaults keep the rows in memory and write no checkpoint
         ctx = TrainContext(
             model,
@@ -266,6 +248,7 @@ def measure(args) -> dict:
             accelerator,
             schedule_steps=schedule_length(args),
             memory_lead_in=args.warmup,  # the last warm-up step leads in to the memory steps
+            observers=[events],
         )
         try:
             with profiler or nullcontext():
@@ -283,7 +266,7 @@ def measure(args) -> dict:
         model, processed, tensor_peak = out.model, out.train_tokens, out.peak_tensor_bytes
         step = {"step_time_p50_s": out.step_time_p50_s, "step_time_p90_s": out.step_time_p90_s}
         times = {r["step"]: r["step_time_s"] for r in ctx.metrics_log.rows}
-        step.update(split_events(times, changes, args.warmup + mem_steps))
+        step.update(split_events(times, events.steps, args.warmup + mem_steps))
     # counted on the model as it was timed (PrunedLoRA after compaction)
     trainable, total = M.count_params(model)
     step_flops = flops.training_flops(model, tokens=micro_tokens, seq_len=args.seq)["total"]
@@ -322,6 +305,25 @@ def measure(args) -> dict:
     if reasons:
         row["invalid"] = reasons
     return row
+
+
+class ChangeEvents:
+    """The steps whose method event reshaped or replaced trainable tensors (timed apart from the
+    steady steps: split_events); steps the profiler, if any, once per optimizer step."""
+
+    def __init__(self, profiler=None):
+        self.steps: list[int] = []
+        self.profiler = profiler
+
+    def start(self, step: int, model) -> None:
+        pass
+
+    def on_change(self, step: int) -> None:
+        self.steps.append(step)
+
+    def after_step(self, step: int, model) -> None:
+        if self.profiler is not None:
+            self.profiler.step()
 
 
 def _step_profiler(args, device):

@@ -17,11 +17,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bench import results
-from bench.config import ConfigError, register_configs, resolved, run_hash, validate
+from bench.config import ConfigError, build, register_configs, resolved, run_hash, validate
 from bench.lifecycle import Run
 from bench.secrets import RedactingFilter, redact
 
@@ -43,18 +42,6 @@ def prepare(cfg: DictConfig):
     config = resolved(cfg)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
     return method, task, config, run_hash(config, world)
-
-
-def build(node):
-    """Instantiate a method or task; its own ConfigError surfaces unwrapped."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
 
 
 def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
@@ -91,13 +78,9 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
 
 
 def fresh_accelerator(tcfg):
-    from accelerate.state import AcceleratorState
-
     from bench import train
 
-    # accelerate keeps one global state per process; a sweep runs many jobs in one process
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return train.make_accelerator(tcfg)
+    return train.fresh_accelerator(tcfg)
 
 
 def _seed(seed: int) -> None:
@@ -138,8 +121,9 @@ def load_model(run: Run, task):
     from bench import models
 
     device = run.accelerator.device
-    build_on = str(device) if run.cfg.model.init == "random" else "cpu"
-    model, tokenizer, run.provenance["model"] = models.load(run.cfg.model, device=build_on, head=task.model_head())
+    model, tokenizer, run.provenance["model"] = models.load(
+        run.cfg.model, device=models.build_device(run.cfg.model, device), head=task.model_head()
+    )
     model.to(device)
     return model, tokenizer
 
@@ -220,7 +204,7 @@ def timed_evaluation(run: Run, model, tokenizer, task, name: str) -> dict:
 
 
 def apply_method(run: Run, model, method):
-    from bench import kernels
+    from bench import kernels, train
     from bench import metrics as M
 
     cfg = run.cfg
@@ -228,8 +212,7 @@ def apply_method(run: Run, model, method):
     # base model was evaluated first.
     _seed(cfg.seed)
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        train.enable_checkpointing(model)
     run.metrics["expected_trainable_params"] = method.expected_trainable_params(model)
     if cfg.export.merged and cfg.run.save_model:
         from bench import merged

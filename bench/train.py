@@ -60,6 +60,36 @@ def make_accelerator(tcfg):
     )
 
 
+def fresh_accelerator(tcfg):
+    """An accelerator for one job. accelerate keeps one global state per process, and a sweep (or
+    bench.perf) runs many jobs in one: a compile backend or mixed-precision setting of an earlier job
+    would otherwise stay."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return make_accelerator(tcfg)
+
+
+def enable_checkpointing(model) -> None:
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # a KV cache is of no use in training and conflicts with recomputation
+
+
+class Observer:
+    """A read-only watcher of the training loop (TrainContext.observers): the landscape's
+    snapshots, bench.perf's change-event log. Every hook runs outside the step's clock."""
+
+    def start(self, step: int, model) -> None:
+        """Before the first step this call trains (`step` steps are done)."""
+
+    def after_step(self, step: int, model) -> None:
+        """After optimizer step `step`."""
+
+    def on_change(self, step: int) -> None:
+        """Step `step`'s method event reshaped or replaced trainable tensors (PrunedLoRA's compaction,
+        a chain's new phase): the loop re-prepared the model and, unless carried, the optimizer."""
+
+
 def build_optimizer(method, model, tcfg):
     groups = [g for g in method.param_groups(model, tcfg.weight_decay) if g["params"]]
     if not groups:
@@ -176,8 +206,7 @@ class TrainContext:
     # the lead-in step of the CPU live-tensor window (bench/tensor_memory.py); None: the first step
     # this call trains (bench.perf names its last warm-up step)
     memory_lead_in: int | None = None
-    # read-only watchers of the trainable parameters (the landscape's snapshots): `start(step, model)`
-    # before the first step trained, `after_step(step, model)` after each, outside the step's clock
+    # read-only watchers of the loop (Observer: the landscape's snapshots, bench.perf's event log)
     observers: list = field(default_factory=list)
 
 
@@ -320,6 +349,8 @@ def train(ctx: TrainContext) -> TrainResult:
             if memory is not None:  # after the clock: the last profiled step's analysis is not timed
                 memory.end_step(step, raw_model, optimizer, changed=bool(change))
             for observer in ctx.observers:
+                if change:
+                    observer.on_change(step)
                 observer.after_step(step, raw_model)
 
             # The no-gradient guard rides on the step's one host sync. It judges the whole trainable

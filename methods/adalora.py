@@ -16,6 +16,7 @@ from typing import Optional
 
 import torch
 
+from bench import targets
 from bench.config import ConfigError
 from bench.protocols import Change, Mechanism, bounded, choice, runtime
 from methods import peft_common
@@ -156,7 +157,7 @@ class AdaLoRA(peft_common.PeftMethod):
         return int(torch.stack([(p != 0).sum() for p in gates]).sum())
 
     def adapter_params(self, model) -> int:
-        return sum(self.init_r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
+        return sum(self.init_r * (d_in + d_out + 1) for d_in, d_out in targets.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
         pattern = self.rank_pattern(model)

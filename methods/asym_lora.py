@@ -14,8 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from bench import targets
 from bench.protocols import choice
-from methods import peft_common
 from methods.lora import LoRA
 
 
@@ -50,7 +50,7 @@ class AsymLoRA(LoRA):
             "lora_B": lambda d_in, d_out: d_in,
             None: lambda d_in, d_out: d_in + d_out,
         }[self.frozen]
-        return sum(self.r * trained(d_in, d_out) for d_in, d_out in peft_common.shapes(model, self.target_modules))
+        return sum(self.r * trained(d_in, d_out) for d_in, d_out in targets.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
         return {**super().report(model), "frozen": self.frozen, "random_init": self.random_init}

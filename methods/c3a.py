@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from bench import targets
 from bench.config import ConfigError
 from bench.protocols import choice, runtime
 from methods import peft_common
@@ -41,7 +42,7 @@ class C3A(peft_common.PeftMethod):
         return [f"method.match_lora_rank={rank}"]  # the block size whose parameter count is LoRA's at rank
 
     def block(self, model) -> int:
-        dims = peft_common.shapes(model, self.target_modules)
+        dims = targets.shapes(model, self.target_modules)
         divisors = peft_common.common_divisors([d for pair in dims for d in pair])
         if self.block_size is not None:
             if self.block_size not in divisors:
@@ -71,7 +72,7 @@ class C3A(peft_common.PeftMethod):
 
     def adapter_params(self, model) -> int:
         b = self.block(model)
-        return sum(d_in * d_out // b for d_in, d_out in peft_common.shapes(model, self.target_modules))
+        return sum(d_in * d_out // b for d_in, d_out in targets.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
         return {

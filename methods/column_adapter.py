@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import torch
 
+from bench import targets
 from bench.config import ConfigError
 from bench.protocols import Change, Method, bounded, required, runtime
 from methods import lora_export, peft_common, phases
@@ -42,7 +43,7 @@ def windows(d_in: int, r: int) -> list[int]:
 
 @dataclass(kw_only=True)
 class ColumnMethod(Method, abstract=True):
-    target_modules: peft_common.Targets = field(default_factory=lambda: ["q_proj", "v_proj"])
+    target_modules: targets.Targets = field(default_factory=lambda: list(targets.DEFAULT_TARGETS))
     r: int = bounded(1, default=16)
     alpha: float = bounded(0, default=32.0, low_open=True)
     dropout: float = bounded(0, 1, default=0.0, high_open=True)
@@ -56,7 +57,7 @@ class ColumnMethod(Method, abstract=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        peft_common.check_targets(self.target_modules)
+        targets.check_targets(self.target_modules)
         if self.alpha is None and not self.alpha_optional:
             raise ConfigError(f"method.alpha=null is not valid for method {self.name}: it needs a number > 0")
 
@@ -85,8 +86,7 @@ class ColumnMethod(Method, abstract=True):
 
     def _shapes(self, model) -> dict:
         return {
-            n: (m.in_features, m.out_features)
-            for n, m in peft_common.target_linears(model, self.target_modules).items()
+            n: (m.in_features, m.out_features) for n, m in targets.target_linears(model, self.target_modules).items()
         }
 
     def apply(self, model):
@@ -100,7 +100,7 @@ class ColumnMethod(Method, abstract=True):
 
         self.layers = replace_linears(model, self.target_modules, make)
         self._task_type = peft_common.task_type(model)
-        self._heads = peft_common.head_modules(model)
+        self._heads = targets.head_modules(model)
         for head in self._heads.values():  # a new classifier head trains with the adapter, as in PEFT
             head.requires_grad_(True)
         return model

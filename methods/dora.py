@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from bench import targets
 from methods import peft_common
 from methods.lora import LoRA
 
@@ -22,7 +23,7 @@ class DoRA(LoRA):
     def resolve(self, model) -> None:
         if self.match_lora_rank is None:
             return
-        dims = peft_common.shapes(model, self.target_modules)
+        dims = targets.shapes(model, self.target_modules)
         budget = peft_common.lora_params(model, self.target_modules, self.match_lora_rank)
         extra = sum(d_out for _, d_out in dims)
         self.r = max(1, (budget - extra) // sum(d_in + d_out for d_in, d_out in dims))
@@ -32,7 +33,7 @@ class DoRA(LoRA):
 
     def adapter_params(self, model) -> int:
         self.resolve(model)
-        return sum(self.r * (d_in + d_out) + d_out for d_in, d_out in peft_common.shapes(model, self.target_modules))
+        return sum(self.r * (d_in + d_out) + d_out for d_in, d_out in targets.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
         return {**super().report(model), **self._matched}

@@ -43,6 +43,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from bench import targets
 from bench.metrics import count_params
 from bench.protocols import Change, Mechanism, bounded, choice, runtime
 from methods import lora_surgery, peft_common
@@ -110,7 +111,7 @@ class L1RA(LoRA):
         ]
 
     def adapter_params(self, model) -> int:
-        return sum(self.r * (d_in + d_out + 1) for d_in, d_out in peft_common.shapes(model, self.target_modules))
+        return sum(self.r * (d_in + d_out + 1) for d_in, d_out in targets.shapes(model, self.target_modules))
 
     # -- training -------------------------------------------------------------------------
     def on_train_begin(self, model, total_steps: int) -> None:

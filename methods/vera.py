@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from bench import targets
 from bench.protocols import bounded
 from methods import peft_common
 
@@ -36,7 +37,7 @@ class VeRA(peft_common.PeftMethod):
     def resolve(self, model) -> None:
         if self.match_lora_rank is None:
             return
-        dims = peft_common.shapes(model, self.target_modules)
+        dims = targets.shapes(model, self.target_modules)
         budget = peft_common.lora_params(model, self.target_modules, self.match_lora_rank)
         self.r = max(1, (budget - sum(d_out for _, d_out in dims)) // len(dims))
 
@@ -55,7 +56,7 @@ class VeRA(peft_common.PeftMethod):
 
     def adapter_params(self, model) -> int:
         self.resolve(model)
-        return sum(self.r + d_out for _, d_out in peft_common.shapes(model, self.target_modules))
+        return sum(self.r + d_out for _, d_out in targets.shapes(model, self.target_modules))
 
     def report(self, model) -> dict:
         return {

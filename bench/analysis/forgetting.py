@@ -33,10 +33,10 @@ from bench import items as I
 
 def passages(n: int) -> tuple[list[str], dict]:
     """The first n passages of the sample and their provenance."""
-    from bench.assets import checked_package_file
-    from tasks import boolq
+    from bench.assets import BOOLQ_COMBINED, checked_package_file
 
-    path, version = checked_package_file(boolq.PACKAGE, *boolq.COMBINED, owner="BoolQ")
+    package, file, sha256 = BOOLQ_COMBINED
+    path, version = checked_package_file(package, file, sha256, owner="BoolQ")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     labelled = {r["passage"] for r in rows if r.get("label") is not None}
     pool = sorted(
@@ -45,9 +45,9 @@ def passages(n: int) -> tuple[list[str], dict]:
     )
     chosen = pool[:n]
     return chosen, {
-        "source": f"package:{boolq.PACKAGE}=={version}",
-        "file": boolq.COMBINED[0],
-        "file_sha256": boolq.COMBINED[1],
+        "source": f"package:{package}=={version}",
+        "file": file,
+        "file_sha256": sha256,
         "selection": "unlabelled test passages not in any labelled row, by sha256 of the text",
         "pool": len(pool),
         "n": len(chosen),

@@ -28,6 +28,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from bench.train import Observer
+
 LINE = (-0.5, 1.5)
 MARGIN = 0.25  # the trajectory grid extends the path's extent by this share on each side
 
@@ -41,7 +43,7 @@ def cpu_copy(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu", torch.float32, copy=True) for n, p in params.items()}
 
 
-class Snapshots:
+class Snapshots(Observer):
     """A train-loop observer keeping the trainable parameters every `every` steps (on the CPU)."""
 
     def __init__(self, every: int):

@@ -1,0 +1,5 @@
+"""The error every check of a config value raises (bench.config, bench.targets, methods, tasks)."""
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and what is valid."""
