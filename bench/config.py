@@ -21,6 +21,10 @@ from bench import eval_batch
 from bench.errors import ConfigError
 from bench.targets import DEFAULT_TARGETS, PRESETS
 
+# The baseline of a report's parameter-matched marks and of bench.perf's ratios: an experiment's
+# choice, given per call with --reference; this is its default.
+REFERENCE_METHOD = "lora"
+
 # Top-level keys that do not change what a run computes; they are left out of the run hash,
 # so that e.g. switching W&B off does not rerun a finished job. `analysis` measures the tuned model
 # after training and changes no score: a finished run is not rerun for it (run.force=true reruns);

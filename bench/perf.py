@@ -48,7 +48,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from bench.config import TrainConfig
+from bench.config import REFERENCE_METHOD, TrainConfig
 from bench.metrics import percentile
 from bench.protocols import Task
 
@@ -542,17 +542,17 @@ def heading(rows: list[dict]) -> tuple[str, dict]:
     return text, differ
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], reference: str = REFERENCE_METHOD) -> str:
     _, differ = heading(rows)
     lines = [
         "| method | checkpointing | step p50 (s) | step p90 (s) | runs: step p50 min–max (s) | tokens/s | "
-        "peak mem (MB) | RSS Δ (MB) | step vs LoRA | mem vs LoRA | trainable | TFLOP/s | MFU |",
+        f"peak mem (MB) | RSS Δ (MB) | step vs {reference} | mem vs {reference} | trainable | TFLOP/s | MFU |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {
         r["checkpointing"]: r
         for r in rows
-        if r.get("method") == "lora" and not r.get("bare") and "error" not in r and "invalid" not in r
+        if r.get("method") == reference and not r.get("bare") and "error" not in r and "invalid" not in r
     }
     for i, r in enumerate(rows):
         if "error" in r:
@@ -604,7 +604,7 @@ def table(rows: list[dict]) -> str:
         if ref:
             lines.append("")
             lines.append(
-                f"Harness overhead (LoRA, checkpointing={b['checkpointing']}): suite step p50 "
+                f"Harness overhead ({reference}, checkpointing={b['checkpointing']}): suite step p50 "
                 f"{ref['step_time_p50_s']:.4f} s / bare PEFT+torch loop {b['step_time_p50_s']:.4f} s = "
                 f"**{ref['step_time_p50_s'] / b['step_time_p50_s']:.3f}×**"
             )
@@ -669,7 +669,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--method", default="lora", help=argparse.SUPPRESS)
+    p.add_argument("--method", default=REFERENCE_METHOD, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--reference",
+        default=REFERENCE_METHOD,
+        metavar="METHOD",
+        help=f"the method the ratio columns and the bare-loop overhead compare with (default: {REFERENCE_METHOD})",
+    )
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-bare", action="store_true", help="skip the bare-loop reference (harness overhead)")
     p.add_argument(
@@ -732,7 +738,9 @@ def main(argv: list[str] | None = None) -> int:
         for m in methods
     ]
     if not args.no_bare:
-        configs += [[*common, "--method", "lora", "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts]
+        configs += [
+            [*common, "--method", args.reference, "--checkpointing", ckpt, "--bare", *args.override] for ckpt in ckpts
+        ]
     runs: dict = {i: [] for i in range(len(configs))}
     for _ in range(args.repeat):  # interleaved, so slow drifts of the machine hit every configuration alike
         for i, argv in enumerate(configs):
@@ -748,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         + "".join(f"; {m}: {' '.join(o)}" for m, o in only.items())
         + "".join(f"; {' '.join(o)}" for o in [args.override] if o)
         + "\n\n"
-        + table(rows)
+        + table(rows, args.reference)
     )
     print(text)
     if args.out:

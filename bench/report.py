@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import report_stats, report_table
-from bench.config import run_hash
+from bench.config import REFERENCE_METHOD, run_hash
 from bench.report_where import WhereError, parse, select
 from bench.results import validate_result
 
@@ -294,7 +294,7 @@ def render(sections: list[Section]) -> str:
     return "\n\n".join(["# Report"] + [s.render().rstrip("\n") for s in sections]) + "\n"
 
 
-def sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems) -> list[Section]:
+def sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems, reference) -> list[Section]:
     pareto, ranks = figures
     failed = frame[frame["status"] != "success"] if runs else frame
     overview = [
@@ -303,7 +303,9 @@ def sections(runs, roots, filters, frame, table, main_md, marks, points, figures
         + f"; {int((frame['status'] == 'success').sum()) if runs else 0} succeeded."
     ]
     overview += [f"> warning: {note}" for note in (warnings_for(frame) if runs else [])]
-    main = main_md + "\n" + report_table.LEGEND + ("\n\n" + report_table.marks_markdown(marks) if marks else "")
+    main = (
+        main_md + "\n" + report_table.legend(reference) + ("\n\n" + report_table.marks_markdown(marks) if marks else "")
+    )
     if pareto:
         from bench import report_plots
 
@@ -354,7 +356,7 @@ def analysis_section(runs: list[dict], frame: pd.DataFrame, out: Path) -> Sectio
     return Section("analysis", "What fine-tuning did to the model (analysis stage)", body, figures)
 
 
-def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
+def write(roots: list[Path], out: Path, filters: list[str] = (), reference: str = REFERENCE_METHOD) -> dict:
     """Write the report into `out`; returns {runs, problems, out, figures (paths written), sections
     (list of Section, what report.md renders), main_table (the numbers of main.csv), marks (the
     bench.report_table.Mark behind each mark)}."""
@@ -376,7 +378,7 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
     table = summary(frame) if runs else pd.DataFrame()
     by_path = {r["_path"]: r for r in runs}
     points = report_stats.with_intervals(report_table.points(frame), by_path) if runs else pd.DataFrame()
-    main_table, marks = report_table.with_marks(report_table.wide(points), points, by_path)
+    main_table, marks = report_table.with_marks(report_table.wide(points, reference), points, by_path)
     main_md = _write_tables(out, frame, table, main_table)
     from bench import report_plots  # matplotlib loads only when a report is written
 
@@ -384,7 +386,7 @@ def write(roots: list[Path], out: Path, filters: list[str] = ()) -> dict:
         report_plots.pareto(points, out / "pareto.png"),
         report_plots.rank_allocation(rank_patterns(runs, frame) if runs else {}, out / "rank_allocation.png"),
     )
-    parts = sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems)
+    parts = sections(runs, roots, filters, frame, table, main_md, marks, points, figures, problems, reference)
     analysis_part = analysis_section(runs, frame, out)
     parts.insert(next(i for i, s in enumerate(parts) if s.key == "summary"), analysis_part)
     (out / "report.md").write_text(render(parts))
@@ -425,10 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         help="keep only matching runs; KEY is a runs.csv column (model, task, method, sparsity, "
         "seed, status, ...) or a config path (method.r); KEY!=V drops; repeat to combine (AND)",
     )
+    parser.add_argument(
+        "--reference",
+        default=REFERENCE_METHOD,
+        metavar="METHOD",
+        help=f"the method each parameter-matched group is compared with (default: {REFERENCE_METHOD})",
+    )
     args = parser.parse_args(argv)
     out = args.out or args.roots[0] / "report"
     try:
-        info = write(args.roots, out, args.where)
+        info = write(args.roots, out, args.where, args.reference)
     except WhereError as err:
         parser.error(str(err))
     print((out / "report.md").read_text())

@@ -24,6 +24,7 @@ import pandas as pd
 from bench import config as bench_config
 from bench import report_stats
 from bench.compare import Source, compare_runs
+from bench.config import REFERENCE_METHOD
 
 ROW = ["model", "method", "sparsity", "setting"]
 
@@ -113,7 +114,7 @@ def _sort_key(column: pd.Series) -> pd.Series:
     return column.map(_natural)
 
 
-def wide(pts: pd.DataFrame) -> pd.DataFrame:
+def wide(pts: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
     """Numbers: per task `<task>:<metric> mean/std/n`, then the row's costs over all its runs
     (params: median; train time: mean; peak memory: max)."""
     if pts.empty:
@@ -139,7 +140,7 @@ def wide(pts: pd.DataFrame) -> pd.DataFrame:
     )
     costs.insert(1, "train_time_s", costs.pop("time_sum") / costs.pop("runs"))
     table = cells.join(costs).reset_index().sort_values(ROW, key=_sort_key, ignore_index=True)
-    table["matched"], table["reference"] = matched_groups(table)
+    table["matched"], table["reference"] = matched_groups(table, reference)
     return table
 
 
@@ -151,22 +152,25 @@ def wide(pts: pd.DataFrame) -> pd.DataFrame:
 # the primary metric's per-item field): the 95 % t interval of the gain (Comparison.ci95), row −
 # reference with positive = better, lies above 0 (ABOVE), below 0 (BELOW) or contains 0 (WITHIN).
 MATCH_TOLERANCE = 0.10
-REFERENCE_METHOD = "lora"
 ABOVE, BELOW, WITHIN = "▲", "▼", "≈"
-LEGEND = (
-    f"Parameter-matched groups (column `matched`): rows of one model whose final trainable parameters are within "
-    f"{MATCH_TOLERANCE:.0%} of each other share a label P1, P2, ...; `ref` marks the group's reference row "
-    f"({REFERENCE_METHOD.upper()}). A mark after a cell compares that row with its group's `ref` row on that "
-    f"task: the gain (row − ref on the primary metric, oriented so that positive = better), paired over the n "
-    f"items both scored and over the k seeds of each row, with its 95 % t interval (bench.compare; the "
-    f"list under the table gives each gain, interval, n and k). `{ABOVE}`: the interval lies above 0, the row is "
-    f"better; `{BELOW}`: below 0, worse; `{WITHIN}`: it contains 0, the data could not tell the two apart "
-    f'(not "equal": see the interval\'s width). Each mark is one interval, not adjusted for the number of '
-    f"cells. No mark: the `ref` row itself, a row outside a group or in a group without a "
-    f"{REFERENCE_METHOD.upper()} row, and cells whose runs have no per-item results (items.jsonl; results "
-    f"from before they existed) or cannot be compared (other test data or evaluation settings); the list "
-    f"says why."
-)
+
+
+def legend(reference: str = REFERENCE_METHOD) -> str:
+    """What the marks of the main table mean, for the reference method of this report."""
+    return (
+        f"Parameter-matched groups (column `matched`): rows of one model whose final trainable parameters are within "
+        f"{MATCH_TOLERANCE:.0%} of each other share a label P1, P2, ...; `ref` marks the group's reference row "
+        f"({reference.upper()}). A mark after a cell compares that row with its group's `ref` row on that "
+        f"task: the gain (row − ref on the primary metric, oriented so that positive = better), paired over the n "
+        f"items both scored and over the k seeds of each row, with its 95 % t interval (bench.compare; the "
+        f"list under the table gives each gain, interval, n and k). `{ABOVE}`: the interval lies above 0, the row is "
+        f"better; `{BELOW}`: below 0, worse; `{WITHIN}`: it contains 0, the data could not tell the two apart "
+        f'(not "equal": see the interval\'s width). Each mark is one interval, not adjusted for the number of '
+        f"cells. No mark: the `ref` row itself, a row outside a group or in a group without a "
+        f"{reference.upper()} row, and cells whose runs have no per-item results (items.jsonl; results "
+        f"from before they existed) or cannot be compared (other test data or evaluation settings); the list "
+        f"says why."
+    )
 
 
 @dataclass(frozen=True)
@@ -307,8 +311,9 @@ def marks_markdown(marks: list[Mark]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
-    """(group label or "", is the group's reference) per row of the wide table."""
+def matched_groups(table: pd.DataFrame, reference: str = REFERENCE_METHOD) -> tuple[list[str], list[bool]]:
+    """(group label or "", is the group's reference) per row of the wide table; a group's reference
+    is its row of the `reference` method with the fewest parameters."""
     labels, refs = [""] * len(table), [False] * len(table)
     counter = 0
     for _model, rows in table.groupby("model", sort=True):
@@ -326,9 +331,9 @@ def matched_groups(table: pd.DataFrame) -> tuple[list[str], list[bool]]:
             counter += 1
             for i in members:
                 labels[i] = f"P{counter}"
-            lora = [i for i in members if table.at[i, "method"] == REFERENCE_METHOD]
-            if lora:
-                refs[min(lora, key=lambda i: params[i])] = True
+            candidates = [i for i in members if table.at[i, "method"] == reference]
+            if candidates:
+                refs[min(candidates, key=lambda i: params[i])] = True
     return labels, refs
 
 
@@ -340,14 +345,14 @@ def _cell(mean, std, n) -> str:
     return f"{mean:.4f} ± {std:.4f} (n={int(n)})"
 
 
-def display(table: pd.DataFrame) -> pd.DataFrame:
+def display(table: pd.DataFrame, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
     """The wide table as text cells: `mean ± std (n=k)` per task, costs rounded."""
     tasks = [c[: -len(" mean")] for c in table.columns if c.endswith(" mean")]
     out = table[ROW].copy()
     out["setting"] = out["setting"].replace("", "–")
     out["sparsity"] = out["sparsity"].map(lambda v: f"{v:.3g}" if isinstance(v, float) else str(v))
     if "matched" not in table:
-        table = table.assign(**dict(zip(("matched", "reference"), matched_groups(table))))
+        table = table.assign(**dict(zip(("matched", "reference"), matched_groups(table, reference))))
     for task in tasks:
         # with_marks' column; absent (no comparison made) or NaN (read back from main.csv): no mark
         marks = table[f"{task} mark"] if f"{task} mark" in table else [""] * len(table)

@@ -12,7 +12,6 @@ from bench.protocols import Method, required, runtime
 from bench.targets import (
     DEFAULT_TARGETS,
     Targets,
-    auto_targets,  # noqa: F401  (tests read it here until they move to bench.targets)
     check_targets,
     head_modules,
     resolve_targets,

@@ -12,6 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 
+# Shared helpers live in tests/helpers/ (test modules import nothing from each other): their asserts
+# get the same introspection as a test module's.
+pytest.register_assert_rewrite("tests.helpers")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

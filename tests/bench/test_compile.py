@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bench.run import build
-from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import CONF, compose
+from tests.helpers.methods import GPU_COMMAND_METHODS
 from tests.helpers.tiny import fixed_batch, tiny_llama
 
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))

@@ -15,7 +15,7 @@ import pytest
 from bench import distributed
 from bench.config import ConfigError
 from tests.conftest import REPO, TINY, run_cli
-from tests.methods.test_matrix import method_from_config
+from tests.helpers.methods import method_from_config
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
 # No adapter dropout: its masks are drawn per process, so they differ from one process's

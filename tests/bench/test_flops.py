@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench import flops
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_matrix import method_from_config
 
 # tiny_llama: hidden 32, intermediate 64, 2 layers, 4 heads (head_dim 8), 2 kv heads, vocab 128
 H, I, L, KV, V = 32, 64, 2, 16, 128

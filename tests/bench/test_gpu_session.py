@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import REPO
+from tests.helpers.methods import GPU_COMMAND_METHODS
 
 
 def device_pins(gpu_only: bool = False) -> dict[str, str]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench import merged
-from tests.bench.analysis.test_updates import METHODS, trained
+from tests.helpers.methods import METHODS, trained
 from tests.helpers.tiny import fixed_batch
 
 
@@ -34,8 +34,8 @@ def test_the_merged_checkpoint_reloads_to_the_tuned_models_logits(name, tmp_path
 def test_a_classifier_keeps_its_trained_head_in_the_merged_checkpoint(tmp_path):
     from transformers import BertForSequenceClassification
 
+    from tests.helpers.methods import method_from_config
     from tests.helpers.tiny import tiny_bert_classifier
-    from tests.methods.test_matrix import method_from_config
 
     base = tiny_bert_classifier()
     method = method_from_config("lora", "model.adapter_targets=[query,value]")

@@ -9,6 +9,7 @@ import pytest
 
 from bench import models
 from tests.conftest import compose
+from tests.helpers.models import size_class
 
 # name -> (published figure in billions, the decimals it is given with, what it counts): the model cards'
 # figures (Qwen, DeBERTa), the hub pages' parameter counts (Llama, Mistral, Gemma, Phi). What each counts:
@@ -45,17 +46,6 @@ def counts(model) -> dict:
     emb = model.get_input_embeddings().weight.numel()
     untied = model.get_output_embeddings() is not None and not model.config.tie_word_embeddings
     return {"total": total, "embedding": emb, "non-embedding": total - emb * (2 if untied else 1)}
-
-
-def size_class(*overrides: str) -> str:
-    """The size class the composed config chose (a Hydra choice, not a config value)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from tests.conftest import CONF
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose("config", list(overrides), return_hydra_config=True).hydra.runtime.choices.size
 
 
 @pytest.mark.parametrize("name", PUBLISHED)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.test_model_files import size_class
 from tests.conftest import CONF, compose
+from tests.helpers.models import size_class
 
 GPU_CLASSES = ("1b", "3b", "7b", "encoder")
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "hub")

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from bench.config import ConfigError, validate
 from bench.run import build
+from bench.targets import auto_targets, resolve_targets, target_linears
 from methods import peft_common
 from tests.conftest import compose
 from tests.helpers.tiny import LLAMA_LINEARS, tiny_llama
@@ -51,14 +52,14 @@ def test_all_linear_is_peft_all_linear(family):
     theirs = _maybe_include_all_linear_layers(
         LoraConfig(target_modules="all-linear", task_type=peft_common.task_type(model)), model
     ).target_modules
-    assert set(peft_common.target_linears(model, "all-linear")) == set(theirs)
+    assert set(target_linears(model, "all-linear")) == set(theirs)
 
 
 def test_roberta_head_is_left_out_whole():
     """RoBERTa's head holds two linears of its own; it trains in full, so all-linear leaves it out
     (PEFT's all-linear would put LoRA inside it too)."""
     model = meta_model("roberta", AutoModelForSequenceClassification, **SMALL)
-    chosen = peft_common.target_linears(model, "all-linear")
+    chosen = target_linears(model, "all-linear")
     assert len(chosen) == 2 * 6 and not any(n.startswith("classifier") for n in chosen)
 
 
@@ -72,10 +73,10 @@ def test_roberta_head_is_left_out_whole():
 )
 def test_decoder_presets_name_the_projections(family, attention, mlp):
     model = MODELS[family]()
-    assert peft_common.resolve_targets(model, "attention") == attention
-    assert peft_common.resolve_targets(model, "mlp") == mlp
-    assert set(peft_common.resolve_targets(model, "all-linear")) == set(attention + mlp)
-    assert peft_common.resolve_targets(model, ["attention", "mlp"]) == attention + mlp
+    assert resolve_targets(model, "attention") == attention
+    assert resolve_targets(model, "mlp") == mlp
+    assert set(resolve_targets(model, "all-linear")) == set(attention + mlp)
+    assert resolve_targets(model, ["attention", "mlp"]) == attention + mlp
 
 
 @pytest.mark.parametrize("family, pooler", [("bert", "bert.pooler.dense"), ("deberta-v2", "pooler.dense")])
@@ -83,9 +84,9 @@ def test_encoder_presets_split_the_shared_dense_name(family, pooler):
     """`dense` names both the attention output and the MLP output in BERT-style encoders: the
     presets resolve to full names so that each selects only its own layers."""
     model = MODELS[family]()
-    attention = peft_common.target_linears(model, "attention")
-    mlp = peft_common.target_linears(model, "mlp")
-    everything = peft_common.target_linears(model, "all-linear")
+    attention = target_linears(model, "attention")
+    mlp = target_linears(model, "mlp")
+    everything = target_linears(model, "all-linear")
     assert len(attention) == 2 * 4 and len(mlp) == 2 * 2
     assert all(".attention." in n for n in attention) and not any(".attention." in n for n in mlp)
     assert set(everything) - set(attention) - set(mlp) == {pooler}
@@ -135,7 +136,7 @@ def test_auto_is_what_peft_adapts_when_given_no_targets(family):
     from peft import LoraConfig, get_peft_model
 
     model = MODELS[family](device="cpu")
-    ours = set(peft_common.target_linears(model, "auto"))
+    ours = set(target_linears(model, "auto"))
     peft_model = get_peft_model(MODELS[family](device="cpu"), LoraConfig(r=2, task_type=peft_common.task_type(model)))
     assert ours == set(peft_common.lora_layers(peft_model)) and ours
 
@@ -147,7 +148,7 @@ def test_auto_on_a_type_peft_does_not_know_takes_the_fused_qkv():
 
     with pytest.raises(ValueError, match="specify `target_modules`"):
         get_peft_model(MODELS["phi3"](device="cpu"), LoraConfig(r=2, task_type="CAUSAL_LM"))
-    targets, rule = peft_common.auto_targets(MODELS["phi3"]())
+    targets, rule = auto_targets(MODELS["phi3"]())
     assert targets == list(compose("model=phi3.5-mini").model.adapter_targets) == ["qkv_proj"]
     assert "'phi3' is not in peft" in rule
 
@@ -178,4 +179,4 @@ def test_auto_without_a_known_attention_projection_is_a_config_error():
     """Mamba has no attention: PEFT's table does not list it and no query/value projection exists."""
     model = meta_model("mamba", hidden_size=32, num_hidden_layers=2, state_size=4)
     with pytest.raises(ConfigError, match="'mamba' is not in peft.*all-linear, attention, mlp"):
-        peft_common.resolve_targets(model, "auto")
+        resolve_targets(model, "auto")

@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from bench import perf
-from tests.methods.test_matrix import method_from_config
+from tests.helpers.methods import GPU_COMMAND_METHODS, method_from_config
 
 
 def test_prunedlora_is_compacted_before_the_timed_steps():
@@ -49,6 +49,15 @@ def test_table_ratios_are_against_lora_with_the_same_checkpointing():
     assert "| 0.800 | 0.800 |" in lines[("cla", "False")] and "(n=1)" in lines[("cla", "False")]
     assert "| 0.900 | 0.900 |" in lines[("cla", "True")]
     assert "suite step p50 0.5000 s / bare PEFT+torch loop 0.4000 s = **1.250×**" in text
+
+
+def test_another_reference_method_is_the_base_of_the_ratios_and_the_overhead():
+    rows = [row("lora", 0.5, 1000), row("cla", 0.4, 800), row("cla", 0.32, 0, bare=True)]
+    text = perf.table(rows, reference="cla")
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 1.250 | 1.250 |" in lines["lora"] and "| 1.000 | 1.000 |" in lines["cla"]
+    assert "step vs cla | mem vs cla" in text and "Harness overhead (cla, checkpointing=False)" in text
+    assert perf.parser().parse_args([]).reference == "lora"
 
 
 def test_median_run_is_reported_with_the_spread():
@@ -112,9 +121,6 @@ def test_overrides_for_one_method_only():
         perf.main(["--methods", "lora,lorra"])
     with pytest.raises(SystemExit, match="expected METHOD:KEY=VALUE"):
         perf.per_method_overrides(["train.optimizer=adafactor"], ["lora"])
-
-
-GPU_COMMAND_METHODS = ("lora", "cla", "c3la", "prunedlora", "l1ra", "adalora", "dora", "full")
 
 
 def test_the_gpu_commands_methods_build_at_the_7b_shape():

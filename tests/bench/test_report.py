@@ -11,7 +11,7 @@ import pytest
 
 from bench import compare, items, paired, report, report_plots, report_stats, report_table, results
 from bench.report_where import WhereError, parse
-from tests.bench.test_results import minimal_result
+from tests.helpers.results import minimal_result
 
 
 def write_run(root, seed: int, score: float, method: str = "lora", status: str = "success"):
@@ -386,7 +386,7 @@ def test_main_table_marks_parameter_matched_groups_and_no_cell_of_runs_without_i
     assert list(table["gsm8k:exact_match,strict-match mark"]) == [""] * len(table)
     assert "P1 ref" in md
     text = (tmp_path / "out" / "report.md").read_text()
-    assert report_table.LEGEND in text
+    assert report_table.legend() in text
     # one line per compared cell of P1 (cla, c3la against lora r=8), none for P2 (no LoRA row)
     assert [(m.method, m.mark) for m in info["marks"]] == [("c3la", ""), ("cla", "")]
     assert "- P1 cla (–) against lora (r=8) on gsm8k:exact_match,strict-match: no mark, not compared: run " in text
@@ -466,7 +466,7 @@ def test_paired_intervals_mark_better_worse_and_undecided_cells(tmp_path):
 
 
 def test_the_legend_names_the_comparison_a_mark_refers_to():
-    legend = report_table.LEGEND
+    legend = report_table.legend()
     for words in ("its group's `ref` row", "paired over the n items", "k seeds", "95 % t interval", "bench.compare"):
         assert words in legend, words
     assert "could not tell the two apart" in legend and 'not "equal"' in legend
@@ -583,7 +583,9 @@ def test_the_report_sections_are_data_and_report_md_is_their_rendering(tmp_path)
     text = (tmp_path / "out" / "report.md").read_text()
     assert report.render(sections) == text and text.startswith("# Report\n\n9 runs read from ")
     main = next(s for s in sections if s.key == "main_table")
-    assert main.markdown.startswith((tmp_path / "out" / "main.md").read_text()) and report_table.LEGEND in main.markdown
+    assert (
+        main.markdown.startswith((tmp_path / "out" / "main.md").read_text()) and report_table.legend() in main.markdown
+    )
     assert "# Report" not in main.markdown and main.title.startswith("Main table")
     assert f"## {main.title}\n\n{main.markdown.rstrip()}" in text
     embedded = main.render(level=3)  # inside another document: the models' headings move down too
@@ -609,3 +611,18 @@ def test_a_pruned_method_shows_its_start_and_end_counts_and_is_matched_by_the_en
     }
     assert "16,000 → 8,000" in line["prunedlora–"] and "P1" in line["prunedlora–"]
     assert "P1 ref" in line["lorar=8"] and "| 8,000 " in line["lorar=8"] and "→" not in line["lorar=16"]
+
+
+def test_the_reference_method_is_a_choice_of_the_report_not_a_constant():
+    table = pd.DataFrame(
+        {
+            "model": ["m", "m", "m"],
+            "method": ["lora", "dora", "vera"],
+            "params_end": [100.0, 104.0, 5.0],
+            "trainable_params": [100.0, 104.0, 5.0],
+        }
+    )
+    assert report_table.matched_groups(table) == (["P1", "P1", ""], [True, False, False])
+    assert report_table.matched_groups(table, reference="dora") == (["P1", "P1", ""], [False, True, False])
+    assert report_table.matched_groups(table, reference="vera")[1] == [False, False, False]  # vera is alone
+    assert "(DORA)" in report_table.legend("dora") and "(LORA)" in report_table.legend()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from tests.bench.test_study import reported_study
 from tests.helpers.runs import outcomes, with_analysis, write_run
+from tests.helpers.studies import reported_study
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")

@@ -11,6 +11,7 @@ import pytest
 from bench import items, results
 from bench.config import resolved, run_hash
 from tests.conftest import compose
+from tests.helpers.results import minimal_result
 
 
 def test_hash_ignores_logger_and_run_but_not_hyperparameters():
@@ -33,45 +34,6 @@ def test_run_dir_is_named_by_model_task_method_and_hash():
     cfg = resolved(compose("model=tiny-llama", "method=full"))
     h = run_hash(cfg)
     assert results.run_dir_for(cfg, h).as_posix() == f"runs/tiny-llama__gsm8k__full/{h[:10]}"
-
-
-def minimal_result(status="success") -> dict:
-    cfg = resolved(compose("model=tiny-llama"))
-    h = run_hash(cfg)
-    metrics = {"total_time_s": 1.0}
-    if status == "success":
-        metrics.update(
-            train_time_s=0.5,
-            tokens_per_s=10.0,
-            peak_memory={"kind": "cpu_rss", "rss_bytes": 1},
-            trainable_params=1,
-            total_params=2,
-            optimizer_steps=1,
-            step_time_p50_s=0.1,
-        )
-    return {
-        "schema_version": 1,
-        "run_id": h[:10],
-        "config_hash": h,
-        "status": status,
-        "error": None if status == "success" else {"type": "X", "message": "m"},
-        "config": cfg,
-        "metrics": metrics,
-        "history": [],
-        "method_report": {},
-        "artifacts": {},
-        "provenance": {
-            "git_commit": None,
-            "git_dirty": None,
-            "packages": {},
-            "python": "3",
-            "device": {"type": "cpu", "name": "cpu"},
-            "data": {},
-            "model": {"name": "m", "source": "hub", "init": "random"},
-        },
-        "started_at": "t",
-        "finished_at": "t",
-    }
 
 
 def test_schema_accepts_good_and_rejects_broken_results(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 
 from bench import perf
 from bench import tensor_memory as TM
-from tests.bench.test_train import run_tiny
 from tests.conftest import TINY, compose
+from tests.helpers.jobs import run_tiny
 
 FAST = ("run.save_model=false", "train.max_steps=3")
 

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from bench.run import execute, prepare
-from tests.bench.test_perf import GPU_COMMAND_METHODS
 from tests.conftest import TINY, compose
-
-
-def run_tiny(tmp_path, *overrides):
-    cfg = compose(*TINY, f"run.root={tmp_path}", "logger=none", "eval.enabled=false", *overrides)
-    method, task, config, config_hash = prepare(cfg)
-    status = execute(cfg, method, task, config, config_hash)
-    return status, method, json.loads(next(tmp_path.rglob("result.json")).read_text())
+from tests.helpers.jobs import run_tiny
+from tests.helpers.methods import GPU_COMMAND_METHODS
 
 
 def test_optimizer_rebuild_keeps_the_schedule(tmp_path):

@@ -12,8 +12,8 @@ import numpy as np
 
 from bench import results
 from bench.config import resolved, run_hash
-from tests.bench.test_results import minimal_result
 from tests.conftest import compose
+from tests.helpers.results import minimal_result
 
 N_ITEMS = 400
 ITEM_IDS = [f"{i:016x}" for i in range(N_ITEMS)]

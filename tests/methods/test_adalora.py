@@ -13,9 +13,9 @@ import torch
 from bench.config import ConfigError, resolved
 from methods.adalora import AdaLoRA
 from tests.conftest import TINY, compose
+from tests.helpers.adapters import assert_layer_adds, randomise, restore
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds, randomise, restore
-from tests.methods.test_matrix import method_from_config
 
 
 def adalora_layers(model) -> dict:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from tests.helpers.adapters import assert_layer_adds, assert_trains_one_factor, factors, randomise
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds, assert_trains_one_factor, factors, randomise
-from tests.methods.test_matrix import method_from_config
 
 
 def test_only_a_trains_and_b_keeps_its_random_start():

@@ -3,7 +3,6 @@ paca): what each method's definition promises, beyond the shared method matrix."
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -17,8 +16,9 @@ from methods.gathered_columns import (
     gathered_forward,
 )
 from methods.lora_chain import merged_delta
+from tests.helpers.chains import run_chain
+from tests.helpers.methods import logits, method_from_config, train_steps
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_matrix import logits, method_from_config, train_steps
 
 COLUMN_METHODS = ["cla", "cla_random", "c3la", "c3la_shift", "c3la_random", "c3la_offset", "c3la_offset_shift", "paca"]
 
@@ -155,28 +155,6 @@ def test_merged_weight_gives_the_adapted_forward(name):
 
 
 # -- chains -----------------------------------------------------------------------------------------
-def run_chain(name, steps, *overrides):
-    """Train with a boundary check after every step: returns (method, model, W0 before, events)."""
-    method = method_from_config(name, "method.r=4", "method.lr=1e-2", *overrides)
-    model = method.apply(tiny_llama())
-    before = {
-        n: layer.weight.detach().clone() if hasattr(layer, "cols") else layer.get_base_layer().weight.detach().clone()
-        for n, layer in method.layers.items()
-    }
-    optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
-    method.on_train_begin(model, steps)
-    batch, events = fixed_batch(), []
-    for step in range(1, steps + 1):
-        optimizer.zero_grad()
-        model(**batch).loss.backward()
-        optimizer.step()
-        change = method.after_step(model, step, optimizer)
-        if change:
-            events.append((step, change, {n: copy.deepcopy(layer.state_dict()) for n, layer in method.layers.items()}))
-            optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
-    return method, model, before, events
-
-
 def window(start, r=4):
     return list(range(start, start + r))
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bench.config import ConfigError
+from tests.helpers.adapters import assert_layer_adds, randomise
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds, randomise
-from tests.methods.test_matrix import method_from_config
 
 
 def c3a_layers(model) -> dict:

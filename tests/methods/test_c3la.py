@@ -8,27 +8,8 @@ import pytest
 import torch
 
 from bench.protocols import REBUILD_OPTIMIZER
-from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_beyond_lora import run_chain
-from tests.methods.test_cla import assert_column_layer_adds
-from tests.methods.test_matrix import method_from_config
-
-
-def cross_first_boundary(name: str, *overrides: str):
-    """Train to the first boundary (step 2 of 8, 4 phases) and cross it: returns the method, the
-    model, what `after_step` told the runner, and each layer's (cols, B) just before the boundary."""
-    method = method_from_config(name, "method.r=4", "method.lr=1e-2", "method.phases=4", *overrides)
-    model = method.apply(tiny_llama())
-    optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
-    method.on_train_begin(model, 8)
-    for step in (1, 2):
-        optimizer.zero_grad()
-        model(**fixed_batch()).loss.backward()
-        optimizer.step()
-        if step == 2:
-            before = {n: (layer.cols.clone(), layer.lora_B.detach().clone()) for n, layer in method.layers.items()}
-        change = method.after_step(model, step, optimizer)
-    return method, model, change, before
+from tests.helpers.adapters import assert_column_layer_adds
+from tests.helpers.chains import cross_first_boundary, run_chain
 
 
 def test_boundary_merges_restarts_b_and_moves_to_the_next_window():

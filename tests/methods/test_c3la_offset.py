@@ -8,9 +8,9 @@ import torch
 
 from bench.config import ConfigError
 from bench.protocols import REBUILD_OPTIMIZER
+from tests.helpers.chains import run_chain
+from tests.helpers.methods import logits, method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_beyond_lora import run_chain
-from tests.methods.test_matrix import logits, method_from_config
 
 
 def visited(method, name):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bench.config import ConfigError
-from tests.methods.test_c3la_shift import assert_resume_continues_on_the_same_windows, assert_window_moved_and_b_kept
-from tests.methods.test_matrix import method_from_config
+from tests.helpers.chains import assert_resume_continues_on_the_same_windows, assert_window_moved_and_b_kept
+from tests.helpers.methods import method_from_config
 
 
 def test_boundary_jumps_to_a_contiguous_window_and_keeps_b():

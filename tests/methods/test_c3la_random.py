@@ -4,8 +4,8 @@ windows: test_beyond_lora.py."""
 
 from __future__ import annotations
 
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_matrix import method_from_config
 
 
 def window_starts(seed: int, phases: int) -> dict:

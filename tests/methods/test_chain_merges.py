@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from methods.lora_chain import merged_delta
+from tests.helpers.methods import logits, method_from_config, train_steps
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_matrix import logits, method_from_config, train_steps
 
 
 def effective_delta(method, name):

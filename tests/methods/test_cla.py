@@ -8,30 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers.tiny import tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds, randomise
-from tests.methods.test_matrix import method_from_config
-
-
-def column_delta(layer, terms, scale: float) -> torch.Tensor:
-    """Dense Delta W from (columns, B) terms, column by column, so overlapping windows add up."""
-    delta = torch.zeros(layer.out_features, layer.in_features)
-    for cols, b in terms:
-        for k, c in enumerate(cols.tolist()):
-            delta[:, c] += scale * b[:, k].detach()
-    return delta
-
-
-def assert_column_layer_adds(layer, terms, scale: float) -> None:
-    assert_layer_adds(layer, column_delta(layer, terms, scale), base=layer)
-
-
-def applied(name: str, *overrides: str):
-    method = method_from_config(name, "method.r=4", "method.alpha=8", *overrides)
-    model = method.apply(tiny_llama())
-    for i, layer in enumerate(method.layers.values()):
-        randomise(layer.lora_B, seed=i)
-    return method, model
+from tests.helpers.adapters import applied, assert_column_layer_adds
 
 
 def test_layer_output_adds_s_b_on_the_first_r_columns():

@@ -3,8 +3,8 @@ random_window selector takes one contiguous window; both follow the run's seed."
 
 from __future__ import annotations
 
-from tests.methods.test_cla import applied, assert_column_layer_adds
-from tests.methods.test_matrix import method_from_config
+from tests.helpers.adapters import applied, assert_column_layer_adds
+from tests.helpers.methods import method_from_config
 
 
 def test_layer_output_adds_s_b_on_its_own_columns():

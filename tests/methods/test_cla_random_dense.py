@@ -3,9 +3,9 @@ while B trains, and the layer adds s B A."""
 
 from __future__ import annotations
 
+from tests.helpers.adapters import assert_layer_adds, assert_trains_one_factor, factors, randomise
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds, assert_trains_one_factor, factors, randomise
-from tests.methods.test_matrix import method_from_config
 
 
 def test_a_stays_frozen_while_b_trains():

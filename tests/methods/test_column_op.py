@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from methods.gathered_columns import gathered_columns_linear, gathered_forward
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_matrix import method_from_config
 
 
 def op_args(dtype=torch.float64, merged=3, bias=True):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bench.config import ConfigError
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_bert_classifier, tiny_llama
-from tests.methods.test_matrix import method_from_config
 
 
 def trained_names(model) -> set:

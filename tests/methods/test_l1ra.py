@@ -13,8 +13,8 @@ from bench.run import build, execute, prepare
 from methods import peft_common
 from methods.l1ra import L1RA
 from tests.conftest import TINY, compose
+from tests.helpers.methods import logits, method_from_config
 from tests.helpers.tiny import LLAMA_LINEARS, fixed_batch, tiny_llama
-from tests.methods.test_matrix import logits, method_from_config
 
 
 def l1ra(*overrides):

@@ -11,8 +11,8 @@ from bench.run import build
 from bench.train import build_optimizer
 from methods.peft_common import lora_layers
 from tests.conftest import compose
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_matrix import method_from_config
 
 
 def test_first_adamw_step_moves_b_by_ratio_times_lr_and_a_not_at_all():

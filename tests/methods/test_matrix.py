@@ -13,24 +13,14 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from bench.run import build, execute, prepare
-from tests.conftest import CONF, TINY, compose
+from bench.run import execute, prepare
+from tests.conftest import TINY, compose
+from tests.helpers.methods import METHODS, logits, method_from_config, train_steps
 from tests.helpers.tiny import fixed_batch, tiny_llama
-
-METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
-
-
-def method_from_config(name: str, *overrides: str):
-    return build(compose("model=tiny-llama", f"method={name}", *overrides).method)
 
 
 def trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def logits(model, batch):
-    with torch.no_grad():
-        return model(input_ids=batch["input_ids"]).logits
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -63,22 +53,6 @@ def test_untrained_adapter_leaves_outputs_unchanged(name):
     want = logits(base, batch)
     got = logits(method.apply(base).eval(), batch)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-
-
-def train_steps(method, model, batch, steps=8):
-    model.train()
-    optimizer = torch.optim.AdamW(method.param_groups(model, 0.0))
-    method.on_train_begin(model, steps)
-    losses = []
-    for step in range(1, steps + 1):
-        optimizer.zero_grad()
-        loss = model(**batch).loss
-        losses.append(loss.item())
-        loss.backward()
-        method.before_optimizer_step(model, step, optimizer)
-        optimizer.step()
-        method.after_step(model, step, optimizer)
-    return losses
 
 
 @pytest.mark.parametrize("name", METHODS)

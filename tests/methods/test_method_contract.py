@@ -15,8 +15,8 @@ from methods import peft_common
 from methods.adalora import AdaLoRA
 from methods.lora import LoRA
 from methods.prunedlora import PrunedLoRA
+from tests.helpers.methods import METHODS, method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_matrix import METHODS, method_from_config
 
 
 def test_change_none_is_the_only_falsy_report():

@@ -11,9 +11,8 @@ import torch
 from bench.run import build
 from bench.train import build_optimizer
 from tests.conftest import compose
+from tests.helpers.adapters import applied, assert_layer_adds, column_delta
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_asym_lora import assert_layer_adds
-from tests.methods.test_cla import applied, column_delta
 
 
 def test_weight_decay_shrinks_the_trained_columns_towards_zero():

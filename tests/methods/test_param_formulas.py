@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import meta_llama
-from tests.methods.test_matrix import method_from_config
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import torch
 
 from bench.config import ConfigError
 from methods.peft_common import lora_layers
+from tests.helpers.adapters import factors, randomise
+from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_bert_classifier, tiny_llama
-from tests.methods.test_asym_lora import factors, randomise
-from tests.methods.test_matrix import method_from_config
 
 R, ALPHA = 4, 8.0  # scale s = alpha / r = 2
 

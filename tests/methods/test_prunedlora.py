@@ -14,8 +14,8 @@ from bench.config import ConfigError, resolved
 from bench.protocols import Change
 from methods.prunedlora import PrunedLoRA, fisher_inverses, obs_scores, remove_component
 from tests.conftest import TINY, compose, run_cli
+from tests.helpers.methods import logits, method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
-from tests.methods.test_matrix import logits, method_from_config
 
 
 def random_case(seed=0, r=6, d_in=9, d_out=11):

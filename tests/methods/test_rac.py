@@ -1,11 +1,11 @@
 """RAC specifics: within a phase A stays at its fresh N(0, 0.02^2) draw and only B trains; the
-trained layer adds s * sum_j B_j A_j over every phase (dense reference in test_cola.py)."""
+trained layer adds s * sum_j B_j A_j over every phase (dense reference: tests/helpers/chains.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from tests.methods.test_cola import assert_layer_adds_every_phase, run_two_phases, second_phase_a
+from tests.helpers.chains import assert_layer_adds_every_phase, run_two_phases, second_phase_a
 
 
 def test_a_is_frozen_within_a_phase_and_drawn_normal_with_std_0_02():

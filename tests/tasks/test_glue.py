@@ -17,6 +17,7 @@ from bench.models import TOKENIZERS
 from tasks import glue
 from tasks.glue import SUBSETS, Glue
 from tests.conftest import compose
+from tests.helpers.glue import fixture_records
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +30,6 @@ def gpt2_tok():
     tok = TOKENIZERS["gpt2-offline"]()[0]
     tok.pad_token = tok.eos_token
     return tok
-
-
-def fixture_records(subset: str, n: int = 6) -> list[dict]:
-    """Rows with the hub's column names; labels cycle through the classes (or rise for STS-B)."""
-    spec = SUBSETS[subset].spec
-    rows = []
-    for i in range(n):
-        row = {f: f"{f} number {i} says something" for f in spec.fields}
-        row["label"] = 0.8 * i if spec.regression else i % spec.num_labels
-        row["idx"] = i
-        rows.append(row)
-    return rows
 
 
 @pytest.fixture

@@ -379,7 +379,7 @@ def test_generate_limit_generates_the_first_n_and_teacher_forces_every_problem(
 def test_generate_limit_zero_runs_no_generation_and_makes_answer_nll_primary(tiny, tok, tmp_path, monkeypatch):
     from bench import metrics as M
     from bench.results import validate_result
-    from tests.bench.test_results import minimal_result
+    from tests.helpers.results import minimal_result
 
     def no_generation(*args, **kwargs):
         raise AssertionError("lm-eval ran with generate_limit=0")

@@ -17,7 +17,7 @@ from bench.run import build
 from tasks import glue
 from tasks.glue import SUBSETS
 from tests.conftest import CONF, compose
-from tests.tasks.test_glue import fixture_records
+from tests.helpers.glue import fixture_records
 
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
@@ -34,7 +34,7 @@ HELDOUT = {
     "movie_review_rating": ("task.heldout_rows=3",),
     "piqa": ("task.heldout_rows=3",),
 }
-# GLUE ships in no package: the hub loader is replaced by tests/tasks/test_glue.py's fixture rows.
+# GLUE ships in no package: the hub loader is replaced by the fixture rows of tests/helpers/glue.py.
 GLUE = {name for name in TASKS if name.startswith("glue_")}
 # Cases that cannot run here, with why (none may be skipped silently).
 NOT_RUN: dict[str, str] = {}
@@ -54,7 +54,7 @@ def cases():
 
 
 def varied_glue_rows(subset, split, revision=None):
-    """test_glue.py's fixture rows, made of different lengths so that a batch has padding."""
+    """tests/helpers/glue.py's fixture rows, made of different lengths so that a batch has padding."""
     rows = fixture_records(subset, 8)
     for i, row in enumerate(rows):
         for f in SUBSETS[subset].spec.fields:

@@ -6,27 +6,8 @@ import pytest
 import torch
 
 from bench.analysis import spectra, updates
-from tests.conftest import CONF
+from tests.helpers.methods import METHODS, method_from_config, trained
 from tests.helpers.tiny import tiny_llama
-from tests.methods.test_matrix import method_from_config
-
-METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
-
-
-def trained(name: str, *overrides: str, seed: int = 0):
-    """(method, tuned model, W0 of the analysed layers): the method applied to a tiny Llama and every
-    trainable tensor moved at random, as training would move it."""
-    base = tiny_llama()
-    method = method_from_config(name, *overrides)
-    w0 = updates.snapshot(updates.analysed_layers(base, method, ["q_proj", "v_proj"]))
-    model = method.apply(base)
-    method.on_train_begin(model, total_steps=10)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return method, model, w0
 
 
 @pytest.mark.parametrize("name", METHODS)
