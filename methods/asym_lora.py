@@ -1,15 +1,17 @@
 """Asymmetric LoRA ("Asym" in Beyond LoRA; Zhu et al. 2024, arXiv 2402.16842; methods-spec §6):
-LoRA with A frozen at its random initialisation and only B trained (from zero). Not LoRA-FA, which
-also preconditions B's gradient.
+LoRA with A frozen at its random initialisation and only B trained (from zero); `frozen: lora_B` is
+the mirror (Beyond LoRA `asym_b`: B frozen random, A trained from zero; conf/method/asym_lora_b.yaml).
+Not LoRA-FA, which also preconditions B's gradient.
 
 `random_init`: kaiming (PEFT's default A init, the ProjectModelsTwo code) or normal (N(0, 0.02^2),
-the ProjectModelsOne code). Trainable parameters per adapted matrix: r * d_out.
+the ProjectModelsOne code). Trainable parameters per adapted matrix: r * d_out (frozen lora_A),
+r * d_in (frozen lora_B).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Optional
 
 import torch
 from torch import nn
@@ -22,8 +24,8 @@ from methods.lora import LoRA
 @dataclass(kw_only=True)
 class AsymLoRA(LoRA):
     random_init: str = choice("kaiming", "normal", default="kaiming")  # how the random factor starts
-
-    frozen: ClassVar[str | None] = "lora_A"  # the factor kept at its random start (None: both trained)
+    # the factor kept at its random start, the other trained from zero (None: both trained, CoLA's)
+    frozen: Optional[str] = choice("lora_A", "lora_B", None, default="lora_A")
 
     def apply(self, model):
         peft_model = super().apply(model)

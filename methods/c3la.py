@@ -5,6 +5,12 @@ frozen W0 (W0[:, window] += (alpha / r) B), B restarts at zero, the optimizer is
 fresh moments, and the window advances. After k phases Delta W is non-zero exactly in the union
 of the visited windows.
 
+`at_boundary: shift` (conf/method/c3la_shift.yaml; methods-spec §11 (b)) is what the paper's
+ProjectModelsTwo trainers (DeBERTa, TinyLlama, Llama3, DeepSeek) ran: at a boundary only the window
+moves by r columns (cyclic); nothing is merged, B is kept and re-applied to the new columns, and
+the optimizer keeps its moments, so the final Delta W is (alpha / r) B A_k: r non-zero columns.
+Use it to reproduce those table rows; `merge` is the method as the paper states it.
+
 Trainable parameters per adapted matrix: r * d_out live in each phase.
 """
 

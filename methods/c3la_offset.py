@@ -8,6 +8,12 @@ paper's pseudocode states (non-overlapping windows without replacement).
 `fresh_moments`: true rebuilds the optimizer at a boundary (as c3la; the DeepSeek trainer);
 false keeps it, moments and schedule included, as the TinyLlama / Llama-3 trainers do.
 
+`RandomOffsetColumns` with `at_boundary: shift` (conf/method/c3la_offset_shift.yaml; methods-spec
+§12) is the random offset and nothing else, as the Beyond-LoRA DeBERTa trainer ran it
+(ProjectModelsTwo `reset_chain(shuffle=True)`): at each boundary only the window jumps; nothing is
+merged, B is kept and re-applied to the new columns, and the optimizer keeps its moments, so the
+final Delta W is (alpha / r) B A_k: r non-zero columns.
+
 Trainable parameters per adapted matrix: r * d_out live in each phase.
 """
 

@@ -8,10 +8,11 @@ Delta W has rank <= k * r.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from methods.lora_chain import LoRAChain
 
 
 @dataclass(kw_only=True)
 class ChainOfLoRA(LoRAChain):
-    frozen = None
+    frozen: Optional[str] = None

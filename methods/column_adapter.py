@@ -21,7 +21,7 @@ import torch
 
 from bench import targets
 from bench.config import ConfigError
-from bench.protocols import Change, Method, bounded, required, runtime
+from bench.protocols import Change, Method, bounded, choice, required, runtime
 from methods import lora_export, peft_common, phases
 from methods.gathered_columns import ColumnAdapterLinear, replace_linears
 
@@ -171,11 +171,15 @@ class ColumnMethod(Method, abstract=True):
 
 @dataclass(kw_only=True)
 class ColumnChainMethod(phases.PhasedTraining, ColumnMethod, abstract=True):
-    """A column adapter whose window moves at phase boundaries. With `merge_at_boundary` the
-    phase's update goes into W0, B restarts at zero and the optimizer is rebuilt (fresh moments);
-    without, only the window moves and the same B is applied to the new columns."""
+    """A column adapter whose window moves at phase boundaries. `at_boundary`: merge (the phase's
+    update goes into W0, B restarts at zero and the optimizer is rebuilt with fresh moments) or
+    shift (only the window moves; the same B is applied to the new columns, the moments are kept)."""
 
-    merge_at_boundary: ClassVar[bool] = True
+    at_boundary: str = choice("merge", "shift", default="merge")
+
+    @property
+    def merge_at_boundary(self) -> bool:
+        return self.at_boundary == "merge"
 
     history: list = runtime(default_factory=list)  # per merged phase: {module: (cols, B)} on the CPU
 

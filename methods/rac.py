@@ -15,5 +15,4 @@ from methods.lora_chain import LoRAChain
 
 @dataclass(kw_only=True)
 class RandomAsymmetricChain(LoRAChain):
-    frozen = "lora_A"
     random_init: str = "normal"
