@@ -56,3 +56,12 @@ def trained(name: str, *overrides: str, seed: int = 0):
             if p.requires_grad:
                 p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return method, model, w0
+
+
+# Method variants that are one YAML over their base method's class: the fields each sets away from
+# the class default (declared choices), and the base method's YAML (tests/methods/test_variants.py)
+VARIANTS = {
+    "c3la_shift": ("methods.c3la.ChainedCheapLoRA", {"at_boundary": "shift"}, "c3la"),
+    "c3la_offset_shift": ("methods.c3la_offset.RandomOffsetColumns", {"at_boundary": "shift"}, "c3la_offset"),
+    "asym_lora_b": ("methods.asym_lora.AsymLoRA", {"frozen": "lora_B", "random_init": "normal"}, "asym_lora"),
+}

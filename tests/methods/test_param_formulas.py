@@ -31,6 +31,8 @@ def llama32_3b():
         ("adalora", ("method.init_r=64", "method.target_r=32"), 18_353_664),
         ("vera", ("method.r=256",), 129_024),
         ("c3a", ("method.block_size=64",), 5_505_024),
+        # results/lora--llama-3.2-3B-rank32-lorafa.json: num_trainable_params (B only, r * d_out)
+        ("lora_fa", ("method.r=32", "method.alpha=64"), 3_670_016),
     ],
 )
 def test_formula_matches_peft_benchmark_count(llama32_3b, name, overrides, count):
