@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench import eval_batch
 from bench.errors import ConfigError
+from bench.protocols import HASH_NEUTRAL, hash_neutral_defaults
 from bench.targets import DEFAULT_TARGETS, PRESETS
 
 # The baseline of a report's parameter-matched marks and of bench.perf's ratios: an experiment's
@@ -35,20 +36,6 @@ HASH_EXCLUDE = ("run", "logger", "analysis", "export")
 # a measurement, not a setting: how many steps the CPU live-tensor peak is profiled over
 # (memory_profile_steps; it trains the same steps).
 HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"), ("eval", "base_cache"), ("train", "memory_profile_steps"))
-# Keys added after runs were recorded, at the value every earlier run implicitly used: left out of
-# the hash while at that value, so a finished run keeps its identity (and is skipped) after the
-# key is introduced; any other value changes the hash.
-HASH_NEUTRAL_DEFAULTS = {
-    ("train", "optimizer"): "adamw",
-    ("train", "adam_eps"): 1e-8,
-    ("train", "kernels"): "none",
-    ("method", "lr_after_reset"): "continue",
-    ("method", "alpha_rule"): "fixed",
-    ("task", "asdiv_heldout"): 0,
-    ("task", "asdiv_test"): 0,
-    ("task", "generate_limit"): None,  # GSM8K/ASDiv: generate for every problem
-    ("method", "alpha"): None,
-}  # only PaCA accepts a null alpha (no scaling)
 
 
 @dataclass
@@ -89,13 +76,15 @@ class TrainConfig:
     group_by_length: bool = False  # batches of similar length (less padding); order still seeded
     # adamw | adafactor (factored second moment, no first moment: state O(rows + cols) per matrix
     # instead of AdamW's 2x the weights; what lets full fine-tuning of a 7B model fit one 80 GB GPU)
-    optimizer: str = "adamw"
+    optimizer: str = field(default="adamw", metadata={HASH_NEUTRAL: True})
     optimizer_impl: str = "auto"  # AdamW only: auto (fused on CUDA, foreach otherwise) | fused | foreach | for_loop
-    adam_eps: float = 1e-8  # AdamW only: the denominator's epsilon (torch's default; PrunedLoRA's reference: 1e-4)
+    adam_eps: float = field(
+        default=1e-8, metadata={HASH_NEUTRAL: True}
+    )  # AdamW only: the denominator's epsilon (torch's default; PrunedLoRA's reference: 1e-4)
     compile: bool = False  # torch.compile the model (inductor), through accelerate
     # none | liger: Liger-Kernel's fused RMSNorm, SwiGLU, RoPE and linear cross-entropy (CUDA, the
     # model types Liger supports; bench/kernels.py), on the model that trains and is evaluated tuned
-    kernels: str = "none"
+    kernels: str = field(default="none", metadata={HASH_NEUTRAL: True})
     # >= 0. Single-process CPU runs: optimizer steps over which the peak of live tensor bytes is measured
     # (metrics.peak_tensor_bytes, bench/tensor_memory.py), after a profiled lead-in step (the first
     # step trained: AdamW's state exists from its end on); 0: off. Not in the run hash; the profiled
@@ -355,6 +344,25 @@ def resolved(cfg: DictConfig) -> dict:
 SPLIT_STEP_LOSS = "token-mean-over-step"
 
 
+def neutral_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
+    """{(section, key): value} of the keys this config's classes mark HASH_NEUTRAL (bench.protocols):
+    added after runs were recorded, at the value those runs behaved as. Read from the dataclasses of
+    the train and eval sections and from the classes the method's and task's `_target_` name; a
+    target that no longer imports (a result of a removed class) contributes none."""
+    import importlib
+
+    classes = {"train": TrainConfig, "eval": EvalConfig}
+    for section in ("method", "task"):
+        target = (cfg_dict.get(section) or {}).get("_target_")
+        if target:
+            module, _, name = target.rpartition(".")
+            try:
+                classes[section] = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                pass
+    return {(section, k): v for section, cls in classes.items() for k, v in hash_neutral_defaults(cls).items()}
+
+
 def run_hash(cfg_dict: dict, world: int = 1) -> str:
     """Stable hash of everything that changes what a run computes; `world` processes train on
     `world` times the per-device batch, a different run from one process."""
@@ -366,7 +374,7 @@ def run_hash(cfg_dict: dict, world: int = 1) -> str:
     for section, key in HASH_EXCLUDE_KEYS:
         if isinstance(payload.get(section), dict):
             payload[section] = {k: v for k, v in payload[section].items() if k != key}
-    for (section, key), neutral in HASH_NEUTRAL_DEFAULTS.items():
+    for (section, key), neutral in neutral_defaults(cfg_dict).items():
         if isinstance(payload.get(section), dict) and payload[section].get(key) == neutral:
             payload[section] = {k: v for k, v in payload[section].items() if k != key}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

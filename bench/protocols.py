@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from bench.config import ConfigError
+from bench.errors import ConfigError
 
 
 class Change(enum.Enum):
@@ -145,10 +145,16 @@ class Range:
         return f"{key}={value!r} is out of range; valid: {self.describe()}{' or null' if nullable else ''}"
 
 
-def choice(*values: Any, default: Any = MISSING):
+# Field metadata: the field was added after runs were recorded, and runs without it behaved as its
+# default does; at that default it is left out of the run hash (bench.config.run_hash), so those
+# runs keep their identity. Pass `hash_neutral=True` to choice / bounded, or give the metadata.
+HASH_NEUTRAL = "hash_neutral"
+
+
+def choice(*values: Any, default: Any = MISSING, hash_neutral: bool = False):
     """A field that takes one of `values`, e.g. `mode: str = choice("penalty", "proximal",
     default="proximal")`; checked on construction by `check_field_values`."""
-    return field(default=default, metadata={"valid": Choices(values)})
+    return field(default=default, metadata={"valid": Choices(values), HASH_NEUTRAL: hash_neutral})
 
 
 def bounded(
@@ -158,11 +164,27 @@ def bounded(
     default: Any = MISSING,
     low_open: bool = False,
     high_open: bool = False,
+    hash_neutral: bool = False,
 ):
     """A numeric field within [low, high] (an end None: unbounded; `low_open` / `high_open`: the end
     itself excluded), e.g. `sparsity: float = bounded(0.0, 1.0, default=0.5, low_open=True)`;
     checked on construction by `check_field_values`."""
-    return field(default=default, metadata={"valid": Range(low, high, low_open, high_open)})
+    rule = Range(low, high, low_open, high_open)
+    return field(default=default, metadata={"valid": rule, HASH_NEUTRAL: hash_neutral})
+
+
+def hash_neutral_defaults(cls: type) -> dict[str, Any]:
+    """{field: default} of `cls`'s fields marked HASH_NEUTRAL (the nearest class in the MRO that
+    declares the field decides; a subclass that changes only the default keeps the mark)."""
+    out = {}
+    for f in fields(cls):
+        marked = any(
+            (getattr(k, "__dataclass_fields__", {}).get(f.name) or field()).metadata.get(HASH_NEUTRAL)
+            for k in cls.__mro__
+        )
+        if marked and f.default is not MISSING:
+            out[f.name] = f.default
+    return out
 
 
 def field_rule(cls: type, name: str) -> Optional[Choices | Range]:

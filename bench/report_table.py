@@ -58,8 +58,8 @@ def setting_labels(configs: list[dict]) -> list[str]:
     """One label per run: `key=value` for each key that varies between runs of its method on one
     task (of one model), `method.` left out of the key; "" where nothing varies."""
     flat = [{k: json.dumps(v, sort_keys=True) for k, v in _flatten(c).items() if _settable(k)} for c in configs]
-    for f in flat:  # a run recorded before a key existed used the key's neutral value (bench.config)
-        for (section, key), neutral in bench_config.HASH_NEUTRAL_DEFAULTS.items():
+    for f, c in zip(flat, configs):  # a run recorded before a key existed used its neutral value
+        for (section, key), neutral in bench_config.neutral_defaults(c).items():
             f.setdefault(f"{section}.{key}", json.dumps(neutral))
     by_cell: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):

@@ -28,7 +28,7 @@ class AdaLoRA(peft_common.PeftMethod):
     init_r: Optional[int] = None  # null: from sparsity, or 1.5 * target_r (the paper's b0 ~ 1.5 bT)
     alpha: float = 32.0
     # fixed: scaling alpha / init_r (PEFT's) | scaled: alpha / target_r at any init_r
-    alpha_rule: str = choice("fixed", "scaled", default="fixed")
+    alpha_rule: str = choice("fixed", "scaled", default="fixed", hash_neutral=True)
     dropout: float = 0.0
     tinit_ratio: float = bounded(0, 1, default=0.1, high_open=True)
     tfinal_ratio: float = bounded(0, 1, default=0.2, high_open=True)

@@ -18,16 +18,17 @@ Trainable parameters per adapted matrix: r * d_out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from bench.protocols import HASH_NEUTRAL
 from methods.column_adapter import ColumnMethod, random_columns
 
 
 @dataclass(kw_only=True)
 class PartialConnection(ColumnMethod):
-    alpha: float | None = None
+    alpha: float | None = field(default=None, metadata={HASH_NEUTRAL: True})  # null: no scaling
     selector_seed: int = 0
 
     alpha_optional = True

@@ -51,7 +51,7 @@ class PhasedTraining:
 
     phases: int | None = bounded(1, default=4)
     phase_steps: int | None = bounded(1, default=None)
-    lr_after_reset: str = choice("continue", "constant", default="continue")
+    lr_after_reset: str = choice("continue", "constant", default="continue", hash_neutral=True)
 
     boundary_change: ClassVar[Change] = Change.NONE
 

@@ -110,7 +110,7 @@ class PrunedLoRA(LoRA):
     r_init: Optional[int] = None  # null: r_target / (1 - sparsity)
     alpha: float = 16.0  # LoRA's 32 would double the scaling of the method the YAML runs
     # fixed: scaling alpha / r_init (the reference) | scaled: alpha / r_target
-    alpha_rule: str = choice("fixed", "scaled", default="fixed")
+    alpha_rule: str = choice("fixed", "scaled", default="fixed", hash_neutral=True)
     criterion: str = choice("obs_gradient", "magnitude", "taylor", "wanda", default="obs_gradient")
     # auto: obs for obs_gradient, none for the baselines (the reference's)
     recovery: str = choice("auto", "none", "obs", "obs_newton", default="auto")

@@ -177,12 +177,12 @@ class GSM8K(Task):
     max_gen_toks: int = 256
     primary_filter: str = choice("strict-match", "flexible-extract", default="strict-match")
     # ASDiv problems held out of training and scored as eval.heldout; 0 = off
-    asdiv_heldout: int = bounded(0, default=0)
+    asdiv_heldout: int = bounded(0, default=0, hash_neutral=True)
     # ASDiv problems held out as the test split of test_source=asdiv; 0 = off
-    asdiv_test: int = bounded(0, default=0)
+    asdiv_test: int = bounded(0, default=0, hash_neutral=True)
     # problems generated for exact match per scored split (test and held-out): the first N of the
     # split's order; null = all, 0 = none (teacher-forced losses only: primary metric answer_nll)
-    generate_limit: Optional[int] = bounded(0, default=None)
+    generate_limit: Optional[int] = bounded(0, default=None, hash_neutral=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()

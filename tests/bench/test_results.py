@@ -111,3 +111,22 @@ def test_failed_attempt_is_kept_before_a_new_one(tmp_path):
     kept = results.set_aside_previous(tmp_path)
     assert kept.parent.name == "attempts" and json.loads(kept.read_text())["status"] == "failed"
     assert not (tmp_path / "result.json").exists()
+
+
+def test_hash_neutral_keys_are_declared_by_the_classes_that_own_them():
+    """No table in the core names method or task fields: each class marks its own (bench.protocols)."""
+    from bench.config import neutral_defaults
+
+    cfg = {
+        "train": {},
+        "method": {"_target_": "methods.prunedlora.PrunedLoRA"},
+        "task": {"_target_": "tasks.gsm8k.GSM8K"},
+    }
+    found = neutral_defaults(cfg)
+    assert found[("train", "optimizer")] == "adamw" and found[("train", "kernels")] == "none"
+    assert found[("method", "alpha_rule")] == "fixed" and ("method", "lr_after_reset") not in found
+    assert found[("task", "generate_limit")] is None and found[("task", "asdiv_test")] == 0
+    assert neutral_defaults({"method": {"_target_": "methods.paca.PartialConnection"}})[("method", "alpha")] is None
+    assert ("method", "alpha") not in neutral_defaults({"method": {"_target_": "methods.cla.CheapLoRA"}})
+    gone = {"method": {"_target_": "methods.c3la_shift.ShiftingCheapLoRA"}}  # a removed class: nothing from it
+    assert not [k for k in neutral_defaults(gone) if k[0] == "method"]
