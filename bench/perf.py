@@ -15,9 +15,9 @@ count). The CPU's peak RSS growth is shown beside it and never compared: it depe
 allocator, not on the method.
 
 Every key that changes the work of a step is pinned or recorded and printed in the table heading:
-gradient accumulation (pinned to `--grad-accum`, default 1: a model/task profile such as
-the 7B GSM8K one sets 4, which once made every row do four micro-batches while the counts assumed
-one), batch, sequence length, adapter targets, checkpointing, compile, precision and weight dtype.
+gradient accumulation (pinned to `--grad-accum`, default 1, over a model/task profile's own value
+such as the 7B GSM8K profile's 4, so that the work timed is the work counted), batch, sequence
+length, adapter targets, checkpointing, compile, kernels, precision and weight dtype.
 FLOPs, tokens/s and the bare loop count the micro-batches actually run. A row is refused as an
 invalid measurement, not printed as a result, when its MFU exceeds 1, when the tokens the loop
 processed differ from those counted, or when a trainable tensor received no gradient.
@@ -407,10 +407,9 @@ def split_events(times: dict, changes: list[int], warmup: int) -> dict:
 
 def _bare_loop(model, method, examples, cfg, device) -> tuple[list[float], int]:
     """The same work without the suite: grad_accum x (forward, backward), clip, AdamW step, with
-    the suite's autocast, AdamW implementation and clipping set (the trainable tensors). Before
-    the H200 run of issue #16 it ran without autocast, with foreach AdamW and clipping over every
-    tensor, and came out 12 % slower than the suite's loop. Returns the step times and the tokens
-    processed."""
+    the suite's autocast, AdamW implementation and clipping set (the trainable tensors), so that
+    the ratio to the suite's step measures the harness alone (a loop differing in those three was
+    12 % slower on the H200: docs/performance.md). Returns the step times and the tokens processed."""
     import torch
 
     from bench.train import optimizer_kwargs

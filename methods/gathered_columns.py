@@ -13,8 +13,9 @@ and the op's backward needs only that tensor (for B's gradient) and the weights 
 gradient), so an adapted layer holds r values per token for its backward, against LoRA's d_in + r.
 
 It is a `torch.library.custom_op` with its own autograd and fake-tensor rules, not an
-`autograd.Function` with `custom_fwd`/`custom_bwd`: under torch.compile on CUDA the latter trained
-nothing (issue #16). The op never relies on autocast: it runs with autocast off and computes in
+`autograd.Function` with `custom_fwd`/`custom_bwd`: under torch.compile on CUDA the latter trains
+nothing (its gradient reaches no parameter; docs/performance.md, the torch.compile section). The
+op never relies on autocast: it runs with autocast off and computes in
 the dtypes of its inputs, and the layer casts those inputs itself (`ColumnAdapterLinear.forward`):
 
     base path  W0 x + b : in x's dtype (the autocast dtype when autocast is on)
@@ -26,7 +27,7 @@ the dtypes of its inputs, and the layer casts those inputs itself (`ColumnAdapte
 
 Merged phases (c3LA and its chains) are kept as M (d_out x m, the adapter dtype) over the m input
 columns visited so far rather than added into a half-precision W0, where bf16 rounding would
-lose ~3-30% of a small update (issue #19). M is frozen, so its term saves nothing but M itself.
+lose ~3-30% of a small update. M is frozen, so its term saves nothing but M itself.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issues #9 and #16, for one lent GPU machine (docs/performance.md, "GPU").
+# The GPU measurements, for one lent GPU machine (docs/performance.md, "GPU" and "GPU session kit").
 #
 # Run from the repository root on the GPU machine, after `make device-wheels` here and with .whl
 # carried there:   bash scripts/gpu_session.sh STEP [STEP ...]
@@ -11,7 +11,7 @@
 #            PrunedLoRA, L1RA, AdaLoRA, DoRA and full FT (Adafactor), checkpointing off / on
 #   mfu      LoRA alone at batch 1, 2 and 4, checkpointing off and on, for the MFU target
 #   compile  bench.perf --compile (inductor) for COMPILE_METHODS, checkpointing off; a compiled
-#            method that trains nothing (issue #16: cLA, grad norm 0) is refused by bench.perf
+#            method that trains nothing (gradient norm 0) is refused by bench.perf
 #            and bench.train as an invalid row / a failed run, not printed as a speed
 #   e2e      a short bench.run on the GPU (train=gpu): ASDiv training, GSM8K evaluation
 #   gputest  the gpu-marked compile check (tests/bench/test_compile.py) for GPU_TEST_METHODS:
@@ -31,8 +31,7 @@
 #            one base-model GSM8K pass over the full test split (bench.eval_speed) with
 #            eval.batch_size=EVAL_BATCH: random weights, so every answer runs to 256 tokens
 # Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
-# 7B GSM8K profile's grad_accum 4, conf/profile/task/7b_gsm8k.yaml, which made the first H100
-# run's rows do four).
+# 7B GSM8K profile's grad_accum 4, conf/profile/task/7b_gsm8k.yaml).
 # Each step writes into $OUT (default ./gpu-out) one or two files besides versions.txt and log.txt
 # (the device tool returns 8 files per call: choose the steps of one call accordingly). The knobs below are environment variables so
 # that the same script runs as a CPU smoke test on a tiny model (tests/bench/test_gpu_session.py).
