@@ -60,6 +60,7 @@ def analysis_rows(runs: list[dict], frame: pd.DataFrame) -> pd.DataFrame:
                 "_layers": _get(a, "layers", "layers") or {},
                 "_landscape": a.get("landscape"),
                 "seed": f["seed"],
+                "_path": r["_path"],
             }
         )
     out = pd.DataFrame(rows)

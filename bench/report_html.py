@@ -179,6 +179,23 @@ def forest_figure(claims: list[dict], title: str):
     return fig
 
 
+def front_trace(xs: list[float], ys: list[float], higher: bool):
+    """The dashed line through the points no other beats on both cost (x, lower is better) and metric."""
+    import plotly.graph_objects as go
+
+    from bench import report_plots as RP
+
+    keep = RP.front(xs, ys, higher)
+    return go.Scatter(
+        x=[xs[i] for i in keep],
+        y=[ys[i] for i in keep],
+        mode="lines",
+        line={"dash": "dash", "color": "grey"},
+        name="front",
+        hoverinfo="skip",
+    )
+
+
 def pareto_figures(points: pd.DataFrame) -> list:
     """Per model, task and metric: the metric against each cost, the front joined, tooltips naming
     the configuration and its run directories."""
@@ -223,18 +240,8 @@ def pareto_figures(points: pd.DataFrame) -> list:
                         marker={"size": 9},
                     )
                 )
-            xs, ys = shown[column].astype(float).tolist(), shown["mean"].astype(float).tolist()
-            keep = RP.front(xs, ys, higher)
-            fig.add_trace(
-                go.Scatter(
-                    x=[xs[i] for i in keep],
-                    y=[ys[i] for i in keep],
-                    mode="lines",
-                    line={"dash": "dash", "color": "grey"},
-                    name="front",
-                    hoverinfo="skip",
-                )
-            )
+            xs = shown[column].astype(float).tolist()
+            fig.add_trace(front_trace(xs, shown["mean"].astype(float).tolist(), higher))
             wide = min(xs) > 0 and max(xs) / min(xs) >= 10
             fig.update_layout(
                 title=f"{model} / {task}: {metric} against {label}",
@@ -311,25 +318,48 @@ def analysis_figures(rows: pd.DataFrame) -> list:
         figs.append(fig)
         shown = of_task[of_task["forgetting"].notna() & of_task["score"].notna()]
         if not shown.empty:
-            fig = go.Figure()
-            for label, group in shown.groupby(shown.apply(RA._label, axis=1), sort=True):
-                fig.add_trace(
-                    go.Scatter(
-                        x=[group["forgetting"].astype(float).mean()],
-                        y=[group["score"].astype(float).mean()],
-                        mode="markers",
-                        name=label,
-                        marker={"size": 10},
-                    )
-                )
-            fig.update_layout(
-                title=f"{model} / {task}: metric against forgetting (mean over seeds)",
-                xaxis_title="forgetting: tuned − base NLL per token on general text (lower is better)",
-                yaxis_title=str(shown["metric"].iloc[0]),
-                height=380,
-            )
-            figs.append(fig)
+            figs.append(forgetting_front(shown, f"{model} / {task}"))
     return figs
+
+
+def forgetting_front(shown: pd.DataFrame, title: str):
+    """The metric against forgetting, one point per configuration (mean over its seeds, the bars one
+    standard deviation over them both ways), the configurations no other beats on both joined."""
+    import plotly.graph_objects as go
+
+    from bench import report_analysis as RA
+    from bench import report_plots as RP
+
+    metric = str(shown["metric"].iloc[0])
+    higher = RP.higher_is_better(metric)
+    fig = go.Figure()
+    points = []
+    for label, group in shown.groupby(shown.apply(RA._label, axis=1), sort=True):
+        x, y = group["forgetting"].astype(float), group["score"].astype(float)
+        points.append((x.mean(), y.mean()))
+        runs = "<br>".join(Path(p).parent.name for p in group["_path"])
+        fig.add_trace(
+            go.Scatter(
+                x=[x.mean()],
+                y=[y.mean()],
+                mode="markers",
+                name=label,
+                marker={"size": 10},
+                error_x={"type": "data", "array": [x.std(ddof=1) if len(x) > 1 else 0.0]},
+                error_y={"type": "data", "array": [y.std(ddof=1) if len(y) > 1 else 0.0]},
+                text=[f"{label}<br>{metric}: {y.mean():.4g}<br>forgetting: {x.mean():+.4g}<br>runs:<br>{runs}"],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    fig.add_trace(front_trace([p[0] for p in points], [p[1] for p in points], higher))
+    fig.update_layout(
+        title=f"{title}: {metric} against forgetting (mean ± std over seeds)",
+        xaxis_title="forgetting: tuned − base NLL per token on general text (lower is better)",
+        yaxis_title=f"{metric} ({'higher' if higher else 'lower'} is better)",
+        height=380,
+        plot_bgcolor="white",
+    )
+    return fig
 
 
 def _surface(plane: dict, title: str, axes: tuple[str, str], marks: list[tuple]):

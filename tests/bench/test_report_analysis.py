@@ -30,3 +30,23 @@ def test_without_any_analysis_the_section_says_so(tmp_path):
     out = report.write([root], tmp_path / "report")
     (section,) = [s for s in out["sections"] if s.key == "analysis"]
     assert "no run carries an analysis" in section.markdown and section.figures == ()
+
+
+def test_the_forgetting_front_joins_the_configurations_nothing_beats_on_both(tmp_path):
+    from bench import report_analysis, report_html
+
+    root = tmp_path / "runs"
+    with_analysis(root, "lora", 0, 0.02, 1, 2.0, [4.0, 2.0, 1.0])  # forgets little
+    with_analysis(root, "lora", 1, 0.04, 1, 2.0, [4.0, 2.0, 1.0])
+    with_analysis(root, "full", 0, 0.10, 6, 8.0, [1.0, 0.9, 0.8])  # forgets most
+    runs, _ = report.load([root])
+    fig = report_html.forgetting_front(report_analysis.analysis_rows(runs, report.runs_frame(runs)), "t")
+    points = {t.name: t for t in fig.data}
+    assert set(points) == {"lora", "full", "front"}
+    assert points["lora"].x[0] == 0.03 and points["lora"].error_x.array[0] > 0  # mean and std of two seeds
+    assert points["full"].error_x.array[0] == 0.0  # one seed: no spread to draw
+    front = list(zip(points["front"].x, points["front"].y))
+    scores = {name: points[name].y[0] for name in ("lora", "full")}
+    assert front[0] == (points["lora"].x[0], scores["lora"])  # the least forgetting is always on it
+    assert len(front) == (1 if scores["lora"] >= scores["full"] else 2)
+    assert "runs:<br>" in points["lora"].text[0]  # the tooltip names the run directories
