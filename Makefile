@@ -58,7 +58,7 @@ test: lint  ## lint, then unit and integration tests on tiny models (CPU, offlin
 	$(OFFLINE) $(PY) -m pytest -m "not slow and not gpu" -q -n auto $(ARGS)
 
 test-slow: $(STAMP)  ## end-to-end tests on the real small models (minutes)
-	$(OFFLINE) $(PY) -m pytest -m "slow" -q $(ARGS)
+	$(OFFLINE) $(PY) -m pytest -m "slow" -q -n auto $(ARGS)
 
 test-all: $(STAMP)  ## every test that can run on this machine
 	$(OFFLINE) $(PY) -m pytest -q $(ARGS)
