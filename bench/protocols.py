@@ -463,5 +463,11 @@ class Task:
 
     def evaluate(self, model, tokenizer, eval_cfg, out_dir: Path, seed: int = 0) -> dict:
         """Evaluate; write per-example outputs under `out_dir`; return {"primary": <metric name>,
-        <metric name>: value, ..., "n": count, "data": provenance of the test data}."""
+        <metric name>: value, ..., "n": count, "data": provenance of the test data, "items": the
+        record bench.items.write returned}. What the core also reads where a task gives it (declared
+        in bench/result_schema.json, `eval`): "primary_higher_is_better", "generated" (problems
+        generated for, where fewer than n), "time_s" (moved into eval_throughput: a measurement, not
+        a score), and "heldout": the same for the held-out split of the training source ({"primary",
+        <metric>: value, "n", "items", optionally "generated", "time_s", "answer_nll"}), which the
+        run's summary line prints and a study's search ranks on."""
         raise NotImplementedError
