@@ -170,7 +170,7 @@ def single_configuration(name: str, runs: list[dict]) -> None:
 
 
 def _differing_keys(configs: list[dict]) -> set[str]:
-    from bench.report_table import _flatten
+    from bench.report.table import _flatten
 
     flat = [{k: json.dumps(v, sort_keys=True) for k, v in _flatten(c).items()} for c in configs]
     keys = set().union(*flat)
@@ -252,7 +252,7 @@ def compare_runs(
 
 def select_runs(runs: list[dict], filters: list[str]) -> list[dict]:
     from bench.report import where
-    from bench.report_where import parse
+    from bench.report.where import parse
 
     ok = [r for r in runs if r.get("status") == "success"]
     return where(ok, [parse(f) for f in filters]) if ok else []
@@ -286,7 +286,7 @@ def render(c: paired.Comparison, verdict: verdicts.Verdict | None = None) -> str
 
 def main(argv: list[str] | None = None) -> int:
     from bench.report import load
-    from bench.report_where import WhereError
+    from bench.report.where import WhereError
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

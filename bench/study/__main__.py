@@ -74,7 +74,7 @@ def write_report(study: spec.Study, argv: list[str]) -> Path:
         parts.append(render.part_report_markdown(part, info, figure_dir, study.doc))
     study.doc.parent.mkdir(parents=True, exist_ok=True)
     study.doc.write_text(render.document(study, argv, runs, rows, rates, judged, parts))
-    from bench import report_html
+    from bench.report import page as report_html
 
     page = report_html.study_page(study.title, judged, select.successful(runs), study.doc.name)
     (figure_dir / "report.html").write_text(page, encoding="utf-8")

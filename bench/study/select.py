@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from bench.report_where import _equal, lookup
+from bench.report.where import _equal, lookup
 from bench.study.spec import Arm, SpecError, Study, Trial
 
 

@@ -137,7 +137,7 @@ def test_a_metric_scored_on_some_items_is_compared_on_the_items_both_arms_scored
     assert any("250 of 400 items" in note for note in out["notes"])
     assert compare.main(args) == 0
     assert "n = 250 items" in capsys.readouterr().out
-    # one arm alone (bench.report_stats' interval): the items that all its runs scored
+    # one arm alone (bench.report.stats' interval): the items that all its runs scored
     from bench.report import load
 
     runs, _ = load([runs_root])

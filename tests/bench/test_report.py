@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import compare, items, paired, report, report_plots, report_stats, report_table, results
-from bench.report_where import WhereError, parse
+from bench import compare, items, paired, report, results
+from bench.report import plots as report_plots
+from bench.report import stats as report_stats
+from bench.report import table as report_table
+from bench.report.where import WhereError, parse
 from tests.helpers.results import minimal_result
 
 
@@ -54,7 +57,7 @@ def test_runs_that_differ_beyond_the_seed_are_not_averaged(tmp_path):
 
 
 def test_a_run_from_before_a_key_existed_is_not_a_different_setting(tmp_path):
-    from bench.report_table import setting_labels
+    from bench.report.table import setting_labels
 
     old = minimal_result("success")["config"]
     old["train"].pop("optimizer", None)  # recorded before train.optimizer existed (AdamW)

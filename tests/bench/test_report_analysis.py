@@ -33,7 +33,8 @@ def test_without_any_analysis_the_section_says_so(tmp_path):
 
 
 def test_the_forgetting_front_joins_the_configurations_nothing_beats_on_both(tmp_path):
-    from bench import report_analysis, report_html
+    from bench.report import analysis as report_analysis
+    from bench.report import page as report_html
 
     root = tmp_path / "runs"
     with_analysis(root, "lora", 0, 0.02, 1, 2.0, [4.0, 2.0, 1.0])  # forgets little

@@ -159,7 +159,7 @@ def test_the_default_studys_grids_match_cla_in_parameters_and_in_rank():
     import transformers
     from omegaconf import OmegaConf
 
-    from bench.report_table import MATCH_TOLERANCE
+    from bench.report.table import MATCH_TOLERANCE
     from bench.run import build
 
     arch = OmegaConf.to_container(compose("model=smollm2-135m").model.arch)

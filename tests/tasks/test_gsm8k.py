@@ -438,7 +438,7 @@ def test_an_answer_nll_primary_is_never_ranked_as_higher_is_better():
     from types import SimpleNamespace
 
     from bench.lifecycle import summary_line
-    from bench.report_plots import higher_is_better
+    from bench.report.plots import higher_is_better
     from bench.study import select
     from bench.study.spec import Criterion, SpecError
 

@@ -4,7 +4,7 @@ pareto.png           per model and task: the primary metric (mean over seeds) ag
                      trainable parameters and train time, one point per configuration; the line
                      joins the points no other point beats on both axes. Error bar: the 95 %
                      interval of the configuration's mean over items and seeds where its runs
-                     carry items files (bench.report_stats.with_intervals; filled marker), else
+                     carry items files (bench.report.stats.with_intervals; filled marker), else
                      the std over seeds (open marker); `error_bar_caption` says which.
 rank_allocation.png  for the methods whose report holds a final `rank_pattern` {module: rank}
                      (AdaLoRA, PrunedLoRA, L1RA): rank per layer (columns) and module type (rows),
@@ -95,7 +95,7 @@ def _bars(rows: pd.DataFrame) -> tuple[list[float], list[float]]:
 
 
 def pareto(pts: pd.DataFrame, path: Path) -> Path | None:
-    """pts: bench.report_table.points(), with bench.report_stats.with_intervals' columns where the
+    """pts: bench.report.table.points(), with bench.report.stats.with_intervals' columns where the
     runs have items files. None when no configuration has a metric."""
     caption = error_bar_caption(pts)
     pts = _plotted(pts)

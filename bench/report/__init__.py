@@ -5,7 +5,7 @@ Reads every result.json under the given folders (default: runs/) and writes
                              cells = primary metric mean ± std over seeds with n and a mark
                              (▲ ▼ ≈: the paired comparison with the row's parameter-matched LoRA
                              row); then trainable params, train time and peak memory
-                             (bench/report_table.py)
+                             (bench/report/table.py)
   pareto.png                 metric vs peak memory, trainable params and train time, with 95 %
                              intervals of the mean (or the std over seeds) as error bars
   rank_allocation.png        final rank per layer and module type of the adaptive methods
@@ -13,10 +13,10 @@ Reads every result.json under the given folders (default: runs/) and writes
   summary.csv / .tex         successful runs grouped by model, task, method, sparsity and setting
   report.md                  all of the above, the failures (runs that did not succeed, with their
                              errors) and the result files that could not be read or break the schema
-`--where` keeps only the runs that match (bench/report_where.py); it is parsed, never evaluated.
+`--where` keeps only the runs that match (bench/report/where.py); it is parsed, never evaluated.
 The inputs are result.json and the per-item results it declares (items.jsonl): the main table's
 marks are paired comparisons with each parameter-matched group's LoRA row (bench.compare) and the
-Pareto error bars intervals over items and seeds (bench/report_stats.py); runs without items files
+Pareto error bars intervals over items and seeds (bench/report/stats.py); runs without items files
 get no mark and std error bars. A table that mixes devices or package versions says so, since
 such numbers are not comparable.
 
@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from bench import report_stats, report_table
 from bench.config import REFERENCE_METHOD, run_hash
-from bench.report_where import WhereError, parse, select
+from bench.report import stats as report_stats
+from bench.report import table as report_table
+from bench.report.where import WhereError, parse, select
 from bench.results import validate_result
 
 # Runs are averaged only with runs whose config differs in nothing but the seed ("variant").
@@ -124,7 +124,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
 
 
 def where(runs: list[dict], filters: list) -> list[dict]:
-    """The runs every --where filter (bench.report_where.parse) keeps; an unknown key is a WhereError."""
+    """The runs every --where filter (bench.report.where.parse) keeps; an unknown key is a WhereError."""
     if not filters:
         return runs
     return [runs[i] for i in select([row(r) for r in runs], [r["config"] for r in runs], filters)]
@@ -307,7 +307,7 @@ def sections(runs, roots, filters, frame, table, main_md, marks, points, figures
         main_md + "\n" + report_table.legend(reference) + ("\n\n" + report_table.marks_markdown(marks) if marks else "")
     )
     if pareto:
-        from bench import report_plots
+        from bench.report import plots as report_plots
 
         pareto_md = f"![metric against cost]({pareto.name})\n\n{report_plots.error_bar_caption(points)}"
     else:
@@ -339,8 +339,8 @@ def sections(runs, roots, filters, frame, table, main_md, marks, points, figures
 
 
 def analysis_section(runs: list[dict], frame: pd.DataFrame, out: Path) -> Section:
-    """What the analysis stage measured (bench/report_analysis.py): its table and two figures."""
-    from bench import report_analysis as RA
+    """What the analysis stage measured (bench/report/analysis.py): its table and two figures."""
+    from bench.report import analysis as RA
 
     rows = RA.analysis_rows(runs, frame) if runs else pd.DataFrame()
     figures = tuple(
@@ -359,7 +359,7 @@ def analysis_section(runs: list[dict], frame: pd.DataFrame, out: Path) -> Sectio
 def write(roots: list[Path], out: Path, filters: list[str] = (), reference: str = REFERENCE_METHOD) -> dict:
     """Write the report into `out`; returns {runs, problems, out, figures (paths written), sections
     (list of Section, what report.md renders), main_table (the numbers of main.csv), marks (the
-    bench.report_table.Mark behind each mark)}."""
+    bench.report.table.Mark behind each mark)}."""
     parsed = [parse(f) for f in filters]  # a malformed filter fails before anything is read
     runs, problems = load(roots)
     runs = where(runs, parsed)
@@ -380,7 +380,7 @@ def write(roots: list[Path], out: Path, filters: list[str] = (), reference: str 
     points = report_stats.with_intervals(report_table.points(frame), by_path) if runs else pd.DataFrame()
     main_table, marks = report_table.with_marks(report_table.wide(points, reference), points, by_path)
     main_md = _write_tables(out, frame, table, main_table)
-    from bench import report_plots  # matplotlib loads only when a report is written
+    from bench.report import plots as report_plots  # matplotlib loads only when a report is written
 
     figures = (
         report_plots.pareto(points, out / "pareto.png"),
@@ -390,7 +390,8 @@ def write(roots: list[Path], out: Path, filters: list[str] = (), reference: str 
     analysis_part = analysis_section(runs, frame, out)
     parts.insert(next(i for i, s in enumerate(parts) if s.key == "summary"), analysis_part)
     (out / "report.md").write_text(render(parts))
-    from bench import report_analysis, report_html
+    from bench.report import analysis as report_analysis
+    from bench.report import page as report_html
 
     analysis_rows = report_analysis.analysis_rows(runs, frame) if runs else None
     analysis = report_analysis.table(analysis_rows) if runs else None
@@ -443,7 +444,3 @@ def main(argv: list[str] | None = None) -> int:
     written = [f.name for f in sorted(out.iterdir()) if f.is_file()]
     print(f"written in {out}: {', '.join(written)}")
     return 1 if info["runs"] == 0 and not info["problems"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -183,7 +183,7 @@ def front_trace(xs: list[float], ys: list[float], higher: bool):
     """The dashed line through the points no other beats on both cost (x, lower is better) and metric."""
     import plotly.graph_objects as go
 
-    from bench import report_plots as RP
+    from bench.report import plots as RP
 
     keep = RP.front(xs, ys, higher)
     return go.Scatter(
@@ -201,7 +201,7 @@ def pareto_figures(points: pd.DataFrame) -> list:
     the configuration and its run directories."""
     import plotly.graph_objects as go
 
-    from bench import report_plots as RP
+    from bench.report import plots as RP
 
     figs = []
     if points.empty:
@@ -258,7 +258,7 @@ def rank_heatmaps(patterns: dict) -> list:
     """Per configuration with a final rank pattern: mean rank by module type (rows) and layer."""
     import plotly.graph_objects as go
 
-    from bench import report_plots as RP
+    from bench.report import plots as RP
 
     figs = []
     for key, grid in RP.rank_grids(patterns).items():
@@ -285,7 +285,7 @@ def analysis_figures(rows: pd.DataFrame) -> list:
     import numpy as np
     import plotly.graph_objects as go
 
-    from bench import report_analysis as RA
+    from bench.report import analysis as RA
 
     figs = []
     if rows is None or rows.empty:
@@ -327,8 +327,8 @@ def forgetting_front(shown: pd.DataFrame, title: str):
     standard deviation over them both ways), the configurations no other beats on both joined."""
     import plotly.graph_objects as go
 
-    from bench import report_analysis as RA
-    from bench import report_plots as RP
+    from bench.report import analysis as RA
+    from bench.report import plots as RP
 
     metric = str(shown["metric"].iloc[0])
     higher = RP.higher_is_better(metric)
@@ -385,7 +385,7 @@ def landscape_figures(rows: pd.DataFrame) -> list:
     trajectory plane with the training path, the random plane around w*, the line through w_0 and w*."""
     import plotly.graph_objects as go
 
-    from bench import report_analysis as RA
+    from bench.report import analysis as RA
 
     if rows is None or rows.empty or "_landscape" not in rows:
         return []

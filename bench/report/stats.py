@@ -1,10 +1,10 @@
-"""Statistics the report (bench/report.py) draws from the runs' per-item results (items.jsonl).
+"""Statistics the report (bench/report/__init__.py) draws from the runs' per-item results (items.jsonl).
 
 - `item_field`: the per-item field behind a run's primary metric (the declared field whose
   `aggregate` is `metrics.eval["primary"]`).
 - `mean_interval`: the t interval of one configuration's mean over items and seeds, the Pareto
-  figure's error bar (bench/report_plots.py).
-- `with_intervals`: that interval for every configuration of `bench.report_table.points()` whose
+  figure's error bar (bench/report/plots.py).
+- `with_intervals`: that interval for every configuration of `bench.report.table.points()` whose
   runs carry items files; the others keep the standard deviation over seeds.
 
 The comparisons behind the main table's marks are bench.compare's (`compare_runs`); this module
@@ -111,7 +111,7 @@ UNREADABLE = (ValueError, OSError, KeyError)
 
 
 def with_intervals(pts: pd.DataFrame, runs: Mapping[str, dict]) -> pd.DataFrame:
-    """pts (bench.report_table.points(), with its `paths`) plus `ci95_low`, `ci95_high` and
+    """pts (bench.report.table.points(), with its `paths`) plus `ci95_low`, `ci95_high` and
     `error_bar`: "ci95" where the configuration's runs carry items files (mean_interval of them),
     "std" where they do not (the bars stay the standard deviation over seeds)."""
     if pts.empty or "paths" not in pts:

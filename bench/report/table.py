@@ -22,9 +22,9 @@ from typing import Mapping
 import pandas as pd
 
 from bench import config as bench_config
-from bench import report_stats
 from bench.compare import Source, compare_runs
 from bench.config import REFERENCE_METHOD
+from bench.report import stats as report_stats
 
 ROW = ["model", "method", "sparsity", "setting"]
 
