@@ -321,6 +321,19 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The run config `python -m bench.run <overrides>` composes, for the tools that run parts of a
+    job outside bench.run (bench.perf, bench.eval_speed)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
 def build(node):
     """Instantiate a method or task from its config node; its own ConfigError surfaces unwrapped."""
     from hydra.errors import InstantiationException

@@ -18,23 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def measure(model: str, task: str, device: str, overrides: list[str]) -> dict:
     import torch
-    from hydra import compose, initialize_config_dir
 
     from bench import metrics as M
     from bench import models
-    from bench.config import build, register_configs, validate
+    from bench.config import build, compose_config, validate
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[f"model={model}", f"task={task}", "method=lora", f"train.device={device}", *overrides],
-        )
+    cfg = compose_config([f"model={model}", f"task={task}", "method=lora", f"train.device={device}", *overrides])
     validate(cfg)
     task_obj = build(cfg.task)
     task_obj.check(cfg)

@@ -72,13 +72,7 @@ def apply(model, kernels: str, device_type: str) -> dict | None:
     stock = dict(vars(module))
     table[model_type](model=model)
     _PATCHED.append((module, {k: v for k, v in stock.items() if vars(module).get(k) is not v}))
-    return {"name": "liger", "version": _version("liger-kernel"), "model_type": model_type}
+    from bench.provenance import package_version
 
-
-def _version(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:  # importable without an installed distribution (a source tree)
-        return "unknown: no distribution metadata"
+    version = package_version("liger-kernel") or "unknown: no distribution metadata"  # importable from a source tree
+    return {"name": "liger", "version": version, "model_type": model_type}

@@ -133,16 +133,9 @@ class _SyntheticTask(Task):
 
 
 def _compose(model: str, method: str, extra: list[str]):
-    from hydra import compose, initialize_config_dir
+    from bench.config import compose_config
 
-    from bench.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(
-            config_name="config",
-            overrides=[f"model={model}", f"method={method}", "logger=none", "run.checkpoint_every=null", *extra],
-        )
+    return compose_config([f"model={model}", f"method={method}", "logger=none", "run.checkpoint_every=null", *extra])
 
 
 def step_overrides(args) -> list[str]:

@@ -9,6 +9,7 @@ concrete method or task.
 from __future__ import annotations
 
 import enum
+import functools
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -176,6 +177,11 @@ def bounded(
 def hash_neutral_defaults(cls: type) -> dict[str, Any]:
     """{field: default} of `cls`'s fields marked HASH_NEUTRAL (the nearest class in the MRO that
     declares the field decides; a subclass that changes only the default keeps the mark)."""
+    return dict(_hash_neutral_defaults(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _hash_neutral_defaults(cls: type) -> tuple:  # a report hashes every run: once per class
     out = {}
     for f in fields(cls):
         marked = any(
@@ -184,7 +190,7 @@ def hash_neutral_defaults(cls: type) -> dict[str, Any]:
         )
         if marked and f.default is not MISSING:
             out[f.name] = f.default
-    return out
+    return tuple(out.items())
 
 
 def field_rule(cls: type, name: str) -> Optional[Choices | Range]:

@@ -59,14 +59,16 @@ def git_state() -> dict:
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
+def package_version(name: str) -> str | None:
+    """The installed distribution's version; None where it has no metadata (not installed)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def packages() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: package_version(name) for name in PACKAGES}
 
 
 def cpu_name() -> str:

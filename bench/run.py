@@ -47,6 +47,8 @@ def prepare(cfg: DictConfig):
 def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> str:
     """One run, top to bottom. The Run around the stages (bench/lifecycle.py) holds the lock,
     run.log and the signal handlers, and turns whatever happens into result.json."""
+    from bench.train import fresh_accelerator
+
     run = Run(cfg, config, config_hash, fresh_accelerator(cfg.train))
     refused = run.claim()
     if refused:
@@ -75,12 +77,6 @@ def execute(cfg: DictConfig, method, task, config: dict, config_hash: str) -> st
             run.stage = "export"
             export(run, model, method, tokenizer)
     return run.status
-
-
-def fresh_accelerator(tcfg):
-    from bench import train
-
-    return train.fresh_accelerator(tcfg)
 
 
 def _seed(seed: int) -> None:
