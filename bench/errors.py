@@ -1,4 +1,4 @@
-"""The error every check of a config value raises (bench.config, bench.targets, methods, tasks)."""
+"""The error every check of a config value raises (bench.config, bench.models.targets, methods, tasks)."""
 
 
 class ConfigError(ValueError):

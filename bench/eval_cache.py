@@ -44,8 +44,16 @@ PACKAGES = ("torch", "transformers", "tokenizers", "lm_eval", "datasets")
 # Distributions that ship the offline models and data; their versions stand for the files' content
 # (the tasks also check most of these files against a sha256 of their own).
 ASSETS = REPO_ROOT / "requirements" / "assets.txt"
-# Code every evaluation goes through, beside the task's own modules (`task_sources`).
-SHARED_SOURCES = ("tasks/lm_eval_bridge.py", "bench/items.py", "bench/models.py")
+# Code every evaluation goes through, beside the task's own modules (`task_sources`): the scoring
+# bridge, the items files, and how the model is loaded.
+SHARED_SOURCES = (
+    "tasks/lm_eval_bridge.py",
+    "bench/items.py",
+    "bench/models/loading.py",
+    "bench/models/kinds.py",
+    "bench/models/sources.py",
+    "bench/models/tokenizers.py",
+)
 # eval.* settings that do not change what the evaluation computes
 EVAL_NOT_IN_KEY = ("enabled", "base", "base_cache", "allow_code_execution")
 # model provenance fields that are about training, not about the model evaluated
@@ -83,7 +91,7 @@ def _imported_task_modules(path: Path) -> set[Path]:
 
 def task_sources(task) -> list[Path]:
     """The source files that decide what a task's evaluation computes: the modules of the task's
-    classes (those inside the repository, bench/protocols.py aside: the protocol defines no
+    classes (those inside the repository, bench/api/task.py aside: the contract defines no
     evaluation), the `tasks` modules they import, transitively, and SHARED_SOURCES."""
     todo = set()
     for cls in type(task).__mro__:
@@ -91,7 +99,7 @@ def task_sources(task) -> list[Path]:
             file = Path(inspect.getfile(cls)).resolve()
         except (TypeError, OSError):  # builtins (object)
             continue
-        if file.is_relative_to(REPO_ROOT) and file != REPO_ROOT / "bench" / "protocols.py":
+        if file.is_relative_to(REPO_ROOT) and file != REPO_ROOT / "bench" / "api" / "task.py":
             todo.add(file)
     seen: set[Path] = set()
     while todo:

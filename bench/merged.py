@@ -22,7 +22,7 @@ from torch import nn
 
 def adapted_layer_names(model, method, model_targets) -> list[str]:
     """Full names, in the untouched model, of the linear layers the method will adapt."""
-    from bench.targets import target_linears
+    from bench.models.targets import target_linears
 
     return list(target_linears(model, getattr(method, "target_modules", None) or model_targets))
 

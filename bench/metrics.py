@@ -202,7 +202,7 @@ def timed_evaluation(task, model, tokenizer, eval_cfg, out_dir: Path, seed: int)
     parts (GSM8K: generation against the teacher-forced losses, per split): measurements, moved
     out of the scores that a rerun must reproduce."""
     from bench import eval_batch
-    from bench.models import unwrap
+    from bench.models.loading import unwrap
 
     t = time.perf_counter()
     with GenerationCounter(unwrap(model)) as generated, eval_batch.recording() as sizes:

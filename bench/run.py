@@ -30,7 +30,8 @@ log = logging.getLogger("bench.run")
 
 def prepare(cfg: DictConfig):
     """Everything that can be checked without loading a model. Raises ConfigError."""
-    from bench.models import check_available, model_kind
+    from bench.models.kinds import model_kind
+    from bench.models.loading import check_available
 
     validate(cfg)
     method, task = build(cfg.method), build(cfg.task)
@@ -89,7 +90,8 @@ def set_up(run: Run, method) -> None:
     """Seed, threads, the device and distributed checks, provenance and the tracker."""
     import torch
 
-    from bench import distributed, kernels, provenance
+    from bench import distributed, provenance
+    from bench.models import kernels
     from bench.tracking import make_tracker
 
     cfg, accelerator = run.cfg, run.accelerator
@@ -114,11 +116,11 @@ def set_up(run: Run, method) -> None:
 
 
 def load_model(run: Run, task):
-    from bench import models
+    from bench.models import loading
 
     device = run.accelerator.device
-    model, tokenizer, run.provenance["model"] = models.load(
-        run.cfg.model, device=models.build_device(run.cfg.model, device), head=task.model_head()
+    model, tokenizer, run.provenance["model"] = loading.load(
+        run.cfg.model, device=loading.build_device(run.cfg.model, device), head=task.model_head()
     )
     model.to(device)
     return model, tokenizer
@@ -200,8 +202,9 @@ def timed_evaluation(run: Run, model, tokenizer, task, name: str) -> dict:
 
 
 def apply_method(run: Run, model, method):
-    from bench import kernels, train
     from bench import metrics as M
+    from bench import train
+    from bench.models import kernels
 
     cfg = run.cfg
     # lm-eval reseeds the global RNGs; adapter initialisation must not depend on whether the
@@ -320,8 +323,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    from bench.cli_check import unknown_key_message
-    from bench.models import size_class_message
+    from bench.cli_check import size_class_message, unknown_key_message
 
     message = size_class_message(sys.argv[1:]) or unknown_key_message(sys.argv[1:])
     if message:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from bench.api import Change, Method, Task
 from bench.checkpoint import CheckpointStore, LoopState
 from bench.metrics import StepClock, current_memory
-from bench.protocols import PARAMETERS_REPLACED, Change, Method, Task
 from bench.results import MetricsLog
 from bench.stop import Cancelled, Stop
 from bench.tensor_memory import TensorMemoryWindow
@@ -337,7 +337,7 @@ def train(ctx: TrainContext) -> TrainResult:
                 # uncompiled after the first change event
                 raw_model.__dict__.pop("_is_accelerate_prepared", None)
                 model = accelerator.prepare_model(raw_model)  # a data-parallel wrapper must see the new ones
-                if change != PARAMETERS_REPLACED:  # the method did not carry the optimizer state itself
+                if change != Change.PARAMETERS_REPLACED:  # the method did not carry the optimizer state itself
                     release_optimizer(accelerator, optimizer)
                     optimizer = accelerator.prepare_optimizer(build_optimizer(method, raw_model, tcfg))
                     scheduler = build_scheduler(optimizer, tcfg, tcfg.max_steps, done_steps=step)

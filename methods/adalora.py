@@ -16,10 +16,10 @@ from typing import Optional
 
 import torch
 
-from bench import targets
+from bench.api import Change, Mechanism, bounded, choice, runtime
 from bench.config import ConfigError
-from bench.protocols import Change, Mechanism, bounded, choice, runtime
-from methods import peft_common
+from bench.models import targets
+from methods.base import peft_common
 
 
 @dataclass(kw_only=True)

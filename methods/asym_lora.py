@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from bench import targets
-from bench.protocols import choice
+from bench.api import choice
+from bench.models import targets
 from methods.lora import LoRA
 
 

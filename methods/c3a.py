@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from bench import targets
+from bench.api import choice, runtime
 from bench.config import ConfigError
-from bench.protocols import choice, runtime
-from methods import peft_common
+from bench.models import targets
+from methods.base import peft_common
 
 
 @dataclass(kw_only=True)

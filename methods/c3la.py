@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.column_adapter import ColumnChainMethod, windows
+from methods.base.column_adapter import ColumnChainMethod, windows
 
 
 @dataclass(kw_only=True)

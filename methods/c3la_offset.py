@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.protocols import Change
-from methods.column_adapter import ColumnChainMethod, layer_generator
+from bench.api import Change
+from methods.base.column_adapter import ColumnChainMethod, layer_generator
 
 
 @dataclass(kw_only=True)

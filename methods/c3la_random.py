@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from methods.base.column_adapter import layer_generator
 from methods.c3la import ChainedCheapLoRA
-from methods.column_adapter import layer_generator
 
 
 @dataclass(kw_only=True)

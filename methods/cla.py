@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.column_adapter import ColumnMethod
+from methods.base.column_adapter import ColumnMethod
 
 
 @dataclass(kw_only=True)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.protocols import choice
-from methods.column_adapter import ColumnMethod, layer_generator, random_columns
+from bench.api import choice
+from methods.base.column_adapter import ColumnMethod, layer_generator, random_columns
 
 
 @dataclass(kw_only=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from methods.asym_lora import AsymLoRA
-from methods.column_adapter import layer_generator
+from methods.base.column_adapter import layer_generator
 
 
 def row_normalised_gaussian(generator: torch.Generator, r: int, d_in: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from methods.lora_chain import LoRAChain
+from methods.base.lora_chain import LoRAChain
 
 
 @dataclass(kw_only=True)

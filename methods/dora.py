@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from bench import targets
-from methods import peft_common
+from bench.models import targets
+from methods.base import peft_common
 from methods.lora import LoRA
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.protocols import Method, required
+from bench.api import Method, required
 
 
 @dataclass(kw_only=True)

@@ -43,10 +43,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from bench import targets
+from bench.api import Change, Mechanism, bounded, choice, runtime
 from bench.metrics import count_params
-from bench.protocols import Change, Mechanism, bounded, choice, runtime
-from methods import lora_surgery, peft_common
+from bench.models import targets
+from methods.base import lora_surgery, peft_common
 from methods.lora import LoRA
 
 

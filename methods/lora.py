@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from bench.protocols import bounded, runtime
-from methods import peft_common
+from bench.api import bounded, runtime
+from methods.base import peft_common
 
 
 @dataclass(kw_only=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.protocols import bounded
+from bench.api import bounded
 from methods.lora import LoRA
 
 

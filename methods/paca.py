@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.protocols import HASH_NEUTRAL
-from methods.column_adapter import ColumnMethod, random_columns
+from bench.api import HASH_NEUTRAL
+from methods.base.column_adapter import ColumnMethod, random_columns
 
 
 @dataclass(kw_only=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from bench.protocols import bounded, runtime
+from bench.api import bounded, runtime
 from methods.lora import LoRA
 
 

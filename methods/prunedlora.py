@@ -59,9 +59,9 @@ from typing import Optional
 
 import torch
 
+from bench.api import Change, Mechanism, bounded, choice, runtime
 from bench.config import ConfigError
-from bench.protocols import Change, Mechanism, bounded, choice, runtime
-from methods import lora_surgery, peft_common
+from methods.base import lora_surgery, peft_common
 from methods.lora import LoRA
 
 

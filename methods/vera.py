@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from bench import targets
-from bench.protocols import bounded
-from methods import peft_common
+from bench.api import bounded
+from bench.models import targets
+from methods.base import peft_common
 
 
 @dataclass(kw_only=True)

@@ -28,7 +28,7 @@
 #            (Llama-3.1-8B shape), rank 16 on all linear layers, sequence NEMO_SEQ, batch
 #            NEMO_BATCH, LoRA and cLA, once per NEMO_KERNELS (none, liger), eager / compiled
 #   evalspeed
-#            one base-model GSM8K pass over the full test split (bench.eval_speed) with
+#            one base-model GSM8K pass over the full test split (bench.perf.eval_speed) with
 #            eval.batch_size=EVAL_BATCH: random weights, so every answer runs to 256 tokens
 # Every bench.perf row does one micro-batch per optimizer step (--grad-accum 1, pinned over the
 # 7B GSM8K profile's grad_accum 4, conf/profile/task/7b_gsm8k.yaml).
@@ -121,7 +121,7 @@ print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else 
     evalspeed)
         # shellcheck disable=SC2086
         # (train_source: nothing trains, but the task checks that its training data is reachable)
-        "$PYTHON" -m bench.eval_speed --model "$MODEL" --task gsm8k --device "$DEVICE" --out "$OUT/evalspeed.md" \
+        "$PYTHON" -m bench.perf.eval_speed --model "$MODEL" --task gsm8k --device "$DEVICE" --out "$OUT/evalspeed.md" \
             $MODEL_ARGS task.train_source=asdiv eval.batch_size="$EVAL_BATCH" ${EVAL_LIMIT:+eval.limit=$EVAL_LIMIT} \
             2>&1 | tee -a "$OUT/log.txt"
         return "${PIPESTATUS[0]}" ;;

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import ClassVar, Optional, Sequence
 
 from bench import eval_batch, items
+from bench.api import Task, bounded, runtime
 from bench.config import ConfigError
-from bench.protocols import Task, bounded, runtime
 from bench.provenance import canonical_json, rows_sha256
 from tasks import classification_metrics
 

@@ -16,9 +16,9 @@ import functools
 from dataclasses import dataclass
 from typing import Optional
 
+from bench.api import choice
 from bench.assets import hub_offline, offline_hint
 from bench.config import ConfigError
-from bench.protocols import choice
 from bench.provenance import rows_sha256
 from tasks.classification import ClassificationTask, Spec, Split
 

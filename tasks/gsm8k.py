@@ -66,9 +66,9 @@ from pathlib import Path
 from typing import Optional
 
 from bench import eval_batch, items
+from bench.api import Task, bounded, choice
 from bench.assets import checked_package_file, hub_offline, offline_hint, package_file, sha256_file
 from bench.config import ConfigError
-from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import lm_eval_bridge, prompt_completion
 
@@ -283,7 +283,7 @@ class GSM8K(Task):
         (prompt_completion.encode_pair), up to ANSWER_NLL_MAX_LENGTH tokens."""
         import torch
 
-        from bench.models import unwrap
+        from bench.models.loading import unwrap
 
         examples = []
         for r in rows:

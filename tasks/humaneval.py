@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Optional
 
 from bench import items
+from bench.api import Task, bounded, choice
 from bench.assets import checked_package_file, hub_offline, offline_hint
 from bench.config import ConfigError
-from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import humaneval_stdlib, lm_eval_bridge, prompt_completion, sandbox
 from tasks.humaneval_scoring import STOP_SEQUENCES, SandboxScorer, pass_at_k

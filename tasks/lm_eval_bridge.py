@@ -67,7 +67,7 @@ def run(
     (tasks_dir / f"{name}.yaml").write_text(yaml.safe_dump(_recordable(task_yaml), sort_keys=False))
     has_callables = any(callable(v) for v in task_yaml.values())
 
-    from bench.models import unwrap  # torch: imported when an evaluation runs, not with the task
+    from bench.models.loading import unwrap  # torch: imported when an evaluation runs, not with the task
 
     hf_model = unwrap(model)
     was_training = hf_model.training

@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.protocols import bounded
+from bench.api import bounded
 from bench.provenance import rows_sha256
 from tasks import sdist_assets
 from tasks.classification import ClassificationTask, Spec, Split

@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from bench import eval_batch, items
+from bench.api import Task, bounded, choice
 from bench.assets import checked_package_file, package_file
 from bench.config import ConfigError
-from bench.protocols import Task, bounded, choice
 from bench.provenance import rows_sha256
 from tasks import prompt_completion
 
@@ -160,7 +160,7 @@ def logliks(model, tokenizer, requests: Sequence[tuple[str, str]], batch_size: i
     padded; the model is left in the mode it was in."""
     import torch
 
-    from bench.models import unwrap
+    from bench.models.loading import unwrap
 
     encoded = [encode_request(tokenizer, c, x, max_length) for c, x in requests]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))

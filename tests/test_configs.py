@@ -6,8 +6,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from bench.api import Method, Task
 from bench.config import ConfigError, validate
-from bench.protocols import Method, Task
 from tests.conftest import CONF, compose, run_cli
 
 

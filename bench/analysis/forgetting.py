@@ -113,7 +113,7 @@ def overlaps(text: str, training_text: str) -> bool:
 
 def applicable(model) -> Optional[str]:
     """None, or why the language-modelling loss does not exist for this model."""
-    from bench.models import unwrap
+    from bench.models.loading import unwrap
 
     hf = unwrap(model)
     if hf.get_output_embeddings() is None:
@@ -124,7 +124,7 @@ def applicable(model) -> Optional[str]:
 @torch.no_grad()
 def passage_losses(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> list[dict]:
     """[{nll, tokens}] per text: the summed NLL of its tokens after the first, and their count."""
-    from bench.models import unwrap
+    from bench.models.loading import unwrap
 
     hf = unwrap(model)
     device, was_training = next(hf.parameters()).device, hf.training

@@ -27,7 +27,7 @@ FACTOR_TOLERANCE = 1e-4
 
 def analysed_layers(model, method, model_targets) -> dict:
     """name -> nn.Linear of the untouched model's layers to analyse."""
-    from bench.targets import target_linears
+    from bench.models.targets import target_linears
 
     targets = getattr(method, "target_modules", None) or model_targets
     return target_linears(model, targets)

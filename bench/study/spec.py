@@ -3,7 +3,7 @@
 Top level: `title`, `doc` (the Markdown page it writes, relative to the repository root), `prose`
 (a Markdown file included in the page, relative to the YAML), `root` (where the runs go), `seeds`
 (the main grids' seeds), `jobs` (sweep commands at once), `mechanism_min` (the share a method's
-mechanism must reach before its arm is judged, bench.protocols.Mechanism), `parts`, `search`,
+mechanism must reach before its arm is judged, bench.api.Mechanism), `parts`, `search`,
 `grids`, `arms`, `claims`. Every key of every level is checked: an unknown one is an error that
 lists the known ones, so a typo cannot silently drop a setting.
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import eval_batch, models
+from bench import eval_batch
 from bench.config import ConfigError, validate
+from bench.models import loading
 from tasks import classification, piqa
 from tests.conftest import compose
 
@@ -83,7 +84,7 @@ class OutOfMemoryAbove(torch.nn.Module):
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    model, tokenizer, _ = models.load(compose("task=piqa", "model=tiny-llama").model)
+    model, tokenizer, _ = loading.load(compose("task=piqa", "model=tiny-llama").model)
     return model.eval(), tokenizer
 
 

@@ -1,4 +1,4 @@
-"""Choices and ranges declared on a field (`bench.protocols.choice` / `bounded`): one check, one
+"""Choices and ranges declared on a field (`bench.api.choice` / `bounded`): one check, one
 message format that lists what is valid, inherited by a subclass that only changes a default."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any, Optional
 
 import pytest
 
+from bench.api import Task, bounded, choice
 from bench.config import ConfigError
-from bench.protocols import Task, bounded, choice
 
 
 @dataclass(kw_only=True)

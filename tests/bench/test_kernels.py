@@ -11,8 +11,8 @@ import types
 import pytest
 import torch
 
-from bench import kernels
 from bench.config import ConfigError, resolved, run_hash, validate
+from bench.models import kernels
 from tests.conftest import compose
 from tests.helpers.tiny import fixed_batch, tiny_bert_classifier, tiny_llama
 

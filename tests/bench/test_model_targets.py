@@ -11,9 +11,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from bench.config import ConfigError, validate
+from bench.models.targets import auto_targets, resolve_targets, target_linears
 from bench.run import build
-from bench.targets import auto_targets, resolve_targets, target_linears
-from methods import peft_common
+from methods.base import peft_common
 from tests.conftest import compose
 from tests.helpers.tiny import LLAMA_LINEARS, tiny_llama
 
@@ -156,7 +156,7 @@ def test_auto_on_a_type_peft_does_not_know_takes_the_fused_qkv():
 def test_auto_lora_count_on_phi_is_the_hand_formula():
     """`model=hub` on Phi-3.5-mini (offline: the shipped arch) with its default targets: LoRA r=8 on
     the fused qkv_proj, 3072 -> 3 x 3072, in 32 layers."""
-    from bench import models
+    from bench.models import loading
 
     cfg = compose(
         "model=hub",
@@ -167,7 +167,7 @@ def test_auto_lora_count_on_phi_is_the_hand_formula():
         "method=lora",
         "method.r=8",
     )
-    base, _, info = models.load(cfg.model, device="meta", fit_vocab=False)
+    base, _, info = loading.load(cfg.model, device="meta", fit_vocab=False)
     assert info["adapter_targets_auto"]["targets"] == ["qkv_proj"]
     method = build(cfg.method)
     assert method.expected_trainable_params(base) == 32 * 8 * (3072 + 3 * 3072)

@@ -6,14 +6,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench import models
+from bench import assets
 from bench.config import ConfigError
+from bench.models import loading
 from tests.conftest import compose
 
 
 def test_tiny_llama_builds_from_its_architecture():
     cfg = compose("model=tiny-llama")
-    model, tok, info = models.load(cfg.model)
+    model, tok, info = loading.load(cfg.model)
     assert info["init"] == "random" and info["architecture"] == "llama"
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
     assert model.config.vocab_size == len(tok) == 50257  # taken from the tokenizer
@@ -24,9 +25,9 @@ def test_tiny_llama_builds_from_its_architecture():
 def test_random_init_is_seeded():
     cfg = compose("model=tiny-llama")
     torch.manual_seed(3)
-    a = models.load(cfg.model)[0].model.layers[0].self_attn.q_proj.weight
+    a = loading.load(cfg.model)[0].model.layers[0].self_attn.q_proj.weight
     torch.manual_seed(3)
-    b = models.load(cfg.model)[0].model.layers[0].self_attn.q_proj.weight
+    b = loading.load(cfg.model)[0].model.layers[0].self_attn.q_proj.weight
     torch.testing.assert_close(a, b)
 
 
@@ -37,7 +38,7 @@ def test_exact_shape_of_a_big_model_without_download():
     mcfg["arch"].update(
         hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4
     )
-    model, tok, info = models.load(OmegaConf.create(mcfg))
+    model, tok, info = loading.load(OmegaConf.create(mcfg))
     # the GPT-2 tokenizer has more tokens than Llama-2's 32000: the change is recorded
     assert info["vocab_size_overridden"] == {
         "architecture": 32000,
@@ -51,7 +52,7 @@ def test_exact_shape_of_a_big_model_without_download():
 def test_unreachable_hub_model_explains_the_offline_options():
     cfg = compose("model=qwen2.5-0.5b", "model.dtype=float32")
     with pytest.raises(ConfigError) as err:
-        models.load(cfg.model)
+        loading.load(cfg.model)
     message = str(err.value)
     assert "Qwen/Qwen2.5-0.5B" in message and "model.init=random" in message
 
@@ -59,23 +60,23 @@ def test_unreachable_hub_model_explains_the_offline_options():
 def test_unknown_tokenizer_lists_the_known_ones():
     cfg = compose("model=tiny-llama", "model.tokenizer=bpe-9000")
     with pytest.raises(ConfigError, match="gpt2-offline"):
-        models.load(cfg.model)
+        loading.load(cfg.model)
 
 
 def test_missing_asset_package_says_how_to_install():
     with pytest.raises(ConfigError, match="make install"):
-        models.package_file("no-such-package-xyz", "data/file")
+        assets.package_file("no-such-package-xyz", "data/file")
 
 
 @pytest.mark.slow
 def test_smollm2_converts_once_and_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
     cfg = compose("model=smollm2-135m")
-    model, tok, info = models.load(cfg.model)
+    model, tok, info = loading.load(cfg.model)
     assert info["file_sha256"].startswith("b179c952")
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     assert len(list((tmp_path / "models").iterdir())) == 1
-    again, _, info2 = models.load(cfg.model)  # from the cache now
+    again, _, info2 = loading.load(cfg.model)  # from the cache now
     torch.testing.assert_close(again.model.layers[3].mlp.up_proj.weight, model.model.layers[3].mlp.up_proj.weight)
     ids = tok("The capital of France is", return_tensors="pt").input_ids
     out = again.generate(ids, max_new_tokens=3, do_sample=False)

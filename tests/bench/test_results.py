@@ -114,7 +114,7 @@ def test_failed_attempt_is_kept_before_a_new_one(tmp_path):
 
 
 def test_hash_neutral_keys_are_declared_by_the_classes_that_own_them():
-    """No table in the core names method or task fields: each class marks its own (bench.protocols)."""
+    """No table in the core names method or task fields: each class marks its own (bench.api)."""
     from bench.config import neutral_defaults
 
     cfg = {

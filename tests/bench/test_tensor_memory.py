@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import perf
 from bench import tensor_memory as TM
+from bench.perf import cli, measure, table
 from tests.conftest import TINY, compose
 from tests.helpers.jobs import run_tiny
 
@@ -16,12 +16,12 @@ FAST = ("run.save_model=false", "train.max_steps=3")
 def hand_count(method: str) -> dict:
     """The model the runner trains, built again here: its parameter bytes, trainable bytes and
     trainable tensors (AdamW keeps a 4-byte float32 step tensor per trainable tensor on the CPU)."""
-    from bench import models
+    from bench.models import loading
     from bench.run import build
 
     cfg = compose(*TINY, f"method={method}")
     task = build(cfg.task)
-    model, _, _ = models.load(cfg.model, device="cpu", head=task.model_head())
+    model, _, _ = loading.load(cfg.model, device="cpu", head=task.model_head())
     model = build(cfg.method).apply(model)
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
@@ -125,12 +125,12 @@ def test_the_window_is_cpu_only_and_needs_a_step_after_its_lead_in():
 
 def _perf_row(batch: int, *extra: str) -> dict:
     # warm-up 2: the memory steps' lead-in is step 2, so AdamW's state is alive before the window
-    args = perf.parser().parse_args(
+    args = cli.parser().parse_args(
         ["--one", "--model", "tiny-llama", "--steps", "1", "--warmup", "2", "--seq", "16", "--batch", str(batch)]
         + ["--method", "lora", "--checkpointing", "false", *extra]
     )
     args.checkpointing = False
-    return perf.measure(args)
+    return measure.measure(args)
 
 
 def test_a_larger_batch_raises_the_activation_share_and_only_it():
@@ -144,7 +144,7 @@ def test_a_larger_batch_raises_the_activation_share_and_only_it():
         assert a["split"][c] == b["split"][c]
     assert a["category_peaks"]["gradients"] == b["category_peaks"]["gradients"]
     # bench.perf's memory column and ratio are the live-tensor peak; RSS stands beside it
-    text = perf.table([{**one, "method": "lora"}, {**four, "method": "lora-b4"}])
+    text = table.table([{**one, "method": "lora"}, {**four, "method": "lora-b4"}])
     line = next(x for x in text.splitlines() if x.startswith("| lora-b4"))
     assert f"| {b['bytes'] / 1e6:.0f} |" in line and f"| {b['bytes'] / a['bytes']:.3f} |" in line
     assert "RSS Δ" in text and "never compared" in text
@@ -170,7 +170,7 @@ def test_a_split_that_disagrees_with_the_hand_count_is_no_figure(tmp_path, monke
     with pytest.raises(NotTested, match="is invalid .*the hand count is"):
         memory_figure(result)
     row = {"peak_memory": result["metrics"]["peak_memory"], "peak_tensor_bytes": peak}
-    assert perf._mem(row) is None  # not the RSS in its place
+    assert table._mem(row) is None  # not the RSS in its place
 
 
 def test_memory_claims_use_live_tensors_and_say_so():

@@ -84,13 +84,13 @@ def test_micro_batches_of_unequal_loss_tokens_are_weighted_by_their_share(tmp_pa
     import torch
     from transformers import set_seed
 
-    from bench import models
+    from bench.models import loading
     from bench.run import build
     from bench.train import batch_indices
 
     cfg = compose(*TINY, "method.dropout=0")
     task = build(cfg.task)
-    _, tokenizer, _ = models.load(cfg.model)
+    _, tokenizer, _ = loading.load(cfg.model)
     examples, _ = task.train_examples(tokenizer, cfg.train.max_length)
     lengths = [int(task.loss_tokens(task.collate([e], tokenizer))) for e in examples]
     # the first seed whose first two single-example micro-batches differ in loss tokens
@@ -101,7 +101,7 @@ def test_micro_batches_of_unequal_loss_tokens_are_weighted_by_their_share(tmp_pa
         if len(set(lengths[k] for k in pair)) == 2
     )
     set_seed(seed)  # as the runner does before loading: the same random tiny model
-    model, _, _ = models.load(cfg.model)
+    model, _, _ = loading.load(cfg.model)
     sums, counts = [], []
     with torch.no_grad():
         for k in (i, j):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.peft_common import lora_layers
+from methods.base.peft_common import lora_layers
 from tests.helpers.adapters import assert_layer_adds, assert_trains_one_factor, factors, randomise
 from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_llama

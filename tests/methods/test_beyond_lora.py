@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
+from bench.api import Change
 from bench.config import ConfigError
-from bench.protocols import REBUILD_OPTIMIZER
-from methods.gathered_columns import (
+from methods.base.gathered_columns import (
     ColumnAdapterLinear,
     dense_reference,
     gathered_forward,
 )
-from methods.lora_chain import merged_delta
+from methods.base.lora_chain import merged_delta
 from tests.helpers.chains import run_chain
 from tests.helpers.methods import logits, method_from_config, train_steps
 from tests.helpers.tiny import fixed_batch, tiny_llama
@@ -161,7 +161,7 @@ def window(start, r=4):
 
 def test_c3la_merges_each_window_and_restarts_b():
     method, model, before, events = run_chain("c3la", 8, "method.phases=4")
-    assert [e[0] for e in events] == [2, 4, 6] and all(e[1] == REBUILD_OPTIMIZER for e in events)
+    assert [e[0] for e in events] == [2, 4, 6] and all(e[1] == Change.REBUILD_OPTIMIZER for e in events)
     for _, _, layers in events:  # right after a boundary B is zero again
         assert all(float(state["lora_B"].abs().max()) == 0 for state in layers.values())
     for name, layer in method.layers.items():

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.protocols import REBUILD_OPTIMIZER
+from bench.api import Change
 from tests.helpers.adapters import assert_column_layer_adds
 from tests.helpers.chains import cross_first_boundary, run_chain
 
 
 def test_boundary_merges_restarts_b_and_moves_to_the_next_window():
     method, _, change, before = cross_first_boundary("c3la")
-    assert change == REBUILD_OPTIMIZER
+    assert change == Change.REBUILD_OPTIMIZER
     for name, layer in method.layers.items():
         cols, b = before[name]
         assert cols.tolist() == [0, 1, 2, 3] and layer.cols.tolist() == [4, 5, 6, 7]

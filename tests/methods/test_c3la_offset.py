@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.api import Change
 from bench.config import ConfigError
-from bench.protocols import REBUILD_OPTIMIZER
 from tests.helpers.chains import run_chain
 from tests.helpers.methods import logits, method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
@@ -20,7 +20,7 @@ def visited(method, name):
 
 def test_offsets_start_at_zero_then_jump_to_random_contiguous_windows():
     method, _, _, events = run_chain("c3la_offset", 12, "method.phases=6", "seed=5")
-    assert [e[0] for e in events] == [2, 4, 6, 8, 10] and all(e[1] == REBUILD_OPTIMIZER for e in events)
+    assert [e[0] for e in events] == [2, 4, 6, 8, 10] and all(e[1] == Change.REBUILD_OPTIMIZER for e in events)
     starts = {}
     for name, layer in method.layers.items():
         windows = visited(method, name)
@@ -78,7 +78,7 @@ def test_offset_variants_export_the_model_they_evaluate(name, tmp_path):
 
 
 def test_dense_random_a_is_a_frozen_row_normalised_gaussian_per_layer():
-    from methods.column_adapter import layer_generator
+    from methods.base.column_adapter import layer_generator
 
     method = method_from_config("cla_random_dense", "method.r=4", "seed=3")
     method.apply(tiny_llama())

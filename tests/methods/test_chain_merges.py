@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.lora_chain import merged_delta
+from methods.base.lora_chain import merged_delta
 from tests.helpers.methods import logits, method_from_config, train_steps
 from tests.helpers.tiny import fixed_batch, tiny_llama
 

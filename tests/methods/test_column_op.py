@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.gathered_columns import gathered_columns_linear, gathered_forward
+from methods.base.gathered_columns import gathered_columns_linear, gathered_forward
 from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama
 

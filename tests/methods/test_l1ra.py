@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from bench.protocols import Change
+from bench.api import Change
 from bench.run import build, execute, prepare
-from methods import peft_common
+from methods.base import peft_common
 from methods.l1ra import L1RA
 from tests.conftest import TINY, compose
 from tests.helpers.methods import logits, method_from_config

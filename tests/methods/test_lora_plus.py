@@ -9,7 +9,7 @@ import torch
 from bench.config import ConfigError
 from bench.run import build
 from bench.train import build_optimizer
-from methods.peft_common import lora_layers
+from methods.base.peft_common import lora_layers
 from tests.conftest import compose
 from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import fixed_batch, tiny_llama

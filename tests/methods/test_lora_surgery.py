@@ -1,4 +1,4 @@
-"""methods/lora_surgery.py against dense references computed by hand: resizing a PEFT LoRA layer
+"""methods/base/lora_surgery.py against dense references computed by hand: resizing a PEFT LoRA layer
 keeps s * B A for the kept components, new components change nothing, an optimizer follows the
 new tensors with its moments sliced, and the export patterns give PEFT back the trained scaling."""
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods import lora_surgery
+from methods.base import lora_surgery
 
 
 def lora_layer(r=4, d_in=6, d_out=5, alpha=8.0, use_rslora=False, seed=0):

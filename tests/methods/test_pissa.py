@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.config import ConfigError
-from methods.peft_common import lora_layers
+from methods.base.peft_common import lora_layers
 from tests.helpers.adapters import factors, randomise
 from tests.helpers.methods import method_from_config
 from tests.helpers.tiny import tiny_bert_classifier, tiny_llama

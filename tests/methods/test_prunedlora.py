@@ -10,8 +10,8 @@ import json
 import pytest
 import torch
 
+from bench.api import Change
 from bench.config import ConfigError, resolved
-from bench.protocols import Change
 from methods.prunedlora import PrunedLoRA, fisher_inverses, obs_scores, remove_component
 from tests.conftest import TINY, compose, run_cli
 from tests.helpers.methods import logits, method_from_config

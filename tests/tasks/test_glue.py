@@ -13,7 +13,7 @@ import torch
 
 from bench import items
 from bench.config import ConfigError
-from bench.models import TOKENIZERS
+from bench.models.tokenizers import TOKENIZERS
 from tasks import glue
 from tasks.glue import SUBSETS, Glue
 from tests.conftest import compose
@@ -257,12 +257,12 @@ def test_heldout_slice_is_fixed_disjoint_and_scored(hub, bert_tok, tmp_path):
 
 
 def test_glue_loads_a_sequence_classification_head_on_an_encoder_and_a_decoder(hub):
-    from bench import models
+    from bench.models import loading
 
     for model, kind in (("tiny-bert", "encoder"), ("tiny-llama", "causal_lm")):
         cfg = compose(f"model={model}")
         assert cfg.model.kind == kind
-        net, tok, info = models.load(cfg.model, head=Glue(name="glue_mnli", subset="mnli").model_head())
+        net, tok, info = loading.load(cfg.model, head=Glue(name="glue_mnli", subset="mnli").model_head())
         assert type(net).__name__.endswith("ForSequenceClassification") and net.config.num_labels == 3
         assert info["head"]["num_labels"] == 3
         assert net.config.pad_token_id == tok.pad_token_id  # a decoder finds its last token with it

@@ -12,7 +12,7 @@ import yaml
 
 from bench.assets import package_file
 from bench.config import ConfigError
-from bench.models import TOKENIZERS
+from bench.models.tokenizers import TOKENIZERS
 from tasks import gsm8k, prompt_completion
 from tasks.gsm8k import GSM8K
 

@@ -10,7 +10,7 @@ import pytest
 
 from bench import items
 from bench.config import ConfigError, resolved, run_hash
-from bench.models import TOKENIZERS
+from bench.models.tokenizers import TOKENIZERS
 from bench.provenance import rows_sha256
 from tasks import humaneval, humaneval_stdlib, sandbox
 from tasks.humaneval import HumanEval

@@ -12,8 +12,9 @@ import pytest
 import torch
 from scipy import stats
 
-from bench import items, models
+from bench import items
 from bench.config import ConfigError
+from bench.models import loading
 from bench.run import build
 from tasks import sdist_assets
 from tasks.movie_review_rating import MovieReviewRating
@@ -73,7 +74,7 @@ def test_aggregates_are_recomputed_by_hand_from_the_items(tmp_path):
     task = build(cfg.task)
     task.check(cfg)
     torch.manual_seed(0)
-    model, tokenizer, _ = models.load(cfg.model, head=task.model_head())
+    model, tokenizer, _ = loading.load(cfg.model, head=task.model_head())
     model.eval()
     result = task.evaluate(model, tokenizer, SimpleNamespace(limit=12, batch_size=4), tmp_path)
     assert result["primary"] == "pearson" and result["n"] == 12

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import models
 from bench.assets import sha256_bytes
 from bench.config import ConfigError
-from bench.models import TOKENIZERS
+from bench.models import loading
+from bench.models.tokenizers import TOKENIZERS
 from bench.run import build
 from tasks import sdist_assets
 from tasks.boolq import BoolQ
@@ -163,7 +163,7 @@ def test_unknown_asset_name_lists_the_known_ones(capsys):
 def test_predictions_file_format_is_one_json_object_per_row(tmp_path):
     task = MovieReviewSentiment(name="movie_review_sentiment")
     torch.manual_seed(0)
-    model, tok, _ = models.load(compose("model=tiny-bert").model, head=task.model_head())
+    model, tok, _ = loading.load(compose("model=tiny-bert").model, head=task.model_head())
     model.train()
     task.check(compose("model=tiny-bert", "task=movie_review_sentiment", "train.max_length=32"))
     result = task.evaluate(model, tok, SimpleNamespace(limit=10, batch_size=4), tmp_path)
@@ -181,7 +181,7 @@ def test_evaluate_on_a_fresh_task_truncates_at_the_configured_length_without_tra
     cfg = compose("model=tiny-bert", "task=movie_review_sentiment", "train.max_length=12")
     fresh, trained = build(cfg.task), build(cfg.task)
     torch.manual_seed(0)
-    model, tok, _ = models.load(cfg.model, head=fresh.model_head())
+    model, tok, _ = loading.load(cfg.model, head=fresh.model_head())
     model.eval()
     eval_cfg = SimpleNamespace(limit=8, batch_size=4)
     fresh.check(cfg)

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import items, models
+from bench import items
 from bench.config import ConfigError
+from bench.models import loading
 from bench.provenance import canonical_json
 from bench.run import build
 from tasks import piqa
@@ -22,7 +23,7 @@ from tests.conftest import compose
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    model, tokenizer, _ = models.load(compose("task=piqa", "model=tiny-llama").model)
+    model, tokenizer, _ = loading.load(compose("task=piqa", "model=tiny-llama").model)
     return model.eval(), tokenizer
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bench import items, models
+from bench import items
+from bench.models import loading
 from bench.run import build
 from tasks import glue
 from tasks.glue import SUBSETS
@@ -79,7 +80,7 @@ def setup(request, monkeypatch):
     )
     task = build(cfg.task)
     task.check(cfg)
-    model, tokenizer, _ = models.load(cfg.model, head=task.model_head())
+    model, tokenizer, _ = loading.load(cfg.model, head=task.model_head())
     return cfg, task, model.eval(), tokenizer
 
 

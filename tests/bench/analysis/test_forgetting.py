@@ -92,9 +92,10 @@ def test_the_source_is_a_declared_choice():
 
 
 def test_the_run_checks_the_hub_sample_against_its_own_decoded_training_examples(fake_hub):
-    from bench import analysis, models
+    from bench import analysis
+    from bench.models import loading
 
-    _, tokenizer, _ = models.load(compose("model=tiny-llama").model)
+    _, tokenizer, _ = loading.load(compose("model=tiny-llama").model)
     examples = [{"input_ids": tokenizer(f"Question: {TRAINED}. Answer: 4")["input_ids"]}]
     acfg = compose("model=tiny-llama", "analysis.forgetting_source=hub", "analysis.forgetting_passages=3").analysis
     texts, info = analysis.forgetting_text(acfg, tokenizer, examples)

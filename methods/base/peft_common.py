@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from bench.api import Method, required, runtime
 from bench.config import ConfigError
-from bench.protocols import Method, required, runtime
-from bench.targets import (
+from bench.models.targets import (
     DEFAULT_TARGETS,
     Targets,
     check_targets,

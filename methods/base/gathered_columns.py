@@ -227,7 +227,7 @@ def dense_reference(x, weight, bias, lora_b, cols, scale):
 def replace_linears(model, targets: list[str], make) -> dict:
     """Swap every nn.Linear whose last name component is in `targets` for `make(name, linear)`;
     return {name: new module}."""
-    from bench.targets import target_linears
+    from bench.models.targets import target_linears
 
     replaced = {}
     for name, linear in target_linears(model, targets).items():

@@ -2,7 +2,7 @@
 s * B A whose A is a fixed 0/1 column selector, so Delta W is non-zero only in r input columns.
 
 A subclass says which columns each adapted matrix uses (`columns`), and a chain subclass what
-happens at a phase boundary. The layers are `methods.gathered_columns.ColumnAdapterLinear`: they
+happens at a phase boundary. The layers are `methods.base.gathered_columns.ColumnAdapterLinear`: they
 gather the r columns instead of multiplying by a dense selector.
 
 Trainable parameters per adapted matrix (d_out x d_in): r * d_out. Column sparsity of Delta W:
@@ -19,11 +19,11 @@ from typing import ClassVar
 
 import torch
 
-from bench import targets
+from bench.api import Change, Method, bounded, choice, required, runtime
 from bench.config import ConfigError
-from bench.protocols import Change, Method, bounded, choice, required, runtime
-from methods import lora_export, peft_common, phases
-from methods.gathered_columns import ColumnAdapterLinear, replace_linears
+from bench.models import targets
+from methods.base import lora_export, peft_common, phases
+from methods.base.gathered_columns import ColumnAdapterLinear, replace_linears
 
 
 def layer_generator(seed: int, name: str) -> torch.Generator:

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bench.api import Change, bounded, choice, required, runtime
 from bench.config import ConfigError
-from bench.protocols import Change, bounded, choice, required, runtime
 
 
 def check_phase_settings(phases: int | None, phase_steps: int | None) -> None:

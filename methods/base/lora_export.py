@@ -47,7 +47,7 @@ def write_lora_adapter(
         tensors[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
         ranks[name] = a.shape[0]
     rank = max(ranks.values())
-    from bench.targets import PRESETS
+    from bench.models.targets import PRESETS
 
     names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     # a preset (all-linear, ...) is resolved against the base model; the adapter names its layers

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.protocols import Change, runtime
-from methods import lora_export, peft_common, phases
+from bench.api import Change, runtime
 from methods.asym_lora import AsymLoRA
+from methods.base import lora_export, peft_common, phases
 
 
 def _merged_term(base, args, output):

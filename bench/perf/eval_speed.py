@@ -1,4 +1,4 @@
-"""python -m bench.eval_speed [--model M] [--task T] [--device D] [--out FILE] [override ...]
+"""python -m bench.perf.eval_speed [--model M] [--task T] [--device D] [--out FILE] [override ...]
 
 The time of one base-model evaluation pass, as a job runs it (the model loaded as bench.run loads
 it, the task's own evaluation, eval.* from the config), without training. With random weights
@@ -23,15 +23,17 @@ def measure(model: str, task: str, device: str, overrides: list[str]) -> dict:
     import torch
 
     from bench import metrics as M
-    from bench import models
     from bench.config import build, compose_config, validate
+    from bench.models import loading
 
     cfg = compose_config([f"model={model}", f"task={task}", "method=lora", f"train.device={device}", *overrides])
     validate(cfg)
     task_obj = build(cfg.task)
     task_obj.check(cfg)
     on = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-    net, tokenizer, info = models.load(cfg.model, device=models.build_device(cfg.model, on), head=task_obj.model_head())
+    net, tokenizer, info = loading.load(
+        cfg.model, device=loading.build_device(cfg.model, on), head=task_obj.model_head()
+    )
     net.to(on).eval()
     with tempfile.TemporaryDirectory() as out_dir:
         scores, seconds, throughput = M.timed_evaluation(task_obj, net, tokenizer, cfg.eval, Path(out_dir), cfg.seed)
@@ -85,7 +87,7 @@ def table(row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.eval_speed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.perf.eval_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny-llama")
     p.add_argument("--task", default="gsm8k")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
