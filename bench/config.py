@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from bench import eval_batch
-from bench.api import HASH_NEUTRAL, hash_neutral_defaults
+from bench.api import HASH_NEUTRAL, hash_neutral_defaults, retired_keys
 from bench.errors import ConfigError
 from bench.models.targets import DEFAULT_TARGETS, PRESETS
 
@@ -389,11 +389,10 @@ def resolved(cfg: DictConfig) -> dict:
 SPLIT_STEP_LOSS = "token-mean-over-step"
 
 
-def neutral_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
-    """{(section, key): value} of the keys this config's classes mark HASH_NEUTRAL (bench.api):
-    added after runs were recorded, at the value those runs behaved as. Read from the dataclasses of
-    the train and eval sections and from the classes the method's and task's `_target_` name; a
-    target that no longer imports (a result of a removed class) contributes none."""
+def _section_classes(cfg_dict: dict) -> dict[str, type]:
+    """The classes whose fields the train, eval, method and task sections set: the dataclasses of
+    train and eval, and the classes `_target_` names; a target that no longer imports (a result of
+    a removed class) is left out."""
     import importlib
 
     classes = {"train": TrainConfig, "eval": EvalConfig}
@@ -405,7 +404,19 @@ def neutral_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
                 classes[section] = getattr(importlib.import_module(module), name)
             except (ImportError, AttributeError):
                 pass
-    return {(section, k): v for section, cls in classes.items() for k, v in hash_neutral_defaults(cls).items()}
+    return classes
+
+
+def neutral_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
+    """{(section, key): value} of the keys this config's classes mark HASH_NEUTRAL (bench.api):
+    added after runs were recorded, at the value those runs behaved as."""
+    return {(s, k): v for s, cls in _section_classes(cfg_dict).items() for k, v in hash_neutral_defaults(cls).items()}
+
+
+def retired_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
+    """{(section, key): value} of the fields this config's classes removed (bench.api.retired_keys),
+    at the value every run recorded before the removal had."""
+    return {(s, k): v for s, cls in _section_classes(cfg_dict).items() for k, v in retired_keys(cls).items()}
 
 
 def run_hash(cfg_dict: dict, world: int = 1) -> str:
@@ -422,5 +433,8 @@ def run_hash(cfg_dict: dict, world: int = 1) -> str:
     for (section, key), neutral in neutral_defaults(cfg_dict).items():
         if isinstance(payload.get(section), dict) and payload[section].get(key) == neutral:
             payload[section] = {k: v for k, v in payload[section].items() if k != key}
+    for (section, key), value in retired_defaults(cfg_dict).items():
+        if isinstance(payload.get(section), dict):
+            payload[section] = {**payload[section], key: payload[section].get(key, value)}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -20,10 +20,11 @@ from bench.api import Change, Mechanism, bounded, choice, runtime
 from bench.config import ConfigError
 from bench.models import targets
 from methods.base import peft_common
+from methods.base.rank_pruning import RankPruning
 
 
 @dataclass(kw_only=True)
-class AdaLoRA(peft_common.PeftMethod):
+class AdaLoRA(RankPruning, peft_common.PeftMethod):
     target_r: int = bounded(1, default=8)
     init_r: Optional[int] = None  # null: from sparsity, or 1.5 * target_r (the paper's b0 ~ 1.5 bT)
     alpha: float = 32.0
@@ -37,7 +38,8 @@ class AdaLoRA(peft_common.PeftMethod):
     beta2: float = bounded(0, 1, default=0.85, low_open=True, high_open=True)
     orth_reg_weight: float = 0.5
 
-    supports_sparsity = True
+    rank_fields = ("target_r", "init_r")
+    default_sparsity = 1 / 3  # init_r 1.5 target_r: the paper's b0 ~ 1.5 bT
 
     history: list = runtime(default_factory=list)  # budget and total rank after each step
     _matrices: int = runtime(0)  # adapted matrices
@@ -45,12 +47,7 @@ class AdaLoRA(peft_common.PeftMethod):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # default 1.5 target_r: sparsity 1/3
-        self.init_r = peft_common.initial_rank(self.target_r, self.init_r, self.sparsity, 1 / 3, ("target_r", "init_r"))
-        if self.init_r < self.target_r:
-            raise ConfigError(
-                f"method.target_r={self.target_r} is larger than method.init_r={self.init_r}; AdaLoRA only prunes"
-            )
+        self.resolve_initial_rank()
         if self.init_r == self.target_r:  # PEFT's allocator fails with nothing to prune
             raise ConfigError(
                 f"method.init_r = method.target_r = {self.init_r} leaves AdaLoRA nothing to prune; "

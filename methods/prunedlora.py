@@ -62,6 +62,7 @@ import torch
 from bench.api import Change, Mechanism, bounded, choice, runtime
 from bench.config import ConfigError
 from methods.base import lora_surgery, peft_common
+from methods.base.rank_pruning import RankPruning
 from methods.lora import LoRA
 
 
@@ -103,7 +104,7 @@ def remove_component(w: torch.Tensor, g: torch.Tensor, hinv: torch.Tensor, j: in
 
 
 @dataclass(kw_only=True)
-class PrunedLoRA(LoRA):
+class PrunedLoRA(RankPruning, LoRA):
     update_is_product = False  # pruned components are masked by a hook until the adapter is compacted
     supports_fsdp = False  # replaces and reshapes parameters during training
     r_target: int = bounded(1, default=8)
@@ -129,7 +130,8 @@ class PrunedLoRA(LoRA):
     damping: float = 1e-6
     compact: bool = True
 
-    supports_sparsity = True
+    rank_fields = ("r_target", "r_init")
+    default_sparsity = 0.5  # r_init 2 r_target
 
     recovery_used: str = runtime("none")  # `recovery` with auto resolved
     history: list = runtime(default_factory=list)  # one entry per pruning event
@@ -142,14 +144,8 @@ class PrunedLoRA(LoRA):
     _total: int = runtime(0)  # the run's optimizer steps
 
     def __post_init__(self) -> None:
-        # default 2 r_target: sparsity 0.5
-        self.r_init = peft_common.initial_rank(self.r_target, self.r_init, self.sparsity, 0.5, ("r_target", "r_init"))
-        self.r = self.r_init  # the LoRA this starts from
+        self.r = self.resolve_initial_rank()  # the LoRA this starts from
         super().__post_init__()
-        if self.r_target > self.r_init:
-            raise ConfigError(
-                f"method.r_target={self.r_target} is larger than method.r_init={self.r_init}; PrunedLoRA only prunes"
-            )
         if self.tinit_ratio + self.tfinal_ratio >= 1:
             raise ConfigError(
                 f"method.tinit_ratio={self.tinit_ratio}, method.tfinal_ratio={self.tfinal_ratio}: "

@@ -23,6 +23,7 @@ from bench.api.fields import (
     hash_neutral_defaults,
     missing_hooks,
     required,
+    retired_keys,
     runtime,
 )
 from bench.api.method import Change, Mechanism, Method
@@ -44,5 +45,6 @@ __all__ = [
     "hash_neutral_defaults",
     "missing_hooks",
     "required",
+    "retired_keys",
     "runtime",
 ]

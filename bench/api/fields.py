@@ -137,6 +137,14 @@ def _hash_neutral_defaults(cls: type) -> tuple:  # a report hashes every run: on
     return tuple(out.items())
 
 
+def retired_keys(cls: type) -> dict[str, Any]:
+    """{key: value} of the keys `cls` lists in its `retired` class variable and no longer declares
+    as fields: removed fields, at the value the runs recorded before the removal had. The run hash
+    keeps each at that value (bench.config.run_hash), so those runs keep their identity."""
+    declared = {f.name for f in fields(cls)}
+    return {k: v for k, v in getattr(cls, "retired", {}).items() if k not in declared}
+
+
 def field_rule(cls: type, name: str) -> Optional[Choices | Range]:
     """The choices or range declared for field `name`, by the nearest class in `cls`'s MRO that
     declares one: a subclass that only changes a field's default keeps its base's rule."""

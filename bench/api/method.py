@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from bench.api.fields import check_field_types, check_field_values, missing_hooks, required
-from bench.errors import ConfigError
 
 
 class Change(enum.Enum):
@@ -74,10 +73,13 @@ class Method:
 
     name: str
     lr: float
-    sparsity: Optional[float] = None  # rank sparsity 1 - r_target / r_init, for methods that prune ranks
+
+    # Removed fields, at the value every run recorded before the removal had: the run hash keeps
+    # them at that value (bench.api.fields.retired_keys), so those runs keep their identity.
+    # `sparsity` is now a field of the rank-pruning mixin only (methods/base/rank_pruning.py).
+    retired: ClassVar[dict] = {"sparsity": None}
 
     # What the method test matrix may assume (tests/methods/test_matrix.py).
-    supports_sparsity: ClassVar[bool] = False
     zero_init: ClassVar[bool] = True  # the untrained adapter leaves the model's outputs unchanged
     supports_merge: ClassVar[bool] = False  # merge_and_unload() gives the same outputs
     supports_fsdp: ClassVar[bool] = False  # runs under FSDP (flattened, sharded parameters)
@@ -102,14 +104,6 @@ class Method:
             )
         check_field_types(self, "method")
         check_field_values(self, "method")
-        if self.sparsity is not None:
-            if not self.supports_sparsity:
-                raise ConfigError(
-                    f"method '{self.name}' has no rank-sparsity knob (method.sparsity={self.sparsity}); "
-                    f"leave method.sparsity=null, or use a rank-pruning method"
-                )
-            if not 0 <= self.sparsity < 1:
-                raise ConfigError(f"method.sparsity={self.sparsity} must be in [0, 1)")
 
     # -- building -----------------------------------------------------------------------------
     def check(self, cfg) -> None:

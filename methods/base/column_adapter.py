@@ -6,7 +6,7 @@ happens at a phase boundary. The layers are `methods.base.gathered_columns.Colum
 gather the r columns instead of multiplying by a dense selector.
 
 Trainable parameters per adapted matrix (d_out x d_in): r * d_out. Column sparsity of Delta W:
-1 - r / d_in (reported; not a rank-sparsity knob, so method.sparsity must stay null).
+1 - r / d_in (reported; not a rank-sparsity knob: these methods have no method.sparsity).
 Export: a standard PEFT LoRA adapter with A = the selector (chains: one stacked term per phase).
 """
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from bench.api import Method, required, runtime
-from bench.config import ConfigError
 from bench.models.targets import (
     DEFAULT_TARGETS,
     Targets,
@@ -109,26 +107,6 @@ def common_divisors(numbers: list[int]) -> list[int]:
     for n in numbers:
         g = math.gcd(g, n)
     return [d for d in range(1, g + 1) if g % d == 0]
-
-
-def initial_rank(
-    target: int, given: Optional[int], sparsity: Optional[float], default_sparsity: float, names: tuple[str, str]
-) -> int:
-    """The starting rank of a rank-pruning method: `given`, else round(target / (1 - sparsity)) with
-    `default_sparsity` standing in for an unset sparsity. Setting both must agree. `names`: the
-    method's fields for (target, initial), for the message."""
-    if sparsity is not None and not 0 <= sparsity < 1:
-        raise ConfigError(f"method.sparsity={sparsity} must be in [0, 1)")
-    derived = round(target / (1 - (sparsity if sparsity is not None else default_sparsity)))
-    if given is None:
-        return derived
-    if sparsity is not None and given != derived:
-        target_name, initial_name = names
-        raise ConfigError(
-            f"method.{initial_name}={given} contradicts method.sparsity={sparsity} "
-            f"({target_name}={target} gives {initial_name}={derived}); set only one of them"
-        )
-    return given
 
 
 def lora_layers(peft_model) -> dict:

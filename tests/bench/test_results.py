@@ -130,3 +130,19 @@ def test_hash_neutral_keys_are_declared_by_the_classes_that_own_them():
     assert ("method", "alpha") not in neutral_defaults({"method": {"_target_": "methods.cla.CheapLoRA"}})
     gone = {"method": {"_target_": "methods.c3la_shift.ShiftingCheapLoRA"}}  # a removed class: nothing from it
     assert not [k for k in neutral_defaults(gone) if k[0] == "method"]
+
+
+def test_a_removed_field_keeps_the_hash_of_the_runs_recorded_before_it_went():
+    """`method.sparsity` left every method but the rank-pruning ones: a LoRA run recorded with
+    `sparsity: null` is the run a LoRA config without the key composes, and keeps its hash."""
+    from bench.config import resolved, run_hash
+    from tests.conftest import TINY, compose
+
+    now = resolved(compose(*TINY, "logger=none"))
+    assert "sparsity" not in now["method"]
+    recorded = {**now, "method": {**now["method"], "sparsity": None}}
+    assert run_hash(recorded) == run_hash(now)
+    assert run_hash({**now, "method": {**now["method"], "sparsity": 0.5}}) != run_hash(now)
+    pruned = resolved(compose(*TINY, "logger=none", "method=prunedlora"))
+    assert pruned["method"]["sparsity"] is None  # a field again: composed and hashed as set
+    assert run_hash({**pruned, "method": {**pruned["method"], "sparsity": 0.5}}) != run_hash(pruned)

@@ -1,7 +1,8 @@
 """The method test matrix: every conf/method/*.yaml, on a tiny Llama, passes the same checks.
 
 A new method gets all of these by adding its two files; the class variables `zero_init`,
-`supports_merge` and `supports_sparsity` declare which properties it claims.
+`supports_merge` declare which properties it claims; a rank-pruning method (the RankPruning mixin)
+has the `sparsity` knob.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import json
 import pytest
 import torch
 
+from bench.cli_check import unknown_key_message
 from bench.config import ConfigError
 from bench.run import execute, prepare
+from methods.base.rank_pruning import RankPruning
 from tests.conftest import TINY, compose
 from tests.helpers.methods import METHODS, logits, method_from_config, train_steps
 from tests.helpers.tiny import fixed_batch, tiny_llama
@@ -89,13 +92,12 @@ def test_export_reloads_with_plain_libraries_and_reproduces_outputs(name, tmp_pa
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_sparsity_is_used_or_refused(name):
-    method = method_from_config(name)
-    if method.supports_sparsity:
-        assert method_from_config(name, "method.sparsity=0.5") is not None
-    else:
-        with pytest.raises(ConfigError, match=f"method '{name}' has no rank-sparsity knob"):
-            method_from_config(name, "method.sparsity=0.5")
+def test_sparsity_is_a_knob_of_the_rank_pruning_methods_only(name):
+    if isinstance(method_from_config(name), RankPruning):
+        assert method_from_config(name, "method.sparsity=0.5").sparsity == 0.5
+    else:  # no such key: the command line says so and lists the method's keys
+        message = unknown_key_message([f"method={name}", "method.sparsity=0.5"])
+        assert message and "unknown config key 'method.sparsity'" in message and "valid keys there:" in message
 
 
 @pytest.mark.parametrize("name", METHODS)

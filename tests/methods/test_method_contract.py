@@ -131,7 +131,7 @@ def test_chain_boundaries_are_reported_by_what_they_change():
     ("cls", "target", "initial", "default"),
     [(PrunedLoRA, "r_target", "r_init", 2.0), (AdaLoRA, "target_r", "init_r", 1.5)],
 )
-def test_the_initial_rank_rule_is_shared(cls, target, initial, default):
+def test_the_rank_pruning_mixin_derives_and_checks_the_initial_rank(cls, target, initial, default):
     def built(**kw):
         return getattr(cls(name="m", lr=1.0, **{target: 8}, **kw), initial)
 
@@ -140,5 +140,5 @@ def test_the_initial_rank_rule_is_shared(cls, target, initial, default):
     assert built(**{initial: 20}) == 20
     with pytest.raises(ConfigError, match=f"method.{initial}=20 contradicts method.sparsity=0.75 .{target}=8 gives"):
         built(sparsity=0.75, **{initial: 20})
-    with pytest.raises(ConfigError, match=r"method.sparsity=1.0 must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"method.sparsity=1.0 is out of range; valid: 0.0 <= x < 1.0 or null"):
         built(sparsity=1.0)
