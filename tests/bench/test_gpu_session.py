@@ -76,7 +76,7 @@ def test_script_runs_every_step_as_a_cpu_smoke_test(tmp_path):
         "NEMO_MODEL": "tiny-llama",
         "NEMO_SEQ": "16",
         "NEMO_RANK": "4",
-        "NEMO_KERNELS": "none",  # liger needs CUDA: refused on the CPU (tests/bench/test_kernels.py)
+        "NEMO_KERNELS": "none",  # liger needs CUDA: refused on the CPU (tests/bench/models/test_kernels.py)
         "EVAL_BATCH": "4",  # auto needs CUDA too
         "EVAL_LIMIT": "3",
         "E2E_STEPS": "2",

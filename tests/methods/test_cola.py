@@ -1,6 +1,6 @@
 """CoLA specifics: both factors train within a phase; at a boundary A restarts random (kaiming:
 within 1 / sqrt(d_in)) and B at zero; the trained layer adds s * sum_j B_j A_j over every phase,
-written out densely here. Merges and export rank: test_beyond_lora.py, test_chain_merges.py."""
+written out densely here. Merges and export rank: test_beyond_lora.py, base/test_lora_chain.py."""
 
 from __future__ import annotations
 
