@@ -355,10 +355,7 @@ def train(ctx: TrainContext) -> TrainResult:
 
             # The no-gradient guard rides on the step's one host sync. It judges the whole trainable
             # set (LoRA's A alone has a zero gradient on step 1, while B = 0), on every step.
-            if torch.is_tensor(grad_norm):
-                loss_value, norm_value = torch.stack([step_loss.float(), grad_norm.detach().float()]).tolist()
-            else:  # a backend that returns no norm (DeepSpeed) leaves the guard out
-                loss_value, norm_value = step_loss.item(), grad_norm
+            loss_value, norm_value = torch.stack([step_loss.float(), grad_norm.detach().float()]).tolist()
             if norm_value == 0.0:
                 raise NoGradient(
                     f"no gradient reached the trainable parameters at optimizer step {step}: the gradient norm "
@@ -378,7 +375,7 @@ def train(ctx: TrainContext) -> TrainResult:
                     "loss": loss_value,
                     "extra_loss": None if step_extra is None else float(step_extra),
                     "lr": lr,
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "grad_norm": norm_value,
                     "step_time_s": dt,
                     "tokens": int(step_tokens.item()),
                 }

@@ -36,7 +36,7 @@ _NOT_A_SETTING = (
     "method.sparsity",
     "model.name",
     "task.name",
-    *(".".join(k) for k in getattr(bench_config, "HASH_EXCLUDE_KEYS", ())),
+    *(".".join(k) for k in bench_config.HASH_EXCLUDE_KEYS),
 )
 _NOT_A_SETTING_PREFIX = tuple(f"{k}." for k in bench_config.HASH_EXCLUDE)
 
