@@ -413,12 +413,6 @@ def neutral_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
     return {(s, k): v for s, cls in _section_classes(cfg_dict).items() for k, v in hash_neutral_defaults(cls).items()}
 
 
-def retired_defaults(cfg_dict: dict) -> dict[tuple[str, str], Any]:
-    """{(section, key): value} of the fields this config's classes removed (bench.api.retired_keys),
-    at the value every run recorded before the removal had."""
-    return {(s, k): v for s, cls in _section_classes(cfg_dict).items() for k, v in retired_keys(cls).items()}
-
-
 def run_hash(cfg_dict: dict, world: int = 1) -> str:
     """Stable hash of everything that changes what a run computes; `world` processes train on
     `world` times the per-device batch, a different run from one process."""
@@ -430,11 +424,11 @@ def run_hash(cfg_dict: dict, world: int = 1) -> str:
     for section, key in HASH_EXCLUDE_KEYS:
         if isinstance(payload.get(section), dict):
             payload[section] = {k: v for k, v in payload[section].items() if k != key}
-    for (section, key), neutral in neutral_defaults(cfg_dict).items():
-        if isinstance(payload.get(section), dict) and payload[section].get(key) == neutral:
-            payload[section] = {k: v for k, v in payload[section].items() if k != key}
-    for (section, key), value in retired_defaults(cfg_dict).items():
-        if isinstance(payload.get(section), dict):
-            payload[section] = {**payload[section], key: payload[section].get(key, value)}
+    for section, cls in _section_classes(cfg_dict).items():
+        if not isinstance(payload.get(section), dict):
+            continue
+        values = {**retired_keys(cls), **payload[section]}  # a removed field at its last value
+        neutral = hash_neutral_defaults(cls)
+        payload[section] = {k: v for k, v in values.items() if not (k in neutral and v == neutral[k])}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -11,11 +11,9 @@ from tests.helpers.models import size_class
 GPU_CLASSES = ("1b", "3b", "7b", "encoder")
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem != "hub")
 
-# The nine per-pair files these profiles replaced (conf/model_task/, four distinct contents),
-# transcribed: each pair must still compose to exactly these values, except where a measurement
-# changed one on purpose (7B: gradient checkpointing off since the H200 run of issue #16,
-# docs/performance.md "When to checkpoint"; the GPU profiles' eval batch: auto, the largest that
-# fits, since issue #29).
+# What each size class composes to (conf/profile/): each pair must give exactly these values. Two
+# were set by measurements: 7B's gradient checkpointing off (docs/performance.md "When to
+# checkpoint") and the GPU profiles' eval batch, auto (the largest that fits).
 SEVEN_B = {
     "train": {
         "device": "cuda",
