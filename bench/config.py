@@ -144,6 +144,10 @@ class AnalysisConfig:
     intruder_k: int = 10  # top singular vectors of W_tuned examined
     intruder_epsilon: float = 0.5  # in (0, 1]: a vector whose largest |cos| with W0's is below this intrudes
     intruder_reference_k: Optional[int] = None  # W0's top singular vectors compared with; null: all of them
+    # keep W0's singular vectors on disk for the next job on the same base model (content-keyed,
+    # bench/analysis/w0_cache.py); off by default: 8 bytes x d_out x min(d_out, d_in) per layer is
+    # ~44 GB at 7B all-linear, worth it for a sweep of large-model jobs, not for one job
+    w0_cache: bool = False
     forgetting: bool = True  # LM loss on general text, base against tuned (causal LMs)
     forgetting_passages: int = (
         32  # BoolQ Wikipedia passages (bench/analysis/forgetting.py); 32 keeps the default job within 15 % more time

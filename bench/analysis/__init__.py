@@ -187,37 +187,46 @@ def summary_line(result: dict) -> str:
 
 
 def layer_analysis(run, model, method, w0: dict) -> dict:
-    """Per layer: the update's spectrum figures and intruder count; totals; how the SVD was taken."""
+    """Per layer: the update's spectrum figures and intruder count; totals; how each SVD was taken."""
     import torch
 
-    from bench.analysis import spectra, updates
+    from bench.analysis import decompose, spectra, updates, w0_cache
 
     acfg = run.cfg.analysis
     factors = method.update_factors(model) or {}
     checked = updates.check_factors(model, factors, w0)
+    # decompose where the model is: a GPU run's SVDs run on the GPU
+    device = next(model.parameters()).device
+    device = device if device.type == "cuda" else torch.device("cpu")
     per_layer, intruder_total = {}, 0
+    routes = {"w0": {}, "tuned": {}, "w0_cache_hits": 0, "largest_check_error": 0.0}
     for name, w in w0.items():
-        w0_svd = spectra.dense_svd(w)
+        w = w.to(device)
+        w0_svd, hit = w0_cache.w0_basis(w, acfg.top_k, use_cache=acfg.w0_cache)
+        _count_route(routes, "w0", w0_svd)
+        routes["w0_cache_hits"] += int(hit)
         if name in factors:
             B, A = factors[name]
-            svd = spectra.factored_svd(B.cpu(), A.cpu())
+            svd = spectra.factored_svd(B.to(device), A.to(device))
             delta = None
         else:
-            delta = updates.probed_update(model, name, w)
+            delta = updates.probed_update(model, name, w.cpu()).to(device)
             svd = spectra.dense_svd(delta)
         row = spectra.update_stats(svd, w, w0_svd, acfg.top_k) if acfg.spectra else {}
         if acfg.intruders:
             if delta is None:
-                delta = (factors[name][0].double() @ factors[name][1].double()).cpu()
-            count, sims = spectra.intruders(
-                w0_svd.U, w.double() + delta.double(), acfg.intruder_k, acfg.intruder_epsilon, acfg.intruder_reference_k
-            )
+                tuned = decompose.low_rank_update_top(w, w0_svd, *factors[name], acfg.intruder_k)
+            else:
+                tuned = decompose.top_left(w.double() + delta.double(), acfg.intruder_k)
+            _count_route(routes, "tuned", tuned)
+            count, sims = spectra.intruders(w0_svd.U, tuned.U, acfg.intruder_epsilon, acfg.intruder_reference_k)
             row.update(intruders=count, intruder_similarities=sims)
             intruder_total += count
         per_layer[name] = row
     summary = {
         "route": "factors" if factors else "probe",
         "factors_checked_on": checked,
+        "decompositions": routes,
         "layers": per_layer,
         "n_layers": len(per_layer),
     }
@@ -229,3 +238,8 @@ def layer_analysis(run, model, method, w0: dict) -> dict:
             for key in ("stable_rank", "effective_rank", "relative_norm", "top_k_energy", "overlap_left")
         }
     return summary
+
+
+def _count_route(routes: dict, which: str, basis) -> None:
+    routes[which][basis.route] = routes[which].get(basis.route, 0) + 1
+    routes["largest_check_error"] = max(routes["largest_check_error"], basis.error)

@@ -78,12 +78,12 @@ def subspace_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def intruders(
-    w0_u: torch.Tensor, tuned: torch.Tensor, k: int, epsilon: float, reference_k: Optional[int] = None
+    w0_u: torch.Tensor, tuned_u: torch.Tensor, epsilon: float, reference_k: Optional[int] = None
 ) -> tuple[int, list[float]]:
-    """(count, the top-k singular vectors' largest |cosine| with W0's left singular vectors `w0_u`)."""
-    u_t = torch.linalg.svd(tuned.double(), full_matrices=False)[0][:, :k]
+    """(count, the largest |cosine| of each of W_tuned's top singular vectors `tuned_u` with W0's
+    left singular vectors `w0_u`)."""
     ref = w0_u if reference_k is None else w0_u[:, :reference_k]
-    best = (u_t.T @ ref.double()).abs().max(dim=1).values
+    best = (tuned_u.double().T @ ref.to(tuned_u.device, torch.float64)).abs().max(dim=1).values
     return int((best < epsilon).sum()), [round(float(v), 6) for v in best]
 
 

@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from bench.analysis import spectra
+from bench.analysis import decompose, spectra
+
+
+def top_left(w, k):
+    return decompose.top_left(w, k).U
 
 
 def test_the_factored_svd_equals_the_dense_svd_of_the_product():
@@ -54,10 +58,10 @@ def test_an_update_along_no_singular_direction_of_w0_is_an_intruder():
     w0_u = spectra.dense_svd(w0).U
     spread = torch.ones(d) / math.sqrt(d)  # |cos| with every basis vector: 1/4
     intruding = w0 + 1000.0 * torch.outer(spread, spread)
-    count, sims = spectra.intruders(w0_u, intruding, k=1, epsilon=0.5)
+    count, sims = spectra.intruders(w0_u, top_left(intruding, 1), epsilon=0.5)
     assert count == 1 and sims[0] == pytest.approx(1 / math.sqrt(d), abs=1e-3)
     aligned = w0 + 10.0 * torch.outer(torch.eye(d)[3], torch.eye(d)[3])
-    count, sims = spectra.intruders(w0_u, aligned, k=1, epsilon=0.5)
+    count, sims = spectra.intruders(w0_u, top_left(aligned, 1), epsilon=0.5)
     assert count == 0 and sims[0] == pytest.approx(1.0)
     # epsilon is the threshold: at 0.2 the spread direction is no intruder
-    assert spectra.intruders(w0_u, intruding, k=1, epsilon=0.2)[0] == 0
+    assert spectra.intruders(w0_u, top_left(intruding, 1), epsilon=0.2)[0] == 0
