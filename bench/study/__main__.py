@@ -1,10 +1,14 @@
-"""python -m bench.study run|report|plan|verdict STUDY.yaml [--root DIR] [--doc FILE] [--jobs N]
-                        [--seeds 0,1] [--dry-run] [KEY=VALUE | PART:KEY=VALUE ...]
+"""python -m bench.study run|report|plan|verdict|retime|project STUDY.yaml [--root DIR] [--doc FILE]
+                        [--jobs N] [--seeds 0,1] [--dry-run] [KEY=VALUE | PART:KEY=VALUE ...]
 
 run      stage 1 (searches and base jobs), the chosen rates, stage 2 (main grids), then the report
 report   the report from the finished runs under the root; runs nothing
 plan     print the bench.run commands of stage 1 (and of stage 2 where rates are chosen)
 verdict  print the verdict table of what has finished
+retime   re-run a sample of the committed jobs (--per-part, --out DIR): their times now, and
+         whether they reproduce (bench/study/timing.py)
+project  the wall time of the whole study from nothing and with its search committed, from the
+         committed jobs' times (scaled by a retime's, --retimed DIR)
 
 KEY=VALUE arguments are appended to every bench.run command (a smoke test runs the whole chain
 with model=tiny-llama and a few steps); PART:KEY=VALUE to that part's commands only.
@@ -17,7 +21,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from bench.study import judge, pack, plan, render, select, spec
+from bench.study import judge, pack, plan, render, select, spec, timing
 
 # what a study may commit of its runs (result.json and compressed items files: bench/study/pack.py)
 MAX_COMMITTED = 20_000_000
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=("run", "report", "plan", "verdict"))
+    parser.add_argument("action", choices=("run", "report", "plan", "verdict", "retime", "project"))
     parser.add_argument("study", type=Path, help="the study's YAML, e.g. studies/three_papers.yaml")
     parser.add_argument("--root", type=Path, default=None, help="where the runs go (default: the YAML's root)")
     parser.add_argument("--doc", type=Path, default=None, help="the page written (default: the YAML's doc)")
@@ -98,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run (or report) only these parts, e.g. sentiment,rating: another machine runs the rest",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--per-part", type=int, default=2, help="retime: committed jobs re-run per part")
+    parser.add_argument("--out", type=Path, default=None, help="retime: where the re-runs and retime.json go")
+    parser.add_argument("--retimed", type=Path, default=None, help="project: a retime's DIR to scale the times by")
     args, extra = parser.parse_known_args(argv)
     try:
         study = plan.with_extra(spec.load(args.study), extra)
@@ -124,6 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         cmds = plan.search_commands(resolved, rates, runs, threads) + plan.main_commands(resolved, rates, threads, runs)
         for cmd in cmds:
             print(" ".join(cmd[2:]))
+        return 0
+    if args.action == "retime":
+        if args.out is None:
+            print("error: retime needs --out DIR (its re-runs and retime.json go there)", file=sys.stderr)
+            return 2
+        return timing.retime(study, load_runs(study.root), args.per_part, args.out, load_runs)
+    if args.action == "project":
+        print(timing.projection_markdown(timing.project(study, load_runs(study.root), args.retimed)))
         return 0
     if args.action == "verdict":
         resolved, runs, _, rates = state(study)
