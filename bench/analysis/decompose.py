@@ -1,8 +1,9 @@
 """Singular vectors of W0 and of W_tuned for the subspace overlaps and the intruder dimensions.
 
-A dense SVD of every analysed matrix is what made the stage slow at 7B: 18.5 s for a 4096 x 4096
-float64 matrix on the 2-core machine, 224 of them per pass. Two cheaper routes, each checked on
-the matrix it decomposes, with the dense SVD as the fallback when the check fails:
+A dense SVD costs about 15 s for a 4096 x 4096 float64 matrix on the 2-core machine, and a 7B
+model with adapters on every linear layer has 224 such matrices, each needing W0's and W_tuned's.
+Two cheaper routes, each checked on the matrix it decomposes, with the dense SVD as the fallback
+when the check fails (docs/analysis.md, "How W0 and W_tuned are decomposed"):
 
 - W0 (all of its left singular vectors, which the intruder test compares with): the eigenvectors
   of the smaller Gram matrix, W0 W0^T = U S^2 U^T (or W0^T W0 = V S^2 V^T, then U = W0 V / S), in

@@ -68,3 +68,16 @@ def test_a_projection_without_a_committed_run_for_a_job_names_it(committed):
     study, runs = committed
     with pytest.raises(ValueError, match="no committed run for the planned job"):
         timing.project(study, runs[:-1])
+
+
+def test_the_committed_retime_gives_the_times_the_study_page_states(committed):
+    study, runs = committed
+    retimed = REPO / "studies" / "three_papers" / "retime"
+    record = json.loads((retimed / "retime.json").read_text())
+    assert all(j["same_hash"] and j["status"] == "success" for j in record["jobs"])
+    assert all(j["largest_score_difference"][1] == 0 for j in record["jobs"])
+    p = timing.project(study, runs, retimed)
+    prose = (REPO / "studies" / "three_papers.md").read_text()
+    assert f"**{p['from_nothing_s'] / 60:.0f} minutes from" in prose and p["from_nothing_s"] <= 150 * 60
+    assert f"**{p['search_committed_s'] / 60:.0f} minutes with the searches committed**" in prose
+    assert p["search_committed_s"] <= 100 * 60
