@@ -12,7 +12,7 @@ when the check fails (docs/analysis.md, "How W0 and W_tuned are decomposed"):
 - W_tuned (only its top k left singular vectors): block Krylov iteration (Musco & Musco 2015) with
   a Rayleigh-Ritz step. Where W_tuned = W0 + B A (the method's factors) and W0's basis is known, the
   iteration runs on W_tuned W_tuned^T written in the coordinates of [U0, Q], Q an orthonormal basis
-  of B's part outside U0's span: there it is diag(S0^2, 0) plus a term of rank at most 3r
+  of B's part outside U0's span: there it is diag(S0^2, 0) plus a term of rank at most 2r
   (`low_rank_update_top`), so a product costs O(d r) instead of O(d_out d_in). Check, on W_tuned
   itself: the residual ||W v_i - s_i u_i|| / s_1 of each returned triplet, v_i = W^T u_i / s_i.
 
@@ -27,9 +27,9 @@ import torch
 
 # A decomposition whose check exceeds this is replaced by the dense SVD (float64 arithmetic).
 TOLERANCE = 1e-6
-# singular values below s_1 times this span W0's near-null space: any orthonormal basis of it is
-# as valid as the dense SVD's, so the residual check leaves them out
-RANK_FLOOR = 1e-6
+# singular values below s_1 times this are under the float32 rounding of W0 itself (eps = 6e-8):
+# their vectors are set by that rounding, so the basis completes them with any orthonormal ones
+RANK_FLOOR = 1e-7
 CHECKED = 16  # columns of W0's basis the Gram route's check examines (_gram_error)
 KRYLOV_BLOCKS = 12  # Krylov blocks on a dense W_tuned before the dense fallback
 KRYLOV_OVERSAMPLE = 8  # columns per block beyond k
@@ -47,7 +47,7 @@ class Basis:
     U: torch.Tensor
     S: torch.Tensor
     V: torch.Tensor
-    route: str  # gram | krylov | dense
+    route: str  # gram | krylov (on the formed matrix) | krylov-w0 (in W0's coordinates) | dense
     error: float  # the route's own check (0.0 for the dense SVD)
 
 
@@ -60,11 +60,19 @@ def dense(w: torch.Tensor, k: int | None = None) -> Basis:
 def w0_basis(w0: torch.Tensor, top_k: int) -> Basis:
     """All left singular vectors and values of W0, and its top-k right ones."""
     basis = gram(w0, top_k)
-    return basis if basis.error <= TOLERANCE else _fallback(dense(w0), top_k)
+    if basis.error <= TOLERANCE:
+        return basis
+    d = dense(w0)
+    return Basis(d.U, d.S, right_vectors(w0, d.U, d.S, top_k), "dense", 0.0)
 
 
-def _fallback(b: Basis, top_k: int) -> Basis:
-    return Basis(b.U, b.S, b.V[:, :top_k], "dense", 0.0)
+def right_vectors(w: torch.Tensor, U: torch.Tensor, S: torch.Tensor, top_k: int) -> torch.Tensor:
+    """W's top-k right singular vectors from its left ones, v_j = W^T u_j / s_j; those of the
+    singular values under RANK_FLOOR (a W0 of rank below k) completed orthonormally."""
+    k = min(top_k, S.numel())
+    live = int((S[:k] > S[0] * RANK_FLOOR).sum()) if S.numel() else 0
+    V = (w.double().T @ U[:, :live]) / S[:live]
+    return torch.cat([V, _complete(V, k - live)], dim=1) if live < k else V
 
 
 def gram(w: torch.Tensor, top_k: int) -> Basis:
@@ -81,14 +89,14 @@ def gram(w: torch.Tensor, top_k: int) -> Basis:
         U = torch.empty(d_out, S.numel(), dtype=w.dtype, device=w.device)
         U[:, :live] = (w @ V_all[:, :live]) / S[:live]
         U[:, live:] = _complete(U[:, :live], S.numel() - live)
-    V = (w.T @ U[:, :top_k]) / S[:top_k].clamp(min=torch.finfo(torch.float64).tiny)
-    return Basis(U, S, V, "gram", _gram_error(w, U, S, live))
+    error = max(_gram_error(w, U, S, live), _gram_bound(lam, live))
+    return Basis(U, S, right_vectors(w, U, S, top_k), "gram", error)
 
 
 def _gram_error(w: torch.Tensor, U: torch.Tensor, S: torch.Tensor, live: int) -> float:
-    """The check on CHECKED columns: the largest, the smallest live ones (where the Gram route loses
-    accuracy, like eps (s_1 / s_j)^2) and an even spread between; a full check would cost as much
-    as the decomposition."""
+    """A posteriori, on CHECKED columns: the largest, the smallest live ones and an even spread
+    between; a full check would cost as much as the decomposition. For a tall W0 (U = W0 V / S)
+    it sees the loss of orthogonality, like eps (s_1 / s_j)^2."""
     if live == 0:
         return 0.0
     spread = torch.linspace(0, live - 1, CHECKED // 2).round().long()
@@ -97,6 +105,26 @@ def _gram_error(w: torch.Tensor, U: torch.Tensor, S: torch.Tensor, live: int) ->
     residual = torch.linalg.vector_norm(w @ (w.T @ u) - u * s**2, dim=0) / (s * S[0])
     eye = torch.eye(U.shape[1], dtype=U.dtype, device=U.device)[:, idx]
     return max(float(residual.max()), float((U.T @ u - eye).abs().max()))
+
+
+def _gram_bound(lam: torch.Tensor, live: int) -> float:
+    """A priori, from the spectrum alone: eigh's vectors of the Gram matrix are off by an angle of
+    about eps lambda_1 / gap_lambda, the dense SVD's by eps s_1 / gap_s. A residual cannot see that
+    forward error, so the route is refused (the value returned exceeds TOLERANCE) wherever it
+    would be wrong by more than TOLERANCE and by more than the dense SVD itself."""
+    if live < 2:
+        return 0.0
+    eps = torch.finfo(torch.float64).eps
+    lam = lam[:live].clamp(min=0)
+    s = lam.sqrt()
+    inf = torch.tensor([float("inf")], dtype=lam.dtype, device=lam.device)
+    gap_lam = torch.minimum(torch.cat([inf, lam[:-1] - lam[1:]]), torch.cat([lam[:-1] - lam[1:], inf]))
+    gap_s = torch.minimum(torch.cat([inf, s[:-1] - s[1:]]), torch.cat([s[:-1] - s[1:], inf]))
+    tiny = torch.finfo(torch.float64).tiny
+    angle_gram = eps * lam[0] / gap_lam.clamp(min=tiny)
+    angle_dense = eps * s[0] / gap_s.clamp(min=tiny)
+    allowed = angle_dense.clamp(min=TOLERANCE)
+    return float((angle_gram / allowed).max()) * TOLERANCE
 
 
 def _eigh_descending(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,9 +177,12 @@ def low_rank_update_top(w0: torch.Tensor, basis: Basis, B: torch.Tensor, A: torc
     U0 = basis.U.to(w0.device, torch.float64)
     Y1 = U0.T @ B
     outside = B - U0 @ Y1
-    Q = U0[:, :0]
-    if float(torch.linalg.matrix_norm(outside)) > 1e-12 * float(torch.linalg.matrix_norm(B)):
-        Q = torch.linalg.qr(outside)[0]
+    # B's directions outside U0's span: no more than the d_out - m that exist, and only those
+    # carrying more than rounding
+    q, sv, _ = torch.linalg.svd(outside, full_matrices=False)
+    carried = int((sv > 1e-12 * float(torch.linalg.matrix_norm(B))).sum())
+    Q = q[:, : min(carried, U0.shape[0] - U0.shape[1])]
+    if Q.shape[1]:
         Q = torch.linalg.qr(Q - U0 @ (U0.T @ Q))[0]  # once more: orthogonal to U0 to working precision
     m, extra, r = U0.shape[1], Q.shape[1], B.shape[1]
     Y = torch.cat([Y1, Q.T @ B])  # B in the coordinates of [U0, Q]
@@ -173,7 +204,7 @@ def low_rank_update_top(w0: torch.Tensor, basis: Basis, B: torch.Tensor, A: torc
         residual = torch.linalg.vector_norm(w0 @ V + B @ (A @ V) - U * S, dim=0)
         error = float(residual.max() / S[0]) if float(S[0]) > 0 else 0.0
         if error <= TOLERANCE:
-            return Basis(U, S, V, "krylov", error)
+            return Basis(U, S, V, "krylov-w0", error)
     return top_left(w0 + B @ A, k)
 
 

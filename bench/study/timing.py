@@ -30,11 +30,16 @@ from bench.study import plan, select, spec
 TIMING_KEYS = ("time", "tokens_per_s", "throughput", "mfu", "memory", "rss", "bytes_peak", "_s")
 
 
+MODEL_TASK = ("model", "task")
+
+
 def part_of(study: spec.Study, result: dict) -> str | None:
-    for name, part in study.parts.items():
-        if select.matches(result, {k: part.overrides[k] for k in ("model", "task")}):
-            return name
-    return None
+    """The part a run belongs to: by model and task, by all of a part's overrides where two parts
+    share both."""
+    found = [n for n, p in study.parts.items() if select.matches(result, {k: p.overrides[k] for k in MODEL_TASK})]
+    if len(found) > 1:
+        found = [n for n in found if select.matches(result, study.parts[n].overrides)]
+    return found[0] if len(found) == 1 else None
 
 
 def sample(study: spec.Study, runs: list[dict], per_part: int) -> list[dict]:
@@ -63,7 +68,8 @@ def rerun_command(result: dict, root: Path) -> list[str]:
         if "," in value:
             arg = f"{key}={select.lookup({}, result['config'], key)}"
         kept.append(arg)
-    return [sys.executable, "-m", "bench.run", *kept, f"run.root={root}", "logger=none"]
+    # the committed run's own logger too: its start-up and shutdown are inside total_time_s
+    return [sys.executable, "-m", "bench.run", *kept, f"run.root={root}"]
 
 
 def scores(result: dict) -> dict:
@@ -186,11 +192,16 @@ def project(study: spec.Study, committed: list[dict], retimed: Path | None = Non
         ratio = retime["ratio"]
         gaps = [j["process_s"] - j["new_s"] for j in retime["jobs"]]
         overhead = sum(gaps) / len(gaps)
-    threads = plan.threads_per_job(study.jobs)
+    missing = sorted(set(study.parts) - set(ratio)) if ratio else []
+    if missing:
+        raise ValueError(f"the retime in {retimed} has no ratio for the parts {missing}: re-time them too")
+    # one command per job, as `run` plans them with two or more slots; with one slot a sweep runs
+    # its jobs one after another, which takes the same time
+    threads = plan.threads_per_job(study.jobs) or 1
 
     def seconds(cmd: list[str]) -> tuple[float, dict]:
         run = committed_run(committed, cmd)
-        return run["metrics"]["total_time_s"] * ratio.get(part_of(study, run), 1.0) + overhead, run
+        return run["metrics"]["total_time_s"] * (ratio[part_of(study, run)] if ratio else 1.0) + overhead, run
 
     done, stages = [], []
     for i in range(64):

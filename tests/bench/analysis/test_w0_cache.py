@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.analysis import w0_cache
+from bench.analysis import decompose, w0_cache
 
 
 def test_a_hit_gives_the_basis_a_miss_gave_and_writes_nothing(tmp_path, monkeypatch):
@@ -20,6 +20,9 @@ def test_a_hit_gives_the_basis_a_miss_gave_and_writes_nothing(tmp_path, monkeypa
     for a, b in ((first.U, second.U), (first.S, second.S), (first.V, second.V)):
         assert torch.equal(a, b)
     assert (first.route, first.error) == (second.route, second.error)
+    direct = decompose.w0_basis(w, top_k=4)  # what the stage computes without a cache
+    assert torch.equal(direct.U, first.U) and torch.equal(direct.S, first.S)
+    assert torch.allclose(direct.V, first.V, atol=1e-12)
     # another k on a hit: V's columns are rebuilt from U and S
     wider, hit = w0_cache.w0_basis(w, top_k=6)
     assert hit and torch.allclose(wider.V[:, :4], first.V, atol=1e-12)
@@ -45,6 +48,8 @@ def test_a_torn_entry_is_recomputed_and_the_cache_can_be_off(tmp_path, monkeypat
     path.write_bytes(b"half an entry")
     basis, hit = w0_cache.w0_basis(w, 3)
     assert not hit and torch.load(path, weights_only=True)["route"] == basis.route
+    torch.save({"U": basis.U}, path)  # loadable but not an entry
+    assert not w0_cache.w0_basis(w, 3)[1]
     other = torch.randn(10, 6, generator=torch.Generator().manual_seed(3))
     assert not w0_cache.w0_basis(other, 3, use_cache=False)[1]
     assert not (w0_cache.directory() / (w0_cache.key(other) + ".pt")).exists()

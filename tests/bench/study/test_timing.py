@@ -28,7 +28,7 @@ def test_a_sweep_command_is_rerun_as_the_one_job_it_was():
     }
     cmd = timing.rerun_command(result, Path("new"))
     assert cmd[1:3] == ["-m", "bench.run"]
-    assert cmd[3:] == ["method=lora", "seed=1", "run.root=new", "logger=none"]
+    assert cmd[3:] == ["method=lora", "seed=1", "run.root=new"]  # and its own logger, as committed
 
 
 def test_scores_leave_out_times_and_compare_what_both_runs_have():
@@ -62,6 +62,14 @@ def test_the_committed_study_projects_every_job_once(committed, tmp_path):
     (tmp_path / "retime.json").write_text(json.dumps(retime))
     half = timing.project(study, runs, tmp_path)
     assert half["from_nothing_s"] == pytest.approx(p["from_nothing_s"] / 2)
+
+
+def test_with_one_slot_the_projection_is_the_sum_of_the_jobs(committed):
+    from dataclasses import replace
+
+    study, runs = committed
+    p = timing.project(replace(study, jobs=1), runs)
+    assert p["from_nothing_s"] == pytest.approx(sum(r["metrics"]["total_time_s"] for r in runs))
 
 
 def test_a_projection_without_a_committed_run_for_a_job_names_it(committed):
