@@ -32,6 +32,28 @@ def test_wrong_factors_are_an_error_not_a_spectrum():
         updates.check_factors(model, factors, w0)
 
 
+def test_an_update_of_zero_passes_the_factor_check_and_a_wrong_one_still_fails():
+    # a study's base job: one step whose learning rate is still zero in its warm-up, so Delta W = 0
+    # exactly; with a bias (BERT's layers have one) the probe returns only its own rounding
+    from peft import LoraConfig, get_peft_model
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(32, 24))
+    with torch.no_grad():
+        base[0].weight.copy_(torch.randn(24, 32, generator=g) * 0.05)
+        base[0].bias.copy_(torch.randn(24, generator=g) * 3.0)
+    w0 = {"0": base[0].weight.detach().clone()}
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["0"]))  # lora_B starts at zero
+    layer = updates.find_module(model, "0")
+    A = layer.lora_A["default"].weight.detach()
+    noise = updates.probed_update(model, "0", w0["0"])
+    assert 0 < float(noise.norm()) < updates.probe_rounding(model, "0", w0["0"])  # rounding, not zero
+    assert updates.check_factors(model, {"0": (torch.zeros(24, 4), A)}, w0) == "0"
+    # factors that claim an update the layer does not have are still caught
+    with pytest.raises(RuntimeError, match="update_factors is wrong"):
+        updates.check_factors(model, {"0": (torch.full((24, 4), 1e-3), A)}, w0)
+
+
 def test_full_fine_tunings_probed_update_is_the_change_of_the_weight():
     method, model, w0 = trained("full")
     for layer, w in w0.items():
