@@ -86,6 +86,6 @@ def test_the_committed_retime_gives_the_times_the_study_page_states(committed):
     assert all(j["largest_score_difference"][1] == 0 for j in record["jobs"])
     p = timing.project(study, runs, retimed)
     prose = " ".join((REPO / "studies" / "three_papers.md").read_text().split())  # lines wrapped anywhere
-    assert f"**{p['from_nothing_s'] / 60:.0f} minutes from nothing**" in prose and p["from_nothing_s"] <= 150 * 60
-    assert f"**{p['search_committed_s'] / 60:.0f} minutes with the searches committed**" in prose
+    assert f"**{p['from_nothing_s'] / 60:.1f} minutes from nothing**" in prose and p["from_nothing_s"] <= 150 * 60
+    assert f"**{p['search_committed_s'] / 60:.1f} minutes with the searches committed**" in prose
     assert p["search_committed_s"] <= 100 * 60
