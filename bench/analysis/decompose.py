@@ -25,13 +25,15 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.analysis.spectra import dense_svd
+
 # A decomposition whose check exceeds this is replaced by the dense SVD (float64 arithmetic).
 TOLERANCE = 1e-6
 # singular values below s_1 times this are under the float32 rounding of W0 itself (eps = 6e-8):
 # their vectors are set by that rounding, so the basis completes them with any orthonormal ones
 RANK_FLOOR = 1e-7
 CHECKED = 16  # columns of W0's basis the Gram route's check examines (_gram_error)
-KRYLOV_BLOCKS = 12  # Krylov blocks on a dense W_tuned before the dense fallback
+KRYLOV_BLOCKS = 12  # Krylov blocks on a formed W_tuned before the dense fallback
 KRYLOV_OVERSAMPLE = 8  # columns per block beyond k
 RITZ_AT = (2, 4, 7)  # blocks after which the Ritz vectors are checked (and after the last)
 # W_tuned = W0 + B A in W0's basis: a matrix-vector product costs O(d r), so many more blocks
@@ -52,9 +54,10 @@ class Basis:
 
 
 def dense(w: torch.Tensor, k: int | None = None) -> Basis:
-    U, S, Vh = torch.linalg.svd(w.double(), full_matrices=False)
-    keep = S.numel() if k is None else min(k, S.numel())
-    return Basis(U if k is None else U[:, :keep], S[:keep] if k is not None else S, Vh[:keep].T, "dense", 0.0)
+    """The dense SVD (spectra.dense_svd): all of it, or its top k."""
+    d = dense_svd(w)
+    keep = d.S.numel() if k is None else min(k, d.S.numel())
+    return Basis(d.U if k is None else d.U[:, :keep], d.S[:keep], d.V[:, :keep], "dense", 0.0)
 
 
 def w0_basis(w0: torch.Tensor, top_k: int) -> Basis:
@@ -143,31 +146,27 @@ def _complete(u: torch.Tensor, n: int) -> torch.Tensor:
     return torch.linalg.qr(x)[0]
 
 
-def top_left(w: torch.Tensor, k: int, seed: int = 0) -> Basis:
-    """The top-k singular triplets of w by block Krylov iteration; the dense SVD when they do not
-    meet TOLERANCE within KRYLOV_BLOCKS blocks."""
+def top_left(w: torch.Tensor, k: int) -> Basis:
+    """The top-k singular triplets of w by block Krylov iteration on w w^T; the dense SVD when they
+    do not meet TOLERANCE within KRYLOV_BLOCKS blocks."""
     w = w.double()
     k = min(k, *w.shape)
-    width = min(k + KRYLOV_OVERSAMPLE, min(w.shape))
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    block = torch.linalg.qr(w @ torch.randn(w.shape[1], width, generator=g, dtype=w.dtype).to(w.device))[0]
-    blocks = [block]
-    for step in range(1, KRYLOV_BLOCKS + 1):
-        block = torch.linalg.qr(w @ (w.T @ block))[0]
-        blocks.append(block)
-        if step not in RITZ_AT and step != KRYLOV_BLOCKS:
-            continue
-        Q = torch.linalg.qr(torch.cat(blocks, dim=1))[0]
-        u, s, vh = torch.linalg.svd(Q.T @ w, full_matrices=False)
-        U, S, V = Q @ u[:, :k], s[:k], vh[:k].T
-        # Q^T w is exact in Q's span, so what is left out of it is (I - Q Q^T) w V = w V - U S
-        residual = torch.linalg.vector_norm(w @ V - U * S, dim=0)
-        error = float(residual.max() / S[0]) if float(S[0]) > 0 else 0.0
-        if error <= TOLERANCE:
-            return Basis(U, S, V, "krylov", error)
-        if sum(b.shape[1] for b in blocks) >= min(w.shape):
-            break
-    return dense(w, k)
+    found = _symmetric_top(lambda M: w @ (w.T @ M), w.shape[0], k, w.device, KRYLOV_BLOCKS, KRYLOV_OVERSAMPLE, RITZ_AT)
+    basis = _checked(found, lambda U: w.T @ U, lambda V: w @ V, "krylov")
+    return basis if basis is not None else dense(w, k)
+
+
+def _checked(found, times_t, times, route: str) -> Basis | None:
+    """The triplets of Ritz pairs (lambda, u) of W W^T, with v = W^T u / s, if every residual
+    ||W v - s u|| / s_1 on W itself is within TOLERANCE; `times_t` and `times` apply W^T and W."""
+    if found is None:
+        return None
+    lam, U = found
+    S = lam.clamp(min=0).sqrt()
+    V = times_t(U) / S.clamp(min=torch.finfo(torch.float64).tiny)
+    residual = torch.linalg.vector_norm(times(V) - U * S, dim=0)
+    error = float(residual.max() / S[0]) if float(S[0]) > 0 else 0.0
+    return Basis(U, S, V, route, error) if error <= TOLERANCE else None
 
 
 def low_rank_update_top(w0: torch.Tensor, basis: Basis, B: torch.Tensor, A: torch.Tensor, k: int) -> Basis:
@@ -195,33 +194,28 @@ def low_rank_update_top(w0: torch.Tensor, basis: Basis, B: torch.Tensor, A: torc
         return D[:, None] * M + X @ YtM + Y @ (X.T @ M) + Y @ (Z @ YtM)
 
     k = min(k, m + extra)
-    found = _symmetric_top(gram_times, m + extra, k, w0.device)
-    if found is not None:
-        lam, coords = found
-        S = lam.clamp(min=0).sqrt()
-        U = U0 @ coords[:m] + Q @ coords[m:]
-        V = (w0.T @ U + A.T @ (B.T @ U)) / S.clamp(min=torch.finfo(torch.float64).tiny)
-        residual = torch.linalg.vector_norm(w0 @ V + B @ (A @ V) - U * S, dim=0)
-        error = float(residual.max() / S[0]) if float(S[0]) > 0 else 0.0
-        if error <= TOLERANCE:
-            return Basis(U, S, V, "krylov-w0", error)
-    return top_left(w0 + B @ A, k)
+    found = _symmetric_top(gram_times, m + extra, k, w0.device, IMPLICIT_BLOCKS, IMPLICIT_OVERSAMPLE, IMPLICIT_RITZ_AT)
+    if found is not None:  # from the coordinates of [U0, Q] back to R^d_out
+        found = found[0], U0 @ found[1][:m] + Q @ found[1][m:]
+    basis = _checked(found, lambda U: w0.T @ U + A.T @ (B.T @ U), lambda V: w0 @ V + B @ (A @ V), "krylov-w0")
+    return basis if basis is not None else top_left(w0 + B @ A, k)
 
 
-def _symmetric_top(times, n: int, k: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _symmetric_top(times, n: int, k: int, device, blocks: int, oversample: int, ritz_at: tuple):
     """(top-k eigenvalues, eigenvectors) of the positive semi-definite operator `times` by block
-    Krylov iteration, or None when the Ritz pairs miss TOLERANCE within IMPLICIT_BLOCKS blocks."""
-    width = min(k + IMPLICIT_OVERSAMPLE, n)
+    Krylov iteration with blocks of k + oversample columns and a Rayleigh-Ritz step after the
+    blocks in `ritz_at` and the last, or None when the Ritz pairs miss TOLERANCE."""
+    width = min(k + oversample, n)
     g = torch.Generator(device="cpu").manual_seed(0)
     block = torch.linalg.qr(times(torch.randn(n, width, generator=g, dtype=torch.float64).to(device)))[0]
-    blocks = [block]
-    for step in range(1, IMPLICIT_BLOCKS + 1):
+    basis = [block]
+    for step in range(1, blocks + 1):
         block = torch.linalg.qr(times(block))[0]
-        blocks.append(block)
-        full = sum(b.shape[1] for b in blocks) >= n
-        if step not in IMPLICIT_RITZ_AT and step != IMPLICIT_BLOCKS and not full:
+        basis.append(block)
+        full = sum(b.shape[1] for b in basis) >= n
+        if step not in ritz_at and step != blocks and not full:
             continue
-        Qk = torch.linalg.qr(torch.cat(blocks, dim=1))[0][:, :n]
+        Qk = torch.linalg.qr(torch.cat(basis, dim=1))[0][:, :n]
         lam, vec = _eigh_descending(Qk.T @ times(Qk))
         lam, y = lam[:k], Qk @ vec[:, :k]
         # in singular-value terms: ||W v - s u|| / s_1 = ||G y - lam y|| / (s s_1)

@@ -49,38 +49,37 @@ def find_module(model, name: str):
 
 
 @torch.no_grad()
-def effective_weight(module, d_in: int) -> torch.Tensor:
-    """d_out x d_in float32: what the module computes without its bias, by probing it. A module
-    held in bf16 or fp16 is probed as a float32 copy: its output W0 + Delta W rounded to 8 bits of
-    mantissa would bury an update much smaller than W0 (after two steps, a 30 % error)."""
+def probe(module, d_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d_out x d_in float32: what the module computes without its bias, the bias), by feeding it
+    the identity and zero. A module held in bf16 or fp16 is probed as a float32 copy: its output
+    W0 + Delta W rounded to 8 bits of mantissa would bury an update much smaller than W0 (after two
+    steps, a 30 % error)."""
     param = next(module.parameters())
     if param.dtype != torch.float32:
         module = copy.deepcopy(module).float()
     was_training = module.training
     module.eval()
     try:
-        eye = torch.eye(d_in, device=param.device, dtype=torch.float32)
-        out = module(eye) - module(torch.zeros(1, d_in, device=param.device, dtype=torch.float32))
+        bias = module(torch.zeros(1, d_in, device=param.device, dtype=torch.float32))
+        out = module(torch.eye(d_in, device=param.device, dtype=torch.float32)) - bias
     finally:
         module.train(was_training)
-    return out.float().T.cpu()
+    return out.float().T.cpu(), bias.float().cpu()
+
+
+def effective_weight(module, d_in: int) -> torch.Tensor:
+    return probe(module, d_in)[0]
 
 
 def probed_update(model, name: str, w0: torch.Tensor) -> torch.Tensor:
     return effective_weight(find_module(model, name), w0.shape[1]) - w0
 
 
-def probe_rounding(model, name: str, w0: torch.Tensor) -> float:
+def probe_rounding(w0: torch.Tensor, bias: torch.Tensor) -> float:
     """A bound on the Frobenius error the float32 probe itself adds: each entry of module(I) -
     module(0) is W0 + Delta W + b rounded, then b taken off, and the adapter's sum rounds once more,
     so at most 2 eps (||W0||_F + sqrt(d_in) ||b||). An update smaller than this (one step at a zero
     learning rate: none at all) cannot be told from the probe's own rounding."""
-    module = find_module(model, name)
-    param = next(module.parameters())
-    if param.dtype != torch.float32:
-        module = copy.deepcopy(module).float()
-    with torch.no_grad():
-        bias = module(torch.zeros(1, w0.shape[1], device=param.device, dtype=torch.float32)).float().cpu()
     eps = torch.finfo(torch.float32).eps
     return 2 * eps * (float(torch.linalg.matrix_norm(w0)) + w0.shape[1] ** 0.5 * float(bias.norm()))
 
@@ -92,11 +91,12 @@ def check_factors(model, factors: dict, w0: dict) -> Optional[str]:
         return None
     name = min(factors, key=lambda n: w0[n].numel())
     B, A = factors[name]
-    dense = probed_update(model, name, w0[name])
+    weight, bias = probe(find_module(model, name), w0[name].shape[1])
+    dense = weight - w0[name]
     product = (B.double() @ A.double()).float().cpu()
     size = float(torch.linalg.matrix_norm(dense))
     difference = float(torch.linalg.matrix_norm(product - dense))
-    if difference > FACTOR_TOLERANCE * size + probe_rounding(model, name, w0[name]):
+    if difference > FACTOR_TOLERANCE * size + probe_rounding(w0[name], bias):
         raise RuntimeError(
             f"the method's update factors of {name} differ from the layer's probed update by "
             f"{difference / (size or 1.0):.2e} (relative Frobenius, above {FACTOR_TOLERANCE:g} and above "

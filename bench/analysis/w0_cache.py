@@ -6,9 +6,9 @@ An entry is named by the BLAKE2 hash of W0's float32 bytes and shape, so a diffe
 revision or layer can never be served another's vectors; it holds U and S in float64, with the
 route and check that made them (rounding U to float32 would perturb W0's Gram matrix by about
 1e-7 s_1^2 in every entry, enough to turn the top vectors of a flat spectrum in the W_tuned route
-of decompose.low_rank_update_top). V's top k are
-rebuilt on reading for any k (decompose.right_vectors). Entries live under `cache_dir()/analysis/w0/`
-(`BENCH_CACHE`); `analysis.w0_cache=false` neither reads nor writes them.
+of decompose.low_rank_update_top). V's top k are rebuilt on reading for any k
+(decompose.right_vectors). Entries live under `cache_dir()/analysis/w0/` (`BENCH_CACHE`);
+`analysis.w0_cache=false` neither reads nor writes them.
 """
 
 from __future__ import annotations

@@ -22,15 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.study import judge, pack, plan, render, select, spec, timing
+from bench.study.select import load_runs
 
 # what a study may commit of its runs (result.json and compressed items files: bench/study/pack.py)
 MAX_COMMITTED = 20_000_000
-
-
-def load_runs(root: Path) -> list[dict]:
-    from bench.report import load
-
-    return load([root])[0] if root.exists() else []
 
 
 def state(study: spec.Study):
@@ -136,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is None:
             print("error: retime needs --out DIR (its re-runs and retime.json go there)", file=sys.stderr)
             return 2
-        return timing.retime(study, load_runs(study.root), args.per_part, args.out, load_runs)
+        return timing.retime(study, load_runs(study.root), args.per_part, args.out)
     if args.action == "project":
         print(timing.projection_markdown(timing.project(study, load_runs(study.root), args.retimed)))
         return 0

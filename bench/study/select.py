@@ -11,10 +11,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from bench.report.where import _equal, lookup
 from bench.study.spec import Arm, SpecError, Study, Trial
+
+
+def load_runs(root: Path) -> list[dict]:
+    """Every readable, schema-valid result under `root` (bench.report.load); none if it is absent."""
+    from bench.report import load
+
+    return load([root])[0] if root.exists() else []
 
 
 def matches(result: dict, overrides: dict) -> bool:

@@ -97,7 +97,7 @@ def largest_difference(a: dict, b: dict) -> tuple[str, float]:
     return key, abs(a[key] - b[key])
 
 
-def retime(study: spec.Study, runs: list[dict], per_part: int, out: Path, load_runs) -> int:
+def retime(study: spec.Study, runs: list[dict], per_part: int, out: Path) -> int:
     """Re-run a sample of the committed jobs (module docstring); 0 when each reproduced its hash."""
     picked = sample(study, runs, per_part)
     roots = [out / f"job{i:02d}" for i in range(len(picked))]
@@ -113,7 +113,7 @@ def retime(study: spec.Study, runs: list[dict], per_part: int, out: Path, load_r
     wall = time.perf_counter() - t0
     rows, ratio, news = [], {}, []
     for old, root, spent in zip(picked, roots, process_s):
-        found = load_runs(root)
+        found = select.load_runs(root)
         if len(found) != 1:
             raise RuntimeError(f"the re-run of {old['_path']} left {len(found)} results under {root}, not one")
         new = found[0]
